@@ -1,0 +1,219 @@
+//! The command line: flags, environment variables, and what each subcommand runs.
+//!
+//! Exit codes: 0 success, 1 runtime failure (bad scenario, cannot bind, ...), 2 usage error.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::duration::HumanDuration;
+use crate::emulator::delivery::DeliveryPolicy;
+use crate::emulator::{Clock, CoreConfig, EmulatorOptions, RunningEmulator, Scenario};
+use crate::telemetry::{self, LogFormat};
+
+/// poolpilot: autoscaler and alerting agent for E2B sandbox pools.
+#[derive(Debug, Parser)]
+#[command(name = "poolpilot", version, about, long_about = None)]
+pub struct Cli {
+    /// Log format: text on a terminal and JSON otherwise (auto), or forced.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "auto",
+        env = "POOLPILOT_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+    /// Log filter, e.g. `info` or `poolpilot=debug,warn`.
+    #[arg(long, global = true, default_value = "info", env = "POOLPILOT_LOG")]
+    pub log_level: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a local E2B-compatible API server (sandboxes, metrics, events, webhooks).
+    Emulator(EmulatorArgs),
+}
+
+/// Flags of `poolpilot emulator`.
+#[derive(Debug, Args)]
+pub struct EmulatorArgs {
+    /// Address to listen on. Loopback by default; anything else exposes the emulator.
+    #[arg(
+        long,
+        default_value = "127.0.0.1:3000",
+        env = "POOLPILOT_EMULATOR_LISTEN"
+    )]
+    pub listen: String,
+    /// Scenario file: templates, load over time, initial sandboxes, faults (docs/emulator.md).
+    #[arg(long, env = "POOLPILOT_EMULATOR_SCENARIO")]
+    pub scenario: Option<PathBuf>,
+    /// Time between two metric samples of a sandbox (E2B: 5s).
+    #[arg(long, default_value = "5s")]
+    pub metrics_interval: HumanDuration,
+    /// API key clients must send; without it any non-empty key is accepted.
+    #[arg(long, env = "POOLPILOT_EMULATOR_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Virtual seconds per wall-clock second.
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
+    /// Virtual time moves only on POST /_emulator/advance.
+    #[arg(long, conflicts_with = "speed")]
+    pub manual_clock: bool,
+    /// Running sandboxes at most (E2B: 20 on Hobby, 100 on Pro).
+    #[arg(long, default_value_t = 100)]
+    pub max_concurrent: usize,
+    /// Sandbox creates per second (E2B: 1 on Hobby, 5 on Pro).
+    #[arg(long, default_value_t = 5.0)]
+    pub create_rate: f64,
+    /// Tries per webhook delivery, the first included.
+    #[arg(long, default_value_t = 3)]
+    pub webhook_attempts: u32,
+    /// Wait before the first webhook retry; doubles each retry.
+    #[arg(long, default_value = "10s")]
+    pub webhook_backoff: HumanDuration,
+    /// Answer POST /v2/sandboxes with a router 404, like an API that only has v1 creates.
+    #[arg(long)]
+    pub no_v2_create: bool,
+    /// Print a status line this often (wall clock); 0s prints none.
+    #[arg(long, default_value = "0s")]
+    pub status_every: HumanDuration,
+    /// Exit once the scenario's duration has passed in virtual time.
+    #[arg(long)]
+    pub exit_at_end: bool,
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format, &cli.log_level);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Emulator(args) => run_emulator(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_emulator(args: EmulatorArgs) -> anyhow::Result<()> {
+    let scenario = match &args.scenario {
+        Some(path) => Scenario::load(path)?,
+        None => Scenario::default(),
+    };
+    if !(args.speed.is_finite() && args.speed > 0.0) {
+        anyhow::bail!("--speed must be a positive number, got {}", args.speed);
+    }
+    let opts = EmulatorOptions {
+        core: CoreConfig {
+            metrics_interval: args.metrics_interval.0.max(Duration::from_millis(100)),
+            max_concurrent: args.max_concurrent,
+            create_rate: args.create_rate,
+            ..CoreConfig::default()
+        },
+        scenario: scenario.clone(),
+        api_key: args.api_key.clone(),
+        clock: if args.manual_clock {
+            Clock::Manual
+        } else {
+            Clock::Wall { speed: args.speed }
+        },
+        delivery: DeliveryPolicy {
+            max_attempts: args.webhook_attempts.max(1),
+            backoff: args.webhook_backoff.0,
+            ..DeliveryPolicy::default()
+        },
+        serve_v2_create: !args.no_v2_create,
+        ..EmulatorOptions::default()
+    };
+    let running = RunningEmulator::bind(opts, &args.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
+    tracing::info!(
+        url = %running.url(),
+        key_required = args.api_key.is_some(),
+        "emulator listening; point clients at it with E2B_API_URL={}",
+        running.url()
+    );
+    println!("poolpilot emulator listening on {}", running.url());
+    let end = scenario.duration.filter(|_| args.exit_at_end).map(|d| d.0);
+    let status_every = (!args.status_every.0.is_zero()).then_some(args.status_every.0);
+    let emulator = running.emulator.clone();
+    let watch = async {
+        let mut tick = tokio::time::interval(status_every.unwrap_or(Duration::from_millis(200)));
+        loop {
+            tick.tick().await;
+            let stats = emulator.with_core(|c| c.stats());
+            if status_every.is_some() {
+                println!("{}", status_line(&stats));
+            }
+            if end.is_some_and(|e| stats.elapsed_s >= e.as_secs_f64()) {
+                println!("scenario finished: {}", serde_json::to_string(&stats)?);
+                return anyhow::Ok(());
+            }
+        }
+    };
+    tokio::select! {
+        r = watch => r?,
+        _ = shutdown_signal() => tracing::info!("shutting down"),
+    }
+    running.stop().await;
+    Ok(())
+}
+
+/// One human-readable line about the emulator's state.
+pub fn status_line(s: &crate::emulator::core::StatsReport) -> String {
+    let secs = s.elapsed_s.max(0.0) as u64;
+    let mut line = format!("t+{:02}:{:02}", secs / 60, secs % 60);
+    for (name, t) in &s.templates {
+        if t.running == 0 && t.demand_cores == 0.0 && t.totals.creates == 0 {
+            continue;
+        }
+        line.push_str(&format!(
+            " | {name}: demand {:.1} cores, capacity {:.0} cores, {} running ({} booting), cpu avg {:.0}%",
+            t.demand_cores, t.capacity_cores, t.running, t.booting, t.avg_cpu_pct
+        ));
+    }
+    line.push_str(&format!(
+        " | unmet {:.0} core-s, {:.0} sandbox-s, {} events",
+        s.unmet_core_seconds, s.sandbox_seconds, s.events
+    ));
+    line
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,22 @@
+//! poolpilot: an autoscaler and alerting agent for pools of E2B sandboxes, with a local
+//! E2B-compatible emulator.
+//!
+//! # Layout
+//!
+//! - [`e2b`]: the E2B API. Wire types, typed errors, webhook signatures, retry and create
+//!   pacing, the [`e2b::E2bApi`] trait and its HTTP implementation. The only module that
+//!   knows E2B's URLs and JSON shapes (besides the emulator, which plays E2B).
+//! - [`emulator`]: a local control plane that speaks E2B's HTTP API. Its [`emulator::core`]
+//!   is pure state in virtual time (sandboxes, metrics from a load model, lifecycle events,
+//!   webhooks, rate limits); [`emulator::http`] serves it with axum; [`emulator::delivery`]
+//!   posts signed webhooks; [`emulator::InProcess`] implements [`e2b::E2bApi`] over the core
+//!   with no HTTP at all.
+//! - [`cli`]: the command line (`poolpilot emulator`, ...). `main.rs` only calls it.
+//!
+//! Data flows one way: sources -> observations -> engine -> decisions -> actions.
+
+pub mod cli;
+pub mod duration;
+pub mod e2b;
+pub mod emulator;
+pub mod telemetry;
