@@ -612,9 +612,11 @@ impl Core {
         let mem_used = (mem_total as f64 * (0.06 + 0.55 * util)) as u64;
         let disk_total = s.disk_mb as u64 * MIB;
         let disk_used = (disk_total as f64 * (0.55 + 0.15 * util)) as u64;
+        // E2B stores samples at whole seconds.
+        let at = DateTime::from_timestamp(self.now.timestamp(), 0).unwrap_or(self.now);
         let metric = SandboxMetric {
-            timestamp: self.now,
-            timestamp_unix: self.now.timestamp(),
+            timestamp: at,
+            timestamp_unix: at.timestamp(),
             cpu_count: s.cpu_count,
             cpu_used_pct: pct,
             mem_used,
@@ -1121,14 +1123,7 @@ impl Core {
     pub fn list(&self, q: &ListQuery) -> Res<Page<SandboxInfo>> {
         let limit = q.limit.unwrap_or(100);
         if !(1..=100).contains(&limit) {
-            return Err(Rejection::bad_request(format!(
-                "parameter \"limit\" in query has an error: number must be {} 100",
-                if limit < 1 {
-                    "at least 1, not above"
-                } else {
-                    "at most"
-                }
-            )));
+            return Err(limit_error(limit));
         }
         let template_key = match &q.template {
             Some(t) => Some(
@@ -1271,14 +1266,7 @@ impl Core {
     /// `GET /events/sandboxes` (all) or `GET /events/sandboxes/{id}` (`sandbox` given).
     pub fn events(&self, sandbox: Option<&str>, q: &EventQuery) -> Res<Vec<LifecycleEvent>> {
         if !(1..=100).contains(&q.limit) {
-            return Err(Rejection::bad_request(format!(
-                "parameter \"limit\" in query has an error: number must be {} 100",
-                if q.limit < 1 {
-                    "at least 1, not above"
-                } else {
-                    "at most"
-                }
-            )));
+            return Err(limit_error(q.limit));
         }
         let sandbox = sandbox.map(short_id).transpose()?;
         let matches = |e: &&LifecycleEvent| {
@@ -1515,6 +1503,18 @@ impl Core {
             templates,
         }
     }
+}
+
+/// The 400 for a page size outside 1..=100, worded like E2B's request validator.
+fn limit_error(limit: u32) -> Rejection {
+    let bound = if limit < 1 {
+        "at least 1"
+    } else {
+        "at most 100"
+    };
+    Rejection::bad_request(format!(
+        "parameter \"limit\" in query has an error: number must be {bound}"
+    ))
 }
 
 /// Drops E2B's `-<clientID>` suffix; more than one `-` is a 400.

@@ -137,9 +137,14 @@ impl Emulator {
 
     /// The axum router of the E2B API and the controls.
     pub fn router(&self, serve_v2_create: bool) -> Router {
-        let mut api = Router::new()
+        let v2 = if serve_v2_create {
+            post(create_v2).get(list_v2)
+        } else {
+            get(list_v2)
+        };
+        let api = Router::new()
             .route("/sandboxes", post(create_v1).get(list_v1))
-            .route("/v2/sandboxes", get(list_v2))
+            .route("/v2/sandboxes", v2)
             .route("/sandboxes/metrics", get(metrics_batch))
             .route("/sandboxes/{id}", get(get_sandbox).delete(kill_sandbox))
             .route("/sandboxes/{id}/metrics", get(sandbox_metrics))
@@ -157,9 +162,6 @@ impl Emulator {
                     .patch(update_webhook)
                     .delete(delete_webhook),
             );
-        if serve_v2_create {
-            api = api.route("/v2/sandboxes", post(create_v2).get(list_v2));
-        }
         let api = api.route_layer(middleware::from_fn_with_state(self.clone(), gate));
         let controls = Router::new()
             .route("/health", get(|| async { StatusCode::OK }))
