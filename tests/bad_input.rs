@@ -1,0 +1,397 @@
+//! Bad input gets E2B's status and a JSON error body `{"code", "message"}`: never a panic,
+//! a 5xx, or a hung connection.
+
+mod common;
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+async fn expect(
+    http: &reqwest::Client,
+    base: &str,
+    method: Method,
+    path: &str,
+    key: Option<&str>,
+    body: Option<Vec<u8>>,
+    want: u16,
+) -> Value {
+    let mut rb = http.request(method.clone(), format!("{base}{path}"));
+    if let Some(k) = key {
+        rb = rb.header("X-API-Key", k);
+    }
+    if let Some(b) = body {
+        rb = rb.header("content-type", "application/json").body(b);
+    }
+    let r = rb
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let status = r.status().as_u16();
+    let ctype = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string());
+    let text = r.text().await.unwrap();
+    assert_eq!(status, want, "{method} {path}: {text}");
+    assert_eq!(
+        ctype.as_deref(),
+        Some("application/json"),
+        "{method} {path}"
+    );
+    let v: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"));
+    assert!(
+        v["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{method} {path}: {v}"
+    );
+    v
+}
+
+#[tokio::test]
+async fn bad_requests_get_e2b_errors() {
+    let emu = common::emulator(common::options()).await;
+    let base = emu.url();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let k = Some(common::KEY);
+    let b = |s: &str| Some(s.as_bytes().to_vec());
+
+    let created: Value = http
+        .post(format!("{base}/v2/sandboxes"))
+        .header("X-API-Key", common::KEY)
+        .json(&json!({"templateID": "base"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["sandboxID"].as_str().unwrap().to_string();
+
+    use Method as M;
+    let cases: Vec<(Method, String, Option<&str>, Option<Vec<u8>>, u16)> = vec![
+        (
+            M::POST,
+            "/v2/sandboxes".into(),
+            k,
+            b("{\"templateID\": "),
+            400,
+        ),
+        (
+            M::POST,
+            "/v2/sandboxes".into(),
+            k,
+            b("{\"templateID\": 5}"),
+            400,
+        ),
+        (
+            M::POST,
+            "/v2/sandboxes".into(),
+            k,
+            b("{\"templateID\": \"base\", \"timeout\": \"x\"}"),
+            400,
+        ),
+        (
+            M::POST,
+            "/v2/sandboxes".into(),
+            k,
+            b("{\"templateID\": \"base\", \"timeout\": -1}"),
+            400,
+        ),
+        (
+            M::POST,
+            "/v2/sandboxes".into(),
+            k,
+            b("{\"templateID\": \"base\", \"timeout\": 90000}"),
+            400,
+        ),
+        (
+            M::POST,
+            "/v2/sandboxes".into(),
+            k,
+            b("{\"templateID\": \"base\", \"metadata\": [1]}"),
+            400,
+        ),
+        (M::POST, "/v2/sandboxes".into(), k, b("[]"), 400),
+        (M::POST, "/v2/sandboxes".into(), k, b(""), 400),
+        (M::POST, "/v2/sandboxes".into(), k, b("{}"), 400),
+        (
+            M::POST,
+            "/v2/sandboxes".into(),
+            k,
+            b("{\"templateID\": \"nope\"}"),
+            404,
+        ),
+        (M::POST, "/sandboxes".into(), k, b("nonsense"), 400),
+        (M::GET, "/sandboxes/unknownid".into(), k, None, 404),
+        (M::DELETE, "/sandboxes/unknownid".into(), k, None, 404),
+        (M::GET, "/sandboxes/a-b-c".into(), k, None, 400),
+        (M::GET, "/sandboxes/unknownid/metrics".into(), k, None, 404),
+        (
+            M::POST,
+            "/sandboxes/unknownid/timeout".into(),
+            k,
+            b("{\"timeout\": 5}"),
+            404,
+        ),
+        (M::POST, "/sandboxes/unknownid/pause".into(), k, None, 404),
+        (
+            M::POST,
+            "/sandboxes/unknownid/connect".into(),
+            k,
+            b("{\"timeout\": 5}"),
+            404,
+        ),
+        (
+            M::POST,
+            "/v2/sandboxes/unknownid/connect".into(),
+            k,
+            b("{\"timeout\": 5}"),
+            404,
+        ),
+        (M::POST, "/sandboxes/unknownid/resume".into(), k, None, 404),
+        (M::POST, format!("/sandboxes/{id}/timeout"), k, b("{}"), 400),
+        (
+            M::POST,
+            format!("/sandboxes/{id}/timeout"),
+            k,
+            b("{\"timeout\": true}"),
+            400,
+        ),
+        (
+            M::POST,
+            format!("/sandboxes/{id}/pause"),
+            k,
+            b("{\"memory\": \"yes\"}"),
+            400,
+        ),
+        (
+            M::GET,
+            format!("/sandboxes/{id}/metrics?start=abc"),
+            k,
+            None,
+            400,
+        ),
+        (
+            M::GET,
+            format!("/sandboxes/{id}/metrics?start=-5"),
+            k,
+            None,
+            400,
+        ),
+        (
+            M::GET,
+            format!("/sandboxes/{id}/metrics?start=9&end=1"),
+            k,
+            None,
+            400,
+        ),
+        (M::GET, "/v2/sandboxes?limit=0".into(), k, None, 400),
+        (M::GET, "/v2/sandboxes?limit=101".into(), k, None, 400),
+        (M::GET, "/v2/sandboxes?limit=abc".into(), k, None, 400),
+        (
+            M::GET,
+            "/v2/sandboxes?nextToken=garbage".into(),
+            k,
+            None,
+            400,
+        ),
+        (
+            M::GET,
+            "/v2/sandboxes?nextToken=Zm9vX19iYXI%3D".into(),
+            k,
+            None,
+            400,
+        ),
+        (M::GET, "/v2/sandboxes?state=zombie".into(), k, None, 400),
+        (M::GET, "/v2/sandboxes?order=sideways".into(), k, None, 400),
+        (
+            M::GET,
+            "/v2/sandboxes?startedAfter=yesterday".into(),
+            k,
+            None,
+            400,
+        ),
+        (
+            M::GET,
+            "/v2/sandboxes?metadata=novalue".into(),
+            k,
+            None,
+            400,
+        ),
+        (M::GET, "/sandboxes/metrics".into(), k, None, 400),
+        (
+            M::GET,
+            format!("/sandboxes/metrics?sandbox_ids={id},{id}"),
+            k,
+            None,
+            400,
+        ),
+        (
+            M::GET,
+            format!(
+                "/sandboxes/metrics?sandbox_ids={}",
+                (0..101)
+                    .map(|i| format!("s{i}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            k,
+            None,
+            400,
+        ),
+        (M::GET, "/events/sandboxes?limit=0".into(), k, None, 400),
+        (M::GET, "/events/sandboxes?limit=101".into(), k, None, 400),
+        (M::GET, "/events/sandboxes?offset=-1".into(), k, None, 400),
+        (
+            M::GET,
+            "/events/sandboxes?orderAsc=maybe".into(),
+            k,
+            None,
+            400,
+        ),
+        (
+            M::GET,
+            "/events/sandboxes?types=sandbox.lifecycle.exploded".into(),
+            k,
+            None,
+            400,
+        ),
+        (
+            M::POST,
+            "/events/webhooks".into(),
+            k,
+            b("{\"name\": 1}"),
+            400,
+        ),
+        (
+            M::POST,
+            "/events/webhooks".into(),
+            k,
+            b(
+                "{\"name\":\"n\",\"url\":\"ftp://x\",\"enabled\":true,\"events\":[\"sandbox.lifecycle.created\"],\"signatureSecret\":\"s\"}",
+            ),
+            400,
+        ),
+        (
+            M::POST,
+            "/events/webhooks".into(),
+            k,
+            b(
+                "{\"name\":\"n\",\"url\":\"https://x\",\"enabled\":true,\"events\":[],\"signatureSecret\":\"s\"}",
+            ),
+            400,
+        ),
+        (M::GET, "/events/webhooks/nope".into(), k, None, 404),
+        (M::PATCH, "/events/webhooks/nope".into(), k, b("{}"), 404),
+        (M::DELETE, "/events/webhooks/nope".into(), k, None, 404),
+        (M::GET, "/v2/sandboxes".into(), None, None, 401),
+        (M::GET, "/v2/sandboxes".into(), Some("e2b_wrong"), None, 401),
+        (M::DELETE, format!("/sandboxes/{id}"), None, None, 401),
+        (M::GET, "/no/such/route".into(), k, None, 404),
+        (M::PUT, "/v2/sandboxes".into(), k, None, 405),
+    ];
+    for (method, path, key, body, want) in cases {
+        let v = expect(&http, &base, method, &path, key, body, want).await;
+        if v.get("code").is_some() {
+            assert_eq!(v["code"], want, "{path}: {v}");
+        }
+    }
+    // Every error from an E2B handler carries the numeric code the JS SDK reads.
+    let v = expect(&http, &base, M::GET, "/sandboxes/unknownid", k, None, 404).await;
+    assert_eq!(
+        v,
+        json!({"code": 404, "message": "Sandbox \"unknownid\" doesn't exist or you don't have access to it"})
+    );
+    let big = vec![b' '; 3 * 1024 * 1024];
+    expect(&http, &base, M::POST, "/v2/sandboxes", k, Some(big), 413).await;
+    // The sandbox used above is still there: nothing was broken by the bad requests.
+    expect(
+        &http,
+        &base,
+        M::POST,
+        &format!("/sandboxes/{id}/pause"),
+        k,
+        b("{\"memory\": \"yes\"}"),
+        400,
+    )
+    .await;
+    let ok = http
+        .get(format!("{base}/sandboxes/{id}"))
+        .header("X-API-Key", common::KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+}
+
+#[tokio::test]
+async fn random_bodies_never_break_the_server() {
+    let emu = common::emulator(common::options()).await;
+    let base = emu.url();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let mut rng = fastrand::Rng::with_seed(1234);
+    let pieces: [&[u8]; 12] = [
+        b"{",
+        b"}",
+        b"[",
+        b"]",
+        b"\"templateID\"",
+        b":",
+        b",",
+        b"\"base\"",
+        b"-1",
+        b"1e999",
+        b"null",
+        b"\xff\xfe",
+    ];
+    let paths = [
+        "/v2/sandboxes",
+        "/sandboxes",
+        "/events/webhooks",
+        "/sandboxes/x/timeout",
+        "/sandboxes/x/connect",
+        "/_emulator/faults",
+    ];
+    for i in 0..300 {
+        let mut body = Vec::new();
+        for _ in 0..rng.usize(0..12) {
+            body.extend_from_slice(pieces[rng.usize(0..pieces.len())]);
+        }
+        let path = paths[i % paths.len()];
+        let r = http
+            .post(format!("{base}{path}"))
+            .header("X-API-Key", common::KEY)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{path} with {body:?}: {e}"));
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        assert!(
+            status < 500,
+            "{path} with {:?}: {status} {text}",
+            String::from_utf8_lossy(&body)
+        );
+        if status >= 400 {
+            let v: Value =
+                serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+            assert!(v["message"].is_string(), "{text}");
+        }
+    }
+    // Still serving.
+    let r = http
+        .get(format!("{base}/v2/sandboxes"))
+        .header("X-API-Key", common::KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
