@@ -8,6 +8,9 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
+/// A request and the status it must get: method, path, key, body, status.
+type Case<'a> = (Method, String, Option<&'a str>, Option<Vec<u8>>, u16);
+
 async fn expect(
     http: &reqwest::Client,
     base: &str,
@@ -73,7 +76,7 @@ async fn bad_requests_get_e2b_errors() {
     let id = created["sandboxID"].as_str().unwrap().to_string();
 
     use Method as M;
-    let cases: Vec<(Method, String, Option<&str>, Option<Vec<u8>>, u16)> = vec![
+    let cases: Vec<Case> = vec![
         (
             M::POST,
             "/v2/sandboxes".into(),

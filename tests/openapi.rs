@@ -21,10 +21,10 @@ fn spec() -> Value {
 fn to_json_schema(v: &mut Value) {
     match v {
         Value::Object(map) => {
-            if map.remove("nullable") == Some(Value::Bool(true)) {
-                if let Some(Value::String(t)) = map.get("type").cloned() {
-                    map.insert("type".into(), json!([t, "null"]));
-                }
+            if map.remove("nullable") == Some(Value::Bool(true))
+                && let Some(Value::String(t)) = map.get("type").cloned()
+            {
+                map.insert("type".into(), json!([t, "null"]));
             }
             for child in map.values_mut() {
                 to_json_schema(child);

@@ -1125,14 +1125,11 @@ impl Core {
         if !(1..=100).contains(&limit) {
             return Err(limit_error(limit));
         }
-        let template_key = match &q.template {
-            Some(t) => Some(
-                self.find_template(t)
-                    .map(|(k, _)| k.clone())
-                    .unwrap_or_else(|| t.clone()),
-            ),
-            None => None,
-        };
+        let template_key = q.template.as_ref().map(|t| {
+            self.find_template(t)
+                .map(|(k, _)| k.clone())
+                .unwrap_or_else(|| t.clone())
+        });
         let mut items: Vec<&Sbx> = self
             .sandboxes
             .values()

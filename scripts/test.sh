@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine that has only the Rust toolchain, Python 3.11
+# with pip, and Node.js. It installs what the tests need, then runs them:
+#   - E2B's official Python SDK (PyPI `e2b`, pinned in tests/sdk/requirements.txt) into
+#     target/sdk-venv;
+#   - E2B's official JS SDK (npm `e2b`, pinned in tests/sdk/package-lock.json) into
+#     tests/sdk/node_modules;
+#   - then `cargo test`, which drives both SDKs against the emulator.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== installing E2B's Python SDK into target/sdk-venv"
+if [ ! -x target/sdk-venv/bin/python ]; then
+  mkdir -p target
+  python3 -m venv target/sdk-venv
+fi
+target/sdk-venv/bin/pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt
+
+echo "== installing E2B's JS SDK into tests/sdk/node_modules"
+(cd tests/sdk && npm ci --no-audit --no-fund --loglevel=error)
+
+echo "== cargo test"
+cargo test --locked
