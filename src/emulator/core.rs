@@ -754,12 +754,7 @@ impl Core {
                 format!("template '{}' not found", req.template_id),
             ));
         }
-        if req.timeout.is_some_and(|t| t > MAX_TIMEOUT_SECS) {
-            return Err(Rejection::bad_request(format!(
-                "Timeout cannot be greater than {} hours",
-                MAX_TIMEOUT_SECS / 3600
-            )));
-        }
+        check_timeout(req.timeout.unwrap_or(0))?;
         self.take_create_token()?;
         self.check_capacity()?;
         self.spawn(req, default_timeout)
@@ -1020,37 +1015,31 @@ impl Core {
 
     /// `POST /sandboxes/{id}/timeout`.
     pub fn set_timeout(&mut self, id: &str, timeout: u64) -> Res<()> {
-        if timeout > MAX_TIMEOUT_SECS {
-            return Err(Rejection::bad_request(format!(
-                "Timeout cannot be greater than {} hours",
-                MAX_TIMEOUT_SECS / 3600
-            )));
-        }
+        check_timeout(timeout)?;
         let key = self.resolve(id)?;
-        let now = self.now;
-        let s = self
-            .sandboxes
-            .get_mut(&key)
-            .ok_or_else(|| Rejection::sandbox_not_found(id))?;
+        let s = &self.sandboxes[&key];
         if s.state != SandboxState::Running {
+            // A paused sandbox is not in the orchestrator, so E2B does not find it.
             return Err(Rejection::sandbox_not_found(&s.id));
         }
-        s.end_at = now + TimeDelta::seconds(timeout as i64);
+        self.move_end(key, self.now + TimeDelta::seconds(timeout as i64));
+        Ok(())
+    }
+
+    /// Moves a running sandbox's end time: reschedules its expiry and emits `updated`.
+    fn move_end(&mut self, key: u64, end: DateTime<Utc>) {
+        let Some(s) = self.sandboxes.get_mut(&key) else {
+            return;
+        };
+        s.end_at = end;
         s.timeout_gen += 1;
-        let (end, tgen) = (s.end_at, s.timeout_gen);
-        self.schedule(
-            end,
-            Task::Expire {
-                sbx: key,
-                timeout: tgen,
-            },
-        );
+        let timeout = s.timeout_gen;
+        self.schedule(end, Task::Expire { sbx: key, timeout });
         let data = EventData {
             set_timeout: Some(rfc3339(end)),
             ..Default::default()
         };
         self.emit(key, EventType::Updated, data);
-        Ok(())
     }
 
     /// `POST /sandboxes/{id}/pause`: 409 when already paused.
@@ -1071,37 +1060,14 @@ impl Core {
     /// running one's end time, never shortening it.
     pub fn connect(&mut self, id: &str, timeout: u64) -> Res<(Sandbox, bool)> {
         let key = self.resolve(id)?;
-        if timeout > MAX_TIMEOUT_SECS {
-            return Err(Rejection::bad_request(format!(
-                "Timeout cannot be greater than {} hours",
-                MAX_TIMEOUT_SECS / 3600
-            )));
-        }
+        check_timeout(timeout)?;
         if self.sandboxes[&key].state == SandboxState::Paused {
             self.resume_key(key, timeout)?;
             return Ok((self.sandbox_view(key), true));
         }
         let wanted = self.now + TimeDelta::seconds(timeout as i64);
         if wanted > self.sandboxes[&key].end_at {
-            let s = self
-                .sandboxes
-                .get_mut(&key)
-                .ok_or_else(|| Rejection::sandbox_not_found(id))?;
-            s.end_at = wanted;
-            s.timeout_gen += 1;
-            let tgen = s.timeout_gen;
-            self.schedule(
-                wanted,
-                Task::Expire {
-                    sbx: key,
-                    timeout: tgen,
-                },
-            );
-            let data = EventData {
-                set_timeout: Some(rfc3339(wanted)),
-                ..Default::default()
-            };
-            self.emit(key, EventType::Updated, data);
+            self.move_end(key, wanted);
         }
         Ok((self.sandbox_view(key), false))
     }
@@ -1500,6 +1466,17 @@ impl Core {
             templates,
         }
     }
+}
+
+/// The 400 for a timeout over E2B's 24-hour maximum.
+fn check_timeout(secs: u64) -> Res<()> {
+    if secs > MAX_TIMEOUT_SECS {
+        return Err(Rejection::bad_request(format!(
+            "Timeout cannot be greater than {} hours",
+            MAX_TIMEOUT_SECS / 3600
+        )));
+    }
+    Ok(())
 }
 
 /// The 400 for a page size outside 1..=100, worded like E2B's request validator.
