@@ -309,6 +309,8 @@ pub struct Core {
     gone_metrics: HashMap<String, VecDeque<SandboxMetric>>,
     /// Running and booted sandboxes per template: the capacity of the load model.
     booted: BTreeMap<String, usize>,
+    /// Running sandboxes per template, kept as they change so that time steps need not scan.
+    running: BTreeMap<String, usize>,
     events: VecDeque<LifecycleEvent>,
     webhooks: BTreeMap<String, WebhookRec>,
     outbox: Vec<Delivery>,
@@ -378,6 +380,7 @@ impl Core {
             by_id: HashMap::new(),
             gone_metrics: HashMap::new(),
             booted: BTreeMap::new(),
+            running: BTreeMap::new(),
             events: VecDeque::new(),
             webhooks: BTreeMap::new(),
             outbox: Vec::new(),
@@ -478,19 +481,20 @@ impl Core {
         if dt <= 0.0 {
             return;
         }
-        let mut running: BTreeMap<&str, usize> = BTreeMap::new();
-        for s in self.sandboxes.values() {
-            if s.state == SandboxState::Running {
-                *running.entry(s.template.as_str()).or_default() += 1;
-            }
-        }
-        for (tpl, n) in running {
+        for (tpl, &n) in &self.running {
             let secs = n as f64 * dt;
             self.totals.sandbox_seconds += secs;
-            self.per_template
-                .entry(tpl.to_string())
-                .or_default()
-                .sandbox_seconds += secs;
+            if let Some(st) = self.per_template.get_mut(tpl) {
+                st.sandbox_seconds += secs;
+            } else {
+                self.per_template.insert(
+                    tpl.clone(),
+                    TemplateStats {
+                        sandbox_seconds: secs,
+                        ..Default::default()
+                    },
+                );
+            }
         }
         let (sa, sb) = (self.elapsed_s(a), self.elapsed_s(b));
         for (tpl, curve) in &self.curves {
@@ -642,10 +646,12 @@ impl Core {
     }
 
     fn running_count(&self) -> usize {
-        self.sandboxes
-            .values()
-            .filter(|s| s.state == SandboxState::Running)
-            .count()
+        self.running.values().sum()
+    }
+
+    fn count_running(&mut self, template: &str, delta: isize) {
+        let n = self.running.entry(template.to_string()).or_default();
+        *n = n.saturating_add_signed(delta);
     }
 
     fn find_template(&self, name: &str) -> Option<(&String, &Template)> {
@@ -804,6 +810,7 @@ impl Core {
         let end_at = sbx.end_at;
         self.sandboxes.insert(key, sbx);
         self.by_id.insert(id, key);
+        self.count_running(&tpl_name, 1);
         self.schedule(self.now + td(spec.boot.0), Task::Boot { sbx: key, run: 0 });
         self.schedule(
             self.now + td(FIRST_SAMPLE_AFTER),
@@ -934,6 +941,9 @@ impl Core {
         self.emit(key, EventType::Killed, data);
         let s = self.sandboxes.remove(&key)?;
         self.by_id.remove(&s.id);
+        if s.state == SandboxState::Running {
+            self.count_running(&s.template, -1);
+        }
         self.totals.kills += 1;
         self.per_template
             .entry(s.template.clone())
@@ -954,10 +964,12 @@ impl Core {
         };
         self.unboot(key);
         if let Some(s) = self.sandboxes.get_mut(&key) {
+            let template = s.template.clone();
             s.state = SandboxState::Paused;
             s.run_gen += 1;
             s.timeout_gen += 1;
             s.end_at = self.now;
+            self.count_running(&template, -1);
         }
         self.emit(key, EventType::Paused, data);
     }
@@ -966,7 +978,7 @@ impl Core {
         self.check_capacity()?;
         let now = self.now;
         let execution_id = uuid_from(&mut self.rng);
-        let (run, tgen, boot) = {
+        let (run, tgen, boot, template) = {
             let s = self
                 .sandboxes
                 .get_mut(&key)
@@ -977,8 +989,9 @@ impl Core {
             s.end_at = now + TimeDelta::seconds(timeout as i64);
             s.running_since = now;
             s.execution_id = execution_id;
-            (s.run_gen, s.timeout_gen, s.end_at)
+            (s.run_gen, s.timeout_gen, s.end_at, s.template.clone())
         };
+        self.count_running(&template, 1);
         // Resuming from a snapshot is quick; it takes its share of load at once.
         self.schedule(now, Task::Boot { sbx: key, run });
         self.schedule(now + td(FIRST_SAMPLE_AFTER), Task::Sample { sbx: key, run });

@@ -217,9 +217,19 @@ fn pause_connect_and_resume_follow_e2b() {
     let s = c.create(&new_sbx("base"), true, None).unwrap();
     let id = s.sandbox_id.clone();
     c.pause(&id).unwrap();
+    assert_eq!((c.stats().running, c.stats().paused), (0, 1));
+    c.advance(Duration::from_secs(10));
+    assert_eq!(
+        c.stats().sandbox_seconds,
+        0.0,
+        "a paused sandbox is not running"
+    );
     assert_eq!(c.pause(&id).unwrap_err().status, 409);
     let (_, resumed) = c.connect(&id, 60).unwrap();
     assert!(resumed);
+    assert_eq!((c.stats().running, c.stats().paused), (1, 0));
+    c.advance(Duration::from_secs(10));
+    assert_eq!(c.stats().sandbox_seconds, 10.0);
     let (_, resumed) = c.connect(&id, 60).unwrap();
     assert!(!resumed);
     assert_eq!(c.resume(&id, 30).unwrap_err().status, 409);
@@ -238,10 +248,14 @@ fn pause_connect_and_resume_follow_e2b() {
         .into_iter()
         .map(|e| e.event_type)
         .collect();
-    assert_eq!(
-        types,
-        vec![EventType::Created, EventType::Paused, EventType::Resumed]
-    );
+    // The second connect, 10 s after the resume, extends the end by 10 s: `updated`.
+    let want = [
+        EventType::Created,
+        EventType::Paused,
+        EventType::Resumed,
+        EventType::Updated,
+    ];
+    assert_eq!(types, want);
 }
 
 #[test]
