@@ -19,4 +19,5 @@ pub mod cli;
 pub mod duration;
 pub mod e2b;
 pub mod emulator;
+pub mod expr;
 pub mod telemetry;
