@@ -20,4 +20,5 @@ pub mod duration;
 pub mod e2b;
 pub mod emulator;
 pub mod expr;
+pub mod rules;
 pub mod telemetry;

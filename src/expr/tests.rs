@@ -48,22 +48,40 @@ fn metadata_reads_as_text_and_is_empty_when_absent() {
 #[test]
 fn closes_evalexpr_traps() {
     // Parses, fails only when evaluated: caught at compile time.
-    assert!(matches!(c("cpu_used_pct > && 3"), Err(ExprError::Syntax { .. } | ExprError::Type { .. })));
+    assert!(matches!(
+        c("cpu_used_pct > && 3"),
+        Err(ExprError::Syntax { .. } | ExprError::Type { .. })
+    ));
     // Integer division truncates.
-    assert!(matches!(c("cpu_used_pct > 1/2"), Err(ExprError::IntegerDivision { .. })));
-    assert!(matches!(c("cpu_used_pct > 7 % 2"), Err(ExprError::IntegerDivision { .. })));
+    assert!(matches!(
+        c("cpu_used_pct > 1/2"),
+        Err(ExprError::IntegerDivision { .. })
+    ));
+    assert!(matches!(
+        c("cpu_used_pct > 7 % 2"),
+        Err(ExprError::IntegerDivision { .. })
+    ));
     assert!(c("cpu_used_pct > 1.0/2").is_ok());
     assert!(c("cpu_used_pct / 2 > 1").is_ok(), "variables are floats");
     // Both sides of && are checked even though evalexpr would evaluate them anyway.
-    assert!(matches!(c("true && template > 3"), Err(ExprError::Type { .. })));
+    assert!(matches!(
+        c("true && template > 3"),
+        Err(ExprError::Type { .. })
+    ));
     // Nesting and length are capped before parsing.
     let deep = format!("{}cpu_used_pct > 1{}", "(".repeat(200), ")".repeat(200));
     assert!(matches!(c(&deep), Err(ExprError::TooDeep { .. })));
     let long = format!("cpu_used_pct > {}", "1+".repeat(400)) + "1";
     assert!(matches!(c(&long), Err(ExprError::TooLong { .. })));
     // No writes.
-    assert!(matches!(c("cpu_used_pct = 3"), Err(ExprError::Assignment { .. })));
-    assert!(matches!(c("a = 1; true"), Err(ExprError::Assignment { .. })));
+    assert!(matches!(
+        c("cpu_used_pct = 3"),
+        Err(ExprError::Assignment { .. })
+    ));
+    assert!(matches!(
+        c("a = 1; true"),
+        Err(ExprError::Assignment { .. })
+    ));
 }
 
 #[test]
@@ -71,7 +89,10 @@ fn unknown_names_are_listed() {
     match c("cpu > 80") {
         Err(ExprError::UnknownVariable { name, valid, .. }) => {
             assert_eq!(name, "cpu");
-            assert!(valid.contains("cpu_used_pct") && valid.contains("metadata.<key>"), "{valid}");
+            assert!(
+                valid.contains("cpu_used_pct") && valid.contains("metadata.<key>"),
+                "{valid}"
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -82,9 +103,15 @@ fn unknown_names_are_listed() {
 
 #[test]
 fn kinds_are_enforced() {
-    assert!(matches!(c("cpu_used_pct + 1"), Err(ExprError::WrongKind { .. })));
+    assert!(matches!(
+        c("cpu_used_pct + 1"),
+        Err(ExprError::WrongKind { .. })
+    ));
     assert!(compile("cpu_used_pct + 1", &TEST_SCOPE, Kind::Number).is_ok());
-    assert!(matches!(compile("template", &TEST_SCOPE, Kind::Number), Err(ExprError::WrongKind { .. })));
+    assert!(matches!(
+        compile("template", &TEST_SCOPE, Kind::Number),
+        Err(ExprError::WrongKind { .. })
+    ));
     assert!(matches!(c("   "), Err(ExprError::Empty)));
 }
 

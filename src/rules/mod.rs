@@ -1,0 +1,220 @@
+//! The rule language: pools, alerts, lifecycle triggers and notifiers, loaded from YAML files
+//! into a checked [`RuleSet`]. The format is documented in docs/rules.md.
+//!
+//! Loading collects every problem across every file, each as `file:line:col: message` naming
+//! the rule and the field, and never panics on any input. A `RuleSet` that exists is valid: its
+//! expressions compiled and type-checked, its references resolved, its bounds consistent.
+
+mod load;
+pub mod schedule;
+pub mod scopes;
+pub mod template;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::e2b::{EventType, Metadata};
+use crate::expr::Expr;
+pub use load::{is_test_file, load_paths, load_str, rule_files_in};
+pub use schedule::CronSchedule;
+pub use template::Template;
+
+/// Metadata key that marks a sandbox as a member of a pool; poolpilot only ever kills, pauses
+/// or times out sandboxes carrying it.
+pub const POOL_KEY: &str = "poolpilot_pool";
+
+/// One problem in a rule file.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Diagnostic {
+    pub file: String,
+    /// 1-based; 0 when the problem has no place in the file.
+    pub line: u64,
+    pub column: u64,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file, self.line, self.column, self.message
+            )
+        }
+    }
+}
+
+/// Everything poolpilot was told to do.
+#[derive(Debug, Clone, Default)]
+pub struct RuleSet {
+    pub pools: Vec<Pool>,
+    pub alerts: Vec<Alert>,
+    pub triggers: Vec<Trigger>,
+    pub notifiers: Vec<Notifier>,
+}
+
+impl RuleSet {
+    pub fn pool(&self, name: &str) -> Option<&Pool> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+}
+
+/// Where to send notifications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifierKind {
+    Slack,
+    Webhook,
+    Alertmanager,
+    Log,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notifier {
+    pub name: String,
+    pub kind: NotifierKind,
+    pub url: Option<String>,
+}
+
+/// How a new pool member is created.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SandboxSettings {
+    pub timeout: Option<Duration>,
+    pub metadata: Metadata,
+    pub env_vars: BTreeMap<String, String>,
+    pub auto_pause: bool,
+}
+
+/// What to do while a pool's metrics are missing or stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnMissing {
+    /// No metric-driven change at all (min, max and schedules still hold).
+    Hold,
+    /// Scale up on the members that have data; never scale down.
+    UpOnly,
+}
+
+/// Which sandboxes go first when a pool shrinks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Victims {
+    /// Lowest recent CPU first; sandboxes without data last.
+    IdleFirst,
+    Oldest,
+    Newest,
+}
+
+/// Target tracking: HPA's `ceil(size * value / target)` outside the tolerance band.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub metric: Expr,
+    pub value: f64,
+    pub tolerance: f64,
+}
+
+/// A step rule: when the condition holds, add (positive) or remove (negative) sandboxes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub when: Expr,
+    pub change: i64,
+}
+
+/// A schedule that sets a pool's bounds from its fire time until another schedule fires.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schedule {
+    pub name: String,
+    pub cron: CronSchedule,
+    pub min: Option<u32>,
+    pub max: Option<u32>,
+}
+
+/// Per-direction values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UpDown<T> {
+    pub up: T,
+    pub down: T,
+}
+
+/// A pool of sandboxes poolpilot keeps sized.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pool {
+    pub name: String,
+    pub template: String,
+    pub min: u32,
+    pub max: u32,
+    pub sandbox: SandboxSettings,
+    /// Per-sandbox predicate behind `busy_count` and `busy_ratio`.
+    pub busy: Expr,
+    pub interval: Duration,
+    pub target: Option<Target>,
+    pub steps: Vec<Step>,
+    pub cooldown: UpDown<Duration>,
+    pub stabilization: UpDown<Duration>,
+    pub max_step: UpDown<Option<u32>>,
+    pub on_missing: OnMissing,
+    pub stale_after: Duration,
+    pub victims: Victims,
+    pub min_age: Duration,
+    pub protect: Option<Expr>,
+    pub schedules: Vec<Schedule>,
+    pub dry_run: bool,
+}
+
+/// What an alert is evaluated over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertScope {
+    Sandbox,
+    Pool,
+    Team,
+}
+
+/// An alerting rule: pending -> firing -> resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    pub name: String,
+    pub scope: AlertScope,
+    /// Only this pool's sandboxes (sandbox scope) or this pool (pool scope).
+    pub pool: Option<String>,
+    pub when: Expr,
+    pub for_: Duration,
+    pub keep_firing_for: Duration,
+    pub severity: String,
+    pub labels: BTreeMap<String, String>,
+    pub message: Template,
+    pub notify: Vec<String>,
+    pub repeat_interval: Duration,
+}
+
+/// What a lifecycle trigger does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TriggerAction {
+    Alert,
+    /// Create a new member in the trigger's pool now.
+    Replace,
+    SetTimeout(Duration),
+    Kill,
+    Pause,
+}
+
+/// A rule run on lifecycle events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trigger {
+    pub name: String,
+    pub on: EventType,
+    /// Only events of this pool's sandboxes.
+    pub pool: Option<String>,
+    pub when: Option<Expr>,
+    pub action: TriggerAction,
+    pub severity: String,
+    pub labels: BTreeMap<String, String>,
+    pub message: Template,
+    pub notify: Vec<String>,
+}
