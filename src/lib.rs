@@ -19,6 +19,7 @@ pub mod cli;
 pub mod duration;
 pub mod e2b;
 pub mod emulator;
+pub mod engine;
 pub mod expr;
 pub mod rules;
 pub mod telemetry;

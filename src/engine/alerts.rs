@@ -1,0 +1,329 @@
+//! Alert evaluation: one state machine per (alert, subject).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use super::pools::{Agg, Prepared, bind_sandbox, bounds};
+use super::{Action, AlertNotice, AlertPhase, AlertState, AlertStatus, Cause, Decision};
+use crate::e2b::SandboxState;
+use crate::expr::{Bindings, Text, format_number};
+use crate::rules::scopes::{POOL, SANDBOX, TEAM, pool as ps, team as ts};
+use crate::rules::{Alert, AlertScope, RuleSet};
+
+/// Samples older than this do not count for sandbox and team alerts.
+pub const ALERT_STALE_AFTER: Duration = Duration::from_secs(30);
+
+fn secs(d: Duration) -> TimeDelta {
+    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+}
+
+/// One subject's evaluation: Some(condition) with its value and rendered message, or None when
+/// there is no data.
+struct Outcome {
+    active: Option<bool>,
+    value: f64,
+    message: String,
+}
+
+fn evaluate(alert: &Alert, b: &Bindings<'_>, has_data: bool, subject: &str) -> Outcome {
+    let value = alert.when.variables().find_map(|v| b.num(v)).unwrap_or(0.0);
+    let active = if has_data {
+        alert.when.eval_bool(b).ok()
+    } else {
+        None
+    };
+    let message = alert.message.render(&|name| match name {
+        "alert" | "rule" => Some(alert.name.clone()),
+        "severity" => Some(alert.severity.clone()),
+        "subject" => Some(subject.to_string()),
+        "value" => Some(format_number(value)),
+        other => b.render(other),
+    });
+    Outcome {
+        active,
+        value,
+        message,
+    }
+}
+
+pub(super) fn run(
+    rules: &RuleSet,
+    states: &mut BTreeMap<String, BTreeMap<String, AlertState>>,
+    now: DateTime<Utc>,
+    prepared: &Prepared<'_>,
+    out: &mut Vec<Decision>,
+) {
+    for alert in &rules.alerts {
+        let mut outcomes: Vec<(String, Outcome)> = Vec::new();
+        match alert.scope {
+            AlertScope::Sandbox => {
+                let mut b = Bindings::new(&SANDBOX);
+                for s in &prepared.sandboxes {
+                    if s.obs.state != SandboxState::Running {
+                        continue;
+                    }
+                    if alert
+                        .pool
+                        .as_deref()
+                        .is_some_and(|p| s.obs.pool() != Some(p))
+                    {
+                        continue;
+                    }
+                    let fresh = bind_sandbox(&mut b, s, now, ALERT_STALE_AFTER);
+                    outcomes.push((s.obs.id.clone(), evaluate(alert, &b, fresh, &s.obs.id)));
+                }
+            }
+            AlertScope::Pool => {
+                for pool in rules
+                    .pools
+                    .iter()
+                    .filter(|p| alert.pool.as_ref().is_none_or(|a| a == &p.name))
+                {
+                    let members: &[usize] = prepared
+                        .by_pool
+                        .get(pool.name.as_str())
+                        .map(Vec::as_slice)
+                        .unwrap_or(&[]);
+                    let mut sb = Bindings::new(&SANDBOX);
+                    let mut agg = Agg::new();
+                    let mut busy = 0usize;
+                    for &i in members {
+                        if bind_sandbox(&mut sb, &prepared.sandboxes[i], now, pool.stale_after) {
+                            agg.add(&sb);
+                            busy += usize::from(pool.busy.eval_bool(&sb).unwrap_or(false));
+                        }
+                    }
+                    let (min, max, _) = bounds(pool, now);
+                    let (name, tpl) = (Text::new(&pool.name), Text::new(&pool.template));
+                    let mut b = Bindings::new(&POOL);
+                    b.set_num(ps::SIZE, members.len() as f64);
+                    b.set_num(ps::RUNNING, members.len() as f64);
+                    b.set_num(ps::PENDING_CREATES, 0.0);
+                    b.set_num(ps::MIN, min as f64);
+                    b.set_num(ps::MAX, max as f64);
+                    b.set_num(ps::BUSY_COUNT, busy as f64);
+                    b.set_num(
+                        ps::BUSY_RATIO,
+                        if agg.n == 0 {
+                            0.0
+                        } else {
+                            busy as f64 / agg.n as f64
+                        },
+                    );
+                    b.set_num(ps::WITH_DATA, agg.n as f64);
+                    agg.write(&mut b, ps::AVG, ps::MIN_OF, ps::MAX_OF);
+                    b.set_text(ps::POOL, &name);
+                    b.set_text(ps::TEMPLATE, &tpl);
+                    // A pool with members but none reporting has no data.
+                    let has_data = members.is_empty() || agg.n > 0;
+                    outcomes.push((pool.name.clone(), evaluate(alert, &b, has_data, &pool.name)));
+                }
+            }
+            AlertScope::Team => {
+                let mut sb = Bindings::new(&SANDBOX);
+                let mut agg = Agg::new();
+                let (mut running, mut paused) = (0usize, 0usize);
+                for s in &prepared.sandboxes {
+                    match s.obs.state {
+                        SandboxState::Running => running += 1,
+                        SandboxState::Paused => {
+                            paused += 1;
+                            continue;
+                        }
+                    }
+                    if bind_sandbox(&mut sb, s, now, ALERT_STALE_AFTER) {
+                        agg.add(&sb);
+                    }
+                }
+                let mut b = Bindings::new(&TEAM);
+                b.set_num(ts::RUNNING, running as f64);
+                b.set_num(ts::PAUSED, paused as f64);
+                b.set_num(ts::WITH_DATA, agg.n as f64);
+                agg.write(&mut b, ts::AVG, ts::MIN_OF, ts::MAX_OF);
+                outcomes.push(("team".into(), evaluate(alert, &b, true, "team")));
+            }
+        }
+        let st = states.entry(alert.name.clone()).or_default();
+        let seen: BTreeSet<String> = outcomes.iter().map(|(s, _)| s.clone()).collect();
+        for (subject, o) in outcomes {
+            transition(alert, st, now, &subject, o, out);
+        }
+        // Subjects that are gone: a firing alert resolves, a pending one is dropped.
+        let gone: Vec<String> = st.keys().filter(|k| !seen.contains(*k)).cloned().collect();
+        for subject in gone {
+            if let Some(s) = st.remove(&subject)
+                && s.phase == AlertPhase::Firing
+            {
+                let message = format!("{} resolved: {subject} is gone", alert.name);
+                out.push(notice(
+                    alert,
+                    now,
+                    &subject,
+                    AlertStatus::Resolved,
+                    false,
+                    message,
+                    &s,
+                    "the subject disappeared",
+                ));
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn notice(
+    alert: &Alert,
+    now: DateTime<Utc>,
+    subject: &str,
+    status: AlertStatus,
+    repeat: bool,
+    message: String,
+    s: &AlertState,
+    why: &str,
+) -> Decision {
+    let mut values = BTreeMap::new();
+    values.insert("value".to_string(), s.value);
+    let verb = match (status, repeat) {
+        (AlertStatus::Firing, false) => "firing",
+        (AlertStatus::Firing, true) => "still firing",
+        (AlertStatus::Resolved, _) => "resolved",
+    };
+    Decision {
+        at: now,
+        rule: alert.name.clone(),
+        action: Action::Alert(AlertNotice {
+            alert: alert.name.clone(),
+            subject: subject.to_string(),
+            status,
+            repeat,
+            severity: alert.severity.clone(),
+            labels: alert.labels.clone(),
+            message,
+            notify: alert.notify.clone(),
+            started_at: s.fired_at.unwrap_or(s.active_since),
+        }),
+        dry_run: false,
+        cause: Cause {
+            summary: format!(
+                "alert {} {verb} for {subject}: {} ({why}, value {})",
+                alert.name,
+                alert.when,
+                format_number(s.value)
+            ),
+            values,
+            ..Cause::default()
+        },
+    }
+}
+
+fn transition(
+    alert: &Alert,
+    st: &mut BTreeMap<String, AlertState>,
+    now: DateTime<Utc>,
+    subject: &str,
+    o: Outcome,
+    out: &mut Vec<Decision>,
+) {
+    let Some(active) = o.active else {
+        return; // No data: keep whatever state there is; missing data never resolves.
+    };
+    match (st.get_mut(subject), active) {
+        (None, false) => {}
+        (None, true) => {
+            let mut s = AlertState {
+                phase: AlertPhase::Pending,
+                active_since: now,
+                fired_at: None,
+                last_notified: None,
+                false_since: None,
+                value: o.value,
+            };
+            if alert.for_.is_zero() {
+                s.phase = AlertPhase::Firing;
+                s.fired_at = Some(now);
+                s.last_notified = Some(now);
+                out.push(notice(
+                    alert,
+                    now,
+                    subject,
+                    AlertStatus::Firing,
+                    false,
+                    o.message,
+                    &s,
+                    "condition true",
+                ));
+            }
+            st.insert(subject.to_string(), s);
+        }
+        (Some(s), true) => {
+            s.value = o.value;
+            s.false_since = None;
+            match s.phase {
+                AlertPhase::Pending if now - s.active_since >= secs(alert.for_) => {
+                    s.phase = AlertPhase::Firing;
+                    s.fired_at = Some(now);
+                    s.last_notified = Some(now);
+                    let why = format!("true for {}", humantime::format_duration(alert.for_));
+                    out.push(notice(
+                        alert,
+                        now,
+                        subject,
+                        AlertStatus::Firing,
+                        false,
+                        o.message,
+                        s,
+                        &why,
+                    ));
+                }
+                AlertPhase::Firing
+                    if s.last_notified
+                        .is_none_or(|t| now - t >= secs(alert.repeat_interval)) =>
+                {
+                    s.last_notified = Some(now);
+                    out.push(notice(
+                        alert,
+                        now,
+                        subject,
+                        AlertStatus::Firing,
+                        true,
+                        o.message,
+                        s,
+                        "repeat_interval passed",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        (Some(s), false) => match s.phase {
+            AlertPhase::Pending => {
+                st.remove(subject);
+            }
+            AlertPhase::Firing => {
+                let since = *s.false_since.get_or_insert(now);
+                if now - since >= secs(alert.keep_firing_for) {
+                    let s = st.remove(subject).expect("present");
+                    let why = if alert.keep_firing_for.is_zero() {
+                        "condition false".to_string()
+                    } else {
+                        format!(
+                            "false for {}",
+                            humantime::format_duration(alert.keep_firing_for)
+                        )
+                    };
+                    out.push(notice(
+                        alert,
+                        now,
+                        subject,
+                        AlertStatus::Resolved,
+                        false,
+                        format!("{} resolved: {}", alert.name, o.message),
+                        &s,
+                        &why,
+                    ));
+                }
+            }
+        },
+    }
+}

@@ -1,0 +1,61 @@
+//! The engine's state: everything that must survive a restart, serializable as JSON.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::Clamp;
+
+/// All engine state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EngineState {
+    pub pools: BTreeMap<String, PoolState>,
+    /// Alert name -> subject -> state.
+    pub alerts: BTreeMap<String, BTreeMap<String, AlertState>>,
+}
+
+/// One pool's memory.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PoolState {
+    pub last_eval: Option<DateTime<Utc>>,
+    pub cooldown_up_until: Option<DateTime<Utc>>,
+    pub cooldown_down_until: Option<DateTime<Utc>>,
+    /// Raw recommendations with their time, for stabilization.
+    pub window: VecDeque<(DateTime<Utc>, u32)>,
+    /// The last evaluation, for status pages ("scale-in held by stabilization until ...").
+    pub status: Option<PoolStatus>,
+}
+
+/// The outcome of a pool's last evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolStatus {
+    pub at: DateTime<Utc>,
+    pub size: u32,
+    pub min: u32,
+    pub max: u32,
+    pub raw: u32,
+    pub desired: u32,
+    pub clamps: Vec<Clamp>,
+    pub summary: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertPhase {
+    Pending,
+    Firing,
+}
+
+/// One alert instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AlertState {
+    pub phase: AlertPhase,
+    /// When the condition became true.
+    pub active_since: DateTime<Utc>,
+    pub fired_at: Option<DateTime<Utc>>,
+    pub last_notified: Option<DateTime<Utc>>,
+    /// When the condition last turned false while firing (for `keep_firing_for`).
+    pub false_since: Option<DateTime<Utc>>,
+    pub value: f64,
+}

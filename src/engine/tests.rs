@@ -1,0 +1,605 @@
+//! Engine tests: each behaviour of pools, alerts and triggers, plus property tests of the
+//! invariants (min <= size <= max; no action inside a cooldown; no scale-down on missing data).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use proptest::prelude::*;
+
+use super::*;
+use crate::e2b::{EventData, EventType, LifecycleEvent, SandboxMetric, SandboxState};
+use crate::rules::{POOL_KEY, load_str};
+
+fn t0() -> DateTime<Utc> {
+    // A Wednesday, 12:00 UTC.
+    DateTime::parse_from_rfc3339("2026-11-25T12:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn at(s: i64) -> DateTime<Utc> {
+    t0() + TimeDelta::seconds(s)
+}
+
+fn rules(yaml: &str) -> Arc<RuleSet> {
+    Arc::new(load_str(&[("t.yaml", yaml)]).unwrap_or_else(|e| panic!("{e:?}")))
+}
+
+fn sbx(pool: &str, i: usize, cpu: Option<f64>, now: DateTime<Utc>) -> ObservedSandbox {
+    let mut metadata = crate::e2b::Metadata::new();
+    metadata.insert(POOL_KEY.into(), pool.into());
+    ObservedSandbox {
+        id: format!("{pool}-{i}"),
+        template: "base".into(),
+        started_at: t0() - TimeDelta::minutes(10) + TimeDelta::seconds(i as i64),
+        end_at: t0() + TimeDelta::hours(1),
+        state: SandboxState::Running,
+        metadata,
+        metric: cpu.map(|c| SandboxMetric {
+            timestamp: now - TimeDelta::seconds(2),
+            timestamp_unix: (now - TimeDelta::seconds(2)).timestamp(),
+            cpu_count: 2,
+            cpu_used_pct: c,
+            mem_used: 100,
+            mem_total: 1000,
+            mem_cache: 10,
+            disk_used: 500,
+            disk_total: 1000,
+        }),
+    }
+}
+
+fn pool_of(pool: &str, cpus: &[Option<f64>], now: DateTime<Utc>) -> Vec<ObservedSandbox> {
+    cpus.iter()
+        .enumerate()
+        .map(|(i, c)| sbx(pool, i, *c, now))
+        .collect()
+}
+
+fn step(e: &mut Engine, now: DateTime<Utc>, sandboxes: &[ObservedSandbox]) -> Vec<Decision> {
+    let pending = BTreeMap::new();
+    e.step(
+        now,
+        &Observations {
+            sandboxes,
+            events: &[],
+            pending_creates: &pending,
+        },
+    )
+}
+
+const GUIDE: &str = "
+pools:
+  - name: workers
+    min: 2
+    max: 10
+    busy: cpu_used_pct > 80
+    scale:
+      interval: 15s
+      steps:
+        - { when: busy_ratio > 0.5, add: 1 }
+        - { when: busy_ratio < 0.2, remove: 1 }
+";
+
+fn creates(d: &[Decision]) -> u32 {
+    d.iter()
+        .map(|d| match &d.action {
+            Action::Create { count, .. } => *count,
+            _ => 0,
+        })
+        .sum()
+}
+
+fn kills(d: &[Decision]) -> Vec<String> {
+    d.iter()
+        .flat_map(|d| match &d.action {
+            Action::Kill { sandbox_ids, .. } => sandbox_ids.clone(),
+            _ => vec![],
+        })
+        .collect()
+}
+
+#[test]
+fn the_guides_pattern_adds_one_when_most_are_busy() {
+    let mut e = Engine::new(rules(GUIDE));
+    let d = step(
+        &mut e,
+        t0(),
+        &pool_of(
+            "workers",
+            &[Some(90.0), Some(95.0), Some(85.0), Some(10.0)],
+            t0(),
+        ),
+    );
+    assert_eq!(creates(&d), 1);
+    let c = &d[0].cause;
+    assert_eq!((c.current, c.raw, c.result), (Some(4), Some(5), Some(5)));
+    assert_eq!(c.values["busy_ratio"], 0.75);
+    assert!(
+        c.summary
+            .starts_with("pool workers: busy_ratio > 0.5 (busy_ratio 0.75), +1"),
+        "{}",
+        c.summary
+    );
+    assert!(c.summary.ends_with("size 4 -> 5"), "{}", c.summary);
+    // Not due again until the interval has passed.
+    assert!(
+        step(
+            &mut e,
+            at(10),
+            &pool_of("workers", &[Some(90.0); 5], at(10))
+        )
+        .is_empty()
+    );
+}
+
+#[test]
+fn scale_in_waits_for_the_stabilization_window() {
+    let mut e = Engine::new(rules(GUIDE));
+    let busy = pool_of("workers", &[Some(90.0); 4], t0());
+    assert_eq!(creates(&step(&mut e, t0(), &busy)), 1);
+    // Load drops: raw says -1, but 5 recommended 15 s ago holds the size.
+    let idle: Vec<_> = pool_of("workers", &[Some(5.0); 5], at(15));
+    assert!(step(&mut e, at(15), &idle).is_empty());
+    let st = e.state().pools["workers"].status.clone().unwrap();
+    assert_eq!((st.raw, st.desired), (4, 5));
+    assert_eq!(st.clamps[0].kind, ClampKind::Stabilization);
+    assert_eq!(st.clamps[0].until, Some(t0() + TimeDelta::minutes(5)));
+    assert!(
+        st.summary.contains("scale-in held by stabilization"),
+        "{}",
+        st.summary
+    );
+    // After the window, it scales in, one at a time, idle first.
+    let mut t = 30;
+    let mut first_kill = None;
+    while t <= 400 {
+        let d = step(&mut e, at(t), &pool_of("workers", &[Some(5.0); 5], at(t)));
+        if !kills(&d).is_empty() {
+            first_kill = Some(t);
+            break;
+        }
+        t += 15;
+    }
+    assert_eq!(first_kill, Some(300 + 15), "first evaluation after t0+5m");
+}
+
+#[test]
+fn max_min_and_cooldown_hold() {
+    let yaml = "
+pools:
+  - name: w
+    min: 3
+    max: 4
+    scale:
+      steps: [{ when: busy_ratio > 0.5, add: 2 }]
+      cooldown: { up: 1m }
+";
+    let mut e = Engine::new(rules(yaml));
+    let d = step(&mut e, t0(), &pool_of("w", &[Some(99.0); 3], t0()));
+    assert_eq!(creates(&d), 1, "5 capped by max 4");
+    assert!(
+        d[0].cause.summary.contains("capped by max 4: 5 -> 4"),
+        "{}",
+        d[0].cause.summary
+    );
+    // Below min, with no data at all: min still holds.
+    let mut e = Engine::new(rules(yaml));
+    let d = step(&mut e, t0(), &pool_of("w", &[None], t0()));
+    assert_eq!(creates(&d), 2);
+    // In cooldown: no scale-out although busy.
+    let mut e = Engine::new(rules(&yaml.replace("max: 4", "max: 10")));
+    assert_eq!(
+        creates(&step(&mut e, t0(), &pool_of("w", &[Some(99.0); 3], t0()))),
+        2
+    );
+    let d = step(&mut e, at(15), &pool_of("w", &[Some(99.0); 5], at(15)));
+    assert!(d.is_empty());
+    let st = e.state().pools["w"].status.clone().unwrap();
+    assert_eq!(st.clamps.last().unwrap().kind, ClampKind::Cooldown);
+    assert_eq!(st.clamps.last().unwrap().until, Some(at(60)));
+    assert_eq!(
+        creates(&step(
+            &mut e,
+            at(60),
+            &pool_of("w", &[Some(99.0); 5], at(60))
+        )),
+        2
+    );
+}
+
+#[test]
+fn missing_data_never_reads_as_zero() {
+    let mut e = Engine::new(rules(GUIDE));
+    // Idle sandboxes would say -1, but one member has no sample: hold.
+    let d = step(
+        &mut e,
+        t0(),
+        &pool_of("workers", &[Some(1.0), Some(1.0), None], t0()),
+    );
+    assert!(d.is_empty());
+    let st = e.state().pools["workers"].status.clone().unwrap();
+    assert_eq!(st.clamps[0].kind, ClampKind::MissingData);
+    // A stale sample counts as missing too.
+    let mut stale = pool_of("workers", &[Some(1.0); 3], t0());
+    stale[0].metric.as_mut().unwrap().timestamp = t0() - TimeDelta::minutes(5);
+    let mut e = Engine::new(rules(GUIDE));
+    assert!(step(&mut e, t0(), &stale).is_empty());
+    // up_only lets a busy pool grow on partial data, still never shrink.
+    let mut e = Engine::new(rules(&GUIDE.replace(
+        "interval: 15s",
+        "interval: 15s\n      on_missing_metrics: up_only",
+    )));
+    assert_eq!(
+        creates(&step(
+            &mut e,
+            t0(),
+            &pool_of("workers", &[Some(99.0), Some(99.0), None], t0())
+        )),
+        1
+    );
+    assert!(
+        kills(&step(
+            &mut e,
+            at(400),
+            &pool_of("workers", &[Some(1.0), Some(1.0), None, None], at(400))
+        ))
+        .is_empty()
+    );
+}
+
+#[test]
+fn target_tracking_follows_hpa() {
+    let yaml = "
+pools:
+  - name: t
+    min: 1
+    max: 20
+    scale:
+      target: { metric: avg_cpu_used_pct, value: 60, tolerance: 0.1 }
+";
+    let mut e = Engine::new(rules(yaml));
+    // avg 90 vs 60: ceil(4 * 1.5) = 6.
+    assert_eq!(
+        creates(&step(&mut e, t0(), &pool_of("t", &[Some(90.0); 4], t0()))),
+        2
+    );
+    // Within tolerance: nothing.
+    let mut e = Engine::new(rules(yaml));
+    assert!(step(&mut e, t0(), &pool_of("t", &[Some(64.0); 4], t0())).is_empty());
+}
+
+#[test]
+fn up_beats_down_and_the_larger_change_wins() {
+    let yaml = "
+pools:
+  - name: p
+    min: 0
+    max: 50
+    scale:
+      steps:
+        - { when: size > 0, remove: 3 }
+        - { when: busy_ratio > 0.1, add: 1 }
+        - { when: busy_ratio > 0.2, add: 4 }
+";
+    let mut e = Engine::new(rules(yaml));
+    assert_eq!(
+        creates(&step(&mut e, t0(), &pool_of("p", &[Some(99.0); 4], t0()))),
+        4
+    );
+}
+
+#[test]
+fn victims_respect_policy_protection_and_age() {
+    let yaml = "
+pools:
+  - name: p
+    min: 0
+    max: 10
+    scale:
+      steps: [{ when: size > 2, remove: 3 }]
+      stabilization: { down: 0s }
+    scale_in:
+      victims: idle_first
+      min_age: 5m
+      protect: metadata.keep == \"yes\"
+";
+    let mut e = Engine::new(rules(yaml));
+    let mut s = pool_of(
+        "p",
+        &[Some(50.0), Some(5.0), Some(1.0), Some(30.0), Some(0.0)],
+        t0(),
+    );
+    s[2].metadata.insert("keep".into(), "yes".into());
+    s[4].started_at = t0() - TimeDelta::minutes(1);
+    let d = step(&mut e, t0(), &s);
+    // Lowest CPU first, skipping the protected (p-2) and the young (p-4).
+    assert_eq!(kills(&d), vec!["p-1", "p-3", "p-0"]);
+    let mut e = Engine::new(rules(&yaml.replace("idle_first", "newest")));
+    assert_eq!(kills(&step(&mut e, t0(), &s)), vec!["p-3", "p-1", "p-0"]);
+    // Not enough eligible members: kill what may be killed and say so.
+    let mut e = Engine::new(rules(&yaml.replace("remove: 3", "remove: 5")));
+    let d = step(&mut e, t0(), &s);
+    assert_eq!(kills(&d).len(), 3);
+    assert!(
+        d[0].cause
+            .clamps
+            .iter()
+            .any(|c| c.kind == ClampKind::Victims)
+    );
+}
+
+#[test]
+fn schedules_change_the_bounds() {
+    let yaml = "
+pools:
+  - name: s
+    min: 1
+    max: 10
+    schedules:
+      - { name: mornings, cron: \"0 8 * * 1-5\", timezone: Europe/Paris, min: 5 }
+      - { name: evenings, cron: \"0 19 * * 1-5\", timezone: Europe/Paris, min: 1 }
+";
+    let mut e = Engine::new(rules(yaml));
+    // Wednesday 12:00 UTC is 13:00 in Paris: the morning schedule applies.
+    let d = step(&mut e, t0(), &pool_of("s", &[Some(10.0); 2], t0()));
+    assert_eq!(creates(&d), 3);
+    assert!(
+        d[0].cause.summary.contains("schedule \"mornings\""),
+        "{}",
+        d[0].cause.summary
+    );
+    // 20:00 UTC is 21:00 in Paris: back to min 1, nothing to create.
+    let mut e = Engine::new(rules(yaml));
+    assert!(
+        step(
+            &mut e,
+            at(8 * 3600),
+            &pool_of("s", &[Some(10.0); 2], at(8 * 3600))
+        )
+        .is_empty()
+    );
+}
+
+const ALERTS: &str = "
+notifiers: [{ name: log, kind: log }]
+pools: [{ name: p, min: 0, max: 10 }]
+alerts:
+  - name: hot
+    scope: sandbox
+    pool: p
+    when: cpu_used_pct > 90
+    for: 1m
+    keep_firing_for: 30s
+    repeat_interval: 10m
+    message: \"{sandbox_id} at {cpu_used_pct}%\"
+    notify: [log]
+";
+
+fn notices(d: &[Decision]) -> Vec<(String, AlertStatus, bool)> {
+    d.iter()
+        .filter_map(|d| match &d.action {
+            Action::Alert(n) => Some((n.subject.clone(), n.status, n.repeat)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn alerts_go_pending_firing_resolved() {
+    let mut e = Engine::new(rules(ALERTS));
+    let hot = |t| pool_of("p", &[Some(95.0), Some(10.0)], at(t));
+    let cool = |t| pool_of("p", &[Some(10.0), Some(10.0)], at(t));
+    assert!(notices(&step(&mut e, at(0), &hot(0))).is_empty(), "pending");
+    assert_eq!(e.state().alerts["hot"]["p-0"].phase, AlertPhase::Pending);
+    assert!(notices(&step(&mut e, at(30), &hot(30))).is_empty());
+    let d = step(&mut e, at(60), &hot(60));
+    assert_eq!(
+        notices(&d),
+        vec![("p-0".into(), AlertStatus::Firing, false)]
+    );
+    match &d[0].action {
+        Action::Alert(n) => assert_eq!(n.message, "p-0 at 95%"),
+        _ => unreachable!(),
+    }
+    // Condition clears: keeps firing for 30 s, then resolves.
+    assert!(notices(&step(&mut e, at(70), &cool(70))).is_empty());
+    assert!(notices(&step(&mut e, at(90), &cool(90))).is_empty());
+    assert_eq!(
+        notices(&step(&mut e, at(100), &cool(100))),
+        vec![("p-0".into(), AlertStatus::Resolved, false)]
+    );
+    // A pending alert that clears sends nothing.
+    step(&mut e, at(200), &hot(200));
+    assert!(notices(&step(&mut e, at(215), &cool(215))).is_empty());
+    assert!(e.state().alerts["hot"].is_empty());
+}
+
+#[test]
+fn alerts_hold_on_missing_data_repeat_and_resolve_when_gone() {
+    let mut e = Engine::new(rules(&ALERTS.replace("for: 1m", "for: 0s")));
+    assert_eq!(
+        notices(&step(&mut e, at(0), &pool_of("p", &[Some(95.0)], at(0)))).len(),
+        1
+    );
+    // No sample: neither resolved nor re-sent.
+    assert!(notices(&step(&mut e, at(60), &pool_of("p", &[None], at(60)))).is_empty());
+    assert_eq!(e.state().alerts["hot"]["p-0"].phase, AlertPhase::Firing);
+    // Repeat after repeat_interval.
+    assert_eq!(
+        notices(&step(
+            &mut e,
+            at(600),
+            &pool_of("p", &[Some(95.0)], at(600))
+        )),
+        vec![("p-0".into(), AlertStatus::Firing, true)]
+    );
+    // The sandbox is gone: resolved.
+    assert_eq!(
+        notices(&step(&mut e, at(615), &[])),
+        vec![("p-0".into(), AlertStatus::Resolved, false)]
+    );
+}
+
+#[test]
+fn state_survives_a_restart_without_repaging_or_forgetting_cooldowns() {
+    let yaml = format!("{}\n", ALERTS.replace("for: 1m", "for: 0s").replace("pools: [{ name: p, min: 0, max: 10 }]", "pools:\n  - { name: p, min: 0, max: 10, scale: { steps: [{ when: busy_ratio > 0.5, add: 1 }], cooldown: { up: 10m } } }"));
+    let mut e = Engine::new(rules(&yaml));
+    let d = step(&mut e, at(0), &pool_of("p", &[Some(95.0)], at(0)));
+    assert_eq!((creates(&d), notices(&d).len()), (1, 1));
+    let saved = serde_json::to_string(e.state()).unwrap();
+    let restored: EngineState = serde_json::from_str(&saved).unwrap();
+    assert_eq!(&restored, e.state());
+    let mut e2 = Engine::with_state(rules(&yaml), restored);
+    let d = step(
+        &mut e2,
+        at(60),
+        &pool_of("p", &[Some(95.0), Some(85.0)], at(60)),
+    );
+    assert!(
+        d.is_empty(),
+        "no re-page, no create inside the cooldown: {d:?}"
+    );
+}
+
+fn killed(pool: Option<&str>, reason: &str) -> LifecycleEvent {
+    let mut meta = crate::e2b::Metadata::new();
+    if let Some(p) = pool {
+        meta.insert(POOL_KEY.into(), p.into());
+    }
+    LifecycleEvent {
+        id: "e1".into(),
+        version: Some("v2".into()),
+        event_type: EventType::Killed,
+        timestamp: t0(),
+        event_data: Some(EventData {
+            sandbox_metadata: Some(meta),
+            kill_reason: Some(reason.into()),
+            ..Default::default()
+        }),
+        sandbox_id: "dead1".into(),
+        sandbox_build_id: None,
+        sandbox_execution_id: None,
+        sandbox_template_id: Some("base".into()),
+        sandbox_team_id: None,
+        extra: Default::default(),
+    }
+}
+
+#[test]
+fn triggers_replace_only_their_pools_crashed_sandboxes() {
+    let yaml = "
+pools: [{ name: w, min: 0, max: 3 }]
+triggers:
+  - name: replace-crashed
+    on: killed
+    pool: w
+    when: kill_reason != \"request\" && kill_reason != \"timeout\"
+    action: replace
+";
+    let mut e = Engine::new(rules(yaml));
+    let members = pool_of("w", &[Some(10.0); 2], t0());
+    let pending = BTreeMap::new();
+    let run = |e: &mut Engine, ev: LifecycleEvent, members: &[ObservedSandbox]| {
+        e.step(
+            t0(),
+            &Observations {
+                sandboxes: members,
+                events: &[ev],
+                pending_creates: &pending,
+            },
+        )
+    };
+    let d = run(&mut e, killed(Some("w"), "unknown"), &members);
+    assert_eq!(creates(&d), 1);
+    assert!(
+        d[0].cause.summary.contains("kill_reason unknown"),
+        "{}",
+        d[0].cause.summary
+    );
+    assert_eq!(
+        creates(&run(&mut e, killed(Some("w"), "request"), &members)),
+        0
+    );
+    assert_eq!(
+        creates(&run(&mut e, killed(Some("other"), "unknown"), &members)),
+        0
+    );
+    assert_eq!(creates(&run(&mut e, killed(None, "unknown"), &members)), 0);
+    // At max: no replacement.
+    let full = pool_of("w", &[Some(10.0); 3], t0());
+    assert_eq!(
+        creates(&run(&mut e, killed(Some("w"), "unknown"), &full)),
+        0
+    );
+}
+
+#[test]
+fn dry_run_pools_mark_their_decisions() {
+    let mut e = Engine::new(rules(
+        &GUIDE.replace("max: 10", "max: 10\n    dry_run: true"),
+    ));
+    let d = step(&mut e, t0(), &pool_of("workers", &[Some(99.0); 3], t0()));
+    assert!(d[0].dry_run);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn invariants_hold(
+        min in 0u32..5,
+        extra in 0u32..8,
+        series in proptest::collection::vec(proptest::collection::vec(proptest::option::weighted(0.85, 0.0f64..100.0), 0..14), 1..30),
+        cooldown_s in 0u64..120,
+    ) {
+        let max = min + extra + 1;
+        let yaml = format!("
+pools:
+  - name: p
+    min: {min}
+    max: {max}
+    scale:
+      target: {{ metric: avg_cpu_used_pct, value: 50 }}
+      steps:
+        - {{ when: busy_ratio > 0.5, add: 2 }}
+        - {{ when: busy_ratio < 0.3, remove: 2 }}
+      cooldown: {{ up: {cooldown_s}s, down: {cooldown_s}s }}
+      stabilization: {{ down: 30s }}
+");
+        let mut e = Engine::new(rules(&yaml));
+        let mut last_up: Option<DateTime<Utc>> = None;
+        let mut last_down: Option<DateTime<Utc>> = None;
+        for (k, cpus) in series.iter().enumerate() {
+            let now = at(15 * k as i64);
+            let members = pool_of("p", cpus, now);
+            let size = members.len() as u32;
+            let missing = cpus.iter().any(|c| c.is_none());
+            let d = step(&mut e, now, &members);
+            let st = e.state().pools["p"].status.clone().unwrap();
+            let added = creates(&d);
+            let removed = kills(&d).len() as u32;
+            let result = size + added - removed;
+            // min <= result <= max (victims are all eligible here).
+            prop_assert!(result >= min && result <= max, "size {size} -> {result}, bounds [{min}, {max}]");
+            prop_assert_eq!(result, st.desired);
+            let within = size >= min && size <= max;
+            // No metric-driven action inside a cooldown.
+            if within && added > 0 && cooldown_s > 0 {
+                prop_assert!(last_up.is_none_or(|t| now - t >= TimeDelta::seconds(cooldown_s as i64)));
+            }
+            if within && removed > 0 && cooldown_s > 0 {
+                prop_assert!(last_down.is_none_or(|t| now - t >= TimeDelta::seconds(cooldown_s as i64)));
+            }
+            // No scale-down while data is missing under hold, unless max forces it.
+            if missing && size <= max {
+                prop_assert_eq!(removed, 0);
+            }
+            if added > 0 && within { last_up = Some(now); }
+            if removed > 0 && within { last_down = Some(now); }
+        }
+        let _ = Duration::ZERO;
+    }
+}
