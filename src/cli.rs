@@ -1,6 +1,7 @@
 //! The command line: flags, environment variables, and what each subcommand runs.
 //!
-//! Exit codes: 0 success, 1 runtime failure (bad scenario, cannot bind, ...), 2 usage error.
+//! Exit codes: 0 success; 1 a failure (invalid rules, a failing rule test, a bad scenario, a
+//! port that cannot be bound); 2 a usage error.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +38,57 @@ pub struct Cli {
 pub enum Command {
     /// Run a local E2B-compatible API server (sandboxes, metrics, events, webhooks).
     Emulator(EmulatorArgs),
+    /// Validate rule files and rule tests; print every error as file:line:col.
+    Check(CheckArgs),
+    /// Run rule unit tests (*.test.yaml).
+    Test(TestArgs),
+    /// Run rules against a load scenario on the emulator core, in virtual time.
+    Simulate(SimulateArgs),
+}
+
+/// Flags of `poolpilot check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Rule files, rule test files, or directories (every *.yaml / *.yml below them).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+}
+
+/// Flags of `poolpilot test`.
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// Rule test files (*.test.yaml) or directories holding them.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+/// Flags of `poolpilot simulate`.
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// Rule files or directories.
+    #[arg(long = "rules", required = true)]
+    pub rules: Vec<PathBuf>,
+    /// Scenario file (docs/emulator.md).
+    #[arg(long)]
+    pub scenario: PathBuf,
+    /// Print one JSON object instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Write a chart of the run (SVG) here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Time between two engine steps (the agent's poll interval).
+    #[arg(long, default_value = "5s")]
+    pub tick: HumanDuration,
+    /// Sandbox creates per second the emulated team may make (E2B: 1 Hobby, 5 Pro).
+    #[arg(long, default_value_t = 5.0)]
+    pub create_rate: f64,
+    /// Running sandboxes the emulated team may have (E2B: 20 Hobby, 100 Pro, up to 1,100).
+    #[arg(long, default_value_t = 100)]
+    pub max_concurrent: usize,
+    /// Metric sampling interval of the emulator (E2B: 5s).
+    #[arg(long, default_value = "5s")]
+    pub metrics_interval: HumanDuration,
 }
 
 /// Flags of `poolpilot emulator`.
@@ -100,11 +152,15 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Emulator(args) => run_emulator(args).await,
+            Command::Emulator(args) => run_emulator(args).await.map(|()| true),
+            Command::Check(args) => Ok(run_check(&args)),
+            Command::Test(args) => run_test(&args),
+            Command::Simulate(args) => run_simulate(args).await.map(|()| true),
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -174,6 +230,173 @@ async fn run_emulator(args: EmulatorArgs) -> anyhow::Result<()> {
         _ = shutdown_signal() => tracing::info!("shutting down"),
     }
     running.stop().await;
+    Ok(())
+}
+
+/// `poolpilot check`: true when every file is valid.
+pub fn run_check(args: &CheckArgs) -> bool {
+    use crate::rules::{self, testing};
+    let mut rule_files = Vec::new();
+    let mut test_files = Vec::new();
+    let mut diags = Vec::new();
+    for path in &args.paths {
+        match rules::rule_files_in(path) {
+            Ok(files) => {
+                for f in files {
+                    if rules::is_test_file(&f) {
+                        test_files.push(f);
+                    } else {
+                        rule_files.push(f);
+                    }
+                }
+            }
+            Err(e) => diags.push(format!("{}: cannot read: {e}", path.display())),
+        }
+    }
+    let set = if rule_files.is_empty() {
+        None
+    } else {
+        match rules::load_paths(&rule_files) {
+            Ok(set) => Some(set),
+            Err(d) => {
+                diags.extend(d.iter().map(|d| d.to_string()));
+                None
+            }
+        }
+    };
+    for t in &test_files {
+        if let Err(d) = testing::load_test_file(t) {
+            diags.extend(d.iter().map(|d| d.to_string()));
+        }
+    }
+    if rule_files.is_empty() && test_files.is_empty() && diags.is_empty() {
+        diags.push("no rule files found (*.yaml or *.yml)".to_string());
+    }
+    if !diags.is_empty() {
+        diags.sort();
+        diags.dedup();
+        for d in &diags {
+            eprintln!("{d}");
+        }
+        eprintln!(
+            "{} error{} found",
+            diags.len(),
+            if diags.len() == 1 { "" } else { "s" }
+        );
+        return false;
+    }
+    let set = set.unwrap_or_default();
+    println!(
+        "ok: {} rule file{}, {} test file{}: {} pools, {} alerts, {} triggers, {} notifiers",
+        rule_files.len(),
+        if rule_files.len() == 1 { "" } else { "s" },
+        test_files.len(),
+        if test_files.len() == 1 { "" } else { "s" },
+        set.pools.len(),
+        set.alerts.len(),
+        set.triggers.len(),
+        set.notifiers.len()
+    );
+    let now = chrono::Utc::now();
+    for pool in &set.pools {
+        for s in &pool.schedules {
+            match s.cron.next(now) {
+                Some(next) => println!(
+                    "  schedule {}/{} ({:?} {}): next {} ({})",
+                    pool.name,
+                    s.name,
+                    s.cron.text,
+                    s.cron.tz,
+                    next.with_timezone(&s.cron.tz)
+                        .format("%a %Y-%m-%d %H:%M %Z"),
+                    next.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ),
+                None => println!("  schedule {}/{}: never fires again", pool.name, s.name),
+            }
+        }
+    }
+    true
+}
+
+/// `poolpilot test`: Ok(true) when every case passes.
+pub fn run_test(args: &TestArgs) -> anyhow::Result<bool> {
+    use crate::rules::{self, testing};
+    let mut files = Vec::new();
+    for p in &args.files {
+        let found = rules::rule_files_in(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+        files.extend(
+            found
+                .into_iter()
+                .filter(|f| !p.is_dir() || rules::is_test_file(f)),
+        );
+    }
+    if files.is_empty() {
+        anyhow::bail!("no rule test files (*.test.yaml) found");
+    }
+    let (mut passed, mut failed) = (0usize, 0usize);
+    for f in &files {
+        let tf = match testing::load_test_file(f) {
+            Ok(tf) => tf,
+            Err(diags) => {
+                for d in diags {
+                    eprintln!("{d}");
+                }
+                failed += 1;
+                continue;
+            }
+        };
+        for case in &tf.cases {
+            match testing::run_case(&tf.rules, case) {
+                Ok(()) => {
+                    passed += 1;
+                    println!("ok    {}: {}", f.display(), case.name);
+                }
+                Err(diff) => {
+                    failed += 1;
+                    println!("FAIL  {}: {}\n{diff}", f.display(), case.name);
+                }
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    Ok(failed == 0)
+}
+
+async fn run_simulate(args: SimulateArgs) -> anyhow::Result<()> {
+    let rules = crate::rules::load_paths(&args.rules).map_err(|d| {
+        anyhow::anyhow!(
+            "invalid rules:\n{}",
+            d.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })?;
+    let scenario = Scenario::load(&args.scenario)?;
+    let opts = crate::simulate::SimOptions {
+        tick: args.tick.0,
+        core: CoreConfig {
+            create_rate: args.create_rate,
+            max_concurrent: args.max_concurrent,
+            metrics_interval: args.metrics_interval.0.max(Duration::from_millis(100)),
+            ..CoreConfig::default()
+        },
+        ..Default::default()
+    };
+    let report = crate::simulate::simulate(std::sync::Arc::new(rules), &scenario, &opts).await;
+    if let Some(out) = &args.out {
+        let title = format!("poolpilot simulate: {}", args.scenario.display());
+        std::fs::write(out, crate::simulate::svg::render(&report, &title))
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{}", crate::simulate::summary(&report));
+        if let Some(out) = &args.out {
+            println!("chart written to {}", out.display());
+        }
+    }
     Ok(())
 }
 

@@ -22,4 +22,5 @@ pub mod emulator;
 pub mod engine;
 pub mod expr;
 pub mod rules;
+pub mod simulate;
 pub mod telemetry;

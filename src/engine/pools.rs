@@ -185,6 +185,7 @@ pub(super) fn run(
         return;
     }
     st.last_eval = Some(now);
+    let first_eval = *st.first_eval.get_or_insert(now);
     let members: &[usize] = prepared
         .by_pool
         .get(pool.name.as_str())
@@ -322,51 +323,71 @@ pub(super) fn run(
     };
     cause.raw = Some(raw);
 
-    // Stabilization.
+    // Stabilization, over recommended changes so that relative step rules and absolute target
+    // recommendations mean the same: scale in by the smallest cut recommended in the last
+    // `stabilization.down` (none if any recommendation in it was to hold or grow), and only
+    // once a whole window has been watched; scale out by the smallest increase in the last
+    // `stabilization.up`.
     let horizon = pool.stabilization.up.max(pool.stabilization.down);
-    st.window.push_back((now, raw));
+    let delta = raw as i64 - size as i64;
+    st.window.push_back((now, delta));
     while st
         .window
         .front()
-        .is_some_and(|(t, _)| *t < now - secs(horizon))
+        .is_some_and(|(t, _)| *t <= now - secs(horizon))
     {
         st.window.pop_front();
     }
     let mut to = raw;
     if raw < size && !pool.stabilization.down.is_zero() {
         let since = now - secs(pool.stabilization.down);
-        if let Some(&(t, highest)) = st
-            .window
-            .iter()
-            .filter(|(t, _)| *t >= since)
-            .max_by_key(|(t, r)| (*r, *t))
-        {
-            let stab = highest.min(size);
+        let in_window = st.window.iter().filter(|(t, _)| *t > since);
+        if let Some(&(t, highest)) = in_window.max_by_key(|(t, d)| (*d, *t)) {
+            let stab = (size as i64 + highest.min(0)) as u32;
             if stab > to {
+                let note = if highest >= 0 {
+                    format!(
+                        "scale-in held by stabilization: {} recommended at {}",
+                        signed_delta(highest),
+                        t.format("%H:%M:%S")
+                    )
+                } else {
+                    format!(
+                        "scale-in limited by stabilization: {} recommended at {}",
+                        signed_delta(highest),
+                        t.format("%H:%M:%S")
+                    )
+                };
                 clamps.push(Clamp {
                     kind: ClampKind::Stabilization,
                     from: to,
                     to: stab,
                     until: Some(t + secs(pool.stabilization.down)),
-                    note: format!(
-                        "scale-in held by stabilization: {} recommended at {}",
-                        highest,
-                        t.format("%H:%M:%S")
-                    ),
+                    note,
                 });
                 to = stab;
             }
         }
+        if to < size && now - first_eval < secs(pool.stabilization.down) {
+            let until = first_eval + secs(pool.stabilization.down);
+            clamps.push(Clamp {
+                kind: ClampKind::Stabilization,
+                from: to,
+                to: size,
+                until: Some(until),
+                note: format!(
+                    "scale-in held until a whole stabilization window has been observed ({})",
+                    until.format("%H:%M:%S")
+                ),
+            });
+            to = size;
+        }
     }
     if raw > size && !pool.stabilization.up.is_zero() {
         let since = now - secs(pool.stabilization.up);
-        if let Some(&(t, lowest)) = st
-            .window
-            .iter()
-            .filter(|(t, _)| *t >= since)
-            .min_by_key(|(t, r)| (*r, std::cmp::Reverse(*t)))
-        {
-            let stab = lowest.max(size);
+        let in_window = st.window.iter().filter(|(t, _)| *t > since);
+        if let Some(&(t, lowest)) = in_window.min_by_key(|(t, d)| (*d, std::cmp::Reverse(*t))) {
+            let stab = (size as i64 + lowest.max(0)) as u32;
             if stab < to {
                 clamps.push(Clamp {
                     kind: ClampKind::Stabilization,
@@ -375,7 +396,7 @@ pub(super) fn run(
                     until: Some(t + secs(pool.stabilization.up)),
                     note: format!(
                         "scale-out held by stabilization: {} recommended at {}",
-                        lowest,
+                        signed_delta(lowest),
                         t.format("%H:%M:%S")
                     ),
                 });
@@ -521,6 +542,14 @@ pub(super) fn run(
             dry_run: pool.dry_run,
             cause,
         });
+    }
+}
+
+fn signed_delta(d: i64) -> String {
+    match d {
+        0 => "hold".to_string(),
+        d if d > 0 => format!("+{d}"),
+        d => d.to_string(),
     }
 }
 

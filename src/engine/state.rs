@@ -19,10 +19,12 @@ pub struct EngineState {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PoolState {
     pub last_eval: Option<DateTime<Utc>>,
+    /// The first evaluation: scale-in waits until a whole stabilization window was observed.
+    pub first_eval: Option<DateTime<Utc>>,
     pub cooldown_up_until: Option<DateTime<Utc>>,
     pub cooldown_down_until: Option<DateTime<Utc>>,
-    /// Raw recommendations with their time, for stabilization.
-    pub window: VecDeque<(DateTime<Utc>, u32)>,
+    /// Recommended changes (raw recommendation minus size) with their time, for stabilization.
+    pub window: VecDeque<(DateTime<Utc>, i64)>,
     /// The last evaluation, for status pages ("scale-in held by stabilization until ...").
     pub status: Option<PoolStatus>,
 }

@@ -163,7 +163,11 @@ fn scale_in_waits_for_the_stabilization_window() {
         }
         t += 15;
     }
-    assert_eq!(first_kill, Some(300 + 15), "first evaluation after t0+5m");
+    assert_eq!(
+        first_kill,
+        Some(300),
+        "the +1 at t0 leaves the 5-minute window at t0+5m"
+    );
 }
 
 #[test]

@@ -9,6 +9,7 @@ mod load;
 pub mod schedule;
 pub mod scopes;
 pub mod template;
+pub mod testing;
 
 use std::collections::BTreeMap;
 use std::fmt;
