@@ -121,6 +121,8 @@ pub async fn simulate(rules: Arc<RuleSet>, scenario: &Scenario, opts: &SimOption
     let mut events_seen = 0u64;
     let mut firing: BTreeSet<(String, String)> = BTreeSet::new();
     let mut seq = 0u64;
+    // Every sandbox's pool as last seen, to attribute alerts about sandboxes already gone.
+    let mut owners: BTreeMap<String, String> = BTreeMap::new();
     let steps = (duration.as_nanos() / tick.as_nanos()) as u64;
     for k in 0..=steps {
         let now = start + TimeDelta::from_std(tick * k as u32).unwrap_or_default();
@@ -140,6 +142,11 @@ pub async fn simulate(rules: Arc<RuleSet>, scenario: &Scenario, opts: &SimOption
             .await
             .unwrap_or_default();
         events_seen += events.len() as u64;
+        for s in &observed {
+            if let Some(p) = s.pool() {
+                owners.insert(s.id.clone(), p.to_string());
+            }
+        }
         let pending = BTreeMap::new();
         let decisions = engine.step(
             now,
@@ -228,13 +235,22 @@ pub async fn simulate(rules: Arc<RuleSet>, scenario: &Scenario, opts: &SimOption
                     let _ = api.pause_sandbox(sandbox_id).await;
                 }
                 Action::Alert(n) => {
-                    let key = (n.alert.clone(), n.subject.clone());
+                    // The pool an alert belongs to: the rule's, else the subject's (a pool name or
+                    // a member sandbox).
                     let pool = rules
                         .alerts
                         .iter()
                         .find(|a| a.name == n.alert)
                         .and_then(|a| a.pool.clone())
-                        .or_else(|| rules.pool(&n.subject).map(|p| p.name.clone()));
+                        .or_else(|| {
+                            rules
+                                .triggers
+                                .iter()
+                                .find(|t| t.name == n.alert)
+                                .and_then(|t| t.pool.clone())
+                        })
+                        .or_else(|| rules.pool(&n.subject).map(|p| p.name.clone()))
+                        .or_else(|| owners.get(&n.subject).cloned());
                     let counter = |t: &mut Totals| match (n.status, n.repeat) {
                         (AlertStatus::Firing, false) => t.alerts_fired += 1,
                         (AlertStatus::Resolved, _) => t.alerts_resolved += 1,
@@ -244,12 +260,16 @@ pub async fn simulate(rules: Arc<RuleSet>, scenario: &Scenario, opts: &SimOption
                     if let Some(t) = pool.and_then(|p| report.pools.get_mut(&p)) {
                         counter(t);
                     }
-                    match n.status {
-                        AlertStatus::Firing => {
-                            firing.insert(key);
-                        }
-                        AlertStatus::Resolved => {
-                            firing.remove(&key);
+                    // Trigger alerts are one-shot notices: only alert rules have a firing span.
+                    if rules.alerts.iter().any(|a| a.name == n.alert) {
+                        let key = (n.alert.clone(), n.subject.clone());
+                        match n.status {
+                            AlertStatus::Firing => {
+                                firing.insert(key);
+                            }
+                            AlertStatus::Resolved => {
+                                firing.remove(&key);
+                            }
                         }
                     }
                 }

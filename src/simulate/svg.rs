@@ -11,7 +11,7 @@ const RIGHT: f64 = 20.0;
 const PANEL_H: f64 = 200.0;
 const TOP1: f64 = 50.0;
 const TOP2: f64 = TOP1 + PANEL_H + 60.0;
-const H: f64 = TOP2 + PANEL_H + 60.0;
+const H: f64 = TOP2 + PANEL_H + 80.0;
 const COLORS: [&str; 6] = [
     "#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#17becf", "#7f7f7f",
 ];
@@ -205,7 +205,7 @@ pub fn render(r: &SimReport, title: &str) -> String {
     for (i, (c, label)) in legend.iter().enumerate() {
         let (lx, ly) = (
             LEFT + (i % 3) as f64 * 300.0,
-            H - 28.0 + (i / 3) as f64 * 14.0 - 14.0 * ((legend.len() - 1) / 3) as f64,
+            TOP2 + PANEL_H + 40.0 + (i / 3) as f64 * 16.0,
         );
         let _ = writeln!(
             s,
