@@ -1,6 +1,6 @@
 //! Alert evaluation: one state machine per (alert, subject).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -19,33 +19,31 @@ fn secs(d: Duration) -> TimeDelta {
     TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
 }
 
-/// One subject's evaluation: Some(condition) with its value and rendered message, or None when
-/// there is no data.
+/// One subject's evaluation: Some(condition) and the value it saw, or None without data.
 struct Outcome {
     active: Option<bool>,
     value: f64,
-    message: String,
 }
 
-fn evaluate(alert: &Alert, b: &Bindings<'_>, has_data: bool, subject: &str) -> Outcome {
+fn evaluate(alert: &Alert, b: &Bindings<'_>, has_data: bool) -> Outcome {
     let value = alert.when.variables().find_map(|v| b.num(v)).unwrap_or(0.0);
     let active = if has_data {
         alert.when.eval_bool(b).ok()
     } else {
         None
     };
-    let message = alert.message.render(&|name| match name {
+    Outcome { active, value }
+}
+
+/// Renders the alert's message for a subject; only called on transitions.
+fn render(alert: &Alert, b: &Bindings<'_>, subject: &str, value: f64) -> String {
+    alert.message.render(&|name| match name {
         "alert" | "rule" => Some(alert.name.clone()),
         "severity" => Some(alert.severity.clone()),
         "subject" => Some(subject.to_string()),
         "value" => Some(format_number(value)),
         other => b.render(other),
-    });
-    Outcome {
-        active,
-        value,
-        message,
-    }
+    })
 }
 
 pub(super) fn run(
@@ -56,7 +54,9 @@ pub(super) fn run(
     out: &mut Vec<Decision>,
 ) {
     for alert in &rules.alerts {
-        let mut outcomes: Vec<(String, Outcome)> = Vec::new();
+        let st = states.entry(alert.name.clone()).or_default();
+        // Subjects seen this step, by reference: no allocation per sandbox.
+        let mut seen: HashSet<&str> = HashSet::new();
         match alert.scope {
             AlertScope::Sandbox => {
                 let mut b = Bindings::new(&SANDBOX);
@@ -72,7 +72,9 @@ pub(super) fn run(
                         continue;
                     }
                     let fresh = bind_sandbox(&mut b, s, now, ALERT_STALE_AFTER);
-                    outcomes.push((s.obs.id.clone(), evaluate(alert, &b, fresh, &s.obs.id)));
+                    let o = evaluate(alert, &b, fresh);
+                    seen.insert(&s.obs.id);
+                    transition(alert, st, now, &s.obs.id, o, &b, out);
                 }
             }
             AlertScope::Pool => {
@@ -118,7 +120,9 @@ pub(super) fn run(
                     b.set_text(ps::TEMPLATE, &tpl);
                     // A pool with members but none reporting has no data.
                     let has_data = members.is_empty() || agg.n > 0;
-                    outcomes.push((pool.name.clone(), evaluate(alert, &b, has_data, &pool.name)));
+                    let o = evaluate(alert, &b, has_data);
+                    seen.insert(&pool.name);
+                    transition(alert, st, now, &pool.name, o, &b, out);
                 }
             }
             AlertScope::Team => {
@@ -142,31 +146,34 @@ pub(super) fn run(
                 b.set_num(ts::PAUSED, paused as f64);
                 b.set_num(ts::WITH_DATA, agg.n as f64);
                 agg.write(&mut b, ts::AVG, ts::MIN_OF, ts::MAX_OF);
-                outcomes.push(("team".into(), evaluate(alert, &b, true, "team")));
+                let o = evaluate(alert, &b, true);
+                seen.insert("team");
+                transition(alert, st, now, "team", o, &b, out);
             }
         }
-        let st = states.entry(alert.name.clone()).or_default();
-        let seen: BTreeSet<String> = outcomes.iter().map(|(s, _)| s.clone()).collect();
-        for (subject, o) in outcomes {
-            transition(alert, st, now, &subject, o, out);
-        }
         // Subjects that are gone: a firing alert resolves, a pending one is dropped.
-        let gone: Vec<String> = st.keys().filter(|k| !seen.contains(*k)).cloned().collect();
-        for subject in gone {
-            if let Some(s) = st.remove(&subject)
-                && s.phase == AlertPhase::Firing
-            {
-                let message = format!("{} resolved: {subject} is gone", alert.name);
-                out.push(notice(
-                    alert,
-                    now,
-                    &subject,
-                    AlertStatus::Resolved,
-                    false,
-                    message,
-                    &s,
-                    "the subject disappeared",
-                ));
+        if st.len() > seen.len() || st.keys().any(|k| !seen.contains(k.as_str())) {
+            let gone: Vec<String> = st
+                .keys()
+                .filter(|k| !seen.contains(k.as_str()))
+                .cloned()
+                .collect();
+            for subject in gone {
+                if let Some(s) = st.remove(&subject)
+                    && s.phase == AlertPhase::Firing
+                {
+                    let message = format!("{} resolved: {subject} is gone", alert.name);
+                    out.push(notice(
+                        alert,
+                        now,
+                        &subject,
+                        AlertStatus::Resolved,
+                        false,
+                        message,
+                        &s,
+                        "the subject disappeared",
+                    ));
+                }
             }
         }
     }
@@ -224,6 +231,7 @@ fn transition(
     now: DateTime<Utc>,
     subject: &str,
     o: Outcome,
+    b: &Bindings<'_>,
     out: &mut Vec<Decision>,
 ) {
     let Some(active) = o.active else {
@@ -250,7 +258,7 @@ fn transition(
                     subject,
                     AlertStatus::Firing,
                     false,
-                    o.message,
+                    render(alert, b, subject, o.value),
                     &s,
                     "condition true",
                 ));
@@ -272,7 +280,7 @@ fn transition(
                         subject,
                         AlertStatus::Firing,
                         false,
-                        o.message,
+                        render(alert, b, subject, o.value),
                         s,
                         &why,
                     ));
@@ -288,7 +296,7 @@ fn transition(
                         subject,
                         AlertStatus::Firing,
                         true,
-                        o.message,
+                        render(alert, b, subject, o.value),
                         s,
                         "repeat_interval passed",
                     ));
@@ -318,7 +326,11 @@ fn transition(
                         subject,
                         AlertStatus::Resolved,
                         false,
-                        format!("{} resolved: {}", alert.name, o.message),
+                        format!(
+                            "{} resolved: {}",
+                            alert.name,
+                            render(alert, b, subject, o.value)
+                        ),
                         &s,
                         &why,
                     ));

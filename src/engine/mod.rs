@@ -171,11 +171,14 @@ pub struct Decision {
 pub struct Engine {
     rules: Arc<RuleSet>,
     state: EngineState,
+    /// Which sandbox texts the rules read, computed once per rule set.
+    needs: pools::Needs,
 }
 
 impl Engine {
     pub fn new(rules: Arc<RuleSet>) -> Self {
         Engine {
+            needs: pools::Needs::of(&rules),
             rules,
             state: EngineState::default(),
         }
@@ -183,7 +186,11 @@ impl Engine {
 
     /// Resumes from persisted state.
     pub fn with_state(rules: Arc<RuleSet>, state: EngineState) -> Self {
-        Engine { rules, state }
+        Engine {
+            needs: pools::Needs::of(&rules),
+            rules,
+            state,
+        }
     }
 
     pub fn rules(&self) -> &Arc<RuleSet> {
@@ -202,12 +209,13 @@ impl Engine {
         self.state
             .alerts
             .retain(|name, _| rules.alerts.iter().any(|a| &a.name == name));
+        self.needs = pools::Needs::of(&rules);
         self.rules = rules;
     }
 
     /// Decides what to do at `now` given what is observed.
     pub fn step(&mut self, now: DateTime<Utc>, obs: &Observations<'_>) -> Vec<Decision> {
-        let prepared = pools::prepare(obs.sandboxes);
+        let prepared = pools::prepare(obs.sandboxes, self.needs);
         let mut decisions = Vec::new();
         let mut pending = obs.pending_creates.clone();
         triggers::run(

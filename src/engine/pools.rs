@@ -26,7 +26,44 @@ pub(super) struct Prepared<'a> {
     pub by_pool: BTreeMap<&'a str, Vec<usize>>,
 }
 
-pub(super) fn prepare(sandboxes: &[ObservedSandbox]) -> Prepared<'_> {
+/// Which per-sandbox text values some sandbox-scope rule reads; the others are not converted.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Needs {
+    pub id: bool,
+    pub template: bool,
+    pub pool: bool,
+    pub meta: bool,
+}
+
+impl Needs {
+    pub fn of(rules: &crate::rules::RuleSet) -> Needs {
+        let mut names: Vec<String> = Vec::new();
+        for p in &rules.pools {
+            names.extend(p.busy.variables().map(str::to_string));
+            if let Some(e) = &p.protect {
+                names.extend(e.variables().map(str::to_string));
+            }
+        }
+        for a in rules
+            .alerts
+            .iter()
+            .filter(|a| a.scope == crate::rules::AlertScope::Sandbox)
+        {
+            names.extend(a.when.variables().map(str::to_string));
+            names.extend(a.message.placeholders());
+        }
+        let has = |n: &str| names.iter().any(|x| x == n);
+        Needs {
+            id: has("sandbox_id"),
+            template: has("template"),
+            pool: has("pool"),
+            meta: names.iter().any(|x| x.starts_with("metadata.")),
+        }
+    }
+}
+
+pub(super) fn prepare<'a>(sandboxes: &'a [ObservedSandbox], needs: Needs) -> Prepared<'a> {
+    let text = |want: bool, s: &str| if want { Text::new(s) } else { Text::new("") };
     let mut by_pool: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     let sandboxes: Vec<PreparedSandbox> = sandboxes
         .iter()
@@ -39,10 +76,14 @@ pub(super) fn prepare(sandboxes: &[ObservedSandbox]) -> Prepared<'_> {
             }
             PreparedSandbox {
                 obs: s,
-                template: Text::new(&s.template),
-                id: Text::new(&s.id),
-                pool: Text::new(s.pool().unwrap_or("")),
-                meta: Meta::new(&s.metadata),
+                template: text(needs.template, &s.template),
+                id: text(needs.id, &s.id),
+                pool: text(needs.pool, s.pool().unwrap_or("")),
+                meta: if needs.meta {
+                    Meta::new(&s.metadata)
+                } else {
+                    Meta::default()
+                },
             }
         })
         .collect();

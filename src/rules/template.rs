@@ -47,6 +47,28 @@ impl Template {
         &self.text
     }
 
+    /// The names of its placeholders.
+    pub fn placeholders(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut rest = self.text.as_str();
+        while let Some(i) = rest.find(['{', '}']) {
+            let c = rest.as_bytes()[i] as char;
+            let after = &rest[i + 1..];
+            if after.starts_with(c) {
+                rest = &after[1..];
+                continue;
+            }
+            match (c, after.find('}')) {
+                ('{', Some(end)) => {
+                    out.push(after[..end].trim().to_string());
+                    rest = &after[end + 1..];
+                }
+                _ => rest = after,
+            }
+        }
+        out
+    }
+
     /// Fills placeholders with `lookup`; unknown names render empty.
     pub fn render(&self, lookup: &dyn Fn(&str) -> Option<String>) -> String {
         let mut out = String::with_capacity(self.text.len() + 32);
