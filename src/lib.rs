@@ -11,7 +11,12 @@
 //!   webhooks, rate limits); [`emulator::http`] serves it with axum; [`emulator::delivery`]
 //!   posts signed webhooks; [`emulator::InProcess`] implements [`e2b::E2bApi`] over the core
 //!   with no HTTP at all.
-//! - [`cli`]: the command line (`poolpilot emulator`, ...). `main.rs` only calls it.
+//! - [`expr`]: rule expressions; the only module that imports evalexpr.
+//! - [`rules`]: the YAML rule language loaded into a checked [`rules::RuleSet`]; schedules
+//!   (the only user of croner), message templates, and rule unit tests.
+//! - [`engine`]: the pure decision engine, `step(now, observations) -> decisions`.
+//! - [`simulate`]: rules against the emulator core in virtual time, with an SVG chart.
+//! - [`cli`]: the command line (`emulator`, `check`, `test`, `simulate`). `main.rs` only calls it.
 //!
 //! Data flows one way: sources -> observations -> engine -> decisions -> actions.
 
