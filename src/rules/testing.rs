@@ -15,7 +15,7 @@
 //!       - { at: 30s, type: killed, sandbox: workers/1, kill_reason: unknown }
 //!     expect:
 //!       - { at: 0s, decisions: ["workers +1"] }
-//!       - { at: 1m, size: { workers: 5 }, alerts: { high-cpu: firing } }
+//!       - { at: 1m, size: { workers: 5 }, alerts: { high-cpu: firing }, notified: [ops-log] }
 //! ```
 //!
 //! Series notation: values separated by spaces; `a` one sample; `axN` a repeated N+1 times;
@@ -87,6 +87,8 @@ struct RawExpect {
     size: BTreeMap<String, u32>,
     #[serde(default)]
     alerts: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    notified: Option<Vec<Spanned<String>>>,
 }
 
 /// A parsed series: one optional sample per step.
@@ -148,6 +150,7 @@ struct Expect {
     decisions: Option<Vec<String>>,
     size: BTreeMap<String, u32>,
     alerts: BTreeMap<String, String>,
+    notified: Option<Vec<String>>,
 }
 
 /// One test case, checked and ready to run.
@@ -343,6 +346,15 @@ pub fn load_test_file(path: &Path) -> Result<TestFile, Vec<Diagnostic>> {
                     ));
                 }
             }
+            for n in x.notified.iter().flatten() {
+                if !rules.notifiers.iter().any(|r| r.name == n.value) {
+                    diags.push(diag(
+                        &file,
+                        Some(n.referenced),
+                        format!("{ctx}: notified: unknown notifier {:?}", n.value),
+                    ));
+                }
+            }
             last_at = last_at.max(at);
             expect.push(Expect {
                 at,
@@ -353,6 +365,10 @@ pub fn load_test_file(path: &Path) -> Result<TestFile, Vec<Diagnostic>> {
                     .iter()
                     .map(|(k, v)| (k.clone(), v.value.clone()))
                     .collect(),
+                notified: x
+                    .notified
+                    .as_ref()
+                    .map(|v| v.iter().map(|n| n.value.clone()).collect()),
             });
         }
         if expect.is_empty() {
@@ -576,6 +592,24 @@ pub fn run_case(rules: &Arc<RuleSet>, case: &TestCase) -> Result<(), String> {
                     .count() as u32;
                 if got != *want {
                     let _ = writeln!(diff, "    size {pool}: expected {want}, got {got}");
+                }
+            }
+            if let Some(want) = &x.notified {
+                let mut got: Vec<String> = decisions
+                    .iter()
+                    .filter_map(|d| match &d.action {
+                        Action::Alert(n) => Some(n.notify.clone()),
+                        _ => None,
+                    })
+                    .flatten()
+                    .collect();
+                got.sort();
+                got.dedup();
+                let mut want = want.clone();
+                want.sort();
+                want.dedup();
+                if got != want {
+                    let _ = writeln!(diff, "    notified: expected {want:?}, got {got:?}");
                 }
             }
             for (alert, want) in &x.alerts {
