@@ -94,6 +94,17 @@ fn secs(d: std::time::Duration) -> TimeDelta {
     TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
 }
 
+const METRIC_SLOTS: [usize; 8] = [
+    ss::CPU_USED_PCT,
+    ss::CPU_COUNT,
+    ss::MEM_USED,
+    ss::MEM_TOTAL,
+    ss::MEM_USED_PCT,
+    ss::DISK_USED,
+    ss::DISK_TOTAL,
+    ss::DISK_USED_PCT,
+];
+
 /// Fills sandbox bindings; returns false (and leaves metric slots unset) when the sandbox has
 /// no sample newer than `stale_after`.
 pub(super) fn bind_sandbox<'b>(
@@ -114,12 +125,18 @@ pub(super) fn bind_sandbox<'b>(
     b.set_text(ss::SANDBOX_ID, &s.id);
     b.set_text(ss::POOL, &s.pool);
     b.set_meta(&s.meta);
-    let Some(m) = &s.obs.metric else {
+    let fresh = s
+        .obs
+        .metric
+        .as_ref()
+        .filter(|m| m.timestamp >= now - secs(stale_after));
+    let Some(m) = fresh else {
+        // Bindings are reused across sandboxes: never leave another sandbox's metrics behind.
+        for slot in METRIC_SLOTS {
+            b.unset(slot);
+        }
         return false;
     };
-    if m.timestamp < now - secs(stale_after) {
-        return false;
-    }
     let pct = |used: u64, total: u64| {
         if total == 0 {
             0.0
@@ -167,7 +184,7 @@ impl Agg {
         ];
         self.n += 1;
         for (i, slot) in SLOTS.iter().enumerate() {
-            let v = b.num(SANDBOX.vars[*slot].0).unwrap_or(0.0);
+            let v = b.num_at(*slot).unwrap_or(0.0);
             self.sum[i] += v;
             self.min[i] = self.min[i].min(v);
             self.max[i] = self.max[i].max(v);

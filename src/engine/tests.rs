@@ -336,6 +336,85 @@ pools:
 }
 
 #[test]
+fn protect_spares_members_and_missing_data_blocks_scale_in() {
+    // A member without a sample blocks scale-in under up_only; with full data, protected members
+    // are skipped. (That a missing sample never reads another member's values is checked by
+    // bindings_are_cleared_for_sandboxes_without_data.)
+    let yaml = "
+pools:
+  - name: p
+    min: 0
+    max: 10
+    scale:
+      steps: [{ when: size > 0, remove: 2 }]
+      stabilization: { down: 0s }
+      on_missing_metrics: up_only
+    scale_in:
+      protect: cpu_used_pct > 50
+";
+    let mut e = Engine::new(rules(yaml));
+    let mut s = pool_of("p", &[Some(10.0), None, Some(90.0)], t0());
+    s.swap(0, 2); // p-2 (90 %, protected) is bound just before p-1 (no sample)
+    let d = step(&mut e, t0(), &s);
+    // up_only blocks the scale-in on missing data; with full data only the idle one goes.
+    assert!(kills(&d).is_empty(), "{d:?}");
+    let mut e = Engine::new(rules(&yaml.replace(
+        "on_missing_metrics: up_only",
+        "on_missing_metrics: up_only\n      stale_after: 1h",
+    )));
+    let mut s = pool_of("p", &[Some(10.0), Some(20.0), Some(90.0)], t0());
+    s[1].metric = None;
+    s.swap(0, 2);
+    let d = step(&mut e, t0(), &s);
+    assert!(kills(&d).is_empty(), "missing data blocks scale-in: {d:?}");
+    let mut e = Engine::new(rules(
+        &yaml.replace("      on_missing_metrics: up_only\n", ""),
+    ));
+    let s = pool_of("p", &[Some(90.0), Some(10.0), Some(95.0)], t0());
+    assert_eq!(
+        kills(&step(&mut e, t0(), &s)),
+        vec!["p-1"],
+        "only the unprotected one"
+    );
+}
+
+#[test]
+fn bindings_are_cleared_for_sandboxes_without_data() {
+    use crate::expr::Bindings;
+    let s = pool_of("p", &[Some(90.0), None], t0());
+    let prepared = super::pools::prepare(&s, super::pools::Needs::default());
+    let mut b = Bindings::new(&crate::rules::scopes::SANDBOX);
+    assert!(super::pools::bind_sandbox(
+        &mut b,
+        &prepared.sandboxes[0],
+        t0(),
+        Duration::from_secs(30)
+    ));
+    assert_eq!(b.num("cpu_used_pct"), Some(90.0));
+    assert!(!super::pools::bind_sandbox(
+        &mut b,
+        &prepared.sandboxes[1],
+        t0(),
+        Duration::from_secs(30)
+    ));
+    assert_eq!(
+        b.num("cpu_used_pct"),
+        None,
+        "the previous sandbox's value must not leak"
+    );
+    let protect = crate::expr::compile(
+        "cpu_used_pct > 50",
+        &crate::rules::scopes::SANDBOX,
+        crate::expr::Kind::Bool,
+    )
+    .unwrap();
+    assert!(
+        protect.eval_bool(&b).is_err(),
+        "no data is an evaluation error, never a stale value"
+    );
+}
+
+#[test]
 fn schedules_change_the_bounds() {
     let yaml = "
 pools:

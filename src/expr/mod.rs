@@ -200,16 +200,28 @@ impl<'a> Bindings<'a> {
         }
     }
 
+    /// Clears a slot: an expression that reads it then fails (counted as "no data").
+    pub fn unset(&mut self, slot: usize) {
+        if let Some(s) = self.values.get_mut(slot) {
+            *s = Slot::Unset;
+        }
+    }
+
+    /// A number by slot.
+    pub fn num_at(&self, slot: usize) -> Option<f64> {
+        match self.values.get(slot)? {
+            Slot::Num(Value::Float(f)) => Some(*f),
+            _ => None,
+        }
+    }
+
     pub fn set_meta(&mut self, meta: &'a Meta) {
         self.meta = Some(meta);
     }
 
     /// A number's current value, for explanations.
     pub fn num(&self, name: &str) -> Option<f64> {
-        match self.values.get(self.scope.slot(name)?)? {
-            Slot::Num(Value::Float(f)) => Some(*f),
-            _ => None,
-        }
+        self.num_at(self.scope.slot(name)?)
     }
 
     /// Every variable's value as text, for message templates.
