@@ -5,6 +5,8 @@
 #     target/sdk-venv;
 #   - E2B's official JS SDK (npm `e2b`, pinned in tests/sdk/package-lock.json) into
 #     tests/sdk/node_modules;
+#   - Alertmanager (Debian's prometheus-alertmanager), which the notifier tests start on
+#     loopback;
 #   - then `cargo test`, which drives both SDKs against the emulator.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +20,14 @@ target/sdk-venv/bin/pip install --quiet --disable-pip-version-check -r tests/sdk
 
 echo "== installing E2B's JS SDK into tests/sdk/node_modules"
 (cd tests/sdk && npm ci --no-audit --no-fund --loglevel=error)
+
+echo "== installing Alertmanager (Debian package prometheus-alertmanager)"
+if ! command -v prometheus-alertmanager >/dev/null 2>&1; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus-alertmanager
+fi
 
 echo "== cargo test"
 cargo test --locked

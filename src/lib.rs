@@ -16,6 +16,7 @@
 //!   (the only user of croner), message templates, and rule unit tests.
 //! - [`engine`]: the pure decision engine, `step(now, observations) -> decisions`.
 //! - [`simulate`]: rules against the emulator core in virtual time, with an SVG chart.
+//! - [`notify`]: notifiers (Slack, webhook, Alertmanager, log) with bounded queues and retries.
 //! - [`cli`]: the command line (`emulator`, `check`, `test`, `simulate`). `main.rs` only calls it.
 //!
 //! Data flows one way: sources -> observations -> engine -> decisions -> actions.
@@ -26,6 +27,7 @@ pub mod e2b;
 pub mod emulator;
 pub mod engine;
 pub mod expr;
+pub mod notify;
 pub mod rules;
 pub mod simulate;
 pub mod telemetry;

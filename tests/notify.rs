@@ -1,0 +1,337 @@
+//! Notifiers against real receivers on loopback: retries honour Retry-After, failures are
+//! counted and logged, a full queue refuses loudly, payloads are what Slack and webhooks expect,
+//! and a real Alertmanager (Debian's prometheus-alertmanager, installed by scripts/test.sh)
+//! receives alerts that fire, then resolve.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use chrono::Utc;
+use poolpilot::e2b::retry::RetryPolicy;
+use poolpilot::engine::{AlertNotice, AlertStatus};
+use poolpilot::notify::{Dispatcher, Notification, NotifyConfig, SendError};
+use poolpilot::rules::{Notifier, NotifierKind};
+use tokio::sync::{Notify, mpsc};
+
+fn notice(status: AlertStatus, notify: &str) -> AlertNotice {
+    let mut labels = BTreeMap::new();
+    labels.insert("team".to_string(), "ml".to_string());
+    AlertNotice {
+        alert: "high-cpu".into(),
+        subject: "sbx123".into(),
+        status,
+        repeat: false,
+        severity: "warning".into(),
+        labels,
+        message: "sbx123 at 95% CPU".into(),
+        notify: vec![notify.into()],
+        started_at: Utc::now(),
+    }
+}
+
+fn fast() -> NotifyConfig {
+    NotifyConfig {
+        queue: 10,
+        retry: RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(50),
+            max_retry_after: Duration::from_secs(5),
+        },
+        timeout: Duration::from_secs(5),
+        ..NotifyConfig::default()
+    }
+}
+
+/// A receiver answering each request with the next scripted status (then 200), reporting bodies.
+async fn receiver(
+    script: Vec<(u16, Option<&'static str>)>,
+    gate: Option<Arc<Notify>>,
+) -> (
+    String,
+    mpsc::UnboundedReceiver<(Instant, serde_json::Value)>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let script = Arc::new(Mutex::new(script.into_iter()));
+    let app = Router::new().route(
+        "/hook",
+        post(move |_h: HeaderMap, body: Bytes| {
+            let (tx, script, gate) = (tx.clone(), script.clone(), gate.clone());
+            async move {
+                let v: serde_json::Value =
+                    serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                let _ = tx.send((Instant::now(), v));
+                if let Some(g) = gate {
+                    g.notified().await;
+                }
+                let next = script.lock().unwrap().next();
+                match next {
+                    Some((status, after)) => {
+                        let mut r =
+                            (StatusCode::from_u16(status).unwrap(), "scripted").into_response();
+                        if let Some(a) = after {
+                            r.headers_mut().insert("retry-after", a.parse().unwrap());
+                        }
+                        r
+                    }
+                    None => (StatusCode::OK, "ok").into_response(),
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, rx)
+}
+
+fn notifier(name: &str, kind: NotifierKind, url: &str) -> Notifier {
+    Notifier {
+        name: name.into(),
+        kind,
+        url: Some(url.into()),
+    }
+}
+
+async fn settle(
+    d: &Dispatcher,
+    name: &str,
+    done: impl Fn(&poolpilot::notify::NotifierStats) -> bool,
+) -> poolpilot::notify::NotifierStats {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = d.stats()[name].clone();
+        if done(&s) || Instant::now() > deadline {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn slack_429_with_retry_after_is_honoured_and_delivered_once() {
+    let (url, mut rx) = receiver(vec![(429, Some("1"))], None).await;
+    let (d, _h) = Dispatcher::start(&[notifier("slack", NotifierKind::Slack, &url)], fast());
+    d.send(
+        "slack",
+        Notification {
+            notice: notice(AlertStatus::Firing, "slack"),
+            at: Utc::now(),
+        },
+    )
+    .unwrap();
+    let (t1, body) = rx.recv().await.unwrap();
+    let (t2, again) = rx.recv().await.unwrap();
+    assert!(
+        t2 - t1 >= Duration::from_secs(1),
+        "waited Retry-After: {:?}",
+        t2 - t1
+    );
+    assert_eq!(body, again);
+    let text = body["text"].as_str().unwrap();
+    assert!(
+        text.contains("[FIRING] high-cpu (sbx123, warning): sbx123 at 95% CPU"),
+        "{text}"
+    );
+    let s = settle(&d, "slack", |s| s.sent == 1).await;
+    assert_eq!((s.sent, s.retries, s.failed), (1, 1, 0));
+}
+
+#[tokio::test]
+async fn failures_are_retried_then_counted_never_silent() {
+    let (url, mut rx) = receiver(vec![(500, None), (502, None), (503, None)], None).await;
+    let (d, _h) = Dispatcher::start(&[notifier("hook", NotifierKind::Webhook, &url)], fast());
+    d.send(
+        "hook",
+        Notification {
+            notice: notice(AlertStatus::Resolved, "hook"),
+            at: Utc::now(),
+        },
+    )
+    .unwrap();
+    let s = settle(&d, "hook", |s| s.failed == 1).await;
+    assert_eq!((s.sent, s.failed, s.retries), (0, 1, 2));
+    let mut bodies = Vec::new();
+    while let Ok(b) = rx.try_recv() {
+        bodies.push(b.1);
+    }
+    assert_eq!(bodies.len(), 3, "3 attempts");
+    assert_eq!(bodies[0]["status"], "resolved");
+    assert_eq!(bodies[0]["labels"]["team"], "ml");
+    // A 4xx other than 408/429 is not retried.
+    let (url, mut rx) = receiver(vec![(400, None)], None).await;
+    let (d, _h) = Dispatcher::start(&[notifier("hook", NotifierKind::Webhook, &url)], fast());
+    d.send(
+        "hook",
+        Notification {
+            notice: notice(AlertStatus::Firing, "hook"),
+            at: Utc::now(),
+        },
+    )
+    .unwrap();
+    let s = settle(&d, "hook", |s| s.failed == 1).await;
+    assert_eq!((s.failed, s.retries), (1, 0));
+    rx.recv().await.unwrap();
+    assert!(rx.try_recv().is_err());
+}
+
+#[tokio::test]
+async fn a_full_queue_refuses_loudly() {
+    let gate = Arc::new(Notify::new());
+    let (url, mut rx) = receiver(vec![], Some(gate.clone())).await;
+    let mut cfg = fast();
+    cfg.queue = 1;
+    let (d, _h) = Dispatcher::start(&[notifier("slow", NotifierKind::Webhook, &url)], cfg);
+    let n = || Notification {
+        notice: notice(AlertStatus::Firing, "slow"),
+        at: Utc::now(),
+    };
+    d.send("slow", n()).unwrap();
+    rx.recv().await.unwrap(); // the first is in flight, held by the gate
+    d.send("slow", n()).unwrap(); // the second waits in the queue
+    assert_eq!(
+        d.send("slow", n()),
+        Err(SendError::QueueFull("slow".into()))
+    );
+    assert_eq!(d.stats()["slow"].queue_full, 1);
+    assert_eq!(
+        d.send("nope", n()),
+        Err(SendError::UnknownNotifier("nope".into()))
+    );
+    gate.notify_one();
+    rx.recv().await.unwrap();
+    gate.notify_one();
+    let s = settle(&d, "slow", |s| s.sent == 2).await;
+    assert_eq!((s.sent, s.queue_full), (2, 1));
+}
+
+/// A real Alertmanager on a free loopback port, stopped on drop.
+struct Alertmanager {
+    url: String,
+    _child: tokio::process::Child,
+    _dir: tempdir::Dir,
+}
+
+mod tempdir {
+    pub struct Dir(pub std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+async fn alertmanager() -> Alertmanager {
+    let bin = "prometheus-alertmanager";
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = std::env::temp_dir().join(format!("poolpilot-am-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("am.yml"),
+        "route:\n  receiver: none\nreceivers:\n  - name: none\n",
+    )
+    .unwrap();
+    let child = tokio::process::Command::new(bin)
+        .arg(format!("--config.file={}", dir.join("am.yml").display()))
+        .arg(format!("--storage.path={}", dir.display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--cluster.listen-address=")
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {bin}: {e}; scripts/test.sh installs it (Debian package prometheus-alertmanager)"));
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = reqwest::get(format!("{url}/-/ready")).await
+            && r.status().is_success()
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "alertmanager did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Alertmanager {
+        url,
+        _child: child,
+        _dir: tempdir::Dir(dir),
+    }
+}
+
+async fn active_alerts(url: &str) -> Vec<serde_json::Value> {
+    reqwest::get(format!("{url}/api/v2/alerts?active=true"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_real_alertmanager_receives_firing_then_resolved() {
+    let am = alertmanager().await;
+    let (d, _h) = Dispatcher::start(
+        &[notifier("am", NotifierKind::Alertmanager, &am.url)],
+        fast(),
+    );
+    d.send(
+        "am",
+        Notification {
+            notice: notice(AlertStatus::Firing, "am"),
+            at: Utc::now(),
+        },
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let alerts = loop {
+        let a = active_alerts(&am.url).await;
+        if !a.is_empty() || Instant::now() > deadline {
+            break a;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    let a = &alerts[0];
+    assert_eq!(a["labels"]["alertname"], "high-cpu");
+    assert_eq!(a["labels"]["subject"], "sbx123");
+    assert_eq!(a["labels"]["severity"], "warning");
+    assert_eq!(a["labels"]["team"], "ml");
+    assert_eq!(a["annotations"]["summary"], "sbx123 at 95% CPU");
+    assert_eq!(a["status"]["state"], "active");
+    // endsAt in the future: the alert expires by itself if poolpilot stops re-sending it.
+    let ends: chrono::DateTime<Utc> = a["endsAt"].as_str().unwrap().parse().unwrap();
+    assert!(ends > Utc::now() + chrono::TimeDelta::minutes(4));
+
+    d.send(
+        "am",
+        Notification {
+            notice: notice(AlertStatus::Resolved, "am"),
+            at: Utc::now(),
+        },
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if active_alerts(&am.url).await.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the alert did not resolve");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let s = settle(&d, "am", |s| s.sent == 2).await;
+    assert_eq!((s.sent, s.failed), (2, 0));
+}
