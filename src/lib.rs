@@ -21,6 +21,7 @@
 //!
 //! Data flows one way: sources -> observations -> engine -> decisions -> actions.
 
+pub mod agent;
 pub mod cli;
 pub mod duration;
 pub mod e2b;

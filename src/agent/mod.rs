@@ -1,0 +1,8 @@
+//! The agent's parts that take input from the outside (the long-running `poolpilot run` loop
+//! is being built on them):
+//! - [`webhooks`]: the signed E2B webhook receiver;
+//! - [`dedup`]: the bounded window of ids already processed, shared by webhook deliveries and
+//!   event polling so that an event is handled once whichever way it arrives.
+
+pub mod dedup;
+pub mod webhooks;
