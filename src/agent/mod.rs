@@ -4,5 +4,7 @@
 //! - [`dedup`]: the bounded window of ids already processed, shared by webhook deliveries and
 //!   event polling so that an event is handled once whichever way it arrives.
 
+pub mod config;
+pub mod control;
 pub mod dedup;
 pub mod webhooks;

@@ -544,8 +544,11 @@ pub(super) fn run(
             pool: pool.name.clone(),
             count: to - size,
         });
-        st.cooldown_up_until =
-            Some(now + secs(pool.cooldown.up)).filter(|_| !pool.cooldown.up.is_zero());
+        // Cooldowns damp metric-driven changes; enforcing min (or a schedule) starts none.
+        if raw > size {
+            st.cooldown_up_until =
+                Some(now + secs(pool.cooldown.up)).filter(|_| !pool.cooldown.up.is_zero());
+        }
     } else if to < size {
         let wanted = size - to;
         let victims = pick_victims(pool, now, prepared, &cpu, wanted as usize);
@@ -559,8 +562,10 @@ pub(super) fn run(
                 pool: pool.name.clone(),
                 sandbox_ids: victims,
             });
-            st.cooldown_down_until =
-                Some(now + secs(pool.cooldown.down)).filter(|_| !pool.cooldown.down.is_zero());
+            if raw < size {
+                st.cooldown_down_until =
+                    Some(now + secs(pool.cooldown.down)).filter(|_| !pool.cooldown.down.is_zero());
+            }
         }
     }
     cause.result = Some(to);

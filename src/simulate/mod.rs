@@ -129,7 +129,7 @@ pub async fn simulate(rules: Arc<RuleSet>, scenario: &Scenario, opts: &SimOption
         core.lock()
             .unwrap_or_else(|p| p.into_inner())
             .advance_to(now);
-        let observed = observe(&api).await;
+        let observed = observe(&api).await.unwrap_or_default();
         let events = api
             .all_events(
                 None,
@@ -277,7 +277,7 @@ pub async fn simulate(rules: Arc<RuleSet>, scenario: &Scenario, opts: &SimOption
         }
         report.decisions.extend(decisions);
         // Per-pool accounting over the coming tick, with the sizes after this step's actions.
-        let after = observe(&api).await;
+        let after = observe(&api).await.unwrap_or_default();
         let stats = core.lock().unwrap_or_else(|p| p.into_inner()).stats();
         let mut frame = Frame {
             t_s,
@@ -334,19 +334,24 @@ pub async fn simulate(rules: Arc<RuleSet>, scenario: &Scenario, opts: &SimOption
 }
 
 /// Every sandbox with its latest sample, as the agent observes them: the list endpoint page by
-/// page, then the batch metrics endpoint in chunks of 100.
-pub async fn observe(api: &dyn E2bApi) -> Vec<ObservedSandbox> {
-    let listed = api
-        .list_sandboxes(&ListQuery::default())
-        .await
-        .unwrap_or_default();
+/// page, then the batch metrics endpoint in chunks of 100. A failed list is an error (no
+/// observation at all); failed metrics leave the sandboxes without samples, which the engine
+/// treats as missing data.
+pub async fn observe(api: &dyn E2bApi) -> Result<Vec<ObservedSandbox>, crate::e2b::Error> {
+    let listed = api.list_sandboxes(&ListQuery::default()).await?;
     let ids: Vec<String> = listed
         .iter()
         .filter(|s| s.state == SandboxState::Running)
         .map(|s| s.sandbox_id.clone())
         .collect();
-    let mut metrics = api.latest_metrics(&ids).await.unwrap_or_default();
-    listed
+    let mut metrics = match api.latest_metrics(&ids).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read metrics; treating them as missing");
+            Default::default()
+        }
+    };
+    Ok(listed
         .into_iter()
         .map(|s| ObservedSandbox {
             metric: metrics.remove(&s.sandbox_id),
@@ -357,7 +362,7 @@ pub async fn observe(api: &dyn E2bApi) -> Vec<ObservedSandbox> {
             state: s.state,
             metadata: s.metadata.unwrap_or_default(),
         })
-        .collect()
+        .collect())
 }
 
 /// A few lines for a person.

@@ -1,0 +1,318 @@
+//! The agent end to end over loopback against the emulator on a manual clock: each test
+//! advances virtual time, then runs one tick, so nothing depends on guessed sleeps.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use poolpilot::agent::control::{Agent, AgentOptions};
+use poolpilot::agent::dedup::Dedup;
+use poolpilot::agent::webhooks::{self, WebhookConfig, WebhookStats};
+use poolpilot::e2b::{E2bApi, EventType, ListQuery, NewSandbox, NewWebhook};
+use poolpilot::emulator::{Clock, RunningEmulator, Scenario};
+use poolpilot::rules::load_str;
+use serde_json::json;
+
+async fn emulator(scenario: &str) -> RunningEmulator {
+    let mut opts = common::options();
+    opts.clock = Clock::Manual;
+    opts.core.metrics_interval = Duration::from_secs(5);
+    opts.scenario = Scenario::parse("s.yaml", scenario).unwrap();
+    common::emulator(opts).await
+}
+
+async fn advance(emu: &RunningEmulator, by: &str) -> DateTime<Utc> {
+    let v: serde_json::Value = common::raw()
+        .post(format!("{}/_emulator/advance", emu.url()))
+        .json(&json!({ "by": by }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["now"].as_str().unwrap().parse().unwrap()
+}
+
+fn agent(emu: &RunningEmulator, rules: &str, state_dir: Option<std::path::PathBuf>) -> Agent {
+    let api: Arc<dyn E2bApi> = Arc::new(common::client(&emu.url()));
+    let rules = Arc::new(load_str(&[("r.yaml", rules)]).unwrap_or_else(|e| panic!("{e:?}")));
+    Agent::new(
+        api,
+        rules,
+        AgentOptions {
+            dispatcher: None,
+            webhooks: None,
+            dedup: Arc::new(Mutex::new(Dedup::new(1000))),
+            events_every: Duration::from_secs(5),
+            dry_run: false,
+            state_dir,
+        },
+    )
+    .unwrap()
+}
+
+async fn members(emu: &RunningEmulator, pool: &str) -> usize {
+    let c = common::client(&emu.url());
+    let mut q = ListQuery::default();
+    q.metadata.insert("poolpilot_pool".into(), pool.into());
+    c.list_sandboxes(&q).await.unwrap().len()
+}
+
+const SCALING: &str = "
+pools:
+  - name: w
+    min: 1
+    max: 5
+    busy: cpu_used_pct > 80
+    scale:
+      interval: 5s
+      steps:
+        - { when: busy_ratio > 0.5, add: 1 }
+        - { when: busy_ratio < 0.2, remove: 1 }
+      stabilization: { down: 30s }
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scales_up_under_load_and_back_down_after_stabilization() {
+    // 6 busy cores for 2 minutes, then almost nothing.
+    let emu = emulator("templates:\n  base: { boot: 0s }\nload:\n  - { template: base, points: [[0s, 6], [2m, 6], [2m 5s, 0.2]] }\n").await;
+    let mut a = agent(&emu, SCALING, None);
+    let mut sizes = Vec::new();
+    for _ in 0..60 {
+        let now = advance(&emu, "5s").await;
+        a.tick(now).await;
+        a.settle().await;
+        sizes.push(members(&emu, "w").await);
+    }
+    let peak = *sizes.iter().max().unwrap();
+    assert!(peak >= 3, "grew under load: {sizes:?}");
+    assert!(peak <= 5, "max held: {sizes:?}");
+    assert_eq!(
+        *sizes.last().unwrap(),
+        1,
+        "back to min after the load: {sizes:?}"
+    );
+    // Scale-in only after 30 s of calm: the first shrink comes at least 6 ticks after the peak ended.
+    let decisions = a.recent.lock().unwrap().clone();
+    assert!(
+        decisions
+            .iter()
+            .any(|d| d.decision.cause.summary.contains("busy_ratio > 0.5"))
+    );
+    assert!(decisions.iter().any(|d| d.outcome.contains("killed")));
+}
+
+const REPLACE: &str = "
+pools:
+  - { name: w, min: 2, max: 5, scale: { interval: 1h } }
+triggers:
+  - { name: replace, on: killed, pool: w, when: 'kill_reason != \"request\"', action: replace }
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_sandbox_is_replaced_on_its_webhook_at_the_next_tick() {
+    let emu = emulator("").await;
+    // The webhook receiver, fed by the emulator's signed deliveries.
+    let (tx, rx) = tokio::sync::mpsc::channel(100);
+    let dedup = Arc::new(Mutex::new(Dedup::new(1000)));
+    let stats = Arc::new(WebhookStats::default());
+    let app = webhooks::router(
+        WebhookConfig::new("s3cr3t"),
+        tx,
+        dedup.clone(),
+        stats.clone(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/webhooks/e2b", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    common::client(&emu.url())
+        .create_webhook(&NewWebhook {
+            name: "agent".into(),
+            url: hook_url,
+            enabled: true,
+            events: vec![EventType::Killed],
+            signature_secret: "s3cr3t".into(),
+        })
+        .await
+        .unwrap();
+    let api: Arc<dyn E2bApi> = Arc::new(common::client(&emu.url()));
+    let rules = Arc::new(load_str(&[("r.yaml", REPLACE)]).unwrap());
+    let mut a = Agent::new(
+        api,
+        rules,
+        AgentOptions {
+            dispatcher: None,
+            webhooks: Some(rx),
+            dedup,
+            events_every: Duration::from_secs(3600),
+            dry_run: false,
+            state_dir: None,
+        },
+    )
+    .unwrap();
+    let now = advance(&emu, "1s").await;
+    a.tick(now).await;
+    a.settle().await;
+    assert_eq!(members(&emu, "w").await, 2, "min 2 created");
+    // A member crashes.
+    let c = common::client(&emu.url());
+    let mut q = ListQuery::default();
+    q.metadata.insert("poolpilot_pool".into(), "w".into());
+    let victim = c.list_sandboxes(&q).await.unwrap()[0].sandbox_id.clone();
+    let r = common::raw()
+        .post(format!("{}/_emulator/sandboxes/{victim}/kill", emu.url()))
+        .json(&json!({"reason": "orphaned"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    // Wait for the delivery to be accepted (bounded), then one tick replaces it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while stats.report().accepted == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the webhook never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let now = advance(&emu, "1s").await;
+    let report = a.tick(now).await;
+    a.settle().await;
+    assert_eq!(report.events, 1);
+    assert_eq!(members(&emu, "w").await, 2, "replaced");
+    let log = a.recent.lock().unwrap().clone();
+    assert!(
+        log.iter().any(|d| d.decision.rule == "replace"
+            && d.decision.cause.summary.contains("kill_reason orphaned")),
+        "{log:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_missed_by_webhooks_are_recovered_by_polling_exactly_once() {
+    let emu = emulator("").await;
+    let mut a = agent(&emu, REPLACE, None);
+    let now = advance(&emu, "1s").await;
+    a.tick(now).await;
+    a.settle().await;
+    let c = common::client(&emu.url());
+    let mut q = ListQuery::default();
+    q.metadata.insert("poolpilot_pool".into(), "w".into());
+    let victim = c.list_sandboxes(&q).await.unwrap()[0].sandbox_id.clone();
+    common::raw()
+        .post(format!("{}/_emulator/sandboxes/{victim}/kill", emu.url()))
+        .json(&json!({"reason": "unknown"}))
+        .send()
+        .await
+        .unwrap();
+    let now = advance(&emu, "5s").await;
+    a.tick(now).await;
+    a.settle().await;
+    assert_eq!(members(&emu, "w").await, 2);
+    let replaced = |a: &Agent| {
+        a.recent
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|d| d.decision.rule == "replace")
+            .count()
+    };
+    assert_eq!(replaced(&a), 1);
+    for _ in 0..3 {
+        let now = advance(&emu, "5s").await;
+        a.tick(now).await;
+        a.settle().await;
+    }
+    assert_eq!(replaced(&a), 1, "the same event is never processed twice");
+    assert_eq!(members(&emu, "w").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_cooldowns_and_does_not_repage() {
+    let emu = emulator(
+        "templates:\n  base: { boot: 0s }\nload:\n  - { template: base, points: [[0s, 8]] }\n",
+    )
+    .await;
+    let dir = std::env::temp_dir().join(format!("poolpilot-agent-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let rules = "
+pools:
+  - { name: w, min: 1, max: 10, scale: { interval: 5s, steps: [{ when: busy_ratio > 0.5, add: 1 }], cooldown: { up: 10m } } }
+";
+    let mut a = agent(&emu, rules, Some(dir.clone()));
+    for _ in 0..3 {
+        let now = advance(&emu, "5s").await;
+        a.tick(now).await;
+        a.settle().await;
+    }
+    let before = members(&emu, "w").await;
+    assert_eq!(before, 2, "min 1, then +1, then the cooldown");
+    drop(a);
+    assert!(dir.join("state.json").exists() && dir.join("decisions.jsonl").exists());
+    let mut b = agent(&emu, rules, Some(dir.clone()));
+    for _ in 0..3 {
+        let now = advance(&emu, "5s").await;
+        b.tick(now).await;
+        b.settle().await;
+    }
+    assert_eq!(
+        members(&emu, "w").await,
+        before,
+        "the cooldown survived the restart"
+    );
+    let log = std::fs::read_to_string(dir.join("decisions.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 2, "one line per decision: {log}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandboxes_it_does_not_own_are_never_touched() {
+    let emu = emulator("").await;
+    let c = common::client(&emu.url());
+    for i in 0..3 {
+        c.create_sandbox(
+            &NewSandbox {
+                template_id: "base".into(),
+                ..Default::default()
+            },
+            &format!("u{i}"),
+        )
+        .await
+        .unwrap();
+    }
+    let rules = "pools:\n  - { name: w, min: 0, max: 1 }\ntriggers:\n  - { name: k, on: created, pool: w, action: kill }\n";
+    let mut a = agent(&emu, rules, None);
+    for _ in 0..3 {
+        let now = advance(&emu, "5s").await;
+        a.tick(now).await;
+        a.settle().await;
+    }
+    assert_eq!(
+        c.list_sandboxes(&ListQuery::default()).await.unwrap().len(),
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_on_create_never_double_a_sandbox() {
+    let emu = emulator("").await;
+    common::raw()
+        .post(format!("{}/_emulator/faults", emu.url()))
+        .json(&json!({"status": 503, "count": 3, "path": "/v2/sandboxes"}))
+        .send()
+        .await
+        .unwrap();
+    let mut a = agent(&emu, "pools:\n  - { name: w, min: 3, max: 3 }\n", None);
+    let now = advance(&emu, "1s").await;
+    a.tick(now).await;
+    a.settle().await;
+    for _ in 0..2 {
+        let now = advance(&emu, "5s").await;
+        a.tick(now).await;
+        a.settle().await;
+    }
+    assert_eq!(members(&emu, "w").await, 3, "exactly min, never more");
+}
