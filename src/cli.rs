@@ -36,6 +36,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the agent: poll, listen, decide and act (docs/config.md).
+    Run(RunArgs),
     /// Run a local E2B-compatible API server (sandboxes, metrics, events, webhooks).
     Emulator(EmulatorArgs),
     /// Validate rule files and rule tests; print every error as file:line:col.
@@ -44,6 +46,17 @@ pub enum Command {
     Test(TestArgs),
     /// Run rules against a load scenario on the emulator core, in virtual time.
     Simulate(SimulateArgs),
+}
+
+/// Flags of `poolpilot run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The configuration file.
+    #[arg(long, env = "POOLPILOT_CONFIG")]
+    pub config: PathBuf,
+    /// Decide and log; change nothing.
+    #[arg(long, env = "POOLPILOT_DRY_RUN")]
+    pub dry_run: bool,
 }
 
 /// Flags of `poolpilot check`.
@@ -152,6 +165,7 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Run(args) => run_agent(args).await.map(|()| true),
             Command::Emulator(args) => run_emulator(args).await.map(|()| true),
             Command::Check(args) => Ok(run_check(&args)),
             Command::Test(args) => run_test(&args),
@@ -166,6 +180,25 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn run_agent(args: RunArgs) -> anyhow::Result<()> {
+    let mut cfg = crate::agent::config::Config::load(&args.config)?;
+    cfg.dry_run |= args.dry_run;
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        if let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading rules");
+                let _ = reload_tx.try_send(());
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    drop(reload_tx);
+    crate::agent::run::run(cfg, shutdown_signal(), reload_rx).await
 }
 
 async fn run_emulator(args: EmulatorArgs) -> anyhow::Result<()> {

@@ -51,6 +51,10 @@ pub struct TickReport {
     pub events: usize,
     pub decisions: usize,
     pub error: Option<String>,
+    /// Running members per pool, as observed.
+    pub actual: BTreeMap<String, u32>,
+    /// (action kind, outcome) of each decision carried out or refused.
+    pub actions: Vec<(String, String)>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -221,6 +225,13 @@ impl Agent {
         };
         self.ready = true;
         report.observed = observed.len();
+        for s in &observed {
+            if s.state == crate::e2b::SandboxState::Running
+                && let Some(p) = s.pool()
+            {
+                *report.actual.entry(p.to_string()).or_default() += 1;
+            }
+        }
         // Events: webhook deliveries first (already verified and deduplicated), then the API.
         let mut events = Vec::new();
         if let Some(rx) = &mut self.webhooks {
@@ -251,6 +262,23 @@ impl Agent {
         report.decisions = decisions.len();
         for d in decisions {
             let outcome = self.act(&d, &observed, now).await;
+            let kind = match &d.action {
+                Action::Create { .. } => "create",
+                Action::Kill { .. } => "kill",
+                Action::SetTimeout { .. } => "set_timeout",
+                Action::Pause { .. } => "pause",
+                Action::Alert(_) => "notify",
+            };
+            let result = if outcome.contains("failed") {
+                "failed"
+            } else if outcome.contains("refused") {
+                "refused"
+            } else if outcome == "dry run" {
+                "dry_run"
+            } else {
+                "ok"
+            };
+            report.actions.push((kind.to_string(), result.to_string()));
             self.log(d, outcome);
         }
         self.persist();

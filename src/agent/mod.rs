@@ -7,4 +7,6 @@
 pub mod config;
 pub mod control;
 pub mod dedup;
+pub mod run;
+pub mod server;
 pub mod webhooks;

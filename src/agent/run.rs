@@ -1,0 +1,212 @@
+//! `poolpilot run`: the long-running agent. Builds the client, notifiers, webhook receiver and
+//! control loop from the config; serves the HTTP endpoints; ticks on the metrics interval;
+//! reloads rules on request (SIGHUP) and when a rule file changes; shuts down gracefully.
+//!
+//! Reload is all or nothing: a rule set with any error keeps the old one running, logs every
+//! error as `file:line:col`, and raises `poolpilot_rule_reloads_total{result="failed"}`. The
+//! watcher polls the rule folders' listings and modification times, so editors that replace a
+//! file by rename are seen, and waits for two equal looks (about a second apart) before
+//! reloading, so a half-written file is not taken.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use chrono::Utc;
+use tokio::sync::mpsc;
+
+use super::config::{Config, secret};
+use super::control::{Agent, AgentOptions};
+use super::dedup::Dedup;
+use super::server::{self, ServerState, Status};
+use super::webhooks::{self, WebhookConfig, WebhookStats};
+use crate::e2b::{ClientConfig, E2bApi, HttpClient};
+use crate::notify::{Dispatcher, NotifyConfig};
+use crate::rules::{self, RuleSet};
+
+/// How long in-flight work may take after a shutdown request.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn load_rules(paths: &[PathBuf]) -> Result<RuleSet, String> {
+    rules::load_paths(paths).map_err(|d| {
+        d.iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
+/// What the rule files look like now: paths, sizes and modification times.
+fn fingerprint(paths: &[PathBuf]) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+    let mut out = Vec::new();
+    for p in paths {
+        for f in rules::rule_files_in(p).unwrap_or_default() {
+            if rules::is_test_file(&f) {
+                continue;
+            }
+            let meta = std::fs::metadata(&f).ok();
+            out.push((
+                f,
+                meta.as_ref().map_or(0, |m| m.len()),
+                meta.and_then(|m| m.modified().ok()),
+            ));
+        }
+    }
+    out
+}
+
+/// Runs the agent until `shutdown` completes. `reload` requests a rule reload (SIGHUP).
+pub async fn run(
+    cfg: Config,
+    shutdown: impl Future<Output = ()>,
+    mut reload: mpsc::Receiver<()>,
+) -> anyhow::Result<()> {
+    let key = secret(cfg.api.key_file.as_deref(), "E2B_API_KEY")?;
+    let url = cfg
+        .api
+        .url
+        .clone()
+        .or_else(|| std::env::var("E2B_API_URL").ok())
+        .unwrap_or_else(|| crate::e2b::client::DEFAULT_API_URL.to_string());
+    let mut client_cfg = ClientConfig::new(url.clone(), key);
+    client_cfg.create_rate = Some(cfg.api.create_rate.unwrap_or(5.0));
+    let api: Arc<dyn E2bApi> = Arc::new(HttpClient::new(client_cfg)?);
+    let rules =
+        Arc::new(load_rules(&cfg.rules).map_err(|e| anyhow::anyhow!("invalid rules:\n{e}"))?);
+
+    let (dispatcher, _workers) = Dispatcher::start(&rules.notifiers, NotifyConfig::default());
+    let dedup = Arc::new(Mutex::new(Dedup::new(100_000)));
+    let webhook_stats = Arc::new(WebhookStats::default());
+    let status = Arc::new(Status::default());
+    let mut app = server::router(ServerState {
+        status: status.clone(),
+        webhooks: webhook_stats.clone(),
+        notify: Some(dispatcher.clone()),
+    });
+    let mut webhook_rx = None;
+    if let Some(w) = &cfg.webhook {
+        let secret = secret(w.secret_file.as_deref(), "POOLPILOT_WEBHOOK_SECRET")?;
+        let (tx, rx) = mpsc::channel(10_000);
+        app = app.merge(webhooks::router(
+            WebhookConfig::new(secret),
+            tx,
+            dedup.clone(),
+            webhook_stats.clone(),
+        ));
+        webhook_rx = Some(rx);
+    }
+    let mut agent = Agent::new(
+        api,
+        rules.clone(),
+        AgentOptions {
+            dispatcher: Some(dispatcher),
+            webhooks: webhook_rx,
+            dedup,
+            events_every: cfg.poll.events.0,
+            dry_run: cfg.dry_run,
+            state_dir: Some(cfg.state_dir.clone()),
+        },
+    )
+    .with_context(|| format!("cannot use state dir {}", cfg.state_dir.display()))?;
+    *lock(&status.recent) = agent.recent.clone();
+
+    let listener = tokio::net::TcpListener::bind(&cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    tracing::info!(listen = %cfg.listen, api = %url, pools = rules.pools.len(), dry_run = cfg.dry_run, "poolpilot running");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let res = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stop_rx.await;
+            })
+            .await;
+        if let Err(e) = res {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+
+    let mut tick = tokio::time::interval(cfg.poll.metrics.0.max(Duration::from_millis(100)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut watch = tokio::time::interval(Duration::from_secs(1));
+    let mut loaded = fingerprint(&cfg.rules);
+    let mut last_look = loaded.clone();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tick.tick() => {
+                let started = std::time::Instant::now();
+                let report = agent.tick(Utc::now()).await;
+                *lock(&status.last_tick_seconds) = started.elapsed().as_secs_f64();
+                if report.error.is_some() {
+                    status.tick_failures.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    status.ticks.fetch_add(1, Ordering::Relaxed);
+                    status.ready.store(agent.ready, Ordering::Relaxed);
+                    *lock(&status.actual) = report.actual;
+                }
+                *lock(&status.engine) = agent.engine().state().clone();
+                *lock(&status.pending) = agent.pending();
+                let mut actions = lock(&status.actions);
+                for a in report.actions {
+                    *actions.entry(a).or_default() += 1;
+                }
+            }
+            Some(()) = reload.recv() => {
+                reload_rules(&cfg, &mut agent, &status);
+                loaded = fingerprint(&cfg.rules);
+                last_look = loaded.clone();
+            }
+            _ = watch.tick() => {
+                let now = fingerprint(&cfg.rules);
+                if now != loaded && now == last_look {
+                    tracing::info!("rule files changed; reloading");
+                    reload_rules(&cfg, &mut agent, &status);
+                    loaded = now.clone();
+                }
+                last_look = now;
+            }
+        }
+    }
+    tracing::info!("shutting down: finishing in-flight creates, saving state");
+    if tokio::time::timeout(SHUTDOWN_DEADLINE, agent.settle())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "in-flight creates did not finish within {}s",
+            SHUTDOWN_DEADLINE.as_secs()
+        );
+    }
+    agent.persist();
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    Ok(())
+}
+
+fn reload_rules(cfg: &Config, agent: &mut Agent, status: &Status) {
+    match load_rules(&cfg.rules) {
+        Ok(set) => {
+            agent.set_rules(Arc::new(set));
+            status.reloads.fetch_add(1, Ordering::Relaxed);
+            *lock(&status.last_reload_error) = None;
+            tracing::info!("rules reloaded");
+        }
+        Err(e) => {
+            status.reload_failures.fetch_add(1, Ordering::Relaxed);
+            for line in e.lines() {
+                tracing::error!("{line}");
+            }
+            tracing::error!("rule reload failed; the previous rules stay in force");
+            *lock(&status.last_reload_error) = Some(e);
+        }
+    }
+}
