@@ -17,6 +17,7 @@
 //! - [`engine`]: the pure decision engine, `step(now, observations) -> decisions`.
 //! - [`simulate`]: rules against the emulator core in virtual time, with an SVG chart.
 //! - [`notify`]: notifiers (Slack, webhook, Alertmanager, log) with bounded queues and retries.
+//! - [`agent`]: `poolpilot run`: config, the control loop, HTTP endpoints, webhook receiver.
 //! - [`cli`]: the command line (`emulator`, `check`, `test`, `simulate`). `main.rs` only calls it.
 //!
 //! Data flows one way: sources -> observations -> engine -> decisions -> actions.
