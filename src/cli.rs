@@ -38,6 +38,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the agent: poll, listen, decide and act (docs/config.md).
     Run(RunArgs),
+    /// One-command demo: the agent against the embedded emulator under a load spike, live.
+    Demo(DemoArgs),
     /// Run a local E2B-compatible API server (sandboxes, metrics, events, webhooks).
     Emulator(EmulatorArgs),
     /// Validate rule files and rule tests; print every error as file:line:col.
@@ -57,6 +59,14 @@ pub struct RunArgs {
     /// Decide and log; change nothing.
     #[arg(long, env = "POOLPILOT_DRY_RUN")]
     pub dry_run: bool,
+}
+
+/// Flags of `poolpilot demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Virtual seconds per wall-clock second: at 30 the 30-minute scenario takes a minute.
+    #[arg(long, default_value_t = 30.0)]
+    pub speed: f64,
 }
 
 /// Flags of `poolpilot check`.
@@ -166,6 +176,7 @@ pub fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => run_agent(args).await.map(|()| true),
+            Command::Demo(args) => crate::demo::run(args.speed).await.map(|()| true),
             Command::Emulator(args) => run_emulator(args).await.map(|()| true),
             Command::Check(args) => Ok(run_check(&args)),
             Command::Test(args) => run_test(&args),

@@ -18,12 +18,14 @@
 //! - [`simulate`]: rules against the emulator core in virtual time, with an SVG chart.
 //! - [`notify`]: notifiers (Slack, webhook, Alertmanager, log) with bounded queues and retries.
 //! - [`agent`]: `poolpilot run`: config, the control loop, HTTP endpoints, webhook receiver.
+//! - [`demo`]: `poolpilot demo`, the agent against the embedded emulator, live.
 //! - [`cli`]: the command line (`emulator`, `check`, `test`, `simulate`). `main.rs` only calls it.
 //!
 //! Data flows one way: sources -> observations -> engine -> decisions -> actions.
 
 pub mod agent;
 pub mod cli;
+pub mod demo;
 pub mod duration;
 pub mod e2b;
 pub mod emulator;

@@ -170,3 +170,20 @@ fn simulate_handles_a_thousand_sandboxes() {
     assert!(v["peak_pool_size"].as_u64().unwrap() >= 1000, "{v}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn the_demo_scales_up_and_down_and_alerts_fire_and_resolve() {
+    let o = poolpilot(&["demo", "--speed", "120"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    for want in [
+        "▲ +1",
+        "▼ -1",
+        "! alert firing",
+        "✓ alert resolved",
+        "trigger replace-crashed-worker",
+        "done: ",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+}

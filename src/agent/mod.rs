@@ -1,5 +1,9 @@
-//! The agent's parts that take input from the outside (the long-running `poolpilot run` loop
-//! is being built on them):
+//! The agent behind `poolpilot run`:
+//! - [`config`]: the configuration file and secrets (from files or the environment);
+//! - [`control`]: the control loop, one [`control::Agent::tick`] at a time: observe, take
+//!   events, decide, act, notify, log, persist;
+//! - [`run`]: the long-running process around it: timers, reload, shutdown;
+//! - [`server`]: health, readiness, metrics and the decision/pool/alert API;
 //! - [`webhooks`]: the signed E2B webhook receiver;
 //! - [`dedup`]: the bounded window of ids already processed, shared by webhook deliveries and
 //!   event polling so that an event is handled once whichever way it arrives.
