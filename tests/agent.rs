@@ -178,10 +178,23 @@ async fn a_killed_sandbox_is_replaced_on_its_webhook_at_the_next_tick() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+    // React at once, against the last observation: no new list, no metrics request.
+    let lists_before = emu
+        .emulator
+        .request_counts()
+        .get("GET /v2/sandboxes")
+        .copied();
     let now = advance(&emu, "1s").await;
-    let report = a.tick(now).await;
+    let report = a.react(now).await;
     a.settle().await;
     assert_eq!(report.events, 1);
+    assert_eq!(
+        emu.emulator
+            .request_counts()
+            .get("GET /v2/sandboxes")
+            .copied(),
+        lists_before
+    );
     assert_eq!(members(&emu, "w").await, 2, "replaced");
     let log = a.recent.lock().unwrap().clone();
     assert!(
@@ -315,4 +328,41 @@ async fn server_errors_on_create_never_double_a_sandbox() {
         a.settle().await;
     }
     assert_eq!(members(&emu, "w").await, 3, "exactly min, never more");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tick_costs_ceil_n_over_100_metrics_requests_plus_the_list_pages() {
+    let mut opts = common::options();
+    opts.clock = Clock::Manual;
+    opts.core.max_concurrent = 1000;
+    let emu = common::emulator(opts).await;
+    let c = common::client(&emu.url());
+    for i in 0..250 {
+        c.create_sandbox(
+            &NewSandbox {
+                template_id: "base".into(),
+                ..Default::default()
+            },
+            &format!("n{i}"),
+        )
+        .await
+        .unwrap();
+    }
+    let mut a = agent(&emu, "pools:\n  - { name: w, min: 0, max: 1 }\n", None);
+    let now = advance(&emu, "6s").await;
+    let count = |route: &str| {
+        emu.emulator
+            .request_counts()
+            .get(route)
+            .copied()
+            .unwrap_or(0)
+    };
+    let (metrics0, lists0) = (count("GET /sandboxes/metrics"), count("GET /v2/sandboxes"));
+    a.tick(now).await;
+    assert_eq!(
+        count("GET /sandboxes/metrics") - metrics0,
+        3,
+        "ceil(250/100)"
+    );
+    assert_eq!(count("GET /v2/sandboxes") - lists0, 3, "pages of 100");
 }

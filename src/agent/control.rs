@@ -81,6 +81,8 @@ pub struct Agent {
     seq: u64,
     /// True after the first successful observation.
     pub ready: bool,
+    /// The last observation, for reacting to webhooks between ticks.
+    last_observed: Vec<crate::engine::ObservedSandbox>,
 }
 
 /// How an [`Agent`] is built.
@@ -144,6 +146,7 @@ impl Agent {
             recent: Arc::new(Mutex::new(VecDeque::new())),
             seq: 0,
             ready: false,
+            last_observed: Vec::new(),
         })
     }
 
@@ -210,6 +213,55 @@ impl Agent {
             self.event_cursor = Some(now);
         }
         Ok(new)
+    }
+
+    /// Reacts to webhook deliveries now, between ticks, against the last observation: a
+    /// crashed sandbox is replaced in milliseconds, not at the next poll. Does nothing before
+    /// the first successful observation or when no delivery is waiting.
+    pub async fn react(&mut self, now: DateTime<Utc>) -> TickReport {
+        let mut report = TickReport::default();
+        if !self.ready {
+            return report;
+        }
+        let mut events = Vec::new();
+        if let Some(rx) = &mut self.webhooks {
+            while let Ok(d) = rx.try_recv() {
+                events.push(d.event);
+            }
+        }
+        if events.is_empty() {
+            return report;
+        }
+        // The sandboxes the events say are gone are gone from the observation too.
+        let gone: std::collections::HashSet<&str> = events
+            .iter()
+            .filter(|e| e.event_type == crate::e2b::EventType::Killed)
+            .map(|e| e.sandbox_id.as_str())
+            .collect();
+        let observed: Vec<crate::engine::ObservedSandbox> = self
+            .last_observed
+            .iter()
+            .filter(|s| !gone.contains(s.id.as_str()))
+            .cloned()
+            .collect();
+        report.events = events.len();
+        let pending = self.pending();
+        let decisions = self.engine.step(
+            now,
+            &Observations {
+                sandboxes: &observed,
+                events: &events,
+                pending_creates: &pending,
+            },
+        );
+        report.decisions = decisions.len();
+        for d in decisions {
+            let outcome = self.act(&d, &observed, now).await;
+            self.log(d, outcome);
+        }
+        self.last_observed = observed;
+        self.persist();
+        report
     }
 
     /// One turn of the loop at `now`.
@@ -281,6 +333,7 @@ impl Agent {
             report.actions.push((kind.to_string(), result.to_string()));
             self.log(d, outcome);
         }
+        self.last_observed = observed;
         self.persist();
         report
     }

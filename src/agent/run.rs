@@ -91,14 +91,16 @@ pub async fn run(
         notify: Some(dispatcher.clone()),
     });
     let mut webhook_rx = None;
+    let wake = Arc::new(tokio::sync::Notify::new());
     if let Some(w) = &cfg.webhook {
         let secret = secret(w.secret_file.as_deref(), "POOLPILOT_WEBHOOK_SECRET")?;
         let (tx, rx) = mpsc::channel(10_000);
-        app = app.merge(webhooks::router(
+        app = app.merge(webhooks::router_with_wake(
             WebhookConfig::new(secret),
             tx,
             dedup.clone(),
             webhook_stats.clone(),
+            Some(wake.clone()),
         ));
         webhook_rx = Some(rx);
     }
@@ -159,6 +161,11 @@ pub async fn run(
                 for a in report.actions {
                     *actions.entry(a).or_default() += 1;
                 }
+            }
+            _ = wake.notified() => {
+                agent.react(Utc::now()).await;
+                *lock(&status.engine) = agent.engine().state().clone();
+                *lock(&status.pending) = agent.pending();
             }
             Some(()) = reload.recv() => {
                 reload_rules(&cfg, &mut agent, &status);

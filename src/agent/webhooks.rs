@@ -110,6 +110,8 @@ struct Receiver {
     tx: mpsc::Sender<Delivered>,
     dedup: Arc<Mutex<Dedup>>,
     stats: Arc<WebhookStats>,
+    /// Woken on each accepted event, so the agent reacts at once instead of at its next tick.
+    wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// The router serving `POST /webhooks/e2b`; verified events go to `tx`.
@@ -119,12 +121,24 @@ pub fn router(
     dedup: Arc<Mutex<Dedup>>,
     stats: Arc<WebhookStats>,
 ) -> Router {
+    router_with_wake(cfg, tx, dedup, stats, None)
+}
+
+/// Like [`router`], notifying `wake` after each accepted event.
+pub fn router_with_wake(
+    cfg: WebhookConfig,
+    tx: mpsc::Sender<Delivered>,
+    dedup: Arc<Mutex<Dedup>>,
+    stats: Arc<WebhookStats>,
+    wake: Option<Arc<tokio::sync::Notify>>,
+) -> Router {
     let limit = cfg.max_body;
     let r = Receiver {
         cfg: Arc::new(cfg),
         tx,
         dedup,
         stats,
+        wake,
     };
     Router::new()
         .route("/webhooks/e2b", post(receive))
@@ -211,6 +225,9 @@ async fn receive(
     }) {
         Ok(()) => {
             r.stats.accepted.fetch_add(1, Ordering::Relaxed);
+            if let Some(w) = &r.wake {
+                w.notify_one();
+            }
             (
                 StatusCode::ACCEPTED,
                 Json(serde_json::json!({ "status": "accepted" })),
