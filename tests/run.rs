@@ -93,6 +93,18 @@ async fn run_serves_reloads_and_shuts_down_cleanly() {
         "{metrics}"
     );
     assert!(metrics.contains("poolpilot_up 1"));
+    assert!(
+        metrics.contains(
+            "poolpilot_api_requests_total{endpoint=\"GET /sandboxes/metrics\",status=\"200\"}"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "poolpilot_api_request_seconds_bucket{endpoint=\"POST /v2/sandboxes\",le=\"+Inf\"} 2"
+        ),
+        "{metrics}"
+    );
     // Editors replace files by rename: write elsewhere, then move over.
     std::fs::write(
         dir.join("pool.yaml.new"),

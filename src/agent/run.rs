@@ -77,6 +77,8 @@ pub async fn run(
         .unwrap_or_else(|| crate::e2b::client::DEFAULT_API_URL.to_string());
     let mut client_cfg = ClientConfig::new(url.clone(), key);
     client_cfg.create_rate = Some(cfg.api.create_rate.unwrap_or(5.0));
+    let api_metrics = Arc::new(server::ApiMetrics::default());
+    client_cfg.observer = Some(api_metrics.clone());
     let api: Arc<dyn E2bApi> = Arc::new(HttpClient::new(client_cfg)?);
     let rules =
         Arc::new(load_rules(&cfg.rules).map_err(|e| anyhow::anyhow!("invalid rules:\n{e}"))?);
@@ -87,6 +89,7 @@ pub async fn run(
     let status = Arc::new(Status::default());
     let mut app = server::router(ServerState {
         status: status.clone(),
+        api: api_metrics,
         webhooks: webhook_stats.clone(),
         notify: Some(dispatcher.clone()),
     });

@@ -39,10 +39,101 @@ pub struct Status {
     pub recent: Mutex<Arc<Mutex<VecDeque<LoggedDecision>>>>,
 }
 
+/// Latency buckets of `poolpilot_api_request_seconds`, in seconds.
+const BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Default, Clone)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+/// E2B API requests by endpoint and status, with latency histograms per endpoint.
+#[derive(Default)]
+pub struct ApiMetrics {
+    requests: Mutex<BTreeMap<(String, String), u64>>,
+    latency: Mutex<BTreeMap<String, Histogram>>,
+}
+
+impl crate::e2b::RequestObserver for ApiMetrics {
+    fn observe(
+        &self,
+        method: &str,
+        route: &str,
+        status: Option<u16>,
+        elapsed: std::time::Duration,
+    ) {
+        let endpoint = format!("{method} {route}");
+        let status = status.map_or_else(|| "error".to_string(), |s| s.to_string());
+        *lock(&self.requests)
+            .entry((endpoint.clone(), status))
+            .or_default() += 1;
+        let mut l = lock(&self.latency);
+        let h = l.entry(endpoint).or_default();
+        let secs = elapsed.as_secs_f64();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                h.counts[i] += 1;
+            }
+        }
+        h.sum += secs;
+        h.count += 1;
+    }
+}
+
+impl ApiMetrics {
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP poolpilot_api_requests_total E2B API requests by endpoint and status (error: no answer).\n# TYPE poolpilot_api_requests_total counter"
+        );
+        for ((endpoint, status), n) in lock(&self.requests).iter() {
+            let _ = writeln!(
+                out,
+                "poolpilot_api_requests_total{{endpoint=\"{}\",status=\"{status}\"}} {n}",
+                esc(endpoint)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP poolpilot_api_request_seconds E2B API request latency by endpoint.\n# TYPE poolpilot_api_request_seconds histogram"
+        );
+        for (endpoint, h) in lock(&self.latency).iter() {
+            let e = esc(endpoint);
+            for (i, b) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "poolpilot_api_request_seconds_bucket{{endpoint=\"{e}\",le=\"{b}\"}} {}",
+                    h.counts[i]
+                );
+            }
+            let _ = writeln!(
+                out,
+                "poolpilot_api_request_seconds_bucket{{endpoint=\"{e}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "poolpilot_api_request_seconds_sum{{endpoint=\"{e}\"}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "poolpilot_api_request_seconds_count{{endpoint=\"{e}\"}} {}",
+                h.count
+            );
+        }
+    }
+}
+
 /// Everything the handlers read.
 #[derive(Clone)]
 pub struct ServerState {
     pub status: Arc<Status>,
+    pub api: Arc<ApiMetrics>,
     pub webhooks: Arc<WebhookStats>,
     pub notify: Option<Dispatcher>,
 }
@@ -273,6 +364,7 @@ async fn metrics(State(s): State<ServerState>) -> Response {
             }
         }
     }
+    s.api.render(&mut body);
     out.push_str(&body);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

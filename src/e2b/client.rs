@@ -10,6 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,27 @@ use super::{
 /// E2B's production API.
 pub const DEFAULT_API_URL: &str = "https://api.e2b.app";
 
+/// Told about every request the client sends, for metrics. `route` is the path with ids
+/// replaced by `{id}` (e.g. `/sandboxes/{id}/timeout`); `status` is None when no answer came.
+pub trait RequestObserver: Send + Sync {
+    fn observe(&self, method: &str, route: &str, status: Option<u16>, elapsed: Duration);
+}
+
+/// The path with sandbox and webhook ids replaced by `{id}`: a bounded set of label values.
+pub fn route_of(path: &str) -> String {
+    let mut out = Vec::new();
+    let mut prev = "";
+    for seg in path.split('/') {
+        if matches!(prev, "sandboxes" | "webhooks") && !seg.is_empty() && seg != "metrics" {
+            out.push("{id}");
+        } else {
+            out.push(seg);
+        }
+        prev = seg;
+    }
+    out.join("/")
+}
+
 /// How to reach E2B.
 #[derive(Clone)]
 pub struct ClientConfig {
@@ -43,6 +65,8 @@ pub struct ClientConfig {
     pub retry: RetryPolicy,
     /// Creates per second at most (E2B allows 1/s on Hobby, 5/s on Pro); None paces nothing.
     pub create_rate: Option<f64>,
+    /// Told about every request, for metrics.
+    pub observer: Option<Arc<dyn RequestObserver>>,
 }
 
 impl ClientConfig {
@@ -53,6 +77,7 @@ impl ClientConfig {
             request_timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
             create_rate: Some(5.0),
+            observer: None,
         }
     }
 }
@@ -65,6 +90,7 @@ impl fmt::Debug for ClientConfig {
             .field("request_timeout", &self.request_timeout)
             .field("retry", &self.retry)
             .field("create_rate", &self.create_rate)
+            .field("observer", &self.observer.is_some())
             .finish()
     }
 }
@@ -78,6 +104,7 @@ pub struct HttpClient {
     pacer: Option<Pacer>,
     /// Cleared once the server shows it has no `POST /v2/sandboxes`; creates then use v1.
     v2_create: AtomicBool,
+    observer: Option<Arc<dyn RequestObserver>>,
 }
 
 impl fmt::Debug for HttpClient {
@@ -226,6 +253,7 @@ impl HttpClient {
             retry: config.retry,
             pacer: config.create_rate.map(Pacer::new),
             v2_create: AtomicBool::new(true),
+            observer: config.observer,
         })
     }
 
@@ -248,10 +276,27 @@ impl HttpClient {
                 .body(body.clone());
         }
         let started = Instant::now();
-        let resp = rb.send().await.map_err(transport)?;
+        let observe = |status: Option<u16>| {
+            if let Some(o) = &self.observer {
+                o.observe(
+                    req.method.as_str(),
+                    &route_of(&req.path),
+                    status,
+                    started.elapsed(),
+                );
+            }
+        };
+        let resp = match rb.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                observe(None);
+                return Err(transport(e));
+            }
+        };
         let status = resp.status();
         let headers = resp.headers().clone();
         let body = resp.bytes().await.map_err(transport)?;
+        observe(Some(status.as_u16()));
         tracing::debug!(
             method = %req.method,
             path = %req.path,
@@ -577,6 +622,18 @@ mod tests {
             params,
             vec![("metadata", "owner=poolpilot&pool=a%20b%26c".to_string())]
         );
+    }
+
+    #[test]
+    fn routes_replace_ids() {
+        assert_eq!(
+            route_of("/sandboxes/abc123/timeout"),
+            "/sandboxes/{id}/timeout"
+        );
+        assert_eq!(route_of("/sandboxes/metrics"), "/sandboxes/metrics");
+        assert_eq!(route_of("/v2/sandboxes"), "/v2/sandboxes");
+        assert_eq!(route_of("/events/sandboxes/xyz"), "/events/sandboxes/{id}");
+        assert_eq!(route_of("/events/webhooks/w1"), "/events/webhooks/{id}");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
-pub use client::{ClientConfig, HttpClient};
+pub use client::{ClientConfig, HttpClient, RequestObserver};
 pub use error::{Error, Result};
 pub use types::*;
 
