@@ -366,3 +366,35 @@ async fn one_tick_costs_ceil_n_over_100_metrics_requests_plus_the_list_pages() {
     );
     assert_eq!(count("GET /v2/sandboxes") - lists0, 3, "pages of 100");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_self_registration_is_idempotent() {
+    use poolpilot::agent::register::register_webhook;
+    let emu = emulator("").await;
+    let c = common::client(&emu.url());
+    let first = register_webhook(&c, "poolpilot", "http://127.0.0.1:9477/webhooks/e2b", "s1")
+        .await
+        .unwrap();
+    let again = register_webhook(&c, "poolpilot", "http://127.0.0.1:9477/webhooks/e2b", "s1")
+        .await
+        .unwrap();
+    assert_eq!(first.id, again.id);
+    // Moved to a new address: the same webhook is updated, re-enabled, and subscribed to all.
+    c.update_webhook(
+        &first.id,
+        &poolpilot::e2b::WebhookPatch {
+            enabled: Some(false),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let moved = register_webhook(&c, "poolpilot", "http://127.0.0.1:9555/webhooks/e2b", "s2")
+        .await
+        .unwrap();
+    assert_eq!(moved.id, first.id);
+    assert!(moved.enabled);
+    assert_eq!(moved.url, "http://127.0.0.1:9555/webhooks/e2b");
+    assert_eq!(moved.events.len(), EventType::KNOWN.len());
+    assert_eq!(c.list_webhooks().await.unwrap().len(), 1);
+}

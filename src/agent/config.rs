@@ -85,6 +85,17 @@ pub struct WebhookSettings {
     /// A file holding the signature secret; `POOLPILOT_WEBHOOK_SECRET` when absent.
     #[serde(default)]
     pub secret_file: Option<PathBuf>,
+    /// The URL E2B should deliver to (https in production); when set, the agent registers its
+    /// webhook at start, idempotently (found by `name` or URL, then patched, or created).
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// The registered webhook's name.
+    #[serde(default = "default_webhook_name")]
+    pub name: String,
+}
+
+fn default_webhook_name() -> String {
+    "poolpilot".into()
 }
 
 /// A configuration problem.

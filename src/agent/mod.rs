@@ -5,12 +5,14 @@
 //! - [`run`]: the long-running process around it: timers, reload, shutdown;
 //! - [`server`]: health, readiness, metrics and the decision/pool/alert API;
 //! - [`webhooks`]: the signed E2B webhook receiver;
+//! - [`register`]: idempotent self-registration of the webhook with E2B;
 //! - [`dedup`]: the bounded window of ids already processed, shared by webhook deliveries and
 //!   event polling so that an event is handled once whichever way it arrives.
 
 pub mod config;
 pub mod control;
 pub mod dedup;
+pub mod register;
 pub mod run;
 pub mod server;
 pub mod webhooks;

@@ -99,13 +99,21 @@ pub async fn run(
         let secret = secret(w.secret_file.as_deref(), "POOLPILOT_WEBHOOK_SECRET")?;
         let (tx, rx) = mpsc::channel(10_000);
         app = app.merge(webhooks::router_with_wake(
-            WebhookConfig::new(secret),
+            WebhookConfig::new(secret.clone()),
             tx,
             dedup.clone(),
             webhook_stats.clone(),
             Some(wake.clone()),
         ));
         webhook_rx = Some(rx);
+        if let Some(public) = &w.public_url {
+            // A failed registration is not fatal: polling still backfills every event.
+            if let Err(e) =
+                super::register::register_webhook(api.as_ref(), &w.name, public, &secret).await
+            {
+                tracing::error!(error = %e, url = %public, "webhook registration failed; relying on event polling");
+            }
+        }
     }
     let mut agent = Agent::new(
         api,
