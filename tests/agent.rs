@@ -398,3 +398,33 @@ async fn webhook_self_registration_is_idempotent() {
     assert_eq!(moved.events.len(), EventType::KNOWN.len());
     assert_eq!(c.list_webhooks().await.unwrap().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_storm_slows_creates_down_without_doubling_any() {
+    let emu = emulator("").await;
+    common::raw()
+        .post(format!("{}/_emulator/faults", emu.url()))
+        .json(&json!({"status": 429, "count": 5, "path": "/v2/sandboxes", "retry_after": 1}))
+        .send()
+        .await
+        .unwrap();
+    let mut a = agent(&emu, "pools:\n  - { name: w, min: 3, max: 3 }\n", None);
+    let started = std::time::Instant::now();
+    for _ in 0..4 {
+        let now = advance(&emu, "5s").await;
+        a.tick(now).await;
+        a.settle().await;
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After was honoured"
+    );
+    assert_eq!(members(&emu, "w").await, 3, "exactly min, never more");
+    let posts = emu
+        .emulator
+        .request_counts()
+        .get("POST /v2/sandboxes")
+        .copied()
+        .unwrap_or(0);
+    assert!(posts >= 3 + 5, "every 429 was retried: {posts} requests");
+}
