@@ -404,7 +404,7 @@ async fn a_429_storm_slows_creates_down_without_doubling_any() {
     let emu = emulator("").await;
     common::raw()
         .post(format!("{}/_emulator/faults", emu.url()))
-        .json(&json!({"status": 429, "count": 5, "path": "/v2/sandboxes", "retry_after": 1}))
+        .json(&json!({"status": 429, "count": 5, "path": "/v2/sandboxes", "method": "POST", "retry_after": 1}))
         .send()
         .await
         .unwrap();

@@ -241,6 +241,8 @@ pub struct ApiFault {
     /// Requests left to fail, when counted rather than timed.
     pub remaining: Option<u64>,
     pub path: Option<String>,
+    /// Only requests with this method (e.g. `POST`); all when absent.
+    pub method: Option<String>,
     pub retry_after: Option<u64>,
 }
 
@@ -567,6 +569,7 @@ impl Core {
             until: Some(self.now + td(e.duration.0)),
             remaining: None,
             path: e.path.clone(),
+            method: None,
             retry_after: e.retry_after.or((e.status == 429).then_some(1)),
         });
     }
@@ -1409,11 +1412,19 @@ impl Core {
 
     /// The fault, if any, that answers a request to `path` now; counts it down.
     pub fn api_fault_for(&mut self, path: &str) -> Option<Rejection> {
+        self.api_fault_for_request("", path)
+    }
+
+    /// Like [`Core::api_fault_for`], for a request with its method.
+    pub fn api_fault_for_request(&mut self, method: &str, path: &str) -> Option<Rejection> {
         let now = self.now;
         let f = self.api_faults.iter_mut().find(|f| {
             f.until.is_none_or(|u| u > now)
                 && f.remaining.is_none_or(|r| r > 0)
                 && f.path.as_deref().is_none_or(|p| path.starts_with(p))
+                && f.method
+                    .as_deref()
+                    .is_none_or(|m| method.is_empty() || m.eq_ignore_ascii_case(method))
         })?;
         if let Some(r) = &mut f.remaining {
             *r -= 1;

@@ -397,7 +397,8 @@ async fn gate(State(emu): State<Emulator>, req: Request, next: Next) -> Response
         return Rejection::new(401, "Invalid API key").into_response();
     }
     let path = req.uri().path().to_string();
-    if let Some(fault) = emu.with_core(|c| c.api_fault_for(&path)) {
+    let method = req.method().as_str().to_string();
+    if let Some(fault) = emu.with_core(|c| c.api_fault_for_request(&method, &path)) {
         return fault.into_response();
     }
     next.run(req).await
@@ -759,6 +760,9 @@ struct FaultBody {
     /// Only paths starting with this.
     #[serde(default)]
     path: Option<String>,
+    /// Only this method, e.g. POST.
+    #[serde(default)]
+    method: Option<String>,
     #[serde(default)]
     retry_after: Option<u64>,
 }
@@ -776,6 +780,7 @@ async fn inject_fault(State(emu): State<Emulator>, Body(body): Body) -> Res {
         until: None,
         remaining: b.count,
         path: b.path,
+        method: b.method,
         retry_after: b.retry_after,
     };
     emu.with_core(|c| c.inject_api_fault(fault, b.duration.map(|d| d.0)));

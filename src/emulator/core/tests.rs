@@ -541,11 +541,16 @@ fn counted_api_faults_run_out() {
             until: None,
             remaining: Some(2),
             path: None,
+            method: Some("POST".into()),
             retry_after: None,
         },
         None,
     );
-    let first = c.api_fault_for("/anything").unwrap();
+    assert!(
+        c.api_fault_for_request("GET", "/anything").is_none(),
+        "only POSTs"
+    );
+    let first = c.api_fault_for_request("POST", "/anything").unwrap();
     assert_eq!((first.status, first.retry_after), (429, Some(1)));
     assert!(c.api_fault_for("/anything").is_some());
     assert!(c.api_fault_for("/anything").is_none());
