@@ -20,10 +20,10 @@ use tokio::task::JoinHandle;
 
 use super::dedup::Dedup;
 use super::webhooks::Delivered;
-use crate::e2b::{E2bApi, EventQuery, LifecycleEvent, NewSandbox};
+use crate::e2b::{E2bApi, EventQuery, LifecycleEvent};
 use crate::engine::{Action, Decision, Engine, EngineState, Observations};
 use crate::notify::Dispatcher;
-use crate::rules::{POOL_KEY, RuleSet};
+use crate::rules::RuleSet;
 use crate::simulate::observe;
 
 /// Everything that survives a restart.
@@ -255,10 +255,7 @@ impl Agent {
             },
         );
         report.decisions = decisions.len();
-        for d in decisions {
-            let outcome = self.act(&d, &observed, now).await;
-            self.log(d, outcome);
-        }
+        self.carry_out(decisions, &observed, now, &mut report).await;
         self.last_observed = observed;
         self.persist();
         report
@@ -312,8 +309,22 @@ impl Agent {
             },
         );
         report.decisions = decisions.len();
+        self.carry_out(decisions, &observed, now, &mut report).await;
+        self.last_observed = observed;
+        self.persist();
+        report
+    }
+
+    /// Carries out decisions, logging each with its outcome and counting it in the report.
+    async fn carry_out(
+        &mut self,
+        decisions: Vec<Decision>,
+        observed: &[crate::engine::ObservedSandbox],
+        now: DateTime<Utc>,
+        report: &mut TickReport,
+    ) {
         for d in decisions {
-            let outcome = self.act(&d, &observed, now).await;
+            let outcome = self.act(&d, observed, now).await;
             let kind = match &d.action {
                 Action::Create { .. } => "create",
                 Action::Kill { .. } => "kill",
@@ -333,9 +344,6 @@ impl Agent {
             report.actions.push((kind.to_string(), result.to_string()));
             self.log(d, outcome);
         }
-        self.last_observed = observed;
-        self.persist();
-        report
     }
 
     async fn act(
@@ -379,17 +387,7 @@ impl Agent {
                 };
                 for _ in 0..*count {
                     self.seq += 1;
-                    let mut metadata = def.sandbox.metadata.clone();
-                    metadata.insert(POOL_KEY.into(), pool.clone());
-                    let req = NewSandbox {
-                        template_id: def.template.clone(),
-                        timeout: def.sandbox.timeout.map(|t| t.as_secs()),
-                        metadata: Some(metadata),
-                        env_vars: (!def.sandbox.env_vars.is_empty())
-                            .then(|| def.sandbox.env_vars.clone()),
-                        auto_pause: def.sandbox.auto_pause.then_some(true),
-                        ..Default::default()
-                    };
+                    let req = def.create_request();
                     let key = uuid::Uuid::new_v4().to_string();
                     *lock(&self.pending).entry(pool.clone()).or_default() += 1;
                     let (api, pending, pool) =

@@ -168,6 +168,23 @@ pub struct Pool {
     pub dry_run: bool,
 }
 
+impl Pool {
+    /// The create request for a new member: the pool's template and sandbox settings, and the
+    /// ownership mark poolpilot later checks before it touches the sandbox.
+    pub fn create_request(&self) -> crate::e2b::NewSandbox {
+        let mut metadata = self.sandbox.metadata.clone();
+        metadata.insert(POOL_KEY.into(), self.name.clone());
+        crate::e2b::NewSandbox {
+            template_id: self.template.clone(),
+            timeout: self.sandbox.timeout.map(|t| t.as_secs()),
+            metadata: Some(metadata),
+            env_vars: (!self.sandbox.env_vars.is_empty()).then(|| self.sandbox.env_vars.clone()),
+            auto_pause: self.sandbox.auto_pause.then_some(true),
+            ..Default::default()
+        }
+    }
+}
+
 /// What an alert is evaluated over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -15,10 +15,10 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 
-use crate::e2b::{E2bApi, EventQuery, ListQuery, NewSandbox, SandboxState};
+use crate::e2b::{E2bApi, EventQuery, ListQuery, SandboxState};
 use crate::emulator::{Core, CoreConfig, InProcess, Scenario};
 use crate::engine::{Action, AlertStatus, Decision, Engine, Observations, ObservedSandbox};
-use crate::rules::{POOL_KEY, RuleSet};
+use crate::rules::RuleSet;
 
 /// How a simulation runs.
 #[derive(Debug, Clone)]
@@ -170,17 +170,9 @@ pub async fn simulate(rules: Arc<RuleSet>, scenario: &Scenario, opts: &SimOption
                     let mut made = 0u64;
                     for _ in 0..*count {
                         seq += 1;
-                        let mut metadata = def.sandbox.metadata.clone();
-                        metadata.insert(POOL_KEY.into(), pool.clone());
-                        let req = NewSandbox {
-                            template_id: def.template.clone(),
-                            timeout: Some(def.sandbox.timeout.map_or(24 * 3600, |t| t.as_secs())),
-                            metadata: Some(metadata),
-                            env_vars: (!def.sandbox.env_vars.is_empty())
-                                .then(|| def.sandbox.env_vars.clone()),
-                            auto_pause: Some(def.sandbox.auto_pause),
-                            ..Default::default()
-                        };
+                        let mut req = def.create_request();
+                        // Simulations outlive E2B's default timeout: members last the whole run.
+                        req.timeout = Some(def.sandbox.timeout.map_or(24 * 3600, |t| t.as_secs()));
                         match api.create_sandbox(&req, &format!("sim-{seq}")).await {
                             Ok(_) => made += 1,
                             Err(_) => {
