@@ -428,3 +428,40 @@ async fn a_429_storm_slows_creates_down_without_doubling_any() {
         .unwrap_or(0);
     assert!(posts >= 3 + 5, "every 429 was retried: {posts} requests");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_and_max_hold_through_a_load_storm_and_the_calm_after() {
+    // 60 busy cores for 3 minutes (far beyond max 4 x 2 cores), then nothing at all.
+    let emu = emulator("templates:\n  base: { boot: 0s }\nload:\n  - { template: base, points: [[0s, 60], [3m, 60], [3m 5s, 0]] }\n").await;
+    let rules = "
+pools:
+  - name: w
+    min: 2
+    max: 4
+    scale:
+      interval: 5s
+      steps:
+        - { when: busy_ratio > 0.5, add: 3 }
+        - { when: busy_ratio < 0.2, remove: 3 }
+      stabilization: { down: 10s }
+";
+    let mut a = agent(&emu, rules, None);
+    let mut sizes = Vec::new();
+    for _ in 0..72 {
+        let now = advance(&emu, "5s").await;
+        a.tick(now).await;
+        a.settle().await;
+        let n = members(&emu, "w").await;
+        assert!(n <= 4, "max 4 broken: {n} after {sizes:?}");
+        if !sizes.is_empty() {
+            assert!(n >= 2, "min 2 broken: {n} after {sizes:?}");
+        }
+        sizes.push(n);
+    }
+    assert!(sizes.contains(&4), "reached max under the storm: {sizes:?}");
+    assert_eq!(
+        *sizes.last().unwrap(),
+        2,
+        "back to min in the calm: {sizes:?}"
+    );
+}
