@@ -6,7 +6,7 @@
 #   - E2B's official JS SDK (npm `e2b`, pinned in tests/sdk/package-lock.json) into
 #     tests/sdk/node_modules;
 #   - Alertmanager (Debian's prometheus-alertmanager), which the notifier tests start on
-#     loopback;
+#     loopback, and systemd-analyze, which verifies the shipped unit file;
 #   - then `cargo test`, which drives both SDKs against the emulator.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,12 +21,15 @@ target/sdk-venv/bin/pip install --quiet --disable-pip-version-check -r tests/sdk
 echo "== installing E2B's JS SDK into tests/sdk/node_modules"
 (cd tests/sdk && npm ci --no-audit --no-fund --loglevel=error)
 
-echo "== installing Alertmanager (Debian package prometheus-alertmanager)"
-if ! command -v prometheus-alertmanager >/dev/null 2>&1; then
+echo "== installing Alertmanager and systemd-analyze (Debian packages)"
+missing=""
+command -v prometheus-alertmanager >/dev/null 2>&1 || missing="$missing prometheus-alertmanager"
+command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
+if [ -n "$missing" ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus-alertmanager
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing
 fi
 
 echo "== cargo test"

@@ -147,21 +147,25 @@ impl Config {
     }
 }
 
-/// Reads a secret from a file (trimmed) or an environment variable.
-pub fn secret(file: Option<&Path>, env: &str) -> Result<String, ConfigError> {
-    let value = match file {
-        Some(f) => std::fs::read_to_string(f)
-            .map_err(|e| ConfigError(format!("cannot read secret file {}: {e}", f.display())))?,
-        None => std::env::var(env)
-            .map_err(|_| ConfigError(format!("no secret: set {env} or give a file")))?,
+/// Reads a secret, trimmed: from `file` when given; else from the systemd credential
+/// `$CREDENTIALS_DIRECTORY/<credential>` when it exists (`LoadCredential=`); else from `env`.
+pub fn secret(file: Option<&Path>, credential: &str, env: &str) -> Result<String, ConfigError> {
+    let from_credentials = std::env::var_os("CREDENTIALS_DIRECTORY")
+        .map(|d| PathBuf::from(d).join(credential))
+        .filter(|p| p.exists());
+    let (value, source) = match file.map(Path::to_path_buf).or(from_credentials) {
+        Some(f) => (
+            std::fs::read_to_string(&f).map_err(|e| ConfigError(format!("cannot read secret file {}: {e}", f.display())))?,
+            f.display().to_string(),
+        ),
+        None => (
+            std::env::var(env).map_err(|_| ConfigError(format!("no secret: set {env}, give a file, or load the systemd credential {credential:?}")))?,
+            env.to_string(),
+        ),
     };
     let value = value.trim().to_string();
     if value.is_empty() {
-        return Err(ConfigError(format!(
-            "the secret from {} is empty",
-            file.map(|f| f.display().to_string())
-                .unwrap_or_else(|| env.to_string())
-        )));
+        return Err(ConfigError(format!("the secret from {source} is empty")));
     }
     Ok(value)
 }

@@ -4,6 +4,7 @@
 //!   events, decide, act, notify, log, persist;
 //! - [`run`]: the long-running process around it: timers, reload, shutdown;
 //! - [`server`]: health, readiness, metrics and the decision/pool/alert API;
+//! - [`systemd`]: `Type=notify` readiness, reload and watchdog notifications;
 //! - [`webhooks`]: the signed E2B webhook receiver;
 //! - [`register`]: idempotent self-registration of the webhook with E2B;
 //! - [`dedup`]: the bounded window of ids already processed, shared by webhook deliveries and
@@ -15,4 +16,5 @@ pub mod dedup;
 pub mod register;
 pub mod run;
 pub mod server;
+pub mod systemd;
 pub mod webhooks;

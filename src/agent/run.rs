@@ -68,7 +68,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     mut reload: mpsc::Receiver<()>,
 ) -> anyhow::Result<()> {
-    let key = secret(cfg.api.key_file.as_deref(), "E2B_API_KEY")?;
+    let key = secret(cfg.api.key_file.as_deref(), "e2b-api-key", "E2B_API_KEY")?;
     let url = cfg
         .api
         .url
@@ -96,7 +96,11 @@ pub async fn run(
     let mut webhook_rx = None;
     let wake = Arc::new(tokio::sync::Notify::new());
     if let Some(w) = &cfg.webhook {
-        let secret = secret(w.secret_file.as_deref(), "POOLPILOT_WEBHOOK_SECRET")?;
+        let secret = secret(
+            w.secret_file.as_deref(),
+            "webhook-secret",
+            "POOLPILOT_WEBHOOK_SECRET",
+        )?;
         let (tx, rx) = mpsc::channel(10_000);
         app = app.merge(webhooks::router_with_wake(
             WebhookConfig::new(secret.clone()),
@@ -149,6 +153,8 @@ pub async fn run(
     let mut tick = tokio::time::interval(cfg.poll.metrics.0.max(Duration::from_millis(100)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut watch = tokio::time::interval(Duration::from_secs(1));
+    let watchdog = super::systemd::watchdog_enabled();
+    let mut announced = false;
     let mut loaded = fingerprint(&cfg.rules);
     let mut last_look = loaded.clone();
     tokio::pin!(shutdown);
@@ -164,6 +170,13 @@ pub async fn run(
                 } else {
                     status.ticks.fetch_add(1, Ordering::Relaxed);
                     status.ready.store(agent.ready, Ordering::Relaxed);
+                    if !announced {
+                        announced = true;
+                        super::systemd::ready(&format!("first poll done: {} sandboxes observed", report.observed));
+                    }
+                    if watchdog {
+                        super::systemd::watchdog();
+                    }
                     *lock(&status.actual) = report.actual;
                 }
                 *lock(&status.engine) = agent.engine().state().clone();
@@ -194,6 +207,7 @@ pub async fn run(
             }
         }
     }
+    super::systemd::stopping();
     tracing::info!("shutting down: finishing in-flight creates, saving state");
     if tokio::time::timeout(SHUTDOWN_DEADLINE, agent.settle())
         .await
@@ -211,7 +225,14 @@ pub async fn run(
 }
 
 fn reload_rules(cfg: &Config, agent: &mut Agent, status: &Status) {
-    match load_rules(&cfg.rules) {
+    super::systemd::reloading();
+    let outcome = load_rules(&cfg.rules);
+    super::systemd::ready(if outcome.is_ok() {
+        "rules reloaded"
+    } else {
+        "rule reload failed; previous rules in force"
+    });
+    match outcome {
         Ok(set) => {
             agent.set_rules(Arc::new(set));
             status.reloads.fetch_add(1, Ordering::Relaxed);
