@@ -219,7 +219,7 @@ impl Agent {
     /// crashed sandbox is replaced in milliseconds, not at the next poll. Does nothing before
     /// the first successful observation or when no delivery is waiting.
     pub async fn react(&mut self, now: DateTime<Utc>) -> TickReport {
-        let mut report = TickReport::default();
+        let report = TickReport::default();
         if !self.ready {
             return report;
         }
@@ -244,21 +244,7 @@ impl Agent {
             .filter(|s| !gone.contains(s.id.as_str()))
             .cloned()
             .collect();
-        report.events = events.len();
-        let pending = self.pending();
-        let decisions = self.engine.step(
-            now,
-            &Observations {
-                sandboxes: &observed,
-                events: &events,
-                pending_creates: &pending,
-            },
-        );
-        report.decisions = decisions.len();
-        self.carry_out(decisions, &observed, now, &mut report).await;
-        self.last_observed = observed;
-        self.persist();
-        report
+        self.decide_and_act(now, observed, events, report).await
     }
 
     /// One turn of the loop at `now`.
@@ -298,6 +284,18 @@ impl Agent {
                 Err(e) => tracing::warn!(error = %e, "event poll failed; will retry"),
             }
         }
+        self.decide_and_act(now, observed, events, report).await
+    }
+
+    /// Steps the engine on an observation and events, carries the decisions out, and saves
+    /// state: the shared end of [`Agent::tick`] and [`Agent::react`].
+    async fn decide_and_act(
+        &mut self,
+        now: DateTime<Utc>,
+        observed: Vec<crate::engine::ObservedSandbox>,
+        events: Vec<LifecycleEvent>,
+        mut report: TickReport,
+    ) -> TickReport {
         report.events = events.len();
         let pending = self.pending();
         let decisions = self.engine.step(
