@@ -86,9 +86,11 @@ impl crate::e2b::RequestObserver for ApiMetrics {
 
 impl ApiMetrics {
     fn render(&self, out: &mut String) {
-        let _ = writeln!(
+        family(
             out,
-            "# HELP poolpilot_api_requests_total E2B API requests by endpoint and status (error: no answer).\n# TYPE poolpilot_api_requests_total counter"
+            "poolpilot_api_requests_total",
+            "counter",
+            "E2B API requests by endpoint and status (error: no answer).",
         );
         for ((endpoint, status), n) in lock(&self.requests).iter() {
             let _ = writeln!(
@@ -97,9 +99,11 @@ impl ApiMetrics {
                 esc(endpoint)
             );
         }
-        let _ = writeln!(
+        family(
             out,
-            "# HELP poolpilot_api_request_seconds E2B API request latency by endpoint.\n# TYPE poolpilot_api_request_seconds histogram"
+            "poolpilot_api_request_seconds",
+            "histogram",
+            "E2B API request latency by endpoint.",
         );
         for (endpoint, h) in lock(&self.latency).iter() {
             let e = esc(endpoint);
@@ -206,6 +210,11 @@ async fn alerts(State(s): State<ServerState>) -> Response {
     Json(lock(&s.status.engine).alerts.clone()).into_response()
 }
 
+/// Writes a metric family's `# HELP` and `# TYPE` lines.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
 fn esc(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -215,68 +224,75 @@ fn esc(v: &str) -> String {
 async fn metrics(State(s): State<ServerState>) -> Response {
     let st = &s.status;
     let mut out = String::new();
-    let mut family = |name: &str, kind: &str, help: &str| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    };
-    family("poolpilot_up", "gauge", "1 once the first poll succeeded.");
-    let mut body = String::new();
+    family(
+        &mut out,
+        "poolpilot_up",
+        "gauge",
+        "1 once the first poll succeeded.",
+    );
     let _ = writeln!(
-        body,
+        out,
         "poolpilot_up {}",
         u8::from(st.ready.load(Ordering::Relaxed))
     );
     let engine = lock(&st.engine).clone();
     let actual = lock(&st.actual).clone();
     let pending = lock(&st.pending).clone();
-    let _ = writeln!(
-        body,
-        "# HELP poolpilot_pool_size Pool sizes: desired (last decision), actual (running members), pending (creates in flight).\n# TYPE poolpilot_pool_size gauge"
+    family(
+        &mut out,
+        "poolpilot_pool_size",
+        "gauge",
+        "Pool sizes: desired (last decision), actual (running members), pending (creates in flight).",
     );
     for (name, p) in &engine.pools {
         let n = esc(name);
         if let Some(status) = &p.status {
             let _ = writeln!(
-                body,
+                out,
                 "poolpilot_pool_size{{pool=\"{n}\",kind=\"desired\"}} {}",
                 status.desired
             );
             let _ = writeln!(
-                body,
+                out,
                 "poolpilot_pool_size{{pool=\"{n}\",kind=\"min\"}} {}",
                 status.min
             );
             let _ = writeln!(
-                body,
+                out,
                 "poolpilot_pool_size{{pool=\"{n}\",kind=\"max\"}} {}",
                 status.max
             );
         }
         let _ = writeln!(
-            body,
+            out,
             "poolpilot_pool_size{{pool=\"{n}\",kind=\"actual\"}} {}",
             actual.get(name).copied().unwrap_or(0)
         );
         let _ = writeln!(
-            body,
+            out,
             "poolpilot_pool_size{{pool=\"{n}\",kind=\"pending\"}} {}",
             pending.get(name).copied().unwrap_or(0)
         );
     }
-    let _ = writeln!(
-        body,
-        "# HELP poolpilot_actions_total Actions by kind and result.\n# TYPE poolpilot_actions_total counter"
+    family(
+        &mut out,
+        "poolpilot_actions_total",
+        "counter",
+        "Actions by kind and result.",
     );
     for ((kind, result), n) in lock(&st.actions).iter() {
         let _ = writeln!(
-            body,
+            out,
             "poolpilot_actions_total{{kind=\"{}\",result=\"{}\"}} {n}",
             esc(kind),
             esc(result)
         );
     }
-    let _ = writeln!(
-        body,
-        "# HELP poolpilot_alerts_firing Alert instances firing, by alert.\n# TYPE poolpilot_alerts_firing gauge"
+    family(
+        &mut out,
+        "poolpilot_alerts_firing",
+        "gauge",
+        "Alert instances firing, by alert.",
     );
     for (name, subjects) in &engine.alerts {
         let firing = subjects
@@ -284,52 +300,60 @@ async fn metrics(State(s): State<ServerState>) -> Response {
             .filter(|a| a.phase == AlertPhase::Firing)
             .count();
         let _ = writeln!(
-            body,
+            out,
             "poolpilot_alerts_firing{{alert=\"{}\"}} {firing}",
             esc(name)
         );
     }
-    let _ = writeln!(
-        body,
-        "# HELP poolpilot_ticks_total Control loop turns, and those whose observation failed.\n# TYPE poolpilot_ticks_total counter"
+    family(
+        &mut out,
+        "poolpilot_ticks_total",
+        "counter",
+        "Control loop turns, and those whose observation failed.",
     );
     let _ = writeln!(
-        body,
+        out,
         "poolpilot_ticks_total{{result=\"ok\"}} {}",
         st.ticks.load(Ordering::Relaxed)
     );
     let _ = writeln!(
-        body,
+        out,
         "poolpilot_ticks_total{{result=\"failed\"}} {}",
         st.tick_failures.load(Ordering::Relaxed)
     );
-    let _ = writeln!(
-        body,
-        "# HELP poolpilot_rule_evaluation_seconds Duration of the last control loop turn.\n# TYPE poolpilot_rule_evaluation_seconds gauge"
+    family(
+        &mut out,
+        "poolpilot_rule_evaluation_seconds",
+        "gauge",
+        "Duration of the last control loop turn.",
     );
     let _ = writeln!(
-        body,
+        out,
         "poolpilot_rule_evaluation_seconds {}",
         *lock(&st.last_tick_seconds)
     );
-    let _ = writeln!(
-        body,
-        "# HELP poolpilot_rule_reloads_total Rule reloads by result.\n# TYPE poolpilot_rule_reloads_total counter"
+    family(
+        &mut out,
+        "poolpilot_rule_reloads_total",
+        "counter",
+        "Rule reloads by result.",
     );
     let _ = writeln!(
-        body,
+        out,
         "poolpilot_rule_reloads_total{{result=\"ok\"}} {}",
         st.reloads.load(Ordering::Relaxed)
     );
     let _ = writeln!(
-        body,
+        out,
         "poolpilot_rule_reloads_total{{result=\"failed\"}} {}",
         st.reload_failures.load(Ordering::Relaxed)
     );
     let w = s.webhooks.report();
-    let _ = writeln!(
-        body,
-        "# HELP poolpilot_webhook_deliveries_total Webhook deliveries by outcome.\n# TYPE poolpilot_webhook_deliveries_total counter"
+    family(
+        &mut out,
+        "poolpilot_webhook_deliveries_total",
+        "counter",
+        "Webhook deliveries by outcome.",
     );
     for (k, v) in [
         ("accepted", w.accepted),
@@ -340,14 +364,16 @@ async fn metrics(State(s): State<ServerState>) -> Response {
         ("queue_full", w.queue_full),
     ] {
         let _ = writeln!(
-            body,
+            out,
             "poolpilot_webhook_deliveries_total{{outcome=\"{k}\"}} {v}"
         );
     }
     if let Some(d) = &s.notify {
-        let _ = writeln!(
-            body,
-            "# HELP poolpilot_notifications_total Notifications by notifier and result.\n# TYPE poolpilot_notifications_total counter"
+        family(
+            &mut out,
+            "poolpilot_notifications_total",
+            "counter",
+            "Notifications by notifier and result.",
         );
         for (name, n) in d.stats() {
             let name = esc(&name);
@@ -358,13 +384,12 @@ async fn metrics(State(s): State<ServerState>) -> Response {
                 ("queue_full", n.queue_full),
             ] {
                 let _ = writeln!(
-                    body,
+                    out,
                     "poolpilot_notifications_total{{notifier=\"{name}\",result=\"{k}\"}} {v}"
                 );
             }
         }
     }
-    s.api.render(&mut body);
-    out.push_str(&body);
+    s.api.render(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
