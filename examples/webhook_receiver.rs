@@ -21,7 +21,12 @@ async fn main() -> anyhow::Result<()> {
     let app = webhooks::router(
         WebhookConfig::new(secret),
         tx,
-        Arc::new(Mutex::new(Dedup::new(300_000))),
+        Arc::new(Mutex::new(Dedup::new(
+            std::env::var("DEDUP")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(100_000),
+        ))),
         stats.clone(),
     );
     let drained = Arc::new(AtomicU64::new(0));

@@ -3,7 +3,12 @@
 # receiver (examples/webhook_receiver.rs), with N distinct, correctly signed deliveries
 # generated beforehand (wrk cannot compute SHA-256). Bounded: one run of DURATION.
 #   [N=20000] scripts/bench-webhooks.sh [DURATION=10s] [CONNECTIONS=64] [THREADS=1]
-# N distinct deliveries are cycled; past N, requests are (verified, parsed) duplicates.
+# N distinct deliveries are cycled; past N, requests are (verified, parsed) duplicates. For a
+# sustained all-new load, make N larger than DURATION x the rate (e.g. N=900000 for 15s).
+# The receiver runs on WORKERS tokio threads (1 by default): on a 2-core machine that leaves
+# wrk a core of its own. With WORKERS=2, three busy threads share two cores and the p99
+# measures the kernel's scheduler more than the receiver. DEDUP sets the dedup window
+# (100000, the agent's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=${1:-10s}; conns=${2:-64}; threads=${3:-1}
@@ -37,7 +42,7 @@ request = function()
   return reqs[(i - 1) % #reqs + 1]
 end
 LUA
-POOLPILOT_WEBHOOK_SECRET=bench-secret TOKIO_WORKER_THREADS=${WORKERS:-2} ./target/release/examples/webhook_receiver 127.0.0.1:8787 > "$work/server.log" &
+DEDUP=${DEDUP:-100000} POOLPILOT_WEBHOOK_SECRET=bench-secret TOKIO_WORKER_THREADS=${WORKERS:-1} ./target/release/examples/webhook_receiver 127.0.0.1:8787 > "$work/server.log" &
 server=$!
 for _ in $(seq 1 50); do curl -s -o /dev/null http://127.0.0.1:8787/ && break; sleep 0.1; done
 wrk -t"$threads" -c"$conns" -d"$duration" --latency -s "$work/requests.lua" http://127.0.0.1:8787/webhooks/e2b

@@ -117,8 +117,7 @@ impl Agent {
         {
             let text = std::fs::read_to_string(p)?;
             match serde_json::from_str::<PersistedState>(&text) {
-                Ok(mut s) => {
-                    s.dedup.reindex();
+                Ok(s) => {
                     *lock(&opts.dedup) = s.dedup;
                     engine = Engine::with_state(rules, s.engine);
                     cursor = s.event_cursor;

@@ -35,8 +35,6 @@ pub struct WebhookConfig {
     pub secret: SecretString,
     /// Largest body accepted, in bytes.
     pub max_body: usize,
-    /// Ids remembered for deduplication.
-    pub dedup_capacity: usize,
 }
 
 impl std::fmt::Debug for WebhookConfig {
@@ -44,7 +42,6 @@ impl std::fmt::Debug for WebhookConfig {
         f.debug_struct("WebhookConfig")
             .field("secret", &"[redacted]")
             .field("max_body", &self.max_body)
-            .field("dedup_capacity", &self.dedup_capacity)
             .finish()
     }
 }
@@ -54,7 +51,6 @@ impl WebhookConfig {
         WebhookConfig {
             secret: SecretString::from(secret.into()),
             max_body: 64 * 1024,
-            dedup_capacity: 100_000,
         }
     }
 }
@@ -155,6 +151,16 @@ fn error(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
+/// A fixed JSON answer, without building a JSON value per delivery.
+fn status_json(status: StatusCode, body: &'static str) -> Response {
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
+}
+
 async fn receive(
     State(r): State<Receiver>,
     headers: HeaderMap,
@@ -201,49 +207,36 @@ async fn receive(
         .get("e2b-delivery-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    {
+    let slot = {
         let mut d = r.dedup.lock().unwrap_or_else(|p| p.into_inner());
         let dup_delivery = delivery_id.as_deref().is_some_and(|id| d.contains(id));
         if dup_delivery || d.contains(&event.id) {
+            drop(d);
             r.stats.duplicate.fetch_add(1, Ordering::Relaxed);
-            return (
-                StatusCode::OK,
-                Json(serde_json::json!({ "status": "duplicate" })),
-            )
-                .into_response();
+            return status_json(StatusCode::OK, r#"{"status":"duplicate"}"#);
         }
+        // A queue slot is taken before the ids are remembered: with the queue full, the
+        // delivery is refused with 503 and nothing is remembered, so E2B's retry is taken.
+        let Ok(slot) = r.tx.try_reserve() else {
+            drop(d);
+            r.stats.queue_full.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(event = %event.id, "webhook queue full; asking E2B to retry");
+            return error(StatusCode::SERVICE_UNAVAILABLE, "busy; retry later");
+        };
         d.insert(&event.id);
         if let Some(id) = &delivery_id {
             d.insert(id);
         }
-    }
-    let id = event.id.clone();
-    match r.tx.try_send(Delivered {
+        slot
+    };
+    slot.send(Delivered {
         event,
-        delivery_id: delivery_id.clone(),
+        delivery_id,
         received,
-    }) {
-        Ok(()) => {
-            r.stats.accepted.fetch_add(1, Ordering::Relaxed);
-            if let Some(w) = &r.wake {
-                w.notify_one();
-            }
-            (
-                StatusCode::ACCEPTED,
-                Json(serde_json::json!({ "status": "accepted" })),
-            )
-                .into_response()
-        }
-        Err(_) => {
-            // Forget the ids so that E2B's retry is taken.
-            let mut d = r.dedup.lock().unwrap_or_else(|p| p.into_inner());
-            d.remove(&id);
-            if let Some(did) = &delivery_id {
-                d.remove(did);
-            }
-            r.stats.queue_full.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(event = %id, "webhook queue full; asking E2B to retry");
-            error(StatusCode::SERVICE_UNAVAILABLE, "busy; retry later")
-        }
+    });
+    r.stats.accepted.fetch_add(1, Ordering::Relaxed);
+    if let Some(w) = &r.wake {
+        w.notify_one();
     }
+    status_json(StatusCode::ACCEPTED, r#"{"status":"accepted"}"#)
 }
