@@ -65,7 +65,46 @@ async fn the_key_never_reaches_logs_or_errors() {
             .unwrap_err(),
     );
 
+    // A Slack incoming-webhook URL is a credential too: a failing notifier must not log it.
+    let slack_token = "T0000/B0000/slackSecretToken42";
+    let mut cfg = poolpilot::notify::NotifyConfig::default();
+    cfg.retry.max_attempts = 2;
+    cfg.retry.base_delay = std::time::Duration::from_millis(1);
+    let (dispatcher, _workers) = poolpilot::notify::Dispatcher::start(
+        &[poolpilot::rules::Notifier {
+            name: "slack".into(),
+            kind: poolpilot::rules::NotifierKind::Slack,
+            url: Some(format!("http://127.0.0.1:9/services/{slack_token}")),
+        }],
+        cfg,
+    );
+    let notice = poolpilot::engine::AlertNotice {
+        alert: "a".into(),
+        subject: "s".into(),
+        status: poolpilot::engine::AlertStatus::Firing,
+        repeat: false,
+        severity: "warning".into(),
+        labels: Default::default(),
+        message: "m".into(),
+        notify: vec!["slack".into()],
+        started_at: chrono::Utc::now(),
+    };
+    assert!(dispatcher.send_all(&notice, chrono::Utc::now()).is_empty());
+    // Wait for the outcome (two quick tries on a closed port), bounded.
+    tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while dispatcher.stats()["slack"].failed == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the delivery to a closed port fails");
+
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("notification failed"),
+        "the notifier's failure was logged: {logs}"
+    );
+    assert!(!logs.contains(slack_token), "Slack URL in logs: {logs}");
     assert!(
         logs.contains("e2b request"),
         "the calls were logged: {logs}"

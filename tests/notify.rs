@@ -218,6 +218,68 @@ struct Alertmanager {
     _dir: tempdir::Dir,
 }
 
+#[tokio::test]
+async fn a_reload_reroutes_notifiers_and_loses_nothing_queued() {
+    // Receiver A holds its first request until the gate opens, so a notice is still in
+    // flight with the old settings when the notifier is changed.
+    let gate = Arc::new(Notify::new());
+    let (url_a, mut rx_a) = receiver(vec![], Some(gate.clone())).await;
+    let (url_b, mut rx_b) = receiver(vec![], None).await;
+    let (d, _h) = Dispatcher::start(
+        &[
+            notifier("hook", NotifierKind::Webhook, &url_a),
+            notifier("old", NotifierKind::Webhook, &url_a),
+            Notifier {
+                name: "log".into(),
+                kind: NotifierKind::Log,
+                url: None,
+            },
+        ],
+        fast(),
+    );
+    assert!(
+        d.send_all(&notice(AlertStatus::Firing, "hook"), Utc::now())
+            .is_empty()
+    );
+    let (_, first) = rx_a.recv().await.unwrap();
+    assert_eq!(first["status"], "firing");
+
+    let changed = d.reconfigure(&[
+        notifier("hook", NotifierKind::Webhook, &url_b),
+        notifier("new", NotifierKind::Webhook, &url_b),
+        Notifier {
+            name: "log".into(),
+            kind: NotifierKind::Log,
+            url: None,
+        },
+    ]);
+    assert_eq!(changed.changed, vec!["hook".to_string()]);
+    assert_eq!(changed.added, vec!["new".to_string()]);
+    assert_eq!(changed.removed, vec!["old".to_string()]);
+
+    for name in ["hook", "new"] {
+        assert!(
+            d.send_all(&notice(AlertStatus::Resolved, name), Utc::now())
+                .is_empty()
+        );
+    }
+    let (_, a) = rx_b.recv().await.unwrap();
+    let (_, b) = rx_b.recv().await.unwrap();
+    assert_eq!(
+        (a["status"].as_str(), b["status"].as_str()),
+        (Some("resolved"), Some("resolved"))
+    );
+    assert!(matches!(
+        d.send_all(&notice(AlertStatus::Firing, "old"), Utc::now())[..],
+        [SendError::UnknownNotifier(_)]
+    ));
+    // The notice taken before the change is still delivered by the old worker.
+    gate.notify_one();
+    let s = settle(&d, "hook", |s| s.sent == 2).await;
+    assert_eq!((s.sent, s.failed), (2, 0), "{s:?}");
+    assert!(rx_a.try_recv().is_err(), "nothing else reached the old URL");
+}
+
 mod tempdir {
     pub struct Dir(pub std::path::PathBuf);
     impl Drop for Dir {

@@ -153,8 +153,16 @@ impl Agent {
         &self.engine
     }
 
-    /// Swaps in a new rule set whole (hot reload), keeping state.
+    /// Swaps in a new rule set whole (hot reload), keeping state. Notifiers follow the new
+    /// set: added, changed and removed ones take effect at once, and notices already queued
+    /// are still delivered.
     pub fn set_rules(&mut self, rules: Arc<RuleSet>) {
+        if let Some(d) = &self.dispatcher {
+            let r = d.reconfigure(&rules.notifiers);
+            if r != Default::default() {
+                tracing::info!(added = ?r.added, changed = ?r.changed, removed = ?r.removed, "notifiers reconfigured");
+            }
+        }
         self.engine.set_rules(rules);
     }
 

@@ -87,12 +87,27 @@ pub enum SendError {
 /// Queues notices to notifiers' workers.
 #[derive(Clone)]
 pub struct Dispatcher {
-    queues: BTreeMap<String, mpsc::Sender<Notification>>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cfg: NotifyConfig,
+    http: reqwest::Client,
+    /// Each notifier's definition and its worker's queue; replaced on reconfiguration.
+    queues: Mutex<BTreeMap<String, (Notifier, mpsc::Sender<Notification>)>>,
     stats: Arc<Mutex<BTreeMap<String, NotifierStats>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What [`Dispatcher::reconfigure`] changed, by notifier name.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reconfigured {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
 }
 
 impl Dispatcher {
@@ -103,34 +118,70 @@ impl Dispatcher {
             .user_agent(concat!("poolpilot/", env!("CARGO_PKG_VERSION")))
             .build()
             .unwrap_or_default();
-        let stats = Arc::new(Mutex::new(BTreeMap::new()));
-        let mut queues = BTreeMap::new();
-        let mut handles = Vec::new();
+        let d = Dispatcher {
+            inner: Arc::new(Inner {
+                cfg,
+                http,
+                queues: Mutex::new(BTreeMap::new()),
+                stats: Arc::new(Mutex::new(BTreeMap::new())),
+            }),
+        };
+        let handles = notifiers.iter().map(|n| d.spawn(n)).collect();
+        (d, handles)
+    }
+
+    /// Starts a worker for `n`, replacing the queue of any worker of that name. The old worker
+    /// still delivers what it has queued, with its old settings, then stops.
+    fn spawn(&self, n: &Notifier) -> JoinHandle<()> {
+        let (tx, rx) = mpsc::channel(self.inner.cfg.queue.max(1));
+        lock(&self.inner.stats).entry(n.name.clone()).or_default();
+        lock(&self.inner.queues).insert(n.name.clone(), (n.clone(), tx));
+        let worker = Worker {
+            notifier: n.clone(),
+            cfg: self.inner.cfg.clone(),
+            http: self.inner.http.clone(),
+            stats: self.inner.stats.clone(),
+        };
+        tokio::spawn(worker.run(rx))
+    }
+
+    /// Brings the notifiers in line with a reloaded rule set: new ones start, changed ones get
+    /// a new worker, removed ones stop taking notices. Notices already queued are delivered by
+    /// the worker that took them, so a reload loses nothing. Unchanged notifiers are untouched.
+    pub fn reconfigure(&self, notifiers: &[Notifier]) -> Reconfigured {
+        let mut out = Reconfigured::default();
+        let current: BTreeMap<String, Notifier> = lock(&self.inner.queues)
+            .iter()
+            .map(|(k, (n, _))| (k.clone(), n.clone()))
+            .collect();
         for n in notifiers {
-            let (tx, rx) = mpsc::channel(cfg.queue.max(1));
-            lock(&stats).insert(n.name.clone(), NotifierStats::default());
-            queues.insert(n.name.clone(), tx);
-            let worker = Worker {
-                notifier: n.clone(),
-                cfg: cfg.clone(),
-                http: http.clone(),
-                stats: stats.clone(),
-            };
-            handles.push(tokio::spawn(worker.run(rx)));
+            match current.get(&n.name) {
+                Some(old) if old == n => continue,
+                Some(_) => out.changed.push(n.name.clone()),
+                None => out.added.push(n.name.clone()),
+            }
+            self.spawn(n);
         }
-        (Dispatcher { queues, stats }, handles)
+        let mut queues = lock(&self.inner.queues);
+        for name in current.keys() {
+            if !notifiers.iter().any(|n| &n.name == name) {
+                queues.remove(name);
+                out.removed.push(name.clone());
+            }
+        }
+        out
     }
 
     /// Queues a notice for a notifier, without waiting.
     pub fn send(&self, notifier: &str, n: Notification) -> Result<(), SendError> {
-        let q = self
-            .queues
+        let q = lock(&self.inner.queues)
             .get(notifier)
+            .map(|(_, q)| q.clone())
             .ok_or_else(|| SendError::UnknownNotifier(notifier.to_string()))?;
         match q.try_send(n) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(n)) => {
-                if let Some(s) = lock(&self.stats).get_mut(notifier) {
+                if let Some(s) = lock(&self.inner.stats).get_mut(notifier) {
                     s.queue_full += 1;
                 }
                 tracing::error!(notifier, alert = %n.notice.alert, subject = %n.notice.subject, "notification queue full; notice refused");
@@ -161,7 +212,7 @@ impl Dispatcher {
     }
 
     pub fn stats(&self) -> BTreeMap<String, NotifierStats> {
-        lock(&self.stats).clone()
+        lock(&self.inner.stats).clone()
     }
 }
 
@@ -290,9 +341,10 @@ impl Worker {
                     Try::Fail(why)
                 }
             }
+            // Without the URL: a Slack incoming-webhook URL is itself the credential.
             Err(e) => Try::Retry {
                 after: None,
-                why: format!("request failed: {e}"),
+                why: format!("request failed: {}", e.without_url()),
             },
         }
     }
