@@ -19,6 +19,8 @@ use poolpilot::notify::{Dispatcher, Notification, NotifyConfig, SendError};
 use poolpilot::rules::{Notifier, NotifierKind};
 use tokio::sync::{Notify, mpsc};
 
+mod common;
+
 fn notice(status: AlertStatus, notify: &str) -> AlertNotice {
     let mut labels = BTreeMap::new();
     labels.insert("team".to_string(), "ml".to_string());
@@ -396,4 +398,139 @@ async fn a_real_alertmanager_receives_firing_then_resolved() {
     }
     let s = settle(&d, "am", |s| s.sent == 2).await;
     assert_eq!((s.sent, s.failed), (2, 0));
+}
+
+/// The whole path: the agent polls the emulator, its alert rule fires on a hot sandbox and
+/// resolves when the load ends, and both transitions reach a real Alertmanager and a webhook.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_alert_reaches_alertmanager_and_a_webhook_then_resolves() {
+    use poolpilot::agent::control::{Agent, AgentOptions};
+    use poolpilot::agent::dedup::Dedup;
+    use poolpilot::emulator::{Clock, Scenario};
+
+    let am = alertmanager().await;
+    let (hook_url, mut hook) = receiver(vec![], None).await;
+    let mut opts = common::options();
+    opts.clock = Clock::Manual;
+    // Virtual time starts in the past, so the minutes the test advances stay behind
+    // Alertmanager's wall clock, as an agent's clock does in production.
+    opts.start_at = Some(Utc::now() - chrono::TimeDelta::hours(1));
+    opts.core.metrics_interval = Duration::from_secs(5);
+    // Two busy cores on one 2-vCPU sandbox for a minute, then none.
+    opts.scenario = Scenario::parse(
+        "s.yaml",
+        "templates:\n  base: { boot: 0s, cpu_count: 2 }\nload:\n  - { template: base, points: [[0s, 2], [1m, 2], [1m 5s, 0]] }\n",
+    )
+    .unwrap();
+    let emu = common::emulator(opts).await;
+    let rules = format!(
+        "notifiers:
+  - {{ name: am, kind: alertmanager, url: \"{am}\" }}
+  - {{ name: hook, kind: webhook, url: \"{hook_url}\" }}
+pools:
+  - {{ name: w, min: 1, max: 1, scale: {{ interval: 1h }} }}
+alerts:
+  - name: hot-sandbox
+    scope: sandbox
+    when: cpu_used_pct > 80
+    for: 10s
+    severity: critical
+    labels: {{ team: platform }}
+    message: \"{{sandbox_id}} at {{cpu_used_pct}}% CPU\"
+    notify: [am, hook]
+",
+        am = am.url
+    );
+    let rules = Arc::new(poolpilot::rules::load_str(&[("r.yaml", &rules)]).unwrap());
+    let (d, _h) = Dispatcher::start(&rules.notifiers, fast());
+    let api: Arc<dyn poolpilot::e2b::E2bApi> = Arc::new(common::client(&emu.url()));
+    let mut agent = Agent::new(
+        api,
+        rules,
+        AgentOptions {
+            dispatcher: Some(d.clone()),
+            webhooks: None,
+            dedup: Arc::new(Mutex::new(Dedup::new(100))),
+            events_every: Duration::from_secs(5),
+            dry_run: false,
+            state_dir: None,
+        },
+    )
+    .unwrap();
+    let advance = |by: &'static str| {
+        let url = emu.url();
+        async move {
+            let v: serde_json::Value = reqwest::Client::new()
+                .post(format!("{url}/_emulator/advance"))
+                .json(&serde_json::json!({ "by": by }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["now"]
+                .as_str()
+                .unwrap()
+                .parse::<chrono::DateTime<Utc>>()
+                .unwrap()
+        }
+    };
+
+    // Under load for 30 s of virtual time: the alert fires once it has held for 10 s.
+    for _ in 0..6 {
+        let now = advance("5s").await;
+        agent.tick(now).await;
+        agent.settle().await;
+    }
+    let fired = tokio::time::timeout(Duration::from_secs(10), hook.recv())
+        .await
+        .expect("the webhook got the firing notice")
+        .unwrap()
+        .1;
+    assert_eq!(fired["status"], "firing", "{fired}");
+    assert_eq!(fired["alert"], "hot-sandbox");
+    let sandbox = fired["subject"].as_str().unwrap().to_string();
+    assert!(fired["message"].as_str().unwrap().starts_with(&sandbox));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let alerts = loop {
+        let a = active_alerts(&am.url).await;
+        if !a.is_empty() || Instant::now() > deadline {
+            break a;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["labels"]["alertname"], "hot-sandbox");
+    assert_eq!(alerts[0]["labels"]["subject"], sandbox.as_str());
+    assert_eq!(alerts[0]["labels"]["severity"], "critical");
+    assert_eq!(alerts[0]["labels"]["team"], "platform");
+
+    // After the load: resolved at both receivers.
+    for _ in 0..20 {
+        let now = advance("5s").await;
+        agent.tick(now).await;
+        agent.settle().await;
+    }
+    let resolved = tokio::time::timeout(Duration::from_secs(10), hook.recv())
+        .await
+        .expect("the webhook got the resolved notice")
+        .unwrap()
+        .1;
+    assert_eq!(resolved["status"], "resolved", "{resolved}");
+    assert_eq!(resolved["subject"], sandbox.as_str());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !active_alerts(&am.url).await.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the alert did not resolve in Alertmanager"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let s = settle(&d, "am", |s| s.sent == 2).await;
+    assert_eq!((s.sent, s.failed), (2, 0), "{s:?}");
+    assert!(
+        hook.try_recv().is_err(),
+        "exactly one firing and one resolved notice"
+    );
 }

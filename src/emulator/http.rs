@@ -59,6 +59,8 @@ pub struct EmulatorOptions {
     pub serve_v2_create: bool,
     /// How often virtual time is brought forward when no request arrives.
     pub tick: Duration,
+    /// Virtual time at start; the wall clock's now when None.
+    pub start_at: Option<DateTime<Utc>>,
 }
 
 impl Default for EmulatorOptions {
@@ -71,6 +73,7 @@ impl Default for EmulatorOptions {
             delivery: DeliveryPolicy::default(),
             serve_v2_create: true,
             tick: Duration::from_millis(50),
+            start_at: None,
         }
     }
 }
@@ -193,7 +196,7 @@ impl RunningEmulator {
         listener: tokio::net::TcpListener,
     ) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
-        let virt0 = Utc::now();
+        let virt0 = opts.start_at.unwrap_or_else(Utc::now);
         let core = Core::new(opts.core.clone(), &opts.scenario, virt0);
         let (tx, rx) = mpsc::unbounded_channel();
         let delivery_stats = Arc::new(DeliveryStats::default());

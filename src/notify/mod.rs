@@ -389,11 +389,17 @@ pub fn alertmanager_payload(n: &Notification, cfg: &NotifyConfig) -> serde_json:
     labels.insert("subject".into(), n.notice.subject.clone());
     labels.insert("severity".into(), n.notice.severity.clone());
     labels.insert("source".into(), "poolpilot".into());
+    // Alertmanager judges endsAt by its own clock, at the moment it receives the alert. A
+    // firing alert therefore lives `alertmanager_ends_after` past the later of the decision
+    // and the delivery (which may come after retries); a resolve is stamped no later than
+    // now, so it resolves at once even when poolpilot's clock runs ahead.
+    let sent = Utc::now();
     let ends = match n.notice.status {
         AlertStatus::Firing => {
-            n.at + TimeDelta::from_std(cfg.alertmanager_ends_after).unwrap_or(TimeDelta::minutes(5))
+            n.at.max(sent)
+                + TimeDelta::from_std(cfg.alertmanager_ends_after).unwrap_or(TimeDelta::minutes(5))
         }
-        AlertStatus::Resolved => n.at,
+        AlertStatus::Resolved => n.at.min(sent).max(n.notice.started_at),
     };
     let mut alert = json!({
         "labels": labels,
