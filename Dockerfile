@@ -20,10 +20,15 @@ RUN apt-get update \
 COPY --from=build /src/target/release/poolpilot /usr/local/bin/poolpilot
 USER 10001
 VOLUME ["/etc/poolpilot", "/var/lib/poolpilot"]
-# The config must set listen: 0.0.0.0:9477 for the port to be reachable from outside.
+# Variables win over the config file (docs/config.md): in a container the agent listens on
+# every interface, so that the published port reaches it, and keeps state on the volume.
+# Override either with `docker run -e`.
+ENV POOLPILOT_LISTEN=0.0.0.0:9477 \
+    POOLPILOT_STATE_DIR=/var/lib/poolpilot
 EXPOSE 9477
+# `poolpilot health` asks http://127.0.0.1:<port of POOLPILOT_LISTEN>/healthz.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
-  CMD ["/usr/local/bin/poolpilot", "health", "--url", "http://127.0.0.1:9477/healthz"]
+  CMD ["/usr/local/bin/poolpilot", "health"]
 # SIGTERM: finish in-flight creates, save state, exit 0.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/poolpilot"]

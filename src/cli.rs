@@ -7,16 +7,43 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::duration::HumanDuration;
 use crate::emulator::delivery::DeliveryPolicy;
 use crate::emulator::{Clock, CoreConfig, EmulatorOptions, RunningEmulator, Scenario};
 use crate::telemetry::{self, LogFormat};
 
+/// The text after the top-level help: exit codes and where the documentation is.
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  success (for check: no errors; for test: every case passed; for health: 200)
+  1  a failure: invalid config or rules, a failing rule test, an unhealthy agent, a bad
+     scenario, a port in use, a missing secret
+  2  a usage error: unknown command or flag, a value that does not parse
+
+Every flag that has a POOLPILOT_* variable is shown with it in the command's --help.
+Documentation: docs/operations.md (running it), docs/config.md, docs/rules.md,
+docs/emulator.md.";
+
+/// The text after `run --help` and `config print --help`.
+const CONFIG_HELP: &str = "\
+Each setting comes from the first of: its flag, its POOLPILOT_* variable, the config file,
+E2B's own variable (E2B_API_URL), the default. `poolpilot config print` shows the result.
+Secrets are never flags: the API key comes from --api-key-file, the systemd credential
+e2b-api-key, or E2B_API_KEY; the webhook secret from --webhook-secret-file, the credential
+webhook-secret, or POOLPILOT_WEBHOOK_SECRET.";
+
 /// poolpilot: autoscaler and alerting agent for E2B sandbox pools.
 #[derive(Debug, Parser)]
-#[command(name = "poolpilot", version, about, long_about = None)]
+#[command(
+    name = "poolpilot",
+    version,
+    about,
+    long_about = None,
+    after_help = AFTER_HELP
+)]
 pub struct Cli {
     /// Log format: text on a terminal and JSON otherwise (auto), or forced.
     #[arg(
@@ -24,11 +51,20 @@ pub struct Cli {
         global = true,
         value_enum,
         default_value = "auto",
-        env = "POOLPILOT_LOG_FORMAT"
+        env = "POOLPILOT_LOG_FORMAT",
+        display_order = 900,
+        value_name = "FORMAT"
     )]
     pub log_format: LogFormat,
     /// Log filter, e.g. `info` or `poolpilot=debug,warn`.
-    #[arg(long, global = true, default_value = "info", env = "POOLPILOT_LOG")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "info",
+        env = "POOLPILOT_LOG",
+        display_order = 901,
+        value_name = "FILTER"
+    )]
     pub log_level: String,
     #[command(subcommand)]
     pub command: Command,
@@ -37,7 +73,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the agent: poll, listen, decide and act (docs/config.md).
-    Run(RunArgs),
+    #[command(after_help = CONFIG_HELP)]
+    Run(ConfigArgs),
+    /// Show the configuration `run` would use, with where each setting came from.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// One-command demo: the agent against the embedded emulator under a load spike, live.
     Demo(DemoArgs),
     /// Exit 0 when an agent's /healthz answers 200 (for container health checks).
@@ -52,30 +92,212 @@ pub enum Command {
     Simulate(SimulateArgs),
 }
 
-/// Flags of `poolpilot run`.
-#[derive(Debug, Args)]
-pub struct RunArgs {
-    /// The configuration file.
-    #[arg(long, env = "POOLPILOT_CONFIG")]
-    pub config: PathBuf,
-    /// Decide and log; change nothing.
+/// `poolpilot config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective configuration, secrets redacted.
+    ///
+    /// The output is YAML that loads back as a config file; each setting is commented with
+    /// where it came from (flag, environment, file, default). Takes `run`'s flags.
+    #[command(after_help = CONFIG_HELP)]
+    Print(ConfigArgs),
+}
+
+/// The agent's settings. Each flag has a `POOLPILOT_*` variable; a flag wins over its
+/// variable, and both win over the config file (docs/config.md). Secrets are never flags:
+/// the API key comes from a file, the systemd credential `e2b-api-key` or E2B_API_KEY; the
+/// webhook secret from a file, the credential `webhook-secret` or POOLPILOT_WEBHOOK_SECRET.
+#[derive(Debug, Clone, Args)]
+pub struct ConfigArgs {
+    /// The configuration file; optional when --rules and --state-dir are given.
+    #[arg(long, env = "POOLPILOT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// E2B's API base URL [file: api.url; else E2B_API_URL, else https://api.e2b.app].
+    #[arg(long, env = "POOLPILOT_API_URL", value_name = "URL")]
+    pub api_url: Option<String>,
+    /// File holding the API key [file: api.key_file].
+    #[arg(long, env = "POOLPILOT_API_KEY_FILE", value_name = "FILE")]
+    pub api_key_file: Option<PathBuf>,
+    /// Sandbox creates per second, at most [file: api.create_rate; default 5].
+    #[arg(long, env = "POOLPILOT_CREATE_RATE", value_name = "PER_SECOND")]
+    pub create_rate: Option<f64>,
+    /// Rule file or directory; repeat, or separate with commas [file: rules].
+    #[arg(
+        long = "rules",
+        env = "POOLPILOT_RULES",
+        value_delimiter = ',',
+        value_name = "PATH"
+    )]
+    pub rules: Vec<PathBuf>,
+    /// State and decision log folder [file: state_dir].
+    #[arg(long, env = "POOLPILOT_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Address of the HTTP server [file: listen; default 127.0.0.1:9477].
+    #[arg(long, env = "POOLPILOT_LISTEN", value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// Control loop interval [file: poll.metrics; default 5s].
+    #[arg(long, env = "POOLPILOT_POLL_METRICS", value_name = "DURATION")]
+    pub poll_metrics: Option<HumanDuration>,
+    /// Events API poll interval [file: poll.events; default 10s].
+    #[arg(long, env = "POOLPILOT_POLL_EVENTS", value_name = "DURATION")]
+    pub poll_events: Option<HumanDuration>,
+    /// Serve POST /webhooks/e2b [file: webhook; implied by the other --webhook-* flags].
+    #[arg(long, env = "POOLPILOT_WEBHOOK")]
+    pub webhook: bool,
+    /// File holding the webhook signature secret [file: webhook.secret_file].
+    #[arg(long, env = "POOLPILOT_WEBHOOK_SECRET_FILE", value_name = "FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// URL E2B delivers to; registers the webhook at start [file: webhook.public_url].
+    #[arg(long, env = "POOLPILOT_WEBHOOK_PUBLIC_URL", value_name = "URL")]
+    pub webhook_public_url: Option<String>,
+    /// Name of the registered webhook [file: webhook.name; default poolpilot].
+    #[arg(long, env = "POOLPILOT_WEBHOOK_NAME", value_name = "NAME")]
+    pub webhook_name: Option<String>,
+    /// Decide and log; change nothing [file: dry_run].
     #[arg(long, env = "POOLPILOT_DRY_RUN")]
     pub dry_run: bool,
+}
+
+/// Each [`ConfigArgs`] field: its clap id, the setting it overrides, its flag and variable.
+const OVERRIDES: &[(&str, &str, &str, &str)] = &[
+    ("api_url", "api.url", "--api-url", "POOLPILOT_API_URL"),
+    (
+        "api_key_file",
+        "api.key_file",
+        "--api-key-file",
+        "POOLPILOT_API_KEY_FILE",
+    ),
+    (
+        "create_rate",
+        "api.create_rate",
+        "--create-rate",
+        "POOLPILOT_CREATE_RATE",
+    ),
+    ("rules", "rules", "--rules", "POOLPILOT_RULES"),
+    (
+        "state_dir",
+        "state_dir",
+        "--state-dir",
+        "POOLPILOT_STATE_DIR",
+    ),
+    ("listen", "listen", "--listen", "POOLPILOT_LISTEN"),
+    (
+        "poll_metrics",
+        "poll.metrics",
+        "--poll-metrics",
+        "POOLPILOT_POLL_METRICS",
+    ),
+    (
+        "poll_events",
+        "poll.events",
+        "--poll-events",
+        "POOLPILOT_POLL_EVENTS",
+    ),
+    ("webhook", "webhook", "--webhook", "POOLPILOT_WEBHOOK"),
+    (
+        "webhook_secret_file",
+        "webhook.secret_file",
+        "--webhook-secret-file",
+        "POOLPILOT_WEBHOOK_SECRET_FILE",
+    ),
+    (
+        "webhook_public_url",
+        "webhook.public_url",
+        "--webhook-public-url",
+        "POOLPILOT_WEBHOOK_PUBLIC_URL",
+    ),
+    (
+        "webhook_name",
+        "webhook.name",
+        "--webhook-name",
+        "POOLPILOT_WEBHOOK_NAME",
+    ),
+    ("dry_run", "dry_run", "--dry-run", "POOLPILOT_DRY_RUN"),
+];
+
+impl ConfigArgs {
+    /// The overrides, with each one's origin read from clap's matches.
+    fn overrides(&self, m: Option<&ArgMatches>) -> crate::agent::config::Overrides {
+        let mut origins = std::collections::BTreeMap::new();
+        if let Some(m) = m {
+            for (id, setting, flag, env) in OVERRIDES {
+                match m.value_source(id) {
+                    Some(ValueSource::CommandLine) => {
+                        origins.insert(*setting, format!("flag {flag}"));
+                    }
+                    Some(ValueSource::EnvVariable) => {
+                        origins.insert(*setting, format!("env {env}"));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        crate::agent::config::Overrides {
+            api_url: self.api_url.clone(),
+            api_key_file: self.api_key_file.clone(),
+            create_rate: self.create_rate,
+            rules: self.rules.clone(),
+            state_dir: self.state_dir.clone(),
+            listen: self.listen.clone(),
+            poll_metrics: self.poll_metrics,
+            poll_events: self.poll_events,
+            webhook: self.webhook,
+            webhook_secret_file: self.webhook_secret_file.clone(),
+            webhook_public_url: self.webhook_public_url.clone(),
+            webhook_name: self.webhook_name.clone(),
+            dry_run: self.dry_run,
+            origins,
+        }
+    }
+
+    /// The effective configuration: flags and environment over the file and defaults.
+    pub fn resolve(
+        &self,
+        m: Option<&ArgMatches>,
+    ) -> Result<crate::agent::config::Effective, crate::agent::config::ConfigError> {
+        crate::agent::config::resolve(self.config.as_deref(), &self.overrides(m), &|k| {
+            std::env::var(k).ok()
+        })
+    }
 }
 
 /// Flags of `poolpilot health`.
 #[derive(Debug, Args)]
 pub struct HealthArgs {
-    /// The agent's health endpoint.
-    #[arg(long, default_value = "http://127.0.0.1:9477/healthz")]
-    pub url: String,
+    /// The agent's address, as in `run --listen`; an unspecified host (0.0.0.0, [::]) is
+    /// asked on loopback.
+    #[arg(
+        long,
+        env = "POOLPILOT_LISTEN",
+        default_value = "127.0.0.1:9477",
+        value_name = "HOST:PORT"
+    )]
+    pub listen: String,
+    /// The full health URL, instead of http://<listen>/healthz.
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+}
+
+impl HealthArgs {
+    /// The URL `poolpilot health` asks.
+    pub fn target(&self) -> String {
+        if let Some(u) = &self.url {
+            return u.clone();
+        }
+        let listen = match self.listen.rsplit_once(':') {
+            Some(("0.0.0.0", port)) => format!("127.0.0.1:{port}"),
+            Some(("[::]", port)) => format!("[::1]:{port}"),
+            _ => self.listen.clone(),
+        };
+        format!("http://{listen}/healthz")
+    }
 }
 
 /// Flags of `poolpilot demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Virtual seconds per wall-clock second: at 30 the 30-minute scenario takes a minute.
-    #[arg(long, default_value_t = 30.0)]
+    #[arg(long, default_value_t = 30.0, value_name = "FACTOR")]
     pub speed: f64,
 }
 
@@ -99,28 +321,28 @@ pub struct TestArgs {
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
     /// Rule files or directories.
-    #[arg(long = "rules", required = true)]
+    #[arg(long = "rules", required = true, value_name = "PATH")]
     pub rules: Vec<PathBuf>,
     /// Scenario file (docs/emulator.md).
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     pub scenario: PathBuf,
     /// Print one JSON object instead of the summary.
     #[arg(long)]
     pub json: bool,
     /// Write a chart of the run (SVG) here.
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
     /// Time between two engine steps (the agent's poll interval).
-    #[arg(long, default_value = "5s")]
+    #[arg(long, default_value = "5s", value_name = "DURATION")]
     pub tick: HumanDuration,
     /// Sandbox creates per second the emulated team may make (E2B: 1 Hobby, 5 Pro).
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 5.0, value_name = "PER_SECOND")]
     pub create_rate: f64,
     /// Running sandboxes the emulated team may have (E2B: 20 Hobby, 100 Pro, up to 1,100).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_name = "N")]
     pub max_concurrent: usize,
     /// Metric sampling interval of the emulator (E2B: 5s).
-    #[arg(long, default_value = "5s")]
+    #[arg(long, default_value = "5s", value_name = "DURATION")]
     pub metrics_interval: HumanDuration,
 }
 
@@ -131,41 +353,47 @@ pub struct EmulatorArgs {
     #[arg(
         long,
         default_value = "127.0.0.1:3000",
-        env = "POOLPILOT_EMULATOR_LISTEN"
+        env = "POOLPILOT_EMULATOR_LISTEN",
+        value_name = "HOST:PORT"
     )]
     pub listen: String,
     /// Scenario file: templates, load over time, initial sandboxes, faults (docs/emulator.md).
-    #[arg(long, env = "POOLPILOT_EMULATOR_SCENARIO")]
+    #[arg(long, env = "POOLPILOT_EMULATOR_SCENARIO", value_name = "FILE")]
     pub scenario: Option<PathBuf>,
     /// Time between two metric samples of a sandbox (E2B: 5s).
-    #[arg(long, default_value = "5s")]
+    #[arg(long, default_value = "5s", value_name = "DURATION")]
     pub metrics_interval: HumanDuration,
     /// API key clients must send; without it any non-empty key is accepted.
-    #[arg(long, env = "POOLPILOT_EMULATOR_API_KEY", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "POOLPILOT_EMULATOR_API_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
     pub api_key: Option<String>,
     /// Virtual seconds per wall-clock second.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_name = "FACTOR")]
     pub speed: f64,
     /// Virtual time moves only on POST /_emulator/advance.
     #[arg(long, conflicts_with = "speed")]
     pub manual_clock: bool,
     /// Running sandboxes at most (E2B: 20 on Hobby, 100 on Pro).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_name = "N")]
     pub max_concurrent: usize,
     /// Sandbox creates per second (E2B: 1 on Hobby, 5 on Pro).
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 5.0, value_name = "PER_SECOND")]
     pub create_rate: f64,
     /// Tries per webhook delivery, the first included.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_name = "N")]
     pub webhook_attempts: u32,
     /// Wait before the first webhook retry; doubles each retry.
-    #[arg(long, default_value = "10s")]
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
     pub webhook_backoff: HumanDuration,
     /// Answer POST /v2/sandboxes with a router 404, like an API that only has v1 creates.
     #[arg(long)]
     pub no_v2_create: bool,
     /// Print a status line this often (wall clock); 0s prints none.
-    #[arg(long, default_value = "0s")]
+    #[arg(long, default_value = "0s", value_name = "DURATION")]
     pub status_every: HumanDuration,
     /// Exit once the scenario's duration has passed in virtual time.
     #[arg(long)]
@@ -174,7 +402,17 @@ pub struct EmulatorArgs {
 
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    // The matches of the subcommand that takes `ConfigArgs`, for each setting's origin.
+    let config_matches = matches.subcommand_matches("run").or_else(|| {
+        matches
+            .subcommand_matches("config")
+            .and_then(|m| m.subcommand_matches("print"))
+    });
     telemetry::init(cli.log_format, &cli.log_level);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -185,9 +423,14 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => run_agent(args).await.map(|()| true),
+            Command::Run(args) => run_agent(args, config_matches).await.map(|()| true),
+            Command::Config(ConfigCommand::Print(args)) => {
+                let eff = args.resolve(config_matches)?;
+                print!("{}", eff.to_yaml());
+                Ok(true)
+            }
             Command::Demo(args) => crate::demo::run(args.speed).await.map(|()| true),
-            Command::Health(args) => Ok(health(&args.url).await),
+            Command::Health(args) => Ok(health(&args.target()).await),
             Command::Emulator(args) => run_emulator(args).await.map(|()| true),
             Command::Check(args) => Ok(run_check(&args)),
             Command::Test(args) => run_test(&args),
@@ -223,9 +466,8 @@ async fn health(url: &str) -> bool {
     }
 }
 
-async fn run_agent(args: RunArgs) -> anyhow::Result<()> {
-    let mut cfg = crate::agent::config::Config::load(&args.config)?;
-    cfg.dry_run |= args.dry_run;
+async fn run_agent(args: ConfigArgs, m: Option<&ArgMatches>) -> anyhow::Result<()> {
+    let cfg = args.resolve(m)?.config;
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
     #[cfg(unix)]
     tokio::spawn(async move {
@@ -512,5 +754,26 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_asks_the_agents_listen_address_on_loopback() {
+        let h = |listen: &str, url: Option<&str>| {
+            HealthArgs {
+                listen: listen.into(),
+                url: url.map(Into::into),
+            }
+            .target()
+        };
+        assert_eq!(h("127.0.0.1:9477", None), "http://127.0.0.1:9477/healthz");
+        assert_eq!(h("0.0.0.0:8080", None), "http://127.0.0.1:8080/healthz");
+        assert_eq!(h("[::]:8080", None), "http://[::1]:8080/healthz");
+        assert_eq!(h("10.0.0.5:9477", None), "http://10.0.0.5:9477/healthz");
+        assert_eq!(h("0.0.0.0:1", Some("http://x/healthz")), "http://x/healthz");
     }
 }

@@ -1,7 +1,12 @@
-//! The agent's configuration file (`poolpilot run --config FILE`), documented in
-//! docs/config.md. Secrets come from the environment or from files (systemd credentials), never
-//! from the file itself, and are never printed.
+//! The agent's configuration (`poolpilot run`), documented in docs/config.md.
+//!
+//! A setting's value comes from, in order: a flag, its `POOLPILOT_*` environment variable, the
+//! config file, E2B's own variable (`E2B_API_URL`), the default. [`resolve`] applies that
+//! order and remembers where each value came from, for `poolpilot config print`. Secrets come
+//! from the environment or from files (systemd credentials), never from the config file or a
+//! flag, and are never printed: [`SecretSource`] says where one would be read, not what it is.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -106,6 +111,59 @@ pub struct ConfigError(pub String);
 impl Config {
     /// Reads a config file; relative paths in it are taken from the file's folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let cfg = Config::load_unchecked(path)?;
+        cfg.check(Some(path))?;
+        Ok(cfg)
+    }
+
+    /// Checks what the file format cannot: settings that are required, values in range.
+    fn check(&self, file: Option<&Path>) -> Result<(), ConfigError> {
+        let from = match file {
+            Some(f) => format!("{}: ", f.display()),
+            None => String::new(),
+        };
+        if self.rules.is_empty() {
+            return Err(ConfigError(format!(
+                "{from}`rules` must name at least one file or directory (in the config file, by --rules, or POOLPILOT_RULES)"
+            )));
+        }
+        if self.state_dir.as_os_str().is_empty() {
+            return Err(ConfigError(format!(
+                "{from}`state_dir` is required (in the config file, by --state-dir, or POOLPILOT_STATE_DIR)"
+            )));
+        }
+        if let Some(r) = self.api.create_rate
+            && !(r.is_finite() && r > 0.0)
+        {
+            return Err(ConfigError(format!(
+                "{from}`api.create_rate` must be a positive number of creates per second, got {r}"
+            )));
+        }
+        for (name, d) in [
+            ("poll.metrics", self.poll.metrics),
+            ("poll.events", self.poll.events),
+        ] {
+            if d.0.is_zero() {
+                return Err(ConfigError(format!(
+                    "{from}`{name}` must be longer than 0s, such as \"5s\""
+                )));
+            }
+        }
+        let port_ok = self
+            .listen
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !port_ok {
+            return Err(ConfigError(format!(
+                "{from}`listen` must be a host and port such as \"127.0.0.1:9477\", got {:?}",
+                self.listen
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reads a config file without [`Config::check`]: flags may still supply what it lacks.
+    fn load_unchecked(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
         let mut cfg: Config = serde_saphyr::from_str(&text).map_err(|e| {
@@ -137,12 +195,6 @@ impl Config {
         {
             w.secret_file = Some(abs(f));
         }
-        if cfg.rules.is_empty() {
-            return Err(ConfigError(format!(
-                "{}: `rules` must name at least one file or directory",
-                path.display()
-            )));
-        }
         Ok(cfg)
     }
 }
@@ -168,4 +220,353 @@ pub fn secret(file: Option<&Path>, credential: &str, env: &str) -> Result<String
         return Err(ConfigError(format!("the secret from {source} is empty")));
     }
     Ok(value)
+}
+
+/// Settings given by flag or environment variable; each wins over the config file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub api_url: Option<String>,
+    pub api_key_file: Option<PathBuf>,
+    pub create_rate: Option<f64>,
+    /// Replaces the file's `rules` list when not empty.
+    pub rules: Vec<PathBuf>,
+    pub state_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub poll_metrics: Option<HumanDuration>,
+    pub poll_events: Option<HumanDuration>,
+    /// Turns the webhook receiver on (as does any other webhook setting).
+    pub webhook: bool,
+    pub webhook_secret_file: Option<PathBuf>,
+    pub webhook_public_url: Option<String>,
+    pub webhook_name: Option<String>,
+    pub dry_run: bool,
+    /// Where each given override came from ("flag --listen", "env POOLPILOT_LISTEN"), by
+    /// setting name ("listen", "api.url", ...).
+    pub origins: BTreeMap<&'static str, String>,
+}
+
+/// Every setting, by the name the config file and `config print` use.
+pub const SETTINGS: &[&str] = &[
+    "api.url",
+    "api.key_file",
+    "api.create_rate",
+    "rules",
+    "state_dir",
+    "listen",
+    "poll.metrics",
+    "poll.events",
+    "webhook",
+    "webhook.secret_file",
+    "webhook.public_url",
+    "webhook.name",
+    "dry_run",
+];
+
+/// The configuration in force, with where each setting came from.
+#[derive(Debug, Clone)]
+pub struct Effective {
+    pub config: Config,
+    /// By setting name: "flag --x", "env POOLPILOT_X", "file <path>", "env E2B_API_URL" or
+    /// "default".
+    pub origins: BTreeMap<&'static str, String>,
+    pub api_key: SecretSource,
+    /// None while the webhook receiver is off.
+    pub webhook_secret: Option<SecretSource>,
+}
+
+/// Where a secret would be read from; never its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    File(PathBuf),
+    Env(String),
+    /// No file, no credential and the variable unset: `run` will refuse to start.
+    Missing(String),
+}
+
+impl std::fmt::Display for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretSource::File(p) => write!(f, "read from the file {}", p.display()),
+            SecretSource::Env(v) => write!(f, "read from the environment variable {v}"),
+            SecretSource::Missing(v) => write!(
+                f,
+                "NOT SET: give a file, load the systemd credential, or set {v}"
+            ),
+        }
+    }
+}
+
+/// Finds where a secret would come from, in the order [`secret`] reads it.
+pub fn secret_source(
+    file: Option<&Path>,
+    credential: &str,
+    env_name: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> SecretSource {
+    if let Some(f) = file {
+        return SecretSource::File(f.to_path_buf());
+    }
+    if let Some(c) = env("CREDENTIALS_DIRECTORY")
+        .map(|d| PathBuf::from(d).join(credential))
+        .filter(|p| p.exists())
+    {
+        return SecretSource::File(c);
+    }
+    if env(env_name).is_some_and(|v| !v.trim().is_empty()) {
+        SecretSource::Env(env_name.to_string())
+    } else {
+        SecretSource::Missing(env_name.to_string())
+    }
+}
+
+/// Applies flags and environment over the config file (if any) and the defaults. `env` reads
+/// the process environment (a parameter so that tests need not change it). Relative paths in
+/// the file are taken from the file's folder; those given by flag or variable, from the
+/// working directory.
+pub fn resolve(
+    file: Option<&Path>,
+    o: &Overrides,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Effective, ConfigError> {
+    let mut origins: BTreeMap<&'static str, String> = BTreeMap::new();
+    let (mut cfg, present) = match file {
+        Some(path) => {
+            let cfg = Config::load_unchecked(path)?;
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let tree: serde_json::Value = serde_saphyr::from_str(&text).unwrap_or_default();
+            let present: Vec<&'static str> = SETTINGS
+                .iter()
+                .copied()
+                .filter(|name| {
+                    name.split('.')
+                        .try_fold(&tree, |v, k| v.get(k))
+                        .is_some_and(|v| !v.is_null())
+                })
+                .collect();
+            (cfg, present)
+        }
+        None => (
+            Config {
+                api: ApiConfig::default(),
+                rules: Vec::new(),
+                state_dir: PathBuf::new(),
+                listen: default_listen(),
+                poll: PollConfig::default(),
+                webhook: None,
+                dry_run: false,
+            },
+            Vec::new(),
+        ),
+    };
+    for name in SETTINGS {
+        let origin = match file {
+            Some(f) if present.contains(name) => format!("file {}", f.display()),
+            _ => "default".to_string(),
+        };
+        origins.insert(name, origin);
+    }
+    // An origin is known exactly for each setting given by flag or variable.
+    for (name, origin) in &o.origins {
+        origins.insert(name, origin.clone());
+    }
+    if let Some(v) = &o.api_url {
+        cfg.api.url = Some(v.clone());
+    }
+    if let Some(v) = &o.api_key_file {
+        cfg.api.key_file = Some(v.clone());
+    }
+    if let Some(v) = o.create_rate {
+        cfg.api.create_rate = Some(v);
+    }
+    if !o.rules.is_empty() {
+        cfg.rules = o.rules.clone();
+    }
+    if let Some(v) = &o.state_dir {
+        cfg.state_dir = v.clone();
+    }
+    if let Some(v) = &o.listen {
+        cfg.listen = v.clone();
+    }
+    if let Some(v) = o.poll_metrics {
+        cfg.poll.metrics = v;
+    }
+    if let Some(v) = o.poll_events {
+        cfg.poll.events = v;
+    }
+    let any_webhook = o.webhook
+        || o.webhook_secret_file.is_some()
+        || o.webhook_public_url.is_some()
+        || o.webhook_name.is_some();
+    if any_webhook && cfg.webhook.is_none() {
+        cfg.webhook = Some(WebhookSettings {
+            secret_file: None,
+            public_url: None,
+            name: default_webhook_name(),
+        });
+        if !o.webhook
+            && let Some(by) = ["webhook.secret_file", "webhook.public_url", "webhook.name"]
+                .iter()
+                .find_map(|n| o.origins.get(n))
+        {
+            origins.insert("webhook", format!("on, implied by {by}"));
+        }
+    }
+    if let Some(w) = &mut cfg.webhook {
+        if let Some(v) = &o.webhook_secret_file {
+            w.secret_file = Some(v.clone());
+        }
+        if let Some(v) = &o.webhook_public_url {
+            w.public_url = Some(v.clone());
+        }
+        if let Some(v) = &o.webhook_name {
+            w.name = v.clone();
+        }
+    }
+    if o.dry_run {
+        cfg.dry_run = true;
+    }
+    if cfg.api.url.is_none() {
+        match env("E2B_API_URL").filter(|v| !v.trim().is_empty()) {
+            Some(u) => {
+                cfg.api.url = Some(u);
+                origins.insert("api.url", "env E2B_API_URL".into());
+            }
+            None => cfg.api.url = Some(crate::e2b::client::DEFAULT_API_URL.to_string()),
+        }
+    }
+    if cfg.api.create_rate.is_none() {
+        cfg.api.create_rate = Some(DEFAULT_CREATE_RATE);
+    }
+    cfg.check(file)?;
+    // Absolute paths: the same meaning wherever the output of `config print` is saved.
+    let abs = |p: &mut PathBuf| {
+        if let Ok(a) = std::path::absolute(&*p) {
+            *p = a;
+        }
+    };
+    cfg.rules.iter_mut().for_each(abs);
+    abs(&mut cfg.state_dir);
+    if let Some(k) = &mut cfg.api.key_file {
+        abs(k);
+    }
+    if let Some(w) = &mut cfg.webhook
+        && let Some(f) = &mut w.secret_file
+    {
+        abs(f);
+    }
+    let api_key = secret_source(
+        cfg.api.key_file.as_deref(),
+        "e2b-api-key",
+        "E2B_API_KEY",
+        env,
+    );
+    let webhook_secret = cfg.webhook.as_ref().map(|w| {
+        secret_source(
+            w.secret_file.as_deref(),
+            "webhook-secret",
+            "POOLPILOT_WEBHOOK_SECRET",
+            env,
+        )
+    });
+    Ok(Effective {
+        config: cfg,
+        origins,
+        api_key,
+        webhook_secret,
+    })
+}
+
+/// Creates per second when none is set (E2B's Pro tier).
+pub const DEFAULT_CREATE_RATE: f64 = 5.0;
+
+/// A YAML string: JSON's quoting is valid YAML and escapes everything that needs it.
+fn q(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+fn qp(p: &Path) -> String {
+    q(&p.display().to_string())
+}
+
+impl Effective {
+    /// The effective configuration as a config file, each setting commented with its origin.
+    /// Secrets appear only as where they are read from. The output loads back as a config
+    /// file that gives the same configuration.
+    pub fn to_yaml(&self) -> String {
+        let c = &self.config;
+        let o = |name: &str| self.origins.get(name).cloned().unwrap_or_default();
+        let mut rows: Vec<(String, String)> = Vec::new();
+        let mut row = |line: String, comment: String| rows.push((line, comment));
+        row("api:".into(), String::new());
+        row(
+            format!("  url: {}", q(c.api.url.as_deref().unwrap_or_default())),
+            o("api.url"),
+        );
+        row(
+            match &c.api.key_file {
+                Some(p) => format!("  key_file: {}", qp(p)),
+                None => "  key_file: null".into(),
+            },
+            format!("{}; the API key is {}", o("api.key_file"), self.api_key),
+        );
+        row(
+            format!(
+                "  create_rate: {}",
+                c.api.create_rate.unwrap_or(DEFAULT_CREATE_RATE)
+            ),
+            o("api.create_rate"),
+        );
+        row("rules:".into(), o("rules"));
+        for r in &c.rules {
+            row(format!("  - {}", qp(r)), String::new());
+        }
+        row(format!("state_dir: {}", qp(&c.state_dir)), o("state_dir"));
+        row(format!("listen: {}", q(&c.listen)), o("listen"));
+        row("poll:".into(), String::new());
+        row(
+            format!("  metrics: {}", q(&c.poll.metrics.to_string())),
+            o("poll.metrics"),
+        );
+        row(
+            format!("  events: {}", q(&c.poll.events.to_string())),
+            o("poll.events"),
+        );
+        match (&c.webhook, &self.webhook_secret) {
+            (Some(w), secret) => {
+                row("webhook:".into(), o("webhook"));
+                row(
+                    match &w.secret_file {
+                        Some(p) => format!("  secret_file: {}", qp(p)),
+                        None => "  secret_file: null".into(),
+                    },
+                    format!(
+                        "{}; the signature secret is {}",
+                        o("webhook.secret_file"),
+                        secret.as_ref().map(ToString::to_string).unwrap_or_default()
+                    ),
+                );
+                row(
+                    match &w.public_url {
+                        Some(u) => format!("  public_url: {}", q(u)),
+                        None => "  public_url: null".into(),
+                    },
+                    o("webhook.public_url"),
+                );
+                row(format!("  name: {}", q(&w.name)), o("webhook.name"));
+            }
+            (None, _) => row("webhook: null".into(), "off: no POST /webhooks/e2b".into()),
+        }
+        row(format!("dry_run: {}", c.dry_run), o("dry_run"));
+        let width = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+        let mut out = String::from("# poolpilot: the effective configuration (secrets redacted)\n");
+        for (line, comment) in rows {
+            if comment.is_empty() {
+                out.push_str(&line);
+            } else {
+                out.push_str(&format!("{line:width$}  # {comment}"));
+            }
+            out.push('\n');
+        }
+        out
+    }
 }
