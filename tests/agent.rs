@@ -465,3 +465,28 @@ pools:
         "back to min in the calm: {sizes:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_state_file_is_kept_aside_not_overwritten() {
+    let emu = emulator("").await;
+    let dir = std::env::temp_dir().join(format!("poolpilot-badstate-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("state.json"), "{ not json").unwrap();
+    let mut a = agent(
+        &emu,
+        "pools:\n  - { name: w, min: 1, max: 1 }\n",
+        Some(dir.clone()),
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("state.json.unreadable")).unwrap(),
+        "{ not json"
+    );
+    let now = advance(&emu, "5s").await;
+    a.tick(now).await;
+    a.settle().await;
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("state.json")).unwrap()).unwrap();
+    assert!(saved.get("engine").is_some(), "fresh state saved: {saved}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

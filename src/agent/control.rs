@@ -124,7 +124,10 @@ impl Agent {
                     tracing::info!(path = %p.display(), "resumed from saved state");
                 }
                 Err(e) => {
-                    tracing::error!(path = %p.display(), error = %e, "saved state unreadable; starting fresh")
+                    // Kept aside, not overwritten, so that it can be inspected or restored.
+                    let aside = p.with_extension("json.unreadable");
+                    let _ = std::fs::rename(p, &aside);
+                    tracing::error!(path = %p.display(), kept_as = %aside.display(), error = %e, "saved state unreadable; starting fresh")
                 }
             }
         }
