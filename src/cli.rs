@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::builder::BoolishValueParser;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
@@ -142,8 +143,9 @@ pub struct ConfigArgs {
     #[arg(long, env = "POOLPILOT_POLL_EVENTS", value_name = "DURATION")]
     pub poll_events: Option<HumanDuration>,
     /// Serve POST /webhooks/e2b [file: webhook; implied by the other --webhook-* flags].
-    #[arg(long, env = "POOLPILOT_WEBHOOK")]
-    pub webhook: bool,
+    #[arg(long, env = "POOLPILOT_WEBHOOK", value_name = "BOOL", num_args = 0..=1,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub webhook: Option<bool>,
     /// File holding the webhook signature secret [file: webhook.secret_file].
     #[arg(long, env = "POOLPILOT_WEBHOOK_SECRET_FILE", value_name = "FILE")]
     pub webhook_secret_file: Option<PathBuf>,
@@ -154,8 +156,9 @@ pub struct ConfigArgs {
     #[arg(long, env = "POOLPILOT_WEBHOOK_NAME", value_name = "NAME")]
     pub webhook_name: Option<String>,
     /// Decide and log; change nothing [file: dry_run].
-    #[arg(long, env = "POOLPILOT_DRY_RUN")]
-    pub dry_run: bool,
+    #[arg(long, env = "POOLPILOT_DRY_RUN", value_name = "BOOL", num_args = 0..=1,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub dry_run: Option<bool>,
 }
 
 /// Each [`ConfigArgs`] field: its clap id, the setting it overrides, its flag and variable.

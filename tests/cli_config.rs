@@ -363,3 +363,44 @@ fn every_command_and_flag_has_help_and_help_exits_0() {
         Some(1)
     );
 }
+
+#[test]
+fn a_variable_can_turn_off_what_the_file_turns_on() {
+    let d = workdir("bools");
+    std::fs::write(
+        d.0.join("on.yaml"),
+        "rules: [rules/]\nstate_dir: s\ndry_run: true\nwebhook: { name: hook }\n",
+    )
+    .unwrap();
+    for (value, want) in [
+        ("false", "false"),
+        ("0", "false"),
+        ("off", "false"),
+        ("yes", "true"),
+    ] {
+        let p = out(&poolpilot(
+            &d.0,
+            &["config", "print", "--config", "on.yaml"],
+            &[("POOLPILOT_DRY_RUN", value), ("POOLPILOT_WEBHOOK", value)],
+        ));
+        assert!(
+            line(&p, "dry_run").starts_with(&format!("dry_run: {want} ")),
+            "{value}: {p}"
+        );
+        assert_eq!(
+            line(&p, "webhook").starts_with("webhook: null"),
+            want == "false",
+            "{value}: {p}"
+        );
+    }
+    // A bare flag means true and beats the variable.
+    let p = out(&poolpilot(
+        &d.0,
+        &["config", "print", "--config", "on.yaml", "--dry-run"],
+        &[("POOLPILOT_DRY_RUN", "false")],
+    ));
+    assert!(
+        line(&p, "dry_run").contains("true") && line(&p, "dry_run").contains("flag --dry-run"),
+        "{p}"
+    );
+}

@@ -37,7 +37,13 @@ async fn query(prom: &str, q: &str) -> (String, Vec<serde_json::Value>, String) 
     let v: serde_json::Value = match answer {
         Ok(r) => r.json().await.unwrap_or_default(),
         // Not listening yet: the caller's bounded wait asks again.
-        Err(e) => return ("unreachable".into(), Vec::new(), e.without_url().to_string()),
+        Err(e) => {
+            return (
+                "unreachable".into(),
+                Vec::new(),
+                e.without_url().to_string(),
+            );
+        }
     };
     (
         v["status"].as_str().unwrap_or("").to_string(),

@@ -234,12 +234,12 @@ pub struct Overrides {
     pub listen: Option<String>,
     pub poll_metrics: Option<HumanDuration>,
     pub poll_events: Option<HumanDuration>,
-    /// Turns the webhook receiver on (as does any other webhook setting).
-    pub webhook: bool,
+    /// Turns the webhook receiver on (as does any other webhook setting) or off.
+    pub webhook: Option<bool>,
     pub webhook_secret_file: Option<PathBuf>,
     pub webhook_public_url: Option<String>,
     pub webhook_name: Option<String>,
-    pub dry_run: bool,
+    pub dry_run: Option<bool>,
     /// Where each given override came from ("flag --listen", "env POOLPILOT_LISTEN"), by
     /// setting name ("listen", "api.url", ...).
     pub origins: BTreeMap<&'static str, String>,
@@ -393,7 +393,7 @@ pub fn resolve(
     if let Some(v) = o.poll_events {
         cfg.poll.events = v;
     }
-    let any_webhook = o.webhook
+    let any_webhook = o.webhook == Some(true)
         || o.webhook_secret_file.is_some()
         || o.webhook_public_url.is_some()
         || o.webhook_name.is_some();
@@ -403,7 +403,7 @@ pub fn resolve(
             public_url: None,
             name: default_webhook_name(),
         });
-        if !o.webhook
+        if o.webhook != Some(true)
             && let Some(by) = ["webhook.secret_file", "webhook.public_url", "webhook.name"]
                 .iter()
                 .find_map(|n| o.origins.get(n))
@@ -422,8 +422,11 @@ pub fn resolve(
             w.name = v.clone();
         }
     }
-    if o.dry_run {
-        cfg.dry_run = true;
+    if o.webhook == Some(false) {
+        cfg.webhook = None;
+    }
+    if let Some(d) = o.dry_run {
+        cfg.dry_run = d;
     }
     if cfg.api.url.is_none() {
         match env("E2B_API_URL").filter(|v| !v.trim().is_empty()) {
