@@ -259,6 +259,37 @@ async fn every_dashboard_query_works_on_a_real_prometheus_scraping_the_agent() {
         );
     }
 
+    // The shipped alerting rules for poolpilot itself: valid for promtool, and every metric
+    // they name is exported.
+    let rules_file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("docs/prometheus/poolpilot-alerts.yml");
+    let check = std::process::Command::new("promtool")
+        .arg("check")
+        .arg("rules")
+        .arg(&rules_file)
+        .output()
+        .expect("promtool (Debian package prometheus) is installed");
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let text = std::fs::read_to_string(&rules_file).unwrap();
+    for m in metric_names(&text) {
+        assert!(
+            series_names.contains(&m),
+            "alert rules: {m} is not exported"
+        );
+    }
+    for l in text.lines().filter_map(|l| l.trim().strip_prefix("expr: ")) {
+        if l.starts_with('|') {
+            continue;
+        }
+        let (status, _, error) = query(&prom, l).await;
+        assert_eq!(status, "success", "{l}: {error}");
+    }
+
     stop_tx.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(15), agent)
         .await
