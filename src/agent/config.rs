@@ -110,10 +110,13 @@ pub struct ConfigError(pub String);
 
 impl Config {
     /// Reads a config file; relative paths in it are taken from the file's folder.
+    /// The process environment fills what the file leaves out (`E2B_API_URL`), as for
+    /// `poolpilot run --config FILE` with no flags.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let cfg = Config::load_unchecked(path)?;
-        cfg.check(Some(path))?;
-        Ok(cfg)
+        resolve(Some(path), &Overrides::default(), &|k| {
+            std::env::var(k).ok()
+        })
+        .map(|e| e.config)
     }
 
     /// Checks what the file format cannot: settings that are required, values in range.
@@ -162,11 +165,10 @@ impl Config {
         Ok(())
     }
 
-    /// Reads a config file without [`Config::check`]: flags may still supply what it lacks.
-    fn load_unchecked(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
-        let mut cfg: Config = serde_saphyr::from_str(&text).map_err(|e| {
+    /// Parses a config file's text without [`Config::check`]: flags may still supply what it
+    /// lacks.
+    fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let mut cfg: Config = serde_saphyr::from_str(text).map_err(|e| {
             let (l, c) = e
                 .location()
                 .map(|l| (l.line(), l.column()))
@@ -331,8 +333,9 @@ pub fn resolve(
     let mut origins: BTreeMap<&'static str, String> = BTreeMap::new();
     let (mut cfg, present) = match file {
         Some(path) => {
-            let cfg = Config::load_unchecked(path)?;
-            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
+            let cfg = Config::parse(path, &text)?;
             let tree: serde_json::Value = serde_saphyr::from_str(&text).unwrap_or_default();
             let present: Vec<&'static str> = SETTINGS
                 .iter()

@@ -69,14 +69,18 @@ pub async fn run(
     mut reload: mpsc::Receiver<()>,
 ) -> anyhow::Result<()> {
     let key = secret(cfg.api.key_file.as_deref(), "e2b-api-key", "E2B_API_KEY")?;
+    // Config::load and config::resolve fill both; a Config built in code may leave them out.
     let url = cfg
         .api
         .url
         .clone()
-        .or_else(|| std::env::var("E2B_API_URL").ok())
         .unwrap_or_else(|| crate::e2b::client::DEFAULT_API_URL.to_string());
     let mut client_cfg = ClientConfig::new(url.clone(), key);
-    client_cfg.create_rate = Some(cfg.api.create_rate.unwrap_or(5.0));
+    client_cfg.create_rate = Some(
+        cfg.api
+            .create_rate
+            .unwrap_or(super::config::DEFAULT_CREATE_RATE),
+    );
     let api_metrics = Arc::new(server::ApiMetrics::default());
     client_cfg.observer = Some(api_metrics.clone());
     let api: Arc<dyn E2bApi> = Arc::new(HttpClient::new(client_cfg)?);
