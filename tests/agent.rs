@@ -249,8 +249,7 @@ async fn a_restart_keeps_cooldowns_and_does_not_repage() {
         "templates:\n  base: { boot: 0s }\nload:\n  - { template: base, points: [[0s, 8]] }\n",
     )
     .await;
-    let dir = std::env::temp_dir().join(format!("poolpilot-agent-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = common::fresh_dir("agent");
     let rules = "
 pools:
   - { name: w, min: 1, max: 10, scale: { interval: 5s, steps: [{ when: busy_ratio > 0.5, add: 1 }], cooldown: { up: 10m } } }
@@ -469,8 +468,7 @@ pools:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_state_file_is_kept_aside_not_overwritten() {
     let emu = emulator("").await;
-    let dir = std::env::temp_dir().join(format!("poolpilot-badstate-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = common::fresh_dir("badstate");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("state.json"), "{ not json").unwrap();
     let mut a = agent(

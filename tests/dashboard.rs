@@ -19,14 +19,6 @@ async fn until(what: &str, secs: u64, mut f: impl AsyncFnMut() -> bool) {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Prometheus's answer to an instant query: (status, result).
 async fn query(prom: &str, q: &str) -> (String, Vec<serde_json::Value>, String) {
     let answer = reqwest::Client::new()
@@ -78,8 +70,7 @@ async fn every_dashboard_query_works_on_a_real_prometheus_scraping_the_agent() {
     // The agent, with a pool, an alert, a notifier and the webhook receiver, so that every
     // metric family has series.
     let emu = common::emulator(common::options()).await;
-    let dir = std::env::temp_dir().join(format!("poolpilot-dash-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = common::fresh_dir("dash");
     std::fs::create_dir_all(dir.join("rules")).unwrap();
     std::fs::write(
         dir.join("rules/r.yaml"),
@@ -88,7 +79,7 @@ async fn every_dashboard_query_works_on_a_real_prometheus_scraping_the_agent() {
     .unwrap();
     std::fs::write(dir.join("key"), common::KEY).unwrap();
     std::fs::write(dir.join("hook-secret"), "s3cr3t").unwrap();
-    let agent_port = free_port();
+    let agent_port = common::free_port();
     std::fs::write(
         dir.join("poolpilot.yaml"),
         format!(
@@ -116,7 +107,7 @@ async fn every_dashboard_query_works_on_a_real_prometheus_scraping_the_agent() {
     .await;
 
     // A real Prometheus scraping it every second.
-    let prom_port = free_port();
+    let prom_port = common::free_port();
     std::fs::write(
         dir.join("prometheus.yml"),
         format!(

@@ -293,11 +293,7 @@ mod tempdir {
 
 async fn alertmanager() -> Alertmanager {
     let bin = "prometheus-alertmanager";
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let dir = std::env::temp_dir().join(format!("poolpilot-am-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
@@ -345,6 +341,19 @@ async fn active_alerts(url: &str) -> Vec<serde_json::Value> {
         .unwrap()
 }
 
+/// Alertmanager's active alerts once some are there (`some`) or none are, within 10 s; the
+/// caller asserts on what came back.
+async fn wait_for_active(url: &str, some: bool) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let a = active_alerts(url).await;
+        if a.is_empty() != some || Instant::now() > deadline {
+            return a;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_real_alertmanager_receives_firing_then_resolved() {
     let am = alertmanager().await;
@@ -360,14 +369,7 @@ async fn a_real_alertmanager_receives_firing_then_resolved() {
         },
     )
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let alerts = loop {
-        let a = active_alerts(&am.url).await;
-        if !a.is_empty() || Instant::now() > deadline {
-            break a;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let alerts = wait_for_active(&am.url, true).await;
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     let a = &alerts[0];
     assert_eq!(a["labels"]["alertname"], "high-cpu");
@@ -388,14 +390,10 @@ async fn a_real_alertmanager_receives_firing_then_resolved() {
         },
     )
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if active_alerts(&am.url).await.is_empty() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the alert did not resolve");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert!(
+        wait_for_active(&am.url, false).await.is_empty(),
+        "the alert did not resolve"
+    );
     let s = settle(&d, "am", |s| s.sent == 2).await;
     assert_eq!((s.sent, s.failed), (2, 0));
 }
@@ -492,14 +490,7 @@ alerts:
     assert_eq!(fired["alert"], "hot-sandbox");
     let sandbox = fired["subject"].as_str().unwrap().to_string();
     assert!(fired["message"].as_str().unwrap().starts_with(&sandbox));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let alerts = loop {
-        let a = active_alerts(&am.url).await;
-        if !a.is_empty() || Instant::now() > deadline {
-            break a;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let alerts = wait_for_active(&am.url, true).await;
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     assert_eq!(alerts[0]["labels"]["alertname"], "hot-sandbox");
     assert_eq!(alerts[0]["labels"]["subject"], sandbox.as_str());
@@ -519,14 +510,10 @@ alerts:
         .1;
     assert_eq!(resolved["status"], "resolved", "{resolved}");
     assert_eq!(resolved["subject"], sandbox.as_str());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !active_alerts(&am.url).await.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the alert did not resolve in Alertmanager"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert!(
+        wait_for_active(&am.url, false).await.is_empty(),
+        "the alert did not resolve in Alertmanager"
+    );
     let s = settle(&d, "am", |s| s.sent == 2).await;
     assert_eq!((s.sent, s.failed), (2, 0), "{s:?}");
     assert!(

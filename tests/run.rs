@@ -27,8 +27,7 @@ async fn get(url: &str) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_serves_reloads_and_shuts_down_cleanly() {
     let emu = common::emulator(common::options()).await;
-    let dir = std::env::temp_dir().join(format!("poolpilot-run-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = common::fresh_dir("run");
     std::fs::create_dir_all(dir.join("rules")).unwrap();
     std::fs::write(
         dir.join("rules/pool.yaml"),
@@ -36,11 +35,7 @@ async fn run_serves_reloads_and_shuts_down_cleanly() {
     )
     .unwrap();
     std::fs::write(dir.join("key"), format!("{}\n", common::KEY)).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     std::fs::write(
         dir.join("poolpilot.yaml"),
         format!("api: {{ url: \"{}\", key_file: key }}\nrules: [rules/]\nstate_dir: state\nlisten: 127.0.0.1:{port}\npoll: {{ metrics: 200ms, events: 1s }}\n", emu.url()),

@@ -55,8 +55,7 @@ async fn next(sock: &tokio::net::UnixDatagram, seen: &mut Vec<String>, want: &st
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_speaks_the_notify_protocol() {
     let emu = common::emulator(common::options()).await;
-    let dir = std::env::temp_dir().join(format!("poolpilot-notify-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = common::fresh_dir("notify");
     std::fs::create_dir_all(dir.join("rules")).unwrap();
     std::fs::write(
         dir.join("rules/pool.yaml"),
@@ -65,11 +64,7 @@ async fn run_speaks_the_notify_protocol() {
     .unwrap();
     std::fs::create_dir_all(dir.join("creds")).unwrap();
     std::fs::write(dir.join("creds/e2b-api-key"), common::KEY).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     std::fs::write(
         dir.join("poolpilot.yaml"),
         format!("api: {{ url: \"{}\" }}\nrules: [rules/]\nstate_dir: state\nlisten: 127.0.0.1:{port}\npoll: {{ metrics: 200ms }}\n", emu.url()),

@@ -52,3 +52,20 @@ pub fn client(url: &str) -> HttpClient {
 pub fn raw() -> reqwest::Client {
     reqwest::Client::new()
 }
+
+/// A loopback port that was free a moment ago, for a server the test starts itself.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind a loopback port")
+        .local_addr()
+        .expect("its address")
+        .port()
+}
+
+/// An empty folder of this test process under the temporary directory, named by `tag`.
+pub fn fresh_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("poolpilot-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create a temporary folder");
+    dir
+}
