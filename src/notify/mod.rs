@@ -95,6 +95,8 @@ struct Inner {
     http: reqwest::Client,
     /// Each notifier's definition and its worker's queue; replaced on reconfiguration.
     queues: Mutex<BTreeMap<String, (Notifier, mpsc::Sender<Notification>)>>,
+    /// Shared with the workers on its own: a worker holding `Inner` would keep its own queue's
+    /// sender alive, and so never stop.
     stats: Arc<Mutex<BTreeMap<String, NotifierStats>>>,
 }
 
