@@ -14,6 +14,8 @@
 //! - [`expr`]: rule expressions; the only module that imports evalexpr.
 //! - [`rules`]: the YAML rule language loaded into a checked [`rules::RuleSet`]; schedules
 //!   (the only user of croner), message templates, and rule unit tests.
+//! - [`observe`]: one observation of E2B (sandboxes and their latest samples), for the agent
+//!   and `simulate` alike.
 //! - [`engine`]: the pure decision engine, `step(now, observations) -> decisions`.
 //! - [`simulate`]: rules against the emulator core in virtual time, with an SVG chart.
 //! - [`notify`]: notifiers (Slack, webhook, Alertmanager, log) with bounded queues and retries.
@@ -32,6 +34,7 @@ pub mod emulator;
 pub mod engine;
 pub mod expr;
 pub mod notify;
+pub mod observe;
 pub mod rules;
 pub mod simulate;
 pub mod telemetry;

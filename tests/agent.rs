@@ -488,3 +488,172 @@ async fn an_unreadable_state_file_is_kept_aside_not_overwritten() {
     assert!(saved.get("engine").is_some(), "fresh state saved: {saved}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A delivery of `event_type` for `sandbox_id`, as the webhook receiver would pass it on.
+fn delivered(id: &str, sandbox_id: &str, event_type: EventType) -> webhooks::Delivered {
+    let event: poolpilot::e2b::LifecycleEvent = serde_json::from_value(json!({
+        "id": id,
+        "version": "v1",
+        "type": event_type,
+        "timestamp": "2026-01-01T00:00:00Z",
+        "eventCategory": "lifecycle",
+        "eventLabel": "x",
+        "sandboxId": sandbox_id,
+        "sandboxTemplateId": "base",
+        "sandboxTeamId": "t",
+        "eventData": null,
+    }))
+    .unwrap();
+    webhooks::Delivered {
+        event,
+        delivery_id: None,
+        received: std::time::Instant::now(),
+    }
+}
+
+const FIXED_THREE: &str = "
+pools:
+  - { name: w, min: 3, max: 3, scale: { interval: 1s } }
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_between_ticks_never_counts_finished_creates_as_missing() {
+    // Issue 9, item 1: creates that returned after the last observation were counted neither
+    // as members nor as pending, so a reaction to any webhook re-created them (3 -> 6).
+    let emu = emulator("").await;
+    let (tx, rx) = tokio::sync::mpsc::channel(100);
+    let api: Arc<dyn E2bApi> = Arc::new(common::client(&emu.url()));
+    let rules = Arc::new(load_str(&[("r.yaml", FIXED_THREE)]).unwrap());
+    let mut a = Agent::new(
+        api,
+        rules,
+        AgentOptions {
+            dispatcher: None,
+            webhooks: Some(rx),
+            dedup: Arc::new(Mutex::new(Dedup::new(1000))),
+            events_every: Duration::from_secs(3600),
+            dry_run: false,
+            state_dir: None,
+        },
+    )
+    .unwrap();
+    let now = advance(&emu, "1s").await;
+    a.tick(now).await;
+    a.settle().await;
+    assert_eq!(members(&emu, "w").await, 3);
+    assert_eq!(a.pending().get("w"), Some(&3), "created, not yet observed");
+    // A webhook about a sandbox of nobody's, between two ticks, several times.
+    for i in 0..5 {
+        tx.send(delivered(&format!("e{i}"), "other", EventType::Created))
+            .await
+            .unwrap();
+        let now = advance(&emu, "1s").await;
+        a.react(now).await;
+        a.settle().await;
+        assert_eq!(
+            members(&emu, "w").await,
+            3,
+            "reaction {i} kept the pool at 3"
+        );
+    }
+    let now = advance(&emu, "1s").await;
+    a.tick(now).await;
+    a.settle().await;
+    assert_eq!(members(&emu, "w").await, 3);
+    assert!(a.pending().is_empty(), "observed now: {:?}", a.pending());
+    // The decision log says what each create made.
+    let log = a.recent.lock().unwrap().clone();
+    let create = log
+        .iter()
+        .find(|d| matches!(d.decision.action, poolpilot::engine::Action::Create { .. }))
+        .unwrap();
+    assert_eq!(create.result, poolpilot::agent::control::ActionResult::Ok);
+    assert_eq!(create.sandbox_ids.len(), 3, "{create:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_between_ticks_does_not_count_members_killed_since_the_observation() {
+    // The pool shrinks from 3 to 1 at a tick; a reaction before the next tick must not count
+    // the killed members, or a crash of the survivor would go unreplaced until the next tick.
+    let emu = emulator("").await;
+    let (tx, rx) = tokio::sync::mpsc::channel(100);
+    let api: Arc<dyn E2bApi> = Arc::new(common::client(&emu.url()));
+    let rules = Arc::new(load_str(&[("r.yaml", FIXED_THREE)]).unwrap());
+    let mut a = Agent::new(
+        api.clone(),
+        rules,
+        AgentOptions {
+            dispatcher: None,
+            webhooks: Some(rx),
+            dedup: Arc::new(Mutex::new(Dedup::new(1000))),
+            events_every: Duration::from_secs(3600),
+            dry_run: false,
+            state_dir: None,
+        },
+    )
+    .unwrap();
+    let now = advance(&emu, "1s").await;
+    a.tick(now).await;
+    a.settle().await;
+    let now = advance(&emu, "1s").await;
+    a.tick(now).await;
+    a.settle().await;
+    let one = "pools:\n  - { name: w, min: 1, max: 1, scale: { interval: 1s } }\n";
+    a.set_rules(Arc::new(load_str(&[("r.yaml", one)]).unwrap()));
+    let now = advance(&emu, "1s").await;
+    a.tick(now).await;
+    a.settle().await;
+    assert_eq!(members(&emu, "w").await, 1);
+    // The survivor dies; its webhook arrives before the next tick.
+    let mut q = ListQuery::default();
+    q.metadata.insert("poolpilot_pool".into(), "w".into());
+    let survivor = common::client(&emu.url()).list_sandboxes(&q).await.unwrap()[0]
+        .sandbox_id
+        .clone();
+    api.kill_sandbox(&survivor).await.unwrap();
+    tx.send(delivered("k1", &survivor, EventType::Killed))
+        .await
+        .unwrap();
+    let now = advance(&emu, "1s").await;
+    a.react(now).await;
+    a.settle().await;
+    assert_eq!(members(&emu, "w").await, 1, "replaced at once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_logs_each_decision_once_and_says_so() {
+    let emu = emulator("").await;
+    let dir = common::fresh_dir("agent-dry");
+    let api: Arc<dyn E2bApi> = Arc::new(common::client(&emu.url()));
+    let rules = Arc::new(load_str(&[("r.yaml", FIXED_THREE)]).unwrap());
+    let mut a = Agent::new(
+        api,
+        rules,
+        AgentOptions {
+            dispatcher: None,
+            webhooks: None,
+            dedup: Arc::new(Mutex::new(Dedup::new(1000))),
+            events_every: Duration::from_secs(3600),
+            dry_run: true,
+            state_dir: Some(dir.clone()),
+        },
+    )
+    .unwrap();
+    let now = advance(&emu, "1s").await;
+    let report = a.tick(now).await;
+    a.settle().await;
+    assert_eq!(members(&emu, "w").await, 0, "nothing changed");
+    assert_eq!(
+        report.actions,
+        vec![("create", poolpilot::agent::control::ActionResult::DryRun)]
+    );
+    let log = std::fs::read_to_string(dir.join("decisions.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert_eq!(lines[0]["dry_run"], true);
+    assert_eq!(lines[0]["result"], "dry_run");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -3,13 +3,19 @@
 //! emulator's manual clock; `poolpilot run` calls it on a timer.
 //!
 //! Safety rules held here, whatever the engine decides:
-//! - a create carries an Idempotency-Key (the client retries it safely) and counts as pending
-//!   until it returns, so a slow create is never doubled;
-//! - kill, pause and set_timeout only touch sandboxes whose metadata names the deciding pool;
+//! - a pool's size is its observed members plus every create not yet seen in an observation
+//!   (the [`creates`](super::creates) ledger), so neither a tick nor a reaction to a webhook
+//!   between two ticks counts from a stale list;
+//! - a create carries an Idempotency-Key (the client retries it safely), also written into
+//!   the sandbox's metadata so that an observation can match it;
+//! - kill, pause and set_timeout only touch sandboxes whose metadata names the deciding pool
+//!   ([`act`]);
 //! - a failed observation makes no decision at all: missing data never reads as 0;
-//! - in dry run nothing is changed, every decision is logged as "would".
+//! - in dry run nothing is changed, and every decision is logged once, as "would".
 
-use std::collections::{BTreeMap, VecDeque};
+mod act;
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -18,13 +24,17 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use act::CreateReturned;
+pub use act::{ActionResult, Outcome};
+
+use super::creates::{Creates, InFlight};
 use super::dedup::Dedup;
 use super::webhooks::Delivered;
 use crate::e2b::{E2bApi, EventQuery, LifecycleEvent};
-use crate::engine::{Action, Decision, Engine, EngineState, Observations};
+use crate::engine::{Action, Decision, Engine, EngineState, Observations, ObservedSandbox};
 use crate::notify::Dispatcher;
+use crate::observe::observe;
 use crate::rules::RuleSet;
-use crate::simulate::observe;
 
 /// Everything that survives a restart.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -33,15 +43,35 @@ pub struct PersistedState {
     /// Newest event time taken from the events API.
     pub event_cursor: Option<DateTime<Utc>>,
     pub dedup: Dedup,
+    /// Creates sent and not yet seen, counted again after a restart until they are.
+    #[serde(default)]
+    pub creates: Vec<InFlight>,
 }
 
 /// One logged decision and what came of it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoggedDecision {
+    /// The decision's number in this run of the agent; each create's result line carries the
+    /// number of the decision that sent it.
+    #[serde(default)]
+    pub seq: u64,
     #[serde(flatten)]
     pub decision: Decision,
-    /// `done`, `failed: ...`, `dry run`, `refused: ...`, `queued`.
+    /// What came of it, in one word; `sent` for creates until they all return.
+    pub result: ActionResult,
+    /// The same as a sentence: `created <id>`, `killed <ids>`, `failed: ...`, `refused: ...`.
     pub outcome: String,
+    /// The sandboxes it created or touched.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sandbox_ids: Vec<String>,
+}
+
+/// A create decision whose creates have not all returned: its log line waits for them.
+#[derive(Debug)]
+struct OpenCreate {
+    remaining: u32,
+    failures: u32,
+    entry: LoggedDecision,
 }
 
 /// What one tick did.
@@ -53,8 +83,8 @@ pub struct TickReport {
     pub error: Option<String>,
     /// Running members per pool, as observed.
     pub actual: BTreeMap<String, u32>,
-    /// (action kind, outcome) of each decision carried out or refused.
-    pub actions: Vec<(String, String)>,
+    /// (action kind, result) of each action whose outcome became known in this turn.
+    pub actions: Vec<(&'static str, ActionResult)>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -71,7 +101,15 @@ pub struct Agent {
     event_cursor: Option<DateTime<Utc>>,
     events_every: TimeDelta,
     last_events_poll: Option<DateTime<Utc>>,
-    pending: Arc<Mutex<BTreeMap<String, u32>>>,
+    /// Creates sent and not yet seen in an observation.
+    creates: Arc<Creates>,
+    /// Each create's result, sent by its task when it returns.
+    returned_tx: mpsc::UnboundedSender<CreateReturned>,
+    returned_rx: mpsc::UnboundedReceiver<CreateReturned>,
+    /// Create decisions whose creates have not all returned, by decision number.
+    open_creates: BTreeMap<u64, OpenCreate>,
+    /// Sandboxes killed since the last observation, which still lists them.
+    killed: HashSet<String>,
     in_flight: Vec<JoinHandle<()>>,
     dry_run: bool,
     state_path: Option<PathBuf>,
@@ -82,7 +120,7 @@ pub struct Agent {
     /// True after the first successful observation.
     pub ready: bool,
     /// The last observation, for reacting to webhooks between ticks.
-    last_observed: Vec<crate::engine::ObservedSandbox>,
+    last_observed: Vec<ObservedSandbox>,
 }
 
 /// How an [`Agent`] is built.
@@ -112,6 +150,7 @@ impl Agent {
         }
         let mut engine = Engine::new(rules.clone());
         let mut cursor = None;
+        let creates = Arc::new(Creates::default());
         if let Some(p) = &state_path
             && p.exists()
         {
@@ -121,6 +160,7 @@ impl Agent {
                     *lock(&opts.dedup) = s.dedup;
                     engine = Engine::with_state(rules, s.engine);
                     cursor = s.event_cursor;
+                    creates.restore(s.creates);
                     tracing::info!(path = %p.display(), "resumed from saved state");
                 }
                 Err(e) => {
@@ -131,6 +171,7 @@ impl Agent {
                 }
             }
         }
+        let (returned_tx, returned_rx) = mpsc::unbounded_channel();
         Ok(Agent {
             api,
             engine,
@@ -140,7 +181,11 @@ impl Agent {
             event_cursor: cursor,
             events_every: TimeDelta::from_std(opts.events_every).unwrap_or(TimeDelta::seconds(10)),
             last_events_poll: None,
-            pending: Arc::new(Mutex::new(BTreeMap::new())),
+            creates,
+            returned_tx,
+            returned_rx,
+            open_creates: BTreeMap::new(),
+            killed: HashSet::new(),
             in_flight: Vec::new(),
             dry_run: opts.dry_run,
             state_path,
@@ -169,16 +214,19 @@ impl Agent {
         self.engine.set_rules(rules);
     }
 
-    /// Creates in flight per pool.
+    /// Creates in flight per pool: sent and not yet seen in an observation.
     pub fn pending(&self) -> BTreeMap<String, u32> {
-        lock(&self.pending).clone()
+        self.creates.per_pool()
     }
 
-    /// Waits for every create in flight to finish.
-    pub async fn settle(&mut self) {
+    /// Waits for every create in flight to return, then logs and counts their results.
+    pub async fn settle(&mut self) -> TickReport {
         for h in self.in_flight.drain(..) {
             let _ = h.await;
         }
+        let mut report = TickReport::default();
+        self.take_returned_creates(&mut report);
+        report
     }
 
     async fn poll_events(
@@ -229,7 +277,8 @@ impl Agent {
     /// crashed sandbox is replaced in milliseconds, not at the next poll. Does nothing before
     /// the first successful observation or when no delivery is waiting.
     pub async fn react(&mut self, now: DateTime<Utc>) -> TickReport {
-        let report = TickReport::default();
+        let mut report = TickReport::default();
+        self.take_returned_creates(&mut report);
         if !self.ready {
             return report;
         }
@@ -242,13 +291,15 @@ impl Agent {
         if events.is_empty() {
             return report;
         }
-        // The sandboxes the events say are gone are gone from the observation too.
-        let gone: std::collections::HashSet<&str> = events
+        // The sandboxes the events say are gone, and those killed since, are gone from the
+        // observation too; creates since then are in the ledger.
+        let gone: HashSet<&str> = events
             .iter()
             .filter(|e| e.event_type == crate::e2b::EventType::Killed)
             .map(|e| e.sandbox_id.as_str())
+            .chain(self.killed.iter().map(String::as_str))
             .collect();
-        let observed: Vec<crate::engine::ObservedSandbox> = self
+        let observed: Vec<ObservedSandbox> = self
             .last_observed
             .iter()
             .filter(|s| !gone.contains(s.id.as_str()))
@@ -260,6 +311,8 @@ impl Agent {
     /// One turn of the loop at `now`.
     pub async fn tick(&mut self, now: DateTime<Utc>) -> TickReport {
         let mut report = TickReport::default();
+        self.take_returned_creates(&mut report);
+        let epoch = self.creates.observation_started();
         let observed = match observe(self.api.as_ref()).await {
             Ok(o) => o,
             Err(e) => {
@@ -268,6 +321,7 @@ impl Agent {
                 return report;
             }
         };
+        self.settle_ledger(epoch, &observed);
         self.ready = true;
         report.observed = observed.len();
         for s in &observed {
@@ -297,12 +351,20 @@ impl Agent {
         self.decide_and_act(now, observed, events, report).await
     }
 
+    /// Settles the creates ledger and the kills against a fresh observation.
+    fn settle_ledger(&mut self, epoch: u64, observed: &[ObservedSandbox]) {
+        for c in self.creates.observed(epoch, observed) {
+            tracing::warn!(pool = %c.pool, key = %c.key, "a create was never seen in an observation (it died first, or its answer was lost); no longer counted");
+        }
+        self.killed.clear();
+    }
+
     /// Steps the engine on an observation and events, carries the decisions out, and saves
     /// state: the shared end of [`Agent::tick`] and [`Agent::react`].
     async fn decide_and_act(
         &mut self,
         now: DateTime<Utc>,
-        observed: Vec<crate::engine::ObservedSandbox>,
+        observed: Vec<ObservedSandbox>,
         events: Vec<LifecycleEvent>,
         mut report: TickReport,
     ) -> TickReport {
@@ -323,161 +385,193 @@ impl Agent {
         report
     }
 
-    /// Carries out decisions, logging each with its outcome and counting it in the report.
+    /// Carries out decisions, logging each with its outcome and counting it in the report
+    /// when its outcome is known (a create: when it returns).
     async fn carry_out(
         &mut self,
         decisions: Vec<Decision>,
-        observed: &[crate::engine::ObservedSandbox],
+        observed: &[ObservedSandbox],
         now: DateTime<Utc>,
         report: &mut TickReport,
     ) {
-        for d in decisions {
-            let outcome = self.act(&d, observed, now).await;
-            let kind = match &d.action {
-                Action::Create { .. } => "create",
-                Action::Kill { .. } => "kill",
-                Action::SetTimeout { .. } => "set_timeout",
-                Action::Pause { .. } => "pause",
-                Action::Alert(_) => "notify",
+        for mut d in decisions {
+            self.seq += 1;
+            let seq = self.seq;
+            if self.dry_run && !matches!(d.action, Action::Alert(_)) {
+                d.dry_run = true;
+            }
+            let outcome = match &d.action {
+                Action::Alert(n) => self.notify(n, now),
+                _ if d.dry_run => Outcome {
+                    result: ActionResult::DryRun,
+                    detail: "dry run: not carried out".into(),
+                    sandbox_ids: Vec::new(),
+                    counted: vec![ActionResult::DryRun],
+                },
+                _ => {
+                    let rules = self.engine.rules().clone();
+                    let mut actor = act::Actor {
+                        api: &self.api,
+                        creates: &self.creates,
+                        returned: &self.returned_tx,
+                        in_flight: &mut self.in_flight,
+                        observed,
+                        rules: &rules,
+                    };
+                    actor.act(seq, &d).await
+                }
             };
-            let result = if outcome.contains("failed") {
-                "failed"
-            } else if outcome.contains("refused") {
-                "refused"
-            } else if outcome == "dry run" {
-                "dry_run"
-            } else {
-                "ok"
+            if let Action::Kill { sandbox_ids, .. } = &d.action {
+                self.killed.extend(sandbox_ids.iter().cloned());
+            }
+            let kind = act::kind(&d.action);
+            report
+                .actions
+                .extend(outcome.counted.iter().map(|r| (kind, *r)));
+            let entry = LoggedDecision {
+                seq,
+                result: outcome.result,
+                outcome: outcome.detail,
+                sandbox_ids: outcome.sandbox_ids,
+                decision: d,
             };
-            report.actions.push((kind.to_string(), result.to_string()));
-            self.log(d, outcome);
+            match &entry.decision.action {
+                Action::Create { count, .. } if entry.result == ActionResult::Sent => {
+                    self.open_creates.insert(
+                        seq,
+                        OpenCreate {
+                            remaining: *count,
+                            failures: 0,
+                            entry: entry.clone(),
+                        },
+                    );
+                }
+                _ => self.append_to_file(&entry),
+            }
+            self.log(entry);
         }
     }
 
-    async fn act(
-        &mut self,
-        d: &Decision,
-        observed: &[crate::engine::ObservedSandbox],
-        now: DateTime<Utc>,
-    ) -> String {
-        if let Action::Alert(n) = &d.action {
-            return match &self.dispatcher {
-                Some(disp) => {
-                    let errs = disp.send_all(n, now);
-                    if errs.is_empty() {
-                        "queued".into()
-                    } else {
-                        format!(
-                            "refused: {}",
-                            errs.iter()
-                                .map(|e| e.to_string())
-                                .collect::<Vec<_>>()
-                                .join("; ")
-                        )
-                    }
-                }
-                None => "no notifiers".into(),
+    /// Queues a notice to every notifier.
+    fn notify(&self, n: &crate::engine::AlertNotice, now: DateTime<Utc>) -> Outcome {
+        let Some(disp) = &self.dispatcher else {
+            return Outcome {
+                result: ActionResult::Refused,
+                detail: "refused: no notifiers".into(),
+                sandbox_ids: Vec::new(),
+                counted: vec![ActionResult::Refused],
             };
-        }
-        if self.dry_run || d.dry_run {
-            tracing::info!(rule = %d.rule, "would: {}", d.cause.summary);
-            return "dry run".into();
-        }
-        let owned = |pool: &str, id: &str| {
-            observed
-                .iter()
-                .any(|s| s.id == id && s.pool() == Some(pool))
         };
-        match &d.action {
-            Action::Create { pool, count } => {
-                let Some(def) = self.engine.rules().pool(pool).cloned() else {
-                    return "refused: unknown pool".into();
-                };
-                for _ in 0..*count {
-                    self.seq += 1;
-                    let req = def.create_request();
-                    let key = uuid::Uuid::new_v4().to_string();
-                    *lock(&self.pending).entry(pool.clone()).or_default() += 1;
-                    let (api, pending, pool) =
-                        (self.api.clone(), self.pending.clone(), pool.clone());
-                    self.in_flight.retain(|h| !h.is_finished());
-                    self.in_flight.push(tokio::spawn(async move {
-                        match api.create_sandbox(&req, &key).await {
-                            Ok(s) => {
-                                tracing::info!(pool = %pool, sandbox = %s.sandbox_id, "created")
-                            }
-                            Err(e) => tracing::error!(pool = %pool, error = %e, "create failed"),
-                        }
-                        if let Some(n) = lock(&pending).get_mut(&pool) {
-                            *n = n.saturating_sub(1);
-                        }
-                    }));
-                }
-                "queued".into()
-            }
-            Action::Kill { pool, sandbox_ids } => {
-                let mut results = Vec::new();
-                for id in sandbox_ids {
-                    if !owned(pool, id) {
-                        results.push(format!("{id} refused: not owned by pool {pool}"));
-                        continue;
-                    }
-                    match self.api.kill_sandbox(id).await {
-                        Ok(()) | Err(crate::e2b::Error::NotFound { .. }) => {
-                            results.push(format!("{id} killed"))
-                        }
-                        Err(e) => results.push(format!("{id} failed: {e}")),
-                    }
-                }
-                results.join("; ")
-            }
-            Action::SetTimeout {
-                pool,
-                sandbox_id,
-                timeout_s,
-            } => {
-                if !owned(pool, sandbox_id) {
-                    return format!("refused: {sandbox_id} not owned by pool {pool}");
-                }
-                self.api
-                    .set_timeout(sandbox_id, *timeout_s)
-                    .await
-                    .map_or_else(|e| format!("failed: {e}"), |_| "done".into())
-            }
-            Action::Pause { pool, sandbox_id } => {
-                if !owned(pool, sandbox_id) {
-                    return format!("refused: {sandbox_id} not owned by pool {pool}");
-                }
-                self.api
-                    .pause_sandbox(sandbox_id)
-                    .await
-                    .map_or_else(|e| format!("failed: {e}"), |_| "done".into())
-            }
-            Action::Alert(_) => unreachable!("handled above"),
+        let errs = disp.send_all(n, now);
+        let (result, detail) = if errs.is_empty() {
+            (ActionResult::Ok, "queued".to_string())
+        } else {
+            let why: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+            (
+                ActionResult::Refused,
+                format!("refused: {}", why.join("; ")),
+            )
+        };
+        Outcome {
+            result,
+            detail,
+            sandbox_ids: Vec::new(),
+            counted: vec![result],
         }
     }
 
-    fn log(&mut self, decision: Decision, outcome: String) {
-        tracing::info!(rule = %decision.rule, outcome = %outcome, "{}", decision.cause.summary);
-        let entry = LoggedDecision { decision, outcome };
-        if let Some(p) = &self.log_path
-            && let Ok(line) = serde_json::to_string(&entry)
-        {
-            use std::io::Write;
-            let res = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .and_then(|mut f| writeln!(f, "{line}"));
-            if let Err(e) = res {
-                tracing::error!(path = %p.display(), error = %e, "cannot append to the decision log");
-            }
+    /// Logs and counts the creates that returned since the last look.
+    fn take_returned_creates(&mut self, report: &mut TickReport) {
+        while let Ok(r) = self.returned_rx.try_recv() {
+            let pool = match &r.decision.action {
+                Action::Create { pool, .. } => pool.as_str(),
+                _ => "",
+            };
+            let (result, ids) = match &r.result {
+                Ok(id) => {
+                    tracing::info!(pool, sandbox = %id, seq = r.seq, "created");
+                    (ActionResult::Ok, vec![id.clone()])
+                }
+                Err(e) => {
+                    tracing::error!(pool, seq = r.seq, error = %e, "create failed");
+                    (ActionResult::Failed, Vec::new())
+                }
+            };
+            report.actions.push(("create", result));
+            self.settle_open_create(r.seq, result, ids);
+        }
+    }
+
+    /// Folds one create's result into its decision: once all its creates returned, the
+    /// decision's line goes to the decision log with the ids created (`ok`) or the failures
+    /// (`failed`), and its entry in `recent` says the same.
+    fn settle_open_create(&mut self, seq: u64, result: ActionResult, ids: Vec<String>) {
+        let Some(open) = self.open_creates.get_mut(&seq) else {
+            return;
+        };
+        open.remaining = open.remaining.saturating_sub(1);
+        open.entry.sandbox_ids.extend(ids);
+        if result == ActionResult::Failed {
+            open.failures += 1;
+        }
+        if open.remaining > 0 {
+            return;
+        }
+        let Some(OpenCreate {
+            mut entry,
+            failures,
+            ..
+        }) = self.open_creates.remove(&seq)
+        else {
+            return;
+        };
+        entry.result = if failures > 0 {
+            ActionResult::Failed
+        } else {
+            ActionResult::Ok
+        };
+        let created = entry.sandbox_ids.join(", ");
+        entry.outcome = match (created.is_empty(), failures) {
+            (_, 0) => format!("created {created}"),
+            (true, f) => format!("{f} create(s) failed"),
+            (false, f) => format!("created {created}; {f} create(s) failed"),
+        };
+        self.append_to_file(&entry);
+        let mut recent = lock(&self.recent);
+        if let Some(e) = recent.iter_mut().rev().find(|e| e.seq == seq) {
+            *e = entry;
+        }
+    }
+
+    fn log(&mut self, entry: LoggedDecision) {
+        let d = &entry.decision;
+        if d.dry_run {
+            tracing::info!(rule = %d.rule, seq = entry.seq, "would: {}", d.cause.summary);
+        } else {
+            tracing::info!(rule = %d.rule, seq = entry.seq, result = entry.result.as_str(), outcome = %entry.outcome, "{}", d.cause.summary);
         }
         let mut r = lock(&self.recent);
         if r.len() >= RECENT {
             r.pop_front();
         }
         r.push_back(entry);
+    }
+
+    /// Appends one JSON line to the decision log, if there is one.
+    fn append_to_file(&self, record: &impl Serialize) {
+        let Some(p) = &self.log_path else { return };
+        let Ok(line) = serde_json::to_string(record) else {
+            return;
+        };
+        use std::io::Write;
+        let res = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .and_then(|mut f| writeln!(f, "{line}"));
+        if let Err(e) = res {
+            tracing::error!(path = %p.display(), error = %e, "cannot append to the decision log");
+        }
     }
 
     /// Writes state atomically: a temporary file, then a rename over the old one.
@@ -487,6 +581,7 @@ impl Agent {
             engine: self.engine.state().clone(),
             event_cursor: self.event_cursor,
             dedup: lock(&self.dedup).clone(),
+            creates: self.creates.snapshot(),
         };
         let tmp = path.with_extension("json.tmp");
         let res = serde_json::to_vec(&state)

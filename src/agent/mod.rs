@@ -2,6 +2,7 @@
 //! - [`config`]: the configuration file and secrets (from files or the environment);
 //! - [`control`]: the control loop, one [`control::Agent::tick`] at a time: observe, take
 //!   events, decide, act, notify, log, persist;
+//! - [`creates`]: the ledger of creates sent and not yet observed, which a pool's size counts;
 //! - [`run`]: the long-running process around it: timers, reload, shutdown;
 //! - [`server`]: health, readiness, metrics and the decision/pool/alert API;
 //! - [`systemd`]: `Type=notify` readiness, reload and watchdog notifications;
@@ -12,6 +13,7 @@
 
 pub mod config;
 pub mod control;
+pub mod creates;
 pub mod dedup;
 pub mod register;
 pub mod run;

@@ -181,17 +181,15 @@ pub async fn run(
                     if watchdog {
                         super::systemd::watchdog();
                     }
-                    *lock(&status.actual) = report.actual;
+                    *lock(&status.actual) = report.actual.clone();
                 }
                 *lock(&status.engine) = agent.engine().state().clone();
                 *lock(&status.pending) = agent.pending();
-                let mut actions = lock(&status.actions);
-                for a in report.actions {
-                    *actions.entry(a).or_default() += 1;
-                }
+                count_actions(&status, &report);
             }
             _ = wake.notified() => {
-                agent.react(Utc::now()).await;
+                let report = agent.react(Utc::now()).await;
+                count_actions(&status, &report);
                 *lock(&status.engine) = agent.engine().state().clone();
                 *lock(&status.pending) = agent.pending();
             }
@@ -226,6 +224,16 @@ pub async fn run(
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     Ok(())
+}
+
+/// Counts the actions whose outcome a turn learnt, by kind and result.
+fn count_actions(status: &Status, report: &crate::agent::control::TickReport) {
+    let mut actions = lock(&status.actions);
+    for (kind, result) in &report.actions {
+        *actions
+            .entry((kind.to_string(), result.as_str().to_string()))
+            .or_default() += 1;
+    }
 }
 
 fn reload_rules(cfg: &Config, agent: &mut Agent, status: &Status) {

@@ -15,9 +15,10 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 
-use crate::e2b::{E2bApi, EventQuery, ListQuery, SandboxState};
+use crate::e2b::{E2bApi, EventQuery, SandboxState};
 use crate::emulator::{Core, CoreConfig, InProcess, Scenario};
-use crate::engine::{Action, AlertStatus, Decision, Engine, Observations, ObservedSandbox};
+use crate::engine::{Action, AlertStatus, Decision, Engine, Observations};
+use crate::observe::observe;
 use crate::rules::RuleSet;
 
 /// How a simulation runs.
@@ -323,38 +324,6 @@ pub async fn simulate(rules: Arc<RuleSet>, scenario: &Scenario, opts: &SimOption
         }
     }
     report
-}
-
-/// Every sandbox with its latest sample, as the agent observes them: the list endpoint page by
-/// page, then the batch metrics endpoint in chunks of 100. A failed list is an error (no
-/// observation at all); failed metrics leave the sandboxes without samples, which the engine
-/// treats as missing data.
-pub async fn observe(api: &dyn E2bApi) -> Result<Vec<ObservedSandbox>, crate::e2b::Error> {
-    let listed = api.list_sandboxes(&ListQuery::default()).await?;
-    let ids: Vec<String> = listed
-        .iter()
-        .filter(|s| s.state == SandboxState::Running)
-        .map(|s| s.sandbox_id.clone())
-        .collect();
-    let mut metrics = match api.latest_metrics(&ids).await {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read metrics; treating them as missing");
-            Default::default()
-        }
-    };
-    Ok(listed
-        .into_iter()
-        .map(|s| ObservedSandbox {
-            metric: metrics.remove(&s.sandbox_id),
-            id: s.sandbox_id,
-            template: s.template_id,
-            started_at: s.started_at,
-            end_at: s.end_at,
-            state: s.state,
-            metadata: s.metadata.unwrap_or_default(),
-        })
-        .collect())
 }
 
 /// A few lines for a person.

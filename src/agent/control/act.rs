@@ -1,0 +1,242 @@
+//! Carrying decisions out, with typed outcomes.
+//!
+//! Each decision ends in an [`Outcome`]: its [`ActionResult`] (one word, also the metric's
+//! `result` label), a sentence for people, and the sandboxes it touched. Creates run in the
+//! background, so their decision's outcome is [`ActionResult::Sent`] and each create's own
+//! result arrives later as a [`CreateReturned`], which the agent logs and counts when it
+//! takes it (see [`super::Agent::take_returned_creates`]). An action is counted once, when
+//! its outcome is known.
+//!
+//! Safety rules held here, whatever the engine decided:
+//! - kill, pause and set_timeout touch only sandboxes the last observation showed with the
+//!   deciding pool's mark;
+//! - every create carries a fresh Idempotency-Key, written into the sandbox's metadata too,
+//!   and is in the creates ledger before it is sent (so it counts toward the pool's size at
+//!   once) until an observation settles it.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::super::creates::{CREATE_KEY, Creates, Returned};
+use crate::e2b::{E2bApi, Error};
+use crate::engine::{Action, Decision, ObservedSandbox};
+
+/// What came of an action, in one word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionResult {
+    /// Carried out (a notice: queued to every notifier).
+    Ok,
+    /// Creates sent; each one's result is logged when it returns.
+    Sent,
+    /// Not carried out: dry run.
+    DryRun,
+    /// Not carried out: a safety rule said no (for example a sandbox this pool does not own).
+    Refused,
+    /// Tried, and E2B or a notifier failed.
+    Failed,
+}
+
+impl ActionResult {
+    /// The `result` label of `poolpilot_actions_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionResult::Ok => "ok",
+            ActionResult::Sent => "sent",
+            ActionResult::DryRun => "dry_run",
+            ActionResult::Refused => "refused",
+            ActionResult::Failed => "failed",
+        }
+    }
+}
+
+/// What came of one decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub result: ActionResult,
+    /// A sentence: `killed a, b`, `failed: ...`, `refused: ...`.
+    pub detail: String,
+    /// The sandboxes it touched.
+    pub sandbox_ids: Vec<String>,
+    /// One result per thing acted on (each sandbox of a kill), for counting. Empty for
+    /// creates sent: they are counted when they return.
+    pub counted: Vec<ActionResult>,
+}
+
+impl Outcome {
+    fn one(result: ActionResult, detail: impl Into<String>) -> Outcome {
+        Outcome {
+            result,
+            detail: detail.into(),
+            sandbox_ids: Vec::new(),
+            counted: vec![result],
+        }
+    }
+}
+
+/// A create that returned: sent by decision `seq`, logged and counted (at the time the agent
+/// takes it) by the agent.
+#[derive(Debug, Clone)]
+pub struct CreateReturned {
+    pub seq: u64,
+    pub decision: Decision,
+    pub result: Result<String, Error>,
+}
+
+/// The action's kind, the `kind` label of `poolpilot_actions_total`.
+pub fn kind(action: &Action) -> &'static str {
+    match action {
+        Action::Create { .. } => "create",
+        Action::Kill { .. } => "kill",
+        Action::SetTimeout { .. } => "set_timeout",
+        Action::Pause { .. } => "pause",
+        Action::Alert(_) => "notify",
+    }
+}
+
+/// Everything carrying out needs, borrowed from the agent for one decision.
+pub(super) struct Actor<'a> {
+    pub api: &'a Arc<dyn E2bApi>,
+    pub creates: &'a Arc<Creates>,
+    pub returned: &'a mpsc::UnboundedSender<CreateReturned>,
+    pub in_flight: &'a mut Vec<tokio::task::JoinHandle<()>>,
+    pub observed: &'a [ObservedSandbox],
+    pub rules: &'a crate::rules::RuleSet,
+}
+
+impl Actor<'_> {
+    fn owned(&self, pool: &str, id: &str) -> bool {
+        self.observed
+            .iter()
+            .any(|s| s.id == id && s.pool() == Some(pool))
+    }
+
+    /// Carries out a sandbox action (not an alert, not a dry run).
+    pub async fn act(&mut self, seq: u64, d: &Decision) -> Outcome {
+        match &d.action {
+            Action::Create { pool, count } => self.create(seq, d, pool, *count),
+            Action::Kill { pool, sandbox_ids } => self.kill(pool, sandbox_ids).await,
+            Action::SetTimeout {
+                pool,
+                sandbox_id,
+                timeout_s,
+            } => {
+                let call = self.api.set_timeout(sandbox_id, *timeout_s);
+                self.on_owned(pool, sandbox_id, "timeout set", call).await
+            }
+            Action::Pause { pool, sandbox_id } => {
+                let call = self.api.pause_sandbox(sandbox_id);
+                self.on_owned(pool, sandbox_id, "paused", call).await
+            }
+            Action::Alert(_) => Outcome::one(ActionResult::Refused, "refused: not an action"),
+        }
+    }
+
+    /// Sends `count` creates in the background, each in the ledger before it is sent.
+    fn create(&mut self, seq: u64, d: &Decision, pool: &str, count: u32) -> Outcome {
+        let Some(def) = self.rules.pool(pool) else {
+            return Outcome::one(ActionResult::Refused, "refused: unknown pool");
+        };
+        self.in_flight.retain(|h| !h.is_finished());
+        for _ in 0..count {
+            let key = uuid::Uuid::new_v4().to_string();
+            let mut req = def.create_request();
+            req.metadata
+                .get_or_insert_with(Default::default)
+                .insert(CREATE_KEY.into(), key.clone());
+            self.creates.sent(pool, &key);
+            let (api, creates, tx) = (
+                self.api.clone(),
+                self.creates.clone(),
+                self.returned.clone(),
+            );
+            let decision = d.clone();
+            self.in_flight.push(tokio::spawn(async move {
+                let result = api.create_sandbox(&req, &key).await;
+                let how = match &result {
+                    Ok(s) => Returned::Created(s.sandbox_id.clone()),
+                    Err(e) => Returned::from_error(e),
+                };
+                creates.returned(&key, how);
+                let _ = tx.send(CreateReturned {
+                    seq,
+                    decision,
+                    result: result.map(|s| s.sandbox_id),
+                });
+            }));
+        }
+        Outcome {
+            result: ActionResult::Sent,
+            detail: format!("sent {count} create{}", if count == 1 { "" } else { "s" }),
+            sandbox_ids: Vec::new(),
+            counted: Vec::new(),
+        }
+    }
+
+    /// Kills each sandbox the pool owns; one result per sandbox.
+    async fn kill(&mut self, pool: &str, ids: &[String]) -> Outcome {
+        let (mut killed, mut notes, mut counted) = (Vec::new(), Vec::new(), Vec::new());
+        for id in ids {
+            if !self.owned(pool, id) {
+                notes.push(format!("{id} refused: not owned by pool {pool}"));
+                counted.push(ActionResult::Refused);
+                continue;
+            }
+            match self.api.kill_sandbox(id).await {
+                Ok(()) | Err(Error::NotFound { .. }) => {
+                    killed.push(id.clone());
+                    counted.push(ActionResult::Ok);
+                }
+                Err(e) => {
+                    notes.push(format!("{id} failed: {e}"));
+                    counted.push(ActionResult::Failed);
+                }
+            }
+        }
+        let result = counted
+            .iter()
+            .copied()
+            .max_by_key(|r| match r {
+                ActionResult::Failed => 2,
+                ActionResult::Refused => 1,
+                _ => 0,
+            })
+            .unwrap_or(ActionResult::Ok);
+        let mut detail = Vec::new();
+        if !killed.is_empty() {
+            detail.push(format!("killed {}", killed.join(", ")));
+        }
+        detail.extend(notes);
+        Outcome {
+            result,
+            detail: detail.join("; "),
+            sandbox_ids: killed,
+            counted,
+        }
+    }
+
+    /// Runs `call` on a sandbox the pool owns, or refuses.
+    async fn on_owned(
+        &self,
+        pool: &str,
+        id: &str,
+        done: &str,
+        call: impl Future<Output = crate::e2b::Result<()>>,
+    ) -> Outcome {
+        if !self.owned(pool, id) {
+            return Outcome::one(
+                ActionResult::Refused,
+                format!("refused: {id} not owned by pool {pool}"),
+            );
+        }
+        match call.await {
+            Ok(()) => Outcome {
+                sandbox_ids: vec![id.to_string()],
+                ..Outcome::one(ActionResult::Ok, format!("{done}: {id}"))
+            },
+            Err(e) => Outcome::one(ActionResult::Failed, format!("failed: {e}")),
+        }
+    }
+}
