@@ -79,6 +79,8 @@ struct OpenCreate {
 pub struct TickReport {
     pub observed: usize,
     pub events: usize,
+    /// The ids of the events handed to the engine, each new to the agent.
+    pub handled: Vec<String>,
     pub decisions: usize,
     pub error: Option<String>,
     /// Running members per pool, as observed.
@@ -369,6 +371,7 @@ impl Agent {
         mut report: TickReport,
     ) -> TickReport {
         report.events = events.len();
+        report.handled = events.iter().map(|e| e.id.clone()).collect();
         let pending = self.pending();
         let decisions = self.engine.step(
             now,

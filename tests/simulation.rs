@@ -1,0 +1,1003 @@
+//! The seeded simulation harness: the real [`Agent`], its ticks and its reactions to webhooks,
+//! against the in-process emulator on virtual time. A seeded schedule interleaves ticks,
+//! webhook deliveries (on time, late, duplicated, reordered, dropped), API faults (429, 5xx,
+//! lost answers, outages), slow creates, sandbox crashes, restarts from saved state (graceful
+//! and abrupt), rule reloads (good and broken) and corrupt metrics (missing, NaN, infinite).
+//! After every step it checks the promises:
+//! - no create is sent while the pool's true size (members plus creates E2B is still making)
+//!   is already at max;
+//! - no Idempotency-Key makes two sandboxes;
+//! - every event is handed to the engine at most once, and by the end every event exactly once;
+//! - no sandbox the pools do not own is killed, paused, or has its timeout changed;
+//! - no pool moves on missing or non-finite data, except to obey min and max;
+//! - nothing panics;
+//!
+//! and at the end, after a calm period, every pool is within [min, max].
+//!
+//! Everything runs on one thread with no real I/O or timers, so a seed replays exactly:
+//! - `cargo test --test simulation` runs `POOLPILOT_SIM_SEEDS` seeds (default 48) from
+//!   `POOLPILOT_SIM_FIRST` (default 1), `POOLPILOT_SIM_STEPS` steps each (default 400);
+//! - a failure prints its seed and its last steps; `POOLPILOT_SIM_SEED=<seed>` replays that
+//!   one alone, and `POOLPILOT_SIM_TRACE=1` prints every step as it goes;
+//! - the soak: `POOLPILOT_SIM_SEEDS=5000 cargo test --release --test simulation`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use poolpilot::agent::control::{Agent, AgentOptions, TickReport};
+use poolpilot::agent::dedup::Dedup;
+use poolpilot::agent::webhooks::{self, Delivered, WebhookConfig, WebhookStats};
+use poolpilot::e2b::{
+    Connected, E2bApi, Error, EventQuery, EventType, LifecycleEvent, ListQuery, NewSandbox,
+    NewWebhook, Page, Result, Sandbox, SandboxInfo, SandboxMetric, SandboxState, Webhook,
+    WebhookPatch,
+};
+use poolpilot::emulator::core::Delivery;
+use poolpilot::emulator::{Core, CoreConfig, InProcess, Scenario};
+use poolpilot::engine::{Action, Decision};
+use poolpilot::rules::{POOL_KEY, RuleSet, load_str};
+use tokio::sync::{mpsc, watch};
+use tower::ServiceExt;
+
+const SECRET: &str = "sim-webhook-secret";
+
+/// A slow create answers within this many steps.
+const MAX_CREATE_DELAY: u64 = 4;
+
+/// Two rule sets the schedule reloads between, and one that never loads. Pool `w` scales on
+/// steps, pool `t` tracks a CPU target; both replace crashed members.
+const RULES_A: &str = r#"
+pools:
+  - name: w
+    min: 2
+    max: 6
+    busy: cpu_used_pct > 60
+    scale:
+      interval: 2s
+      steps:
+        - { when: busy_ratio > 0.5, add: 2 }
+        - { when: busy_ratio < 0.2, remove: 1 }
+  - name: t
+    min: 1
+    max: 4
+    scale:
+      interval: 3s
+      target: { metric: avg_cpu_used_pct, value: 50, tolerance: 0.1 }
+triggers:
+  - { name: replace-w, on: killed, pool: w, when: 'kill_reason != "request"', action: replace }
+  - { name: replace-t, on: killed, pool: t, when: 'kill_reason != "request"', action: replace }
+"#;
+
+const RULES_B: &str = r#"
+pools:
+  - name: w
+    min: 1
+    max: 3
+    busy: cpu_used_pct > 60
+    scale:
+      interval: 1s
+      steps:
+        - { when: busy_ratio > 0.3, add: 3 }
+        - { when: busy_ratio < 0.3, remove: 2 }
+  - name: t
+    min: 2
+    max: 5
+    scale:
+      interval: 1s
+      target: { metric: avg_cpu_used_pct, value: 30, tolerance: 0.05 }
+triggers:
+  - { name: replace-w, on: killed, pool: w, when: 'kill_reason != "request"', action: replace }
+"#;
+
+const BROKEN: &str = "pools:\n  - { name: w, min: 4, max: 2 }\n";
+
+const SCENARIO: &str = r#"
+templates:
+  base: { cpu_count: 2, memory_mb: 512, disk_mb: 2048, boot: 0s }
+initial:
+  - { template: base, count: 2, metadata: { owner: someone-else } }
+  - { template: base, count: 1, metadata: { poolpilot_pool: retired } }
+load:
+  - { template: base, points: [[0s, 1], [1m, 9], [3m, 9], [4m, 0.5], [6m, 12], [8m, 2]], noise: 0.2 }
+"#;
+
+thread_local! {
+    /// Set by the panic hook: a panic on the simulation's thread (the agent's own tasks
+    /// included, since everything runs on it) fails the seed.
+    static PANICKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn load(text: &str) -> std::result::Result<RuleSet, String> {
+    load_str(&[("sim.yaml", text)]).map_err(|e| format!("{e:?}"))
+}
+
+// ---------------------------------------------------------------------------------------
+// The world's side: the emulator behind a faulty network, which also watches the agent.
+// ---------------------------------------------------------------------------------------
+
+/// What the faulty API is doing now, and what it saw.
+struct ChaosState {
+    rng: fastrand::Rng,
+    /// Every call fails (503 or a transport error).
+    outage: bool,
+    /// Chance that any one call fails.
+    error_rate: f64,
+    /// Chance that a metrics sample comes back missing, NaN or infinite.
+    corrupt_rate: f64,
+    /// Creates E2B has been asked for and has not made yet, per pool.
+    unmade: BTreeMap<String, u32>,
+    /// Each pool's max under the rules in force.
+    max: BTreeMap<String, u32>,
+    /// Sandboxes no pool owns: they must never be touched.
+    foreign: HashSet<String>,
+    /// Idempotency-Key -> the sandbox it made.
+    keys: HashMap<String, String>,
+    /// Pools whose last metrics had a member without a finite sample.
+    bad_metrics: BTreeSet<String>,
+    violations: Vec<String>,
+}
+
+/// [`E2bApi`] over the emulator core, with seeded faults and slow creates.
+struct Chaos {
+    inner: InProcess,
+    core: Arc<Mutex<Core>>,
+    st: Mutex<ChaosState>,
+    /// The harness's step counter; a slow create waits for it.
+    step: watch::Receiver<u64>,
+}
+
+impl Chaos {
+    fn st(&self) -> MutexGuard<'_, ChaosState> {
+        lock(&self.st)
+    }
+
+    /// A fault for this call, if the schedule says so.
+    fn fault(&self) -> Option<Error> {
+        let mut st = self.st();
+        let hit = st.outage || st.rng.f64() < st.error_rate;
+        if !hit {
+            return None;
+        }
+        Some(match st.rng.u8(0..4) {
+            0 => Error::Server {
+                status: 503,
+                message: "sim outage".into(),
+            },
+            1 => Error::Server {
+                status: 500,
+                message: "sim".into(),
+            },
+            2 => Error::RateLimited {
+                message: "sim".into(),
+                retry_after: Some(Duration::from_secs(1)),
+            },
+            _ => Error::Transport("sim: connection reset".into()),
+        })
+    }
+
+    /// Pool members that exist now, per the emulator itself.
+    fn members(&self, pool: &str) -> u32 {
+        let core = lock(&self.core);
+        let mut q = ListQuery::default();
+        q.metadata.insert(POOL_KEY.into(), pool.into());
+        q.limit = Some(100);
+        let mut n = 0;
+        let mut page = core.list(&q).ok();
+        while let Some(p) = page {
+            n += p
+                .items
+                .iter()
+                .filter(|s| s.state == SandboxState::Running)
+                .count() as u32;
+            page = p.next_token.and_then(|t| {
+                let mut q = q.clone();
+                q.next_token = Some(t);
+                core.list(&q).ok()
+            });
+        }
+        n
+    }
+
+    fn check_touch(&self, what: &str, id: &str) {
+        let mut st = self.st();
+        if st.foreign.contains(id) {
+            st.violations
+                .push(format!("{what} of {id}, which no pool owns"));
+        }
+    }
+
+    fn check_create(&self, req: &NewSandbox) -> String {
+        let pool = req
+            .metadata
+            .as_ref()
+            .and_then(|m| m.get(POOL_KEY))
+            .cloned()
+            .unwrap_or_default();
+        let members = self.members(&pool);
+        let mut st = self.st();
+        let unmade = st.unmade.get(&pool).copied().unwrap_or(0);
+        let max = st.max.get(&pool).copied().unwrap_or(0);
+        if members + unmade + 1 > max {
+            st.violations.push(format!(
+                "create sent for pool {pool} with {members} members and {unmade} creates under way, max {max}"
+            ));
+        }
+        pool
+    }
+
+    fn make(&self, req: &NewSandbox, key: &str) -> Result<Sandbox> {
+        let made = self.inner_create(req, key)?;
+        let mut st = self.st();
+        if let Some(prev) = st.keys.insert(key.to_string(), made.sandbox_id.clone())
+            && prev != made.sandbox_id
+        {
+            st.violations.push(format!(
+                "Idempotency-Key {key} made two sandboxes: {prev} and {}",
+                made.sandbox_id
+            ));
+        }
+        Ok(made)
+    }
+
+    fn inner_create(&self, req: &NewSandbox, key: &str) -> Result<Sandbox> {
+        Ok(lock(&self.core).create(req, true, Some(key))?)
+    }
+
+    /// Waits until the harness's step reaches `step`.
+    async fn wait_for_step(&self, step: u64) {
+        let mut rx = self.step.clone();
+        let _ = rx.wait_for(|s| *s >= step).await;
+    }
+}
+
+#[async_trait]
+impl E2bApi for Chaos {
+    async fn create_sandbox(&self, req: &NewSandbox, key: &str) -> Result<Sandbox> {
+        let pool = self.check_create(req);
+        let now = *self.step.borrow();
+        let (delay, make_first, lose_answer) = {
+            let mut st = self.st();
+            (
+                st.rng.u64(0..MAX_CREATE_DELAY),
+                st.rng.bool(),
+                st.rng.f64() < 0.1,
+            )
+        };
+        if let Some(e) = self.fault() {
+            return Err(e);
+        }
+        if make_first {
+            // E2B makes it at once; the answer comes later, or never.
+            let made = self.make(req, key);
+            self.wait_for_step(now + delay).await;
+            return match made {
+                Ok(_) if lose_answer => Err(Error::Transport("sim: answer lost".into())),
+                other => other,
+            };
+        }
+        *self.st().unmade.entry(pool.clone()).or_default() += 1;
+        self.wait_for_step(now + delay).await;
+        let made = self.make(req, key);
+        if let Some(n) = self.st().unmade.get_mut(&pool) {
+            *n = n.saturating_sub(1);
+        }
+        made
+    }
+
+    async fn list_sandboxes_page(&self, query: &ListQuery) -> Result<Page<SandboxInfo>> {
+        if let Some(e) = self.fault() {
+            return Err(e);
+        }
+        self.inner.list_sandboxes_page(query).await
+    }
+
+    async fn get_sandbox(&self, id: &str) -> Result<SandboxInfo> {
+        self.inner.get_sandbox(id).await
+    }
+
+    async fn kill_sandbox(&self, id: &str) -> Result<()> {
+        self.check_touch("kill", id);
+        if let Some(e) = self.fault() {
+            return Err(e);
+        }
+        self.inner.kill_sandbox(id).await
+    }
+
+    async fn set_timeout(&self, id: &str, secs: u64) -> Result<()> {
+        self.check_touch("set_timeout", id);
+        self.inner.set_timeout(id, secs).await
+    }
+
+    async fn pause_sandbox(&self, id: &str) -> Result<()> {
+        self.check_touch("pause", id);
+        self.inner.pause_sandbox(id).await
+    }
+
+    async fn connect_sandbox(&self, id: &str, secs: u64) -> Result<Connected> {
+        self.check_touch("connect", id);
+        self.inner.connect_sandbox(id, secs).await
+    }
+
+    async fn sandbox_metrics(
+        &self,
+        id: &str,
+        start: Option<i64>,
+        end: Option<i64>,
+    ) -> Result<Vec<SandboxMetric>> {
+        self.inner.sandbox_metrics(id, start, end).await
+    }
+
+    async fn metrics_batch(&self, ids: &[String]) -> Result<BTreeMap<String, SandboxMetric>> {
+        if let Some(e) = self.fault() {
+            return Err(e);
+        }
+        let mut got = self.inner.metrics_batch(ids).await?;
+        let pools: BTreeMap<String, String> = {
+            let core = lock(&self.core);
+            ids.iter()
+                .filter_map(|id| {
+                    let info = core.get(id).ok()?;
+                    let pool = info.metadata?.get(POOL_KEY)?.clone();
+                    Some((id.clone(), pool))
+                })
+                .collect()
+        };
+        let mut st = self.st();
+        st.bad_metrics.clear();
+        for id in ids {
+            let roll = st.rng.f64();
+            if roll < st.corrupt_rate {
+                match st.rng.u8(0..3) {
+                    0 => {
+                        got.remove(id);
+                    }
+                    1 => {
+                        if let Some(m) = got.get_mut(id) {
+                            m.cpu_used_pct = f64::NAN;
+                        }
+                    }
+                    _ => {
+                        if let Some(m) = got.get_mut(id) {
+                            m.cpu_used_pct = f64::INFINITY;
+                        }
+                    }
+                }
+            }
+            let good = got.get(id).is_some_and(|m| m.cpu_used_pct.is_finite());
+            if !good && let Some(pool) = pools.get(id) {
+                st.bad_metrics.insert(pool.clone());
+            }
+        }
+        Ok(got)
+    }
+
+    async fn events_page(
+        &self,
+        sandbox_id: Option<&str>,
+        query: &EventQuery,
+    ) -> Result<Vec<LifecycleEvent>> {
+        if let Some(e) = self.fault() {
+            return Err(e);
+        }
+        self.inner.events_page(sandbox_id, query).await
+    }
+
+    async fn create_webhook(&self, req: &NewWebhook) -> Result<Webhook> {
+        self.inner.create_webhook(req).await
+    }
+
+    async fn list_webhooks(&self) -> Result<Vec<Webhook>> {
+        self.inner.list_webhooks().await
+    }
+
+    async fn get_webhook(&self, id: &str) -> Result<Webhook> {
+        self.inner.get_webhook(id).await
+    }
+
+    async fn update_webhook(&self, id: &str, patch: &WebhookPatch) -> Result<Webhook> {
+        self.inner.update_webhook(id, patch).await
+    }
+
+    async fn delete_webhook(&self, id: &str) -> Result<()> {
+        self.inner.delete_webhook(id).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The agent's side: one process, with its webhook receiver, that can restart.
+// ---------------------------------------------------------------------------------------
+
+/// One running agent process: the agent and its webhook receiver.
+struct Process {
+    agent: Agent,
+    receiver: axum::Router,
+}
+
+fn start(api: &Arc<Chaos>, rules: &Arc<RuleSet>, dir: &std::path::Path) -> Process {
+    let dedup = Arc::new(Mutex::new(Dedup::new(100_000)));
+    let (tx, rx) = mpsc::channel::<Delivered>(10_000);
+    let receiver = webhooks::router(
+        WebhookConfig::new(SECRET),
+        tx,
+        dedup.clone(),
+        Arc::new(WebhookStats::default()),
+    );
+    let api: Arc<dyn E2bApi> = api.clone();
+    let agent = Agent::new(
+        api,
+        rules.clone(),
+        AgentOptions {
+            dispatcher: None,
+            webhooks: Some(rx),
+            dedup,
+            events_every: Duration::from_secs(5),
+            dry_run: false,
+            state_dir: Some(dir.to_path_buf()),
+        },
+    )
+    .unwrap_or_else(|e| panic!("agent cannot start: {e}"));
+    Process { agent, receiver }
+}
+
+// ---------------------------------------------------------------------------------------
+// The harness.
+// ---------------------------------------------------------------------------------------
+
+struct Sim {
+    seed: u64,
+    rng: fastrand::Rng,
+    core: Arc<Mutex<Core>>,
+    api: Arc<Chaos>,
+    step_tx: watch::Sender<u64>,
+    step: u64,
+    proc: Option<Process>,
+    rules: Arc<RuleSet>,
+    dir: std::path::PathBuf,
+    /// Deliveries held back: (the step to deliver at, the delivery).
+    held: Vec<(u64, Delivery)>,
+    /// Event id -> times handed to the engine.
+    handled: HashMap<String, u32>,
+    /// The newest decision already checked.
+    checked_seq: u64,
+    /// What happened, newest last, printed on failure.
+    trail: Vec<String>,
+}
+
+impl Sim {
+    fn new(seed: u64) -> Sim {
+        let start: DateTime<Utc> = "2026-11-27T00:00:00Z".parse().unwrap();
+        let scenario = Scenario::parse("sim.yaml", SCENARIO).unwrap();
+        let mut core = Core::new(CoreConfig::default(), &scenario, start);
+        core.create_webhook(&NewWebhook {
+            name: "agent".into(),
+            url: "http://127.0.0.1:9/webhooks/e2b".into(),
+            enabled: true,
+            events: EventType::KNOWN.to_vec(),
+            signature_secret: SECRET.into(),
+        })
+        .unwrap();
+        let foreign: HashSet<String> = core
+            .list(&ListQuery::default())
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|s| s.sandbox_id)
+            .collect();
+        let core = Arc::new(Mutex::new(core));
+        let (step_tx, step_rx) = watch::channel(0);
+        let rules = Arc::new(load(RULES_A).unwrap());
+        let api = Arc::new(Chaos {
+            inner: InProcess::new(core.clone()),
+            core: core.clone(),
+            st: Mutex::new(ChaosState {
+                rng: fastrand::Rng::with_seed(seed ^ 0x9e37_79b9),
+                outage: false,
+                error_rate: 0.0,
+                corrupt_rate: 0.0,
+                unmade: BTreeMap::new(),
+                max: maxima(&rules),
+                foreign,
+                keys: HashMap::new(),
+                bad_metrics: BTreeSet::new(),
+                violations: Vec::new(),
+            }),
+            step: step_rx,
+        });
+        let dir = std::env::temp_dir().join(format!(
+            "poolpilot-sim-{}-{seed}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let proc = Some(start_process(&api, &rules, &dir));
+        Sim {
+            seed,
+            rng: fastrand::Rng::with_seed(seed),
+            core,
+            api,
+            step_tx,
+            step: 0,
+            proc,
+            rules,
+            dir,
+            held: Vec::new(),
+            handled: HashMap::new(),
+            checked_seq: 0,
+            trail: Vec::new(),
+        }
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        lock(&self.core).now()
+    }
+
+    fn agent(&mut self) -> &mut Agent {
+        &mut self.proc.as_mut().expect("a running agent").agent
+    }
+
+    /// One step of the schedule, chosen by the seed.
+    async fn step(&mut self, calm: bool) {
+        self.step += 1;
+        let _ = self.step_tx.send(self.step);
+        let_tasks_run().await;
+        let roll = self.rng.u32(0..100);
+        match roll {
+            _ if calm => {
+                self.advance(Duration::from_secs(2)).await;
+                self.tick().await;
+            }
+            0..=34 => {
+                let by = Duration::from_millis(self.rng.u64(200..4000));
+                self.advance(by).await;
+            }
+            35..=64 => self.tick().await,
+            65..=79 => self.react().await,
+            80..=84 => self.crash(),
+            85..=87 => self.restart().await,
+            88..=90 => self.reload(),
+            91..=95 => self.weather(),
+            _ => {
+                self.settle().await;
+                self.trail.push("settle".into());
+            }
+        }
+        if std::env::var_os("POOLPILOT_SIM_TRACE").is_some()
+            && let Some(last) = self.trail.last()
+        {
+            eprintln!("seed {} step {}: {last}", self.seed, self.step);
+        }
+        self.check_step();
+    }
+
+    /// Moves virtual time on, and passes the emulator's webhooks to the receiver: on time,
+    /// late, twice, out of order, or never.
+    async fn advance(&mut self, by: Duration) {
+        let fresh = {
+            let mut core = lock(&self.core);
+            core.advance(by);
+            core.take_outbox()
+        };
+        self.trail.push(format!("advance {by:?}"));
+        let mut now_batch = Vec::new();
+        for d in fresh {
+            let event = serde_json::from_slice::<LifecycleEvent>(&d.body)
+                .map(|e| e.id)
+                .unwrap_or_default();
+            match self.rng.u8(0..10) {
+                0 => self.trail.push(format!("drop delivery of {event}")),
+                1 | 2 => {
+                    let at = self.step + self.rng.u64(1..20);
+                    self.held.push((at, d));
+                }
+                3 => {
+                    now_batch.push(d.clone());
+                    let at = self.step + self.rng.u64(1..10);
+                    self.held.push((at, d));
+                }
+                _ => now_batch.push(d),
+            }
+        }
+        let step = self.step;
+        let (due, later): (Vec<_>, Vec<_>) = self.held.drain(..).partition(|(at, _)| *at <= step);
+        self.held = later;
+        now_batch.extend(due.into_iter().map(|(_, d)| d));
+        self.rng.shuffle(&mut now_batch);
+        for d in now_batch {
+            self.deliver(d).await;
+        }
+    }
+
+    /// Posts one delivery to the agent's real receiver; a refusal is retried later, as E2B does.
+    async fn deliver(&mut self, d: Delivery) {
+        let Some(p) = &self.proc else { return };
+        if let Ok(e) = serde_json::from_slice::<LifecycleEvent>(&d.body) {
+            self.trail.push(format!("deliver {}", e.id));
+        }
+        let req = axum::http::Request::post("/webhooks/e2b")
+            .header("content-type", "application/json")
+            .header("e2b-webhook-id", &d.webhook_id)
+            .header("e2b-delivery-id", &d.delivery_id)
+            .header("e2b-signature-version", "v1")
+            .header(
+                "e2b-signature",
+                poolpilot::e2b::signature::sign(&d.secret, &d.body),
+            )
+            .body(axum::body::Body::from(d.body.clone()))
+            .unwrap();
+        let status = match p.receiver.clone().oneshot(req).await {
+            Ok(r) => r.status(),
+            Err(never) => match never {},
+        };
+        if status.is_server_error() {
+            let at = self.step + 1;
+            self.held.push((at, d));
+        } else if !status.is_success() {
+            self.fail(format!("the receiver refused a good delivery: {status}"));
+        }
+    }
+
+    /// Lets every slow create answer: they wait for steps, and the steps would otherwise
+    /// wait for them. Creates just sent start first, so that they see the step they were
+    /// sent in.
+    async fn release_creates(&mut self) {
+        let_tasks_run().await;
+        self.step += MAX_CREATE_DELAY;
+        let _ = self.step_tx.send(self.step);
+    }
+
+    /// Waits for every create in flight, as the agent does at shutdown and tests do.
+    async fn settle(&mut self) {
+        self.release_creates().await;
+        self.agent().settle().await;
+    }
+
+    async fn tick(&mut self) {
+        let now = self.now();
+        let report = self.agent().tick(now).await;
+        self.trail.push(format!(
+            "tick: observed {} events {} decisions {}{}",
+            report.observed,
+            report.events,
+            report.decisions,
+            report
+                .error
+                .map(|e| format!(" error {e}"))
+                .unwrap_or_default()
+        ));
+        self.count_handled(&report.handled);
+    }
+
+    async fn react(&mut self) {
+        let now = self.now();
+        let report: TickReport = self.agent().react(now).await;
+        self.trail.push(format!(
+            "react: events {} decisions {}",
+            report.events, report.decisions
+        ));
+        self.count_handled(&report.handled);
+    }
+
+    fn count_handled(&mut self, ids: &[String]) {
+        for id in ids {
+            let n = self.handled.entry(id.clone()).or_default();
+            *n += 1;
+            if *n > 1 {
+                let msg = format!("event {id} handled {n} times");
+                self.fail(msg);
+            }
+        }
+    }
+
+    /// A pool member dies for a reason nobody asked for.
+    fn crash(&mut self) {
+        let mut core = lock(&self.core);
+        let mut q = ListQuery::default();
+        q.limit = Some(100);
+        let members: Vec<String> = core
+            .list(&q)
+            .map(|p| p.items)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| {
+                s.state == SandboxState::Running
+                    && s.metadata
+                        .as_ref()
+                        .is_some_and(|m| m.get(POOL_KEY).is_some_and(|p| p == "w" || p == "t"))
+            })
+            .map(|s| s.sandbox_id)
+            .collect();
+        if let Some(id) = self.rng.choice(members.iter()) {
+            let _ = core.kill_with_reason(id, "oom");
+            self.trail.push(format!("crash {id}"));
+        }
+    }
+
+    /// Stops the agent and starts a new one from its saved state: gracefully (in-flight
+    /// creates awaited, state saved) or abruptly (as after kill -9: what was saved last).
+    async fn restart(&mut self) {
+        let Some(mut p) = self.proc.take() else {
+            return;
+        };
+        if self.rng.bool() {
+            self.release_creates().await;
+            p.agent.settle().await;
+            p.agent.persist();
+            self.trail.push("restart (graceful)".into());
+        } else {
+            self.trail.push("restart (abrupt)".into());
+        }
+        drop(p);
+        self.proc = Some(start_process(&self.api, &self.rules, &self.dir));
+        self.checked_seq = 0;
+    }
+
+    /// Reloads the rules: another good set, or a broken one that must change nothing.
+    fn reload(&mut self) {
+        let text = match self.rng.u8(0..3) {
+            0 => RULES_A,
+            1 => RULES_B,
+            _ => BROKEN,
+        };
+        match load(text) {
+            Ok(set) => {
+                let set = Arc::new(set);
+                self.api.st().max = maxima(&set);
+                self.agent().set_rules(set.clone());
+                self.rules = set;
+                self.trail.push("reload (good)".into());
+            }
+            Err(_) => self.trail.push("reload (broken: kept the rules)".into()),
+        }
+    }
+
+    /// Changes the faults: an outage, an error rate, corrupt metrics.
+    fn weather(&mut self) {
+        let mut st = self.api.st();
+        match self.rng.u8(0..4) {
+            0 => st.outage = !st.outage,
+            1 => st.error_rate = [0.0, 0.05, 0.2, 0.5][self.rng.usize(0..4)],
+            2 => st.corrupt_rate = [0.0, 0.1, 0.5, 1.0][self.rng.usize(0..4)],
+            _ => {
+                st.outage = false;
+                st.error_rate = 0.0;
+                st.corrupt_rate = 0.0;
+            }
+        }
+        let w = format!(
+            "weather: outage {} errors {} corrupt {}",
+            st.outage, st.error_rate, st.corrupt_rate
+        );
+        drop(st);
+        self.trail.push(w);
+    }
+
+    fn clear_weather(&mut self) {
+        let mut st = self.api.st();
+        st.outage = false;
+        st.error_rate = 0.0;
+        st.corrupt_rate = 0.0;
+    }
+
+    fn fail(&self, msg: String) -> ! {
+        let tail: Vec<&String> = self.trail.iter().rev().take(25).collect();
+        panic!(
+            "seed {}: step {}: {msg}\nreplay: POOLPILOT_SIM_SEED={} cargo test --test simulation\nlast steps, newest first:\n  {}",
+            self.seed,
+            self.step,
+            self.seed,
+            tail.iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join("\n  ")
+        );
+    }
+
+    /// The invariants, after every step.
+    fn check_step(&mut self) {
+        if PANICKED.with(|p| p.get()) {
+            self.fail("a panic (see above)".into());
+        }
+        let violations = std::mem::take(&mut self.api.st().violations);
+        if let Some(v) = violations.into_iter().next() {
+            self.fail(v);
+        }
+        let decisions: Vec<Decision> = {
+            let Some(p) = &self.proc else { return };
+            let recent = lock(&p.agent.recent);
+            recent
+                .iter()
+                .filter(|d| d.seq > self.checked_seq)
+                .map(|d| d.decision.clone())
+                .collect()
+        };
+        if let Some(p) = &self.proc
+            && let Some(last) = lock(&p.agent.recent).back()
+        {
+            self.checked_seq = self.checked_seq.max(last.seq);
+        }
+        let bad = self.api.st().bad_metrics.clone();
+        for d in decisions {
+            if let Some(msg) = self.decision_problem(&d, &bad) {
+                self.fail(msg);
+            }
+        }
+    }
+
+    /// A decision that uses non-finite numbers, or moves a pool on bad data beyond what min
+    /// and max require.
+    fn decision_problem(&self, d: &Decision, bad: &BTreeSet<String>) -> Option<String> {
+        if let Some((k, v)) = d.cause.values.iter().find(|(_, v)| !v.is_finite()) {
+            return Some(format!(
+                "decision of {} used {k} = {v}: {}",
+                d.rule, d.cause.summary
+            ));
+        }
+        let pool = self.rules.pool(&d.rule)?;
+        if !bad.contains(&pool.name) || matches!(d.action, Action::Alert(_)) {
+            return None;
+        }
+        let (Some(from), Some(to)) = (d.cause.current, d.cause.result) else {
+            return None;
+        };
+        let bounded = from.clamp(pool.min, pool.max.max(pool.min));
+        (to != bounded).then(|| {
+            format!(
+                "pool {} moved {from} -> {to} on missing or non-finite metrics: {}",
+                pool.name, d.cause.summary
+            )
+        })
+    }
+
+    /// The end: calm weather, every delivery through, then the pools are within their
+    /// bounds and every event was handled exactly once.
+    async fn finish(&mut self) {
+        self.clear_weather();
+        self.step += 100;
+        let _ = self.step_tx.send(self.step);
+        let held: Vec<Delivery> = self.held.drain(..).map(|(_, d)| d).collect();
+        for d in held {
+            self.deliver(d).await;
+        }
+        for _ in 0..40 {
+            self.step(true).await;
+            self.settle().await;
+        }
+        for pool in &self.rules.pools {
+            let n = self.api.members(&pool.name);
+            if n < pool.min || n > pool.max {
+                let msg = format!(
+                    "after the calm, pool {} has {n} members, outside [{}, {}]",
+                    pool.name, pool.min, pool.max
+                );
+                self.fail(msg);
+            }
+        }
+        let all = all_events(&self.core);
+        let missed: Vec<&LifecycleEvent> = all
+            .iter()
+            .filter(|e| !self.handled.contains_key(&e.id))
+            .collect();
+        if !missed.is_empty() {
+            let e = missed[0];
+            let msg = format!(
+                "{} of {} events were never handled, e.g. {} ({:?} of {} at {})",
+                missed.len(),
+                all.len(),
+                e.id,
+                e.event_type,
+                e.sandbox_id,
+                e.timestamp
+            );
+            self.fail(msg);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Lets every task that is ready run (one thread: they run when this one yields).
+async fn let_tasks_run() {
+    for _ in 0..8 {
+        tokio::task::yield_now().await;
+    }
+}
+
+fn start_process(api: &Arc<Chaos>, rules: &Arc<RuleSet>, dir: &std::path::Path) -> Process {
+    start(api, rules, dir)
+}
+
+fn maxima(rules: &RuleSet) -> BTreeMap<String, u32> {
+    rules
+        .pools
+        .iter()
+        .map(|p| (p.name.clone(), p.max))
+        .collect()
+}
+
+/// Every event the emulator has recorded.
+fn all_events(core: &Arc<Mutex<Core>>) -> Vec<LifecycleEvent> {
+    let core = lock(core);
+    let mut out = Vec::new();
+    let mut q = EventQuery {
+        offset: 0,
+        limit: 100,
+        order_asc: true,
+        types: Vec::new(),
+    };
+    loop {
+        let page = core.events(None, &q).unwrap_or_default();
+        let n = page.len();
+        out.extend(page);
+        if n < 100 {
+            return out;
+        }
+        q.offset += n as u64;
+    }
+}
+
+fn run_seed(seed: u64, steps: u64) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut sim = Sim::new(seed);
+        for _ in 0..steps {
+            sim.step(false).await;
+        }
+        sim.finish().await;
+    });
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[test]
+fn seeded_interleavings_keep_every_promise() {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        PANICKED.with(|p| p.set(true));
+        hook(info);
+    }));
+    let steps = env_u64("POOLPILOT_SIM_STEPS", 400);
+    let seeds: Vec<u64> = match std::env::var("POOLPILOT_SIM_SEED") {
+        Ok(s) => vec![s.parse().expect("POOLPILOT_SIM_SEED is a number")],
+        Err(_) => {
+            let first = env_u64("POOLPILOT_SIM_FIRST", 1);
+            (first..first + env_u64("POOLPILOT_SIM_SEEDS", 48)).collect()
+        }
+    };
+    for seed in &seeds {
+        run_seed(*seed, steps);
+    }
+    println!("{} seeds of {steps} steps: every promise held", seeds.len());
+}
+
+#[test]
+fn the_harness_catches_a_pool_that_overshoots() {
+    // The check that would have caught issue 9's 3 -> 6: a create sent at max is a violation.
+    let sim = Sim::new(7);
+    let mut req = sim.rules.pool("w").unwrap().create_request();
+    req.metadata
+        .get_or_insert_with(Default::default)
+        .insert(POOL_KEY.into(), "w".into());
+    for _ in 0..6 {
+        let key = uuid::Uuid::new_v4().to_string();
+        sim.api.check_create(&req);
+        sim.api.make(&req, &key).unwrap();
+        lock(&sim.core).advance(Duration::from_secs(1));
+    }
+    sim.api.check_create(&req);
+    let v = std::mem::take(&mut sim.api.st().violations);
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(v[0].contains("max 6"), "{v:?}");
+}
