@@ -398,3 +398,218 @@ async fn random_bodies_never_break_the_server() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// Absurd numbers in every place a client can put one: huge, negative, NaN, inf, 1e300,
+/// 2^64. Each gets a 400 with a JSON body that names the field; none may panic a handler
+/// (issue 9, item 12), and the emulator keeps serving afterwards.
+#[tokio::test]
+async fn absurd_numbers_get_400_naming_the_field() {
+    let mut opts = common::options();
+    opts.clock = poolpilot::emulator::Clock::Manual;
+    let emu = common::emulator(opts).await;
+    let base = emu.url();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let k = Some(common::KEY);
+    let b = |s: &str| Some(s.as_bytes().to_vec());
+    let create = |timeout: &str| {
+        b(&format!(
+            "{{\"templateID\": \"base\", \"timeout\": {timeout}}}"
+        ))
+    };
+    let id = |v: Value| v["sandboxID"].as_str().unwrap().to_string();
+    let created = http
+        .post(format!("{base}/v2/sandboxes"))
+        .header("X-API-Key", common::KEY)
+        .json(&json!({"templateID": "base"}));
+    let running = id(created.send().await.unwrap().json().await.unwrap());
+    let paused = id(http
+        .post(format!("{base}/v2/sandboxes"))
+        .header("X-API-Key", common::KEY)
+        .json(&json!({"templateID": "base"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap());
+    expect_ok(&http, &base, &format!("/sandboxes/{paused}/pause"), "{}").await;
+
+    const ABSURD_INTS: [&str; 7] = [
+        "9223372036854775807",
+        "18446744073709551615",
+        "18446744073709551616",
+        "-1",
+        "1e300",
+        "-1e300",
+        "86401",
+    ];
+    use Method as M;
+    let mut cases: Vec<(Method, String, Option<Vec<u8>>, &str)> = Vec::new();
+    for v in ABSURD_INTS {
+        let t = b(&format!("{{\"timeout\": {v}}}"));
+        cases.push((M::POST, "/v2/sandboxes".into(), create(v), "timeout"));
+        cases.push((M::POST, "/sandboxes".into(), create(v), "timeout"));
+        cases.push((
+            M::POST,
+            format!("/sandboxes/{running}/timeout"),
+            t.clone(),
+            "timeout",
+        ));
+        cases.push((
+            M::POST,
+            format!("/sandboxes/{paused}/resume"),
+            t.clone(),
+            "timeout",
+        ));
+        cases.push((
+            M::POST,
+            format!("/sandboxes/{paused}/connect"),
+            t.clone(),
+            "timeout",
+        ));
+        cases.push((
+            M::POST,
+            format!("/v2/sandboxes/{running}/connect"),
+            t.clone(),
+            "timeout",
+        ));
+        cases.push((
+            M::POST,
+            format!("/v2/sandboxes/{paused}/connect"),
+            t,
+            "timeout",
+        ));
+    }
+    const ABSURD_QUERY: [&str; 8] = [
+        "1e300",
+        "18446744073709551616",
+        "-1",
+        "NaN",
+        "inf",
+        "-inf",
+        "9223372036854775808",
+        "",
+    ];
+    for v in ABSURD_QUERY {
+        let q = |name: &str| format!("{name}={}", v.replace('+', "%2B"));
+        let m = format!("/sandboxes/{running}/metrics");
+        cases.push((M::GET, format!("{m}?{}", q("start")), None, "start"));
+        cases.push((M::GET, format!("{m}?{}", q("end")), None, "end"));
+        cases.push((
+            M::GET,
+            format!("/v2/sandboxes?{}", q("limit")),
+            None,
+            "limit",
+        ));
+        cases.push((
+            M::GET,
+            format!("/events/sandboxes?{}", q("limit")),
+            None,
+            "limit",
+        ));
+        if v != "9223372036854775808" {
+            // A valid offset (u64), past the last event: an empty page.
+            cases.push((
+                M::GET,
+                format!("/events/sandboxes?{}", q("offset")),
+                None,
+                "offset",
+            ));
+        }
+        let e = format!("/events/sandboxes/{running}");
+        cases.push((M::GET, format!("{e}?{}", q("limit")), None, "limit"));
+    }
+    let faults = "/_emulator/faults".to_string();
+    for d in [
+        "\"300000years\"",
+        "\"18446744073709551616s\"",
+        "\"-5s\"",
+        "\"inf\"",
+        "1e300",
+        "-1",
+    ] {
+        let by = b(&format!("{{\"by\": {d}}}"));
+        cases.push((M::POST, "/_emulator/advance".into(), by, "by"));
+        let fault = b(&format!("{{\"status\": 503, \"for\": {d}}}"));
+        cases.push((M::POST, faults.clone(), fault, "for"));
+    }
+    for v in ABSURD_INTS.iter().chain(&["0", "200", "600"]) {
+        let f = |field: &str, v: &str| {
+            b(&format!(
+                "{{\"status\": 503, \"for\": \"1s\", \"{field}\": {v}}}"
+            ))
+        };
+        cases.push((
+            M::POST,
+            faults.clone(),
+            b(&format!("{{\"status\": {v}, \"count\": 1}}")),
+            "status",
+        ));
+        if *v != "200" && *v != "600" && *v != "86401" {
+            cases.push((M::POST, faults.clone(), f("count", v), "count"));
+        }
+        if *v != "0" && *v != "200" && *v != "600" && *v != "86401" {
+            cases.push((M::POST, faults.clone(), f("retry_after", v), "retry_after"));
+        }
+    }
+    for (method, path, body, field) in cases {
+        let shown = body
+            .as_deref()
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default()
+            .to_string();
+        let v = expect(&http, &base, method.clone(), &path, k, body, 400).await;
+        let message = v["message"].as_str().unwrap_or_default().to_lowercase();
+        assert!(
+            message.contains(field),
+            "{method} {path} {shown}: the message names no field {field:?}: {v}"
+        );
+    }
+    // Path parameters that are not UTF-8 get a JSON 400, like every other bad input.
+    expect(&http, &base, M::GET, "/sandboxes/%FF%FE", k, None, 400).await;
+    expect(
+        &http,
+        &base,
+        M::POST,
+        "/_emulator/sandboxes/%FF/kill",
+        None,
+        None,
+        400,
+    )
+    .await;
+    // Still serving, and both sandboxes as they were.
+    let v = expect_ok(
+        &http,
+        &base,
+        &format!("/v2/sandboxes/{paused}/connect"),
+        "{}",
+    )
+    .await;
+    assert_eq!(v["sandboxID"], paused.as_str());
+    let r = http
+        .get(format!("{base}/sandboxes/{running}"))
+        .header("X-API-Key", common::KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// POSTs `body` with the key and returns the JSON answer, which must be a 2xx.
+async fn expect_ok(http: &reqwest::Client, base: &str, path: &str, body: &str) -> Value {
+    let r = http
+        .post(format!("{base}{path}"))
+        .header("X-API-Key", common::KEY)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    assert!(status.is_success(), "POST {path}: {status} {text}");
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
