@@ -613,3 +613,65 @@ async fn expect_ok(http: &reqwest::Client, base: &str, path: &str, body: &str) -
     assert!(status.is_success(), "POST {path}: {status} {text}");
     serde_json::from_str(&text).unwrap_or(Value::Null)
 }
+
+/// `poolpilot emulator` with absurd flags or an absurd scenario exits 1 at once, naming the
+/// flag or the file:line:column and what is valid; it never panics (issue 9, item 12).
+#[test]
+fn absurd_flags_and_scenarios_exit_1_naming_the_field() {
+    let dir = common::fresh_dir("absurd-scenario");
+    let scenario = dir.join("far.yaml");
+    std::fs::write(
+        &scenario,
+        "seed: 1\nfaults:\n  - { at: 300000years, kill: 1 }\n",
+    )
+    .unwrap();
+    let scenario = scenario.display().to_string();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--speed", "1e300"], "--speed: 1e300 is out of range"),
+        (vec!["--speed=-1"], "--speed: -1"),
+        (vec!["--speed", "NaN"], "--speed: NaN"),
+        (vec!["--speed", "inf"], "--speed: inf"),
+        (
+            vec!["--speed", "18446744073709551616"],
+            "--speed: 1.8446744073709552e19",
+        ),
+        (
+            vec!["--metrics-interval", "300000years"],
+            "--metrics-interval: 300000years",
+        ),
+        (vec!["--metrics-interval", "0s"], "--metrics-interval: 0s"),
+        (vec!["--create-rate", "1e300"], "--create-rate: 1e300"),
+        (vec!["--create-rate=-1"], "--create-rate: -1"),
+        (vec!["--create-rate", "NaN"], "--create-rate: NaN"),
+        (vec!["--max-concurrent", "0"], "--max-concurrent: 0"),
+        (vec!["--webhook-attempts", "0"], "--webhook-attempts: 0"),
+        (
+            vec!["--webhook-backoff", "300000years"],
+            "--webhook-backoff: 300000years",
+        ),
+        (
+            vec!["--status-every", "300000years"],
+            "--status-every: 300000years",
+        ),
+        (
+            vec!["--scenario", &scenario],
+            "far.yaml:3:11: at: 300000years is out of range",
+        ),
+    ];
+    for (flags, want) in cases {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_poolpilot"))
+            .args(["emulator", "--listen", "127.0.0.1:0"])
+            .args(&flags)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{flags:?}: {stderr}");
+        assert!(stderr.contains(want), "{flags:?}: {stderr}");
+        assert!(
+            stderr.contains("expected"),
+            "{flags:?} says what is valid: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{flags:?}: {stderr}");
+    }
+}

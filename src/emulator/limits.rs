@@ -13,8 +13,9 @@ use std::time::Duration;
 /// Fastest wall clock: virtual seconds per wall-clock second (`--speed`).
 pub const MAX_SPEED: f64 = 100_000.0;
 /// Longest duration the emulator takes anywhere (a scenario's times, `advance`, a fault's
-/// `for`, webhook backoff): a year and a day, far inside chrono's range.
-pub const MAX_SPAN: Duration = Duration::from_secs(366 * 24 * 3600);
+/// `for`, webhook backoff): one year (365.25 days, as humantime counts it), far inside
+/// chrono's range.
+pub const MAX_SPAN: Duration = Duration::from_secs(31_557_600);
 /// Shortest and longest metric sampling interval (`--metrics-interval`).
 pub const MIN_METRICS_INTERVAL: Duration = Duration::from_millis(100);
 pub const MAX_METRICS_INTERVAL: Duration = Duration::from_secs(3600);
@@ -65,6 +66,15 @@ fn human(d: Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
+/// A number as a user can read it: `1e300`, not three hundred digits.
+fn short(v: f64) -> String {
+    if v.is_finite() && v != 0.0 && !(1e-6..1e16).contains(&v.abs()) {
+        format!("{v:e}")
+    } else {
+        v.to_string()
+    }
+}
+
 /// `d` when `min <= d <= max`.
 pub fn duration(
     field: &str,
@@ -106,7 +116,7 @@ pub fn number(
     };
     Err(OutOfRange::new(
         field,
-        v,
+        short(v),
         format!("a finite number {low} to {max}"),
     ))
 }
@@ -145,6 +155,8 @@ mod tests {
             assert!(e.to_string().contains("above 0 to 100000"), "{v}: {e}");
         }
         assert_eq!(speed("--speed", 30.0), Ok(30.0));
+        let e = speed("--speed", 1e300).unwrap_err();
+        assert!(e.to_string().starts_with("--speed: 1e300 is out"), "{e}");
         let huge = humantime::parse_duration("300000years").unwrap();
         let e = span("by", huge).unwrap_err();
         assert!(e.to_string().starts_with("by: 300000years"), "{e}");
