@@ -675,3 +675,83 @@ fn absurd_flags_and_scenarios_exit_1_naming_the_field() {
         assert!(!stderr.contains("panicked"), "{flags:?}: {stderr}");
     }
 }
+
+/// The extractors' own rejections (wrong content type, body too large, trailing bytes,
+/// invalid UTF-8, a bad header) are E2B-style JSON errors like every other bad input.
+#[tokio::test]
+async fn extractor_rejections_are_json() {
+    let emu = common::emulator(common::options()).await;
+    let base = emu.url();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let post = |ctype: &str, body: Vec<u8>| {
+        http.post(format!("{base}/v2/sandboxes"))
+            .header("X-API-Key", common::KEY)
+            .header("content-type", ctype.to_string())
+            .body(body)
+    };
+    let cases = vec![
+        ("text/plain", b"not json".to_vec(), 400),
+        (
+            "application/x-www-form-urlencoded",
+            b"templateID=base".to_vec(),
+            400,
+        ),
+        (
+            "application/json",
+            b"{\"templateID\": \"base\"} trailing".to_vec(),
+            400,
+        ),
+        (
+            "application/json",
+            b"{\"templateID\": \"\xff\xfe\"}".to_vec(),
+            400,
+        ),
+        ("application/json", vec![b' '; 1024 * 1024 + 1], 413),
+        ("application/json", vec![b'['; 3 * 1024 * 1024], 413),
+    ];
+    for (ctype, body, want) in cases {
+        let shown = String::from_utf8_lossy(&body[..body.len().min(40)]).to_string();
+        let r = post(ctype, body).send().await.unwrap();
+        let status = r.status().as_u16();
+        let got_type = r.headers().get("content-type").cloned();
+        let text = r.text().await.unwrap();
+        assert_eq!(status, want, "{ctype} {shown:?}: {text}");
+        assert_eq!(
+            got_type.as_ref().and_then(|v| v.to_str().ok()),
+            Some("application/json"),
+            "{ctype} {shown:?}"
+        );
+        let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(v["code"], want, "{text}");
+        assert!(
+            v["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{text}"
+        );
+    }
+    let r = post("application/json", b"{\"templateID\": \"base\"}".to_vec())
+        .header(
+            "idempotency-key",
+            reqwest::header::HeaderValue::from_bytes(b"k\xffk").unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["message"].as_str().unwrap().contains("Idempotency-Key"),
+        "{v}"
+    );
+    let r = http
+        .get(format!("{base}/v2/sandboxes?limit=%FF"))
+        .header("X-API-Key", common::KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert!(v["message"].as_str().unwrap().contains("limit"), "{v}");
+}
