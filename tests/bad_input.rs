@@ -755,3 +755,42 @@ async fn extractor_rejections_are_json() {
     let v: Value = r.json().await.unwrap();
     assert!(v["message"].as_str().unwrap().contains("limit"), "{v}");
 }
+
+/// A library caller gets the same bounds: starting an emulator with absurd options is an
+/// `InvalidInput` error naming the option, not a server that panics on its first request.
+#[tokio::test]
+async fn absurd_options_refuse_to_start() {
+    use poolpilot::emulator::Clock;
+    let cases: Vec<(Box<dyn Fn(&mut poolpilot::emulator::EmulatorOptions)>, &str)> = vec![
+        (
+            Box::new(|o| o.clock = Clock::Wall { speed: 1e300 }),
+            "--speed",
+        ),
+        (
+            Box::new(|o| o.clock = Clock::Wall { speed: f64::NAN }),
+            "--speed",
+        ),
+        (
+            Box::new(|o| o.core.metrics_interval = Duration::ZERO),
+            "--metrics-interval",
+        ),
+        (
+            Box::new(|o| o.core.create_rate = f64::INFINITY),
+            "--create-rate",
+        ),
+        (
+            Box::new(|o| o.delivery.backoff = Duration::MAX),
+            "--webhook-backoff",
+        ),
+        (Box::new(|o| o.tick = Duration::ZERO), "tick"),
+    ];
+    for (set, want) in cases {
+        let mut opts = common::options();
+        set(&mut opts);
+        let Err(e) = poolpilot::emulator::RunningEmulator::bind(opts, "127.0.0.1:0").await else {
+            panic!("{want}: started");
+        };
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+        assert!(e.to_string().starts_with(want), "{e}");
+    }
+}

@@ -21,8 +21,9 @@ pub const MIN_METRICS_INTERVAL: Duration = Duration::from_millis(100);
 pub const MAX_METRICS_INTERVAL: Duration = Duration::from_secs(3600);
 /// Highest create rate, per second (`--create-rate`); 0 means unlimited.
 pub const MAX_CREATE_RATE: f64 = 10_000.0;
-/// Most running sandboxes (`--max-concurrent`): E2B's largest plan allows 1,100.
-pub const MAX_CONCURRENT: usize = 100_000;
+/// Most running sandboxes (`--max-concurrent`). E2B's largest plan allows 1,100; benchmarks
+/// want far more, and a high cap costs nothing.
+pub const MAX_CONCURRENT: usize = 100_000_000;
 /// Most tries of one webhook delivery (`--webhook-attempts`).
 pub const MAX_WEBHOOK_ATTEMPTS: u32 = 100;
 /// Longest `Retry-After` an injected fault may send, in seconds.
