@@ -761,7 +761,8 @@ async fn extractor_rejections_are_json() {
 #[tokio::test]
 async fn absurd_options_refuse_to_start() {
     use poolpilot::emulator::Clock;
-    let cases: Vec<(Box<dyn Fn(&mut poolpilot::emulator::EmulatorOptions)>, &str)> = vec![
+    type Set = Box<dyn Fn(&mut poolpilot::emulator::EmulatorOptions)>;
+    let cases: Vec<(Set, &str)> = vec![
         (
             Box::new(|o| o.clock = Clock::Wall { speed: 1e300 }),
             "--speed",
