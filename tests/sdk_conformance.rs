@@ -61,7 +61,10 @@ async fn run_sdk(program: PathBuf, script: PathBuf, suite: &str) {
             "{route} never called: {counts:?}"
         );
     }
-    assert!(counts["GET /v2/sandboxes"] >= 8, "list paged and filtered: {counts:?}");
+    assert!(
+        counts["GET /v2/sandboxes"] >= 8,
+        "list paged and filtered: {counts:?}"
+    );
     // connect with and without a timeout, on running and paused sandboxes.
     assert!(
         counts["POST /v2/sandboxes/{id}/connect"] >= 8,
