@@ -492,12 +492,9 @@ async fn run_emulator(args: EmulatorArgs) -> anyhow::Result<()> {
         Some(path) => Scenario::load(path)?,
         None => Scenario::default(),
     };
-    if !(args.speed.is_finite() && args.speed > 0.0) {
-        anyhow::bail!("--speed must be a positive number, got {}", args.speed);
-    }
     let opts = EmulatorOptions {
         core: CoreConfig {
-            metrics_interval: args.metrics_interval.0.max(Duration::from_millis(100)),
+            metrics_interval: args.metrics_interval.0,
             max_concurrent: args.max_concurrent,
             create_rate: args.create_rate,
             ..CoreConfig::default()
@@ -510,13 +507,16 @@ async fn run_emulator(args: EmulatorArgs) -> anyhow::Result<()> {
             Clock::Wall { speed: args.speed }
         },
         delivery: DeliveryPolicy {
-            max_attempts: args.webhook_attempts.max(1),
+            max_attempts: args.webhook_attempts,
             backoff: args.webhook_backoff.0,
             ..DeliveryPolicy::default()
         },
         serve_v2_create: !args.no_v2_create,
         ..EmulatorOptions::default()
     };
+    // Every flag within crate::emulator::limits, or exit 1 naming the flag and its range.
+    opts.validate()?;
+    crate::emulator::limits::span("--status-every", args.status_every.0)?;
     let running = RunningEmulator::bind(opts, &args.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;

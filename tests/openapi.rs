@@ -292,6 +292,43 @@ async fn responses_match_the_spec() {
         .0,
         400
     );
+    // The v2 connect (not in this spec revision) answers like v1 and takes what the SDKs send
+    // for `Sandbox.connect(id)`: `{}` or no body, with E2B's default timeout of 300 s.
+    let c2 = format!("/v2/sandboxes/{id}/connect");
+    let spec_connect = "/sandboxes/{sandboxID}/connect";
+    let (status, _, _) = api
+        .call(Method::POST, &c2, spec_connect, Some(json!({})))
+        .await;
+    assert_eq!(status, 200, "v2 connect with {{}} to a running sandbox");
+    api.call(Method::POST, &p, "/sandboxes/{sandboxID}/pause", None)
+        .await;
+    let (status, _, _) = api.call(Method::POST, &c2, spec_connect, None).await;
+    assert_eq!(status, 201, "v2 connect without a body resumes");
+    let (_, info, _) = api
+        .call(
+            Method::GET,
+            &format!("/sandboxes/{id}"),
+            "/sandboxes/{sandboxID}",
+            None,
+        )
+        .await;
+    let end = info["endAt"].as_str().unwrap();
+    let end = chrono::DateTime::parse_from_rfc3339(end).unwrap();
+    let stats: Value = api
+        .http
+        .get(format!("{}/_emulator/stats", api.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let now = chrono::DateTime::parse_from_rfc3339(stats["now"].as_str().unwrap()).unwrap();
+    let left = (end - now).num_seconds();
+    assert!(
+        (295..=300).contains(&left),
+        "resumed for 300 s, {left} s left"
+    );
     let d = format!("/sandboxes/{id}");
     assert_eq!(
         api.call(Method::DELETE, &d, "/sandboxes/{sandboxID}", None)

@@ -1,5 +1,8 @@
 //! E2B's official SDKs (PyPI `e2b`, npm `e2b`) drive the emulator end to end.
 //!
+//! Each suite calls every method the SDK has for the sandbox API twice, with its defaults and
+//! with explicit arguments, and checks the results (tests/sdk/*_conformance.*).
+//!
 //! The SDKs are installed by the README's test command (`scripts/test.sh`): Python into
 //! `target/sdk-venv`, JS into `tests/sdk/node_modules`. A missing SDK fails these tests; they
 //! never skip.
@@ -58,7 +61,15 @@ async fn run_sdk(program: PathBuf, script: PathBuf, suite: &str) {
             "{route} never called: {counts:?}"
         );
     }
-    assert!(counts["GET /v2/sandboxes"] >= 3, "list paged: {counts:?}");
+    assert!(
+        counts["GET /v2/sandboxes"] >= 8,
+        "list paged and filtered: {counts:?}"
+    );
+    // connect with and without a timeout, on running and paused sandboxes.
+    assert!(
+        counts["POST /v2/sandboxes/{id}/connect"] >= 8,
+        "connect called with defaults and explicit timeouts: {counts:?}"
+    );
     emu.stop().await;
 }
 

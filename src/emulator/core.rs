@@ -151,24 +151,31 @@ struct Template {
 /// Demand of one template over time, in busy cores; piecewise linear.
 #[derive(Debug, Clone)]
 struct Curve {
-    /// (seconds since start, cores), times strictly increasing, at least one point.
+    /// (seconds since start, cores), times strictly increasing; no points is no demand.
     points: Vec<(f64, f64)>,
     noise: f64,
 }
 
 impl Curve {
     fn at(&self, s: f64) -> f64 {
-        let p = &self.points;
-        if s <= p[0].0 {
-            return p[0].1;
+        let (Some(&(first_t, first_v)), Some(&(_, last_v))) =
+            (self.points.first(), self.points.last())
+        else {
+            return 0.0;
+        };
+        if s <= first_t {
+            return first_v;
         }
-        for w in p.windows(2) {
+        for w in self.points.windows(2) {
             let ((t0, v0), (t1, v1)) = (w[0], w[1]);
             if s <= t1 {
+                if t1 <= t0 {
+                    return v1;
+                }
                 return v0 + (v1 - v0) * (s - t0) / (t1 - t0);
             }
         }
-        p[p.len() - 1].1
+        last_v
     }
 
     /// Integral over [a, b] of the demand, and of the demand above `capacity`.
@@ -329,8 +336,25 @@ pub struct Core {
     rejected_concurrency: u64,
 }
 
-fn td(d: Duration) -> TimeDelta {
-    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+/// `t + d`, or None past chrono's range: whatever would happen then never happens.
+fn later(t: DateTime<Utc>, d: Duration) -> Option<DateTime<Utc>> {
+    t.checked_add_signed(TimeDelta::from_std(d).ok()?)
+}
+
+/// `t - d`, or the earliest time chrono knows (a horizon that keeps everything).
+fn earlier(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    TimeDelta::from_std(d)
+        .ok()
+        .and_then(|d| t.checked_sub_signed(d))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// The end of a lifetime of `secs` seconds from `now`, or the 400 for one over E2B's 24 hours.
+fn end_after(now: DateTime<Utc>, secs: u64) -> Res<DateTime<Utc>> {
+    check_timeout(secs)?;
+    later(now, Duration::from_secs(secs)).ok_or_else(|| {
+        Rejection::bad_request("timeout: the sandbox would end past the latest representable time")
+    })
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -340,7 +364,10 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 impl Core {
     /// A core whose virtual time starts at `start`, with the scenario's templates, load,
     /// initial sandboxes and faults.
-    pub fn new(cfg: CoreConfig, scenario: &Scenario, start: DateTime<Utc>) -> Core {
+    pub fn new(mut cfg: CoreConfig, scenario: &Scenario, start: DateTime<Utc>) -> Core {
+        // A zero interval would sample forever at one instant; callers check the range
+        // (limits::MIN_METRICS_INTERVAL) with an error, this only keeps the core total.
+        cfg.metrics_interval = cfg.metrics_interval.max(Duration::from_millis(1));
         let mut rng = fastrand::Rng::with_seed(scenario.seed);
         let templates = scenario
             .all_templates()
@@ -399,7 +426,7 @@ impl Core {
             rejected_concurrency: 0,
         };
         for (index, f) in scenario.faults.iter().enumerate() {
-            core.schedule(start + td(f.at.0), Task::Fault { index });
+            core.schedule_after(f.at.0, Task::Fault { index });
         }
         for init in &scenario.initial {
             for _ in 0..init.count {
@@ -439,6 +466,13 @@ impl Core {
         self.queue.push(Reverse((at, self.seq, task)));
     }
 
+    /// Schedules `task` `d` from now; past chrono's range it would never run, so it is dropped.
+    fn schedule_after(&mut self, d: Duration, task: Task) {
+        if let Some(at) = later(self.now, d) {
+            self.schedule(at, task);
+        }
+    }
+
     /// Runs everything scheduled up to `t`, in time order, and moves the clock to `t`.
     /// Times in the past are ignored: virtual time never goes back.
     pub fn advance_to(&mut self, t: DateTime<Utc>) {
@@ -462,14 +496,27 @@ impl Core {
         self.prune();
     }
 
-    /// Advances by a duration.
+    /// Advances by a duration; past chrono's range, to the latest time chrono knows.
     pub fn advance(&mut self, by: Duration) {
-        let t = self.now + td(by);
+        let t = later(self.now, by).unwrap_or(DateTime::<Utc>::MAX_UTC);
         self.advance_to(t);
     }
 
+    /// Advances by a duration, or answers 400 when that passes the latest representable time.
+    pub fn try_advance(&mut self, by: Duration) -> Res<DateTime<Utc>> {
+        let t = later(self.now, by).ok_or_else(|| {
+            Rejection::bad_request(format!(
+                "by: {} from {} is past the latest time the emulator can represent",
+                humantime::format_duration(by),
+                rfc3339(self.now)
+            ))
+        })?;
+        self.advance_to(t);
+        Ok(self.now)
+    }
+
     fn prune(&mut self) {
-        let horizon = self.now - td(self.cfg.event_retention);
+        let horizon = earlier(self.now, self.cfg.event_retention);
         while self.events.front().is_some_and(|e| e.timestamp < horizon) {
             self.events.pop_front();
         }
@@ -530,8 +577,7 @@ impl Core {
                     .is_some_and(|s| s.run_gen == run && s.state == SandboxState::Running);
                 if live {
                     self.sample(sbx);
-                    let at = self.now + td(self.cfg.metrics_interval);
-                    self.schedule(at, Task::Sample { sbx, run });
+                    self.schedule_after(self.cfg.metrics_interval, Task::Sample { sbx, run });
                 }
             }
             Task::Expire { sbx, timeout } => {
@@ -566,7 +612,8 @@ impl Core {
     fn add_api_fault_spec(&mut self, e: &ApiErrorSpec) {
         self.api_faults.push(ApiFault {
             status: e.status,
-            until: Some(self.now + td(e.duration.0)),
+            // A fault that outlasts chrono's range lasts for good.
+            until: later(self.now, e.duration.0),
             remaining: None,
             path: e.path.clone(),
             method: None,
@@ -632,7 +679,7 @@ impl Core {
             disk_used,
             disk_total,
         };
-        let horizon = self.now - td(self.cfg.metrics_retention);
+        let horizon = earlier(self.now, self.cfg.metrics_retention);
         if let Some(s) = self.sandboxes.get_mut(&key) {
             while s.metrics.front().is_some_and(|m| m.timestamp < horizon) {
                 s.metrics.pop_front();
@@ -776,7 +823,7 @@ impl Core {
         })?;
         let (tpl_name, spec) = (tpl_name.clone(), tpl.spec.clone());
         let alias = (req.template_id != tpl_name).then(|| req.template_id.clone());
-        let timeout = req.timeout.unwrap_or(default_timeout);
+        let end_at = end_after(self.now, req.timeout.unwrap_or(default_timeout))?;
         self.next_key += 1;
         let key = self.next_key;
         let id = loop {
@@ -798,7 +845,7 @@ impl Core {
             memory_mb: spec.memory_mb,
             disk_mb: spec.disk_mb,
             started_at: self.now,
-            end_at: self.now + TimeDelta::seconds(timeout as i64),
+            end_at,
             state: SandboxState::Running,
             booted: false,
             running_since: self.now,
@@ -810,15 +857,11 @@ impl Core {
             timeout_gen: 0,
             metrics: VecDeque::new(),
         };
-        let end_at = sbx.end_at;
         self.sandboxes.insert(key, sbx);
         self.by_id.insert(id, key);
         self.count_running(&tpl_name, 1);
-        self.schedule(self.now + td(spec.boot.0), Task::Boot { sbx: key, run: 0 });
-        self.schedule(
-            self.now + td(FIRST_SAMPLE_AFTER),
-            Task::Sample { sbx: key, run: 0 },
-        );
+        self.schedule_after(spec.boot.0, Task::Boot { sbx: key, run: 0 });
+        self.schedule_after(FIRST_SAMPLE_AFTER, Task::Sample { sbx: key, run: 0 });
         self.schedule(
             end_at,
             Task::Expire {
@@ -978,8 +1021,9 @@ impl Core {
     }
 
     fn resume_key(&mut self, key: u64, timeout: u64) -> Res<()> {
-        self.check_capacity()?;
         let now = self.now;
+        let end_at = end_after(now, timeout)?;
+        self.check_capacity()?;
         let execution_id = uuid_from(&mut self.rng);
         let (run, tgen, boot, template) = {
             let s = self
@@ -989,7 +1033,7 @@ impl Core {
             s.state = SandboxState::Running;
             s.run_gen += 1;
             s.timeout_gen += 1;
-            s.end_at = now + TimeDelta::seconds(timeout as i64);
+            s.end_at = end_at;
             s.running_since = now;
             s.execution_id = execution_id;
             (s.run_gen, s.timeout_gen, s.end_at, s.template.clone())
@@ -997,7 +1041,7 @@ impl Core {
         self.count_running(&template, 1);
         // Resuming from a snapshot is quick; it takes its share of load at once.
         self.schedule(now, Task::Boot { sbx: key, run });
-        self.schedule(now + td(FIRST_SAMPLE_AFTER), Task::Sample { sbx: key, run });
+        self.schedule_after(FIRST_SAMPLE_AFTER, Task::Sample { sbx: key, run });
         self.schedule(
             boot,
             Task::Expire {
@@ -1031,14 +1075,14 @@ impl Core {
 
     /// `POST /sandboxes/{id}/timeout`.
     pub fn set_timeout(&mut self, id: &str, timeout: u64) -> Res<()> {
-        check_timeout(timeout)?;
+        let end = end_after(self.now, timeout)?;
         let key = self.resolve(id)?;
         let s = &self.sandboxes[&key];
         if s.state != SandboxState::Running {
             // A paused sandbox is not in the orchestrator, so E2B does not find it.
             return Err(Rejection::sandbox_not_found(&s.id));
         }
-        self.move_end(key, self.now + TimeDelta::seconds(timeout as i64));
+        self.move_end(key, end);
         Ok(())
     }
 
@@ -1076,12 +1120,11 @@ impl Core {
     /// running one's end time, never shortening it.
     pub fn connect(&mut self, id: &str, timeout: u64) -> Res<(Sandbox, bool)> {
         let key = self.resolve(id)?;
-        check_timeout(timeout)?;
+        let wanted = end_after(self.now, timeout)?;
         if self.sandboxes[&key].state == SandboxState::Paused {
             self.resume_key(key, timeout)?;
             return Ok((self.sandbox_view(key), true));
         }
-        let wanted = self.now + TimeDelta::seconds(timeout as i64);
         if wanted > self.sandboxes[&key].end_at {
             self.move_end(key, wanted);
         }
@@ -1402,7 +1445,8 @@ impl Core {
     /// Makes requests fail: `count` requests, or for `duration`, or both (whichever ends first).
     pub fn inject_api_fault(&mut self, mut fault: ApiFault, duration: Option<Duration>) {
         if let Some(d) = duration {
-            fault.until = Some(self.now + td(d));
+            // A fault that outlasts chrono's range lasts for good.
+            fault.until = later(self.now, d);
         }
         if fault.status == 429 && fault.retry_after.is_none() {
             fault.retry_after = Some(1);
@@ -1464,7 +1508,7 @@ impl Core {
                 name.clone(),
                 TemplateReport {
                     demand_cores: self.demand(name),
-                    capacity_cores: (booted * t.spec.cpu_count as usize) as f64,
+                    capacity_cores: booted as f64 * f64::from(t.spec.cpu_count),
                     running,
                     booting: running.saturating_sub(booted),
                     avg_cpu_pct,

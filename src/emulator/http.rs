@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, MatchedPath, Path, RawQuery, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Path, RawQuery, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -28,6 +29,7 @@ use tokio::task::JoinHandle;
 
 use super::core::{ApiFault, Core, CoreConfig, Delivery, Rejection, StatsReport};
 use super::delivery::{self, DeliveryPolicy, DeliveryReport, DeliveryStats};
+use super::limits::{self, OutOfRange};
 use super::scenario::Scenario;
 use crate::duration::HumanDuration;
 use crate::e2b::{
@@ -36,6 +38,10 @@ use crate::e2b::{
 
 /// Largest request body accepted.
 const MAX_BODY: usize = 1024 * 1024;
+/// Lifetime a v2 connect gives when the body has no `timeout` (E2B's default).
+const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 300;
+/// Lifetime a resume gives when the body has no `timeout` (E2B's `ResumedSandbox` default).
+const DEFAULT_RESUME_TIMEOUT_SECS: u64 = 15;
 
 /// Where virtual time comes from.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -61,6 +67,50 @@ pub struct EmulatorOptions {
     pub tick: Duration,
     /// Virtual time at start; the wall clock's now when None.
     pub start_at: Option<DateTime<Utc>>,
+}
+
+impl EmulatorOptions {
+    /// Checks every number and duration against [`limits`]; errors name the matching
+    /// `poolpilot emulator` flag.
+    pub fn validate(&self) -> Result<(), OutOfRange> {
+        if let Clock::Wall { speed } = self.clock {
+            limits::speed("--speed", speed)?;
+        }
+        limits::duration(
+            "--metrics-interval",
+            self.core.metrics_interval,
+            limits::MIN_METRICS_INTERVAL,
+            limits::MAX_METRICS_INTERVAL,
+        )?;
+        limits::number(
+            "--create-rate",
+            self.core.create_rate,
+            0.0,
+            limits::MAX_CREATE_RATE,
+            false,
+        )?;
+        limits::integer(
+            "--max-concurrent",
+            self.core.max_concurrent,
+            1,
+            limits::MAX_CONCURRENT,
+        )?;
+        limits::integer(
+            "--webhook-attempts",
+            self.delivery.max_attempts,
+            1,
+            limits::MAX_WEBHOOK_ATTEMPTS,
+        )?;
+        limits::span("--webhook-backoff", self.delivery.backoff)?;
+        limits::span("webhook delivery timeout", self.delivery.timeout)?;
+        limits::duration(
+            "tick",
+            self.tick,
+            Duration::from_millis(1),
+            limits::MAX_METRICS_INTERVAL,
+        )?;
+        Ok(())
+    }
 }
 
 impl Default for EmulatorOptions {
@@ -105,11 +155,17 @@ impl Emulator {
         self.shared.core.clone()
     }
 
+    /// Where virtual time is now. Past chrono's range (a fast clock left running for
+    /// millennia) it stays where it is; it never panics.
     fn virtual_now(&self, core: &Core) -> DateTime<Utc> {
         match self.shared.clock {
             Clock::Wall { speed } => {
-                let elapsed = self.shared.wall0.elapsed().mul_f64(speed.max(0.0));
-                self.shared.virt0 + TimeDelta::from_std(elapsed).unwrap_or(TimeDelta::MAX)
+                let elapsed = self.shared.wall0.elapsed().as_secs_f64() * speed;
+                Duration::try_from_secs_f64(elapsed)
+                    .ok()
+                    .and_then(|d| TimeDelta::from_std(d).ok())
+                    .and_then(|d| self.shared.virt0.checked_add_signed(d))
+                    .unwrap_or_else(|| core.now())
             }
             Clock::Manual => core.now(),
         }
@@ -154,8 +210,8 @@ impl Emulator {
             .route("/sandboxes/{id}/timeout", post(set_timeout))
             .route("/sandboxes/{id}/pause", post(pause))
             .route("/sandboxes/{id}/resume", post(resume))
-            .route("/sandboxes/{id}/connect", post(connect))
-            .route("/v2/sandboxes/{id}/connect", post(connect))
+            .route("/sandboxes/{id}/connect", post(connect_v1))
+            .route("/v2/sandboxes/{id}/connect", post(connect_v2))
             .route("/events/sandboxes", get(team_events))
             .route("/events/sandboxes/{id}", get(sandbox_events))
             .route("/events/webhooks", post(create_webhook).get(list_webhooks))
@@ -190,11 +246,13 @@ pub struct RunningEmulator {
 }
 
 impl RunningEmulator {
-    /// Starts serving on `listener`.
+    /// Starts serving on `listener`; options outside [`limits`] are an `InvalidInput` error.
     pub fn start(
         opts: EmulatorOptions,
         listener: tokio::net::TcpListener,
     ) -> std::io::Result<Self> {
+        opts.validate()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let addr = listener.local_addr()?;
         let virt0 = opts.start_at.unwrap_or_else(Utc::now);
         let core = Core::new(opts.core.clone(), &opts.scenario, virt0);
@@ -324,12 +382,63 @@ impl<S: Send + Sync> FromRequest<S> for Body {
     }
 }
 
+/// Parses a JSON body strictly (nothing after the value); errors name the field at fault
+/// and, for the fields with a range, what would be valid.
 fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, Rejection> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(Rejection::bad_request("Request body is required"));
     }
-    serde_json::from_slice(body)
-        .map_err(|e| Rejection::bad_request(format!("Error when parsing request: {e}")))
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        let message = match (field.as_str(), field_range(&field)) {
+            (".", _) => format!("Error when parsing request: {inner}"),
+            (_, Some(range)) => {
+                format!("Error when parsing request: {field}: {inner}; {field} must be {range}")
+            }
+            (_, None) => format!("Error when parsing request: {field}: {inner}"),
+        };
+        Rejection::bad_request(message)
+    })?;
+    de.end()
+        .map_err(|e| Rejection::bad_request(format!("Error when parsing request: {e}")))?;
+    Ok(value)
+}
+
+/// What a numeric body field accepts, for the error of a value that does not parse.
+fn field_range(field: &str) -> Option<String> {
+    Some(match field {
+        "timeout" => format!(
+            "a whole number of seconds from 0 to {}",
+            super::core::MAX_TIMEOUT_SECS
+        ),
+        "status" => "an HTTP error status from 400 to 599".to_string(),
+        "count" => format!("an integer from 1 to {}", limits::MAX_FAULT_COUNT),
+        "retry_after" => format!("an integer from 0 to {}", limits::MAX_RETRY_AFTER_SECS),
+        "for" | "by" => format!(
+            "a duration text from \"0s\" to \"{}\", e.g. \"30s\"",
+            humantime::format_duration(limits::MAX_SPAN)
+        ),
+        _ => return None,
+    })
+}
+
+/// A `{id}` path parameter; one that is not valid UTF-8 is a JSON 400 like any bad input.
+struct Id(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Id {
+    type Rejection = Rejection;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(id)) => Ok(Id(id)),
+            Err(e) => Err(Rejection::new(
+                e.status().as_u16(),
+                format!("invalid path parameter: {}", e.body_text()),
+            )),
+        }
+    }
 }
 
 fn parse_optional_json<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, Rejection> {
@@ -369,13 +478,32 @@ impl Query {
     fn parsed<T: std::str::FromStr>(&self, name: &str, what: &str) -> Result<Option<T>, Rejection> {
         match self.one(name) {
             None => Ok(None),
-            Some(v) => v.trim().parse().map(Some).map_err(|_| {
-                Rejection::bad_request(format!(
-                    "parameter \"{name}\" in query has an error: expected {what}, got {v:?}"
-                ))
-            }),
+            Some(v) => v
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| query_error(name, what, v)),
         }
     }
+
+    /// An integer parameter in `min..=max`.
+    fn integer<T>(&self, name: &str, min: T, max: T) -> Result<Option<T>, Rejection>
+    where
+        T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+    {
+        let what = format!("an integer from {min} to {max}");
+        let v = self.parsed::<T>(name, &what)?;
+        match v {
+            Some(n) if n < min || n > max => Err(query_error(name, &what, &n.to_string())),
+            _ => Ok(v),
+        }
+    }
+}
+
+fn query_error(name: &str, what: &str, got: &str) -> Rejection {
+    Rejection::bad_request(format!(
+        "parameter \"{name}\" in query has an error: expected {what}, got {got:?}"
+    ))
 }
 
 async fn gate(State(emu): State<Emulator>, req: Request, next: Next) -> Response {
@@ -545,25 +673,19 @@ async fn list_v1(State(emu): State<Emulator>, RawQuery(raw): RawQuery) -> Res {
     Ok(reply(StatusCode::OK, &items))
 }
 
-async fn get_sandbox(State(emu): State<Emulator>, Path(id): Path<String>) -> Res {
+async fn get_sandbox(State(emu): State<Emulator>, Id(id): Id) -> Res {
     Ok(reply(StatusCode::OK, &emu.with_core(|c| c.get(&id))?))
 }
 
-async fn kill_sandbox(State(emu): State<Emulator>, Path(id): Path<String>) -> Res {
+async fn kill_sandbox(State(emu): State<Emulator>, Id(id): Id) -> Res {
     emu.with_core(|c| c.kill(&id))?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn sandbox_metrics(
-    State(emu): State<Emulator>,
-    Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
-) -> Res {
+async fn sandbox_metrics(State(emu): State<Emulator>, Id(id): Id, RawQuery(raw): RawQuery) -> Res {
     let q = Query::new(raw);
-    let start = q
-        .parsed::<u32>("start", "Unix seconds >= 0")?
-        .map(i64::from);
-    let end = q.parsed::<u32>("end", "Unix seconds >= 0")?.map(i64::from);
+    let start = q.integer::<i64>("start", 0, i64::MAX)?;
+    let end = q.integer::<i64>("end", 0, i64::MAX)?;
     Ok(reply(
         StatusCode::OK,
         &emu.with_core(|c| c.metrics(&id, start, end))?,
@@ -601,7 +723,7 @@ struct TimeoutBody {
     timeout: u64,
 }
 
-async fn set_timeout(State(emu): State<Emulator>, Path(id): Path<String>, Body(body): Body) -> Res {
+async fn set_timeout(State(emu): State<Emulator>, Id(id): Id, Body(body): Body) -> Res {
     let b: TimeoutBody = parse_json(&body)?;
     emu.with_core(|c| c.set_timeout(&id, b.timeout))?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -614,7 +736,7 @@ struct PauseBody {
     memory: Option<bool>,
 }
 
-async fn pause(State(emu): State<Emulator>, Path(id): Path<String>, Body(body): Body) -> Res {
+async fn pause(State(emu): State<Emulator>, Id(id): Id, Body(body): Body) -> Res {
     let _: PauseBody = parse_optional_json(&body)?;
     emu.with_core(|c| c.pause(&id))?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -626,15 +748,38 @@ struct ResumeBody {
     timeout: Option<u64>,
 }
 
-async fn resume(State(emu): State<Emulator>, Path(id): Path<String>, Body(body): Body) -> Res {
+async fn resume(State(emu): State<Emulator>, Id(id): Id, Body(body): Body) -> Res {
     let b: ResumeBody = parse_optional_json(&body)?;
-    let sbx = emu.with_core(|c| c.resume(&id, b.timeout.unwrap_or(15)))?;
+    let sbx = emu.with_core(|c| c.resume(&id, b.timeout.unwrap_or(DEFAULT_RESUME_TIMEOUT_SECS)))?;
     Ok(reply(StatusCode::CREATED, &sbx))
 }
 
-async fn connect(State(emu): State<Emulator>, Path(id): Path<String>, Body(body): Body) -> Res {
+/// Body of `POST /v2/sandboxes/{id}/connect`: every field optional, as the SDKs send it.
+#[derive(Deserialize, Default)]
+struct ConnectV2Body {
+    #[serde(default)]
+    timeout: Option<u64>,
+    /// `false` would resume from disk only; the emulator has no memory to lose.
+    #[serde(default)]
+    #[allow(dead_code)]
+    memory: Option<bool>,
+}
+
+/// `POST /sandboxes/{id}/connect`: `timeout` is required, as in E2B's v1 schema.
+async fn connect_v1(State(emu): State<Emulator>, Id(id): Id, Body(body): Body) -> Res {
     let b: TimeoutBody = parse_json(&body)?;
-    let (sbx, resumed) = emu.with_core(|c| c.connect(&id, b.timeout))?;
+    connect(&emu, &id, b.timeout)
+}
+
+/// `POST /v2/sandboxes/{id}/connect`: the SDKs' `connect(id)` sends `{}` or no body; the
+/// timeout then defaults to E2B's 300 s.
+async fn connect_v2(State(emu): State<Emulator>, Id(id): Id, Body(body): Body) -> Res {
+    let b: ConnectV2Body = parse_optional_json(&body)?;
+    connect(&emu, &id, b.timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT_SECS))
+}
+
+fn connect(emu: &Emulator, id: &str, timeout: u64) -> Res {
+    let (sbx, resumed) = emu.with_core(|c| c.connect(id, timeout))?;
     let status = if resumed {
         StatusCode::CREATED
     } else {
@@ -645,7 +790,7 @@ async fn connect(State(emu): State<Emulator>, Path(id): Path<String>, Body(body)
 
 fn event_query(q: &Query) -> Result<EventQuery, Rejection> {
     let mut out = EventQuery {
-        offset: q.parsed::<u64>("offset", "an integer >= 0")?.unwrap_or(0),
+        offset: q.integer::<u64>("offset", 0, u64::MAX)?.unwrap_or(0),
         limit: q
             .parsed::<u32>("limit", "an integer from 1 to 100")?
             .unwrap_or(10),
@@ -678,11 +823,7 @@ async fn team_events(State(emu): State<Emulator>, RawQuery(raw): RawQuery) -> Re
     ))
 }
 
-async fn sandbox_events(
-    State(emu): State<Emulator>,
-    Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
-) -> Res {
+async fn sandbox_events(State(emu): State<Emulator>, Id(id): Id, RawQuery(raw): RawQuery) -> Res {
     let q = event_query(&Query::new(raw))?;
     Ok(reply(
         StatusCode::OK,
@@ -702,18 +843,14 @@ async fn list_webhooks(State(emu): State<Emulator>) -> Res {
     Ok(reply(StatusCode::OK, &emu.with_core(|c| c.list_webhooks())))
 }
 
-async fn get_webhook(State(emu): State<Emulator>, Path(id): Path<String>) -> Res {
+async fn get_webhook(State(emu): State<Emulator>, Id(id): Id) -> Res {
     Ok(reply(
         StatusCode::OK,
         &emu.with_core(|c| c.get_webhook(&id))?,
     ))
 }
 
-async fn update_webhook(
-    State(emu): State<Emulator>,
-    Path(id): Path<String>,
-    Body(body): Body,
-) -> Res {
+async fn update_webhook(State(emu): State<Emulator>, Id(id): Id, Body(body): Body) -> Res {
     let patch: WebhookPatch = parse_json(&body)?;
     Ok(reply(
         StatusCode::OK,
@@ -721,7 +858,7 @@ async fn update_webhook(
     ))
 }
 
-async fn delete_webhook(State(emu): State<Emulator>, Path(id): Path<String>) -> Res {
+async fn delete_webhook(State(emu): State<Emulator>, Id(id): Id) -> Res {
     emu.with_core(|c| c.delete_webhook(&id))?;
     Ok(StatusCode::OK.into_response())
 }
@@ -772,9 +909,7 @@ struct FaultBody {
 
 async fn inject_fault(State(emu): State<Emulator>, Body(body): Body) -> Res {
     let b: FaultBody = parse_json(&body)?;
-    if !(400..=599).contains(&b.status) {
-        return Err(Rejection::bad_request("status must be 400 to 599"));
-    }
+    check_fault(&b).map_err(|e| Rejection::bad_request(e.to_string()))?;
     if b.count.is_none() && b.duration.is_none() {
         return Err(Rejection::bad_request("give `count`, `for`, or both"));
     }
@@ -788,6 +923,21 @@ async fn inject_fault(State(emu): State<Emulator>, Body(body): Body) -> Res {
     };
     emu.with_core(|c| c.inject_api_fault(fault, b.duration.map(|d| d.0)));
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The bounds of a fault's fields: see [`limits`].
+fn check_fault(b: &FaultBody) -> Result<(), OutOfRange> {
+    limits::integer("status", b.status, 400, 599)?;
+    if let Some(n) = b.count {
+        limits::integer("count", n, 1, limits::MAX_FAULT_COUNT)?;
+    }
+    if let Some(d) = b.duration {
+        limits::span("for", d.0)?;
+    }
+    if let Some(s) = b.retry_after {
+        limits::integer("retry_after", s, 0, limits::MAX_RETRY_AFTER_SECS)?;
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -804,10 +954,8 @@ async fn advance(State(emu): State<Emulator>, Body(body): Body) -> Res {
         ));
     }
     let b: AdvanceBody = parse_json(&body)?;
-    let now = emu.with_core(|c| {
-        c.advance(b.by.0);
-        c.now()
-    });
+    let by = limits::span("by", b.by.0).map_err(|e| Rejection::bad_request(e.to_string()))?;
+    let now = emu.with_core(|c| c.try_advance(by))?;
     Ok(reply(StatusCode::OK, &serde_json::json!({ "now": now })))
 }
 
@@ -818,11 +966,7 @@ struct CrashBody {
     reason: Option<String>,
 }
 
-async fn crash_sandbox(
-    State(emu): State<Emulator>,
-    Path(id): Path<String>,
-    Body(body): Body,
-) -> Res {
+async fn crash_sandbox(State(emu): State<Emulator>, Id(id): Id, Body(body): Body) -> Res {
     let b: CrashBody = parse_optional_json(&body)?;
     let reason = b
         .reason

@@ -20,8 +20,13 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::core::MAX_TIMEOUT_SECS;
+use super::limits;
 use crate::duration::HumanDuration;
 use crate::e2b::Metadata;
 
@@ -33,7 +38,7 @@ pub const DEFAULT_TEMPLATE: &str = "base";
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
     /// How long the scenario runs; `simulate` and `--exit-at-end` stop there.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "some_span")]
     pub duration: Option<HumanDuration>,
     /// Seed of every random draw (noise, ids, fault victims): same seed, same run.
     #[serde(default)]
@@ -56,14 +61,14 @@ pub struct Scenario {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TemplateSpec {
-    #[serde(default = "default_cpu")]
+    #[serde(default = "default_cpu", deserialize_with = "cpu_count")]
     pub cpu_count: u32,
-    #[serde(default = "default_memory")]
+    #[serde(default = "default_memory", deserialize_with = "memory_mb")]
     pub memory_mb: u32,
-    #[serde(default = "default_disk")]
+    #[serde(default = "default_disk", deserialize_with = "disk_mb")]
     pub disk_mb: u32,
     /// Time from create until the sandbox takes its share of the demand.
-    #[serde(default = "default_boot")]
+    #[serde(default = "default_boot", deserialize_with = "boot")]
     pub boot: HumanDuration,
     /// Another name that finds this template (E2B templates have an ID and an alias).
     #[serde(default)]
@@ -103,6 +108,7 @@ impl Default for TemplateSpec {
 pub struct LoadSpec {
     pub template: String,
     /// `[time since start, busy cores]` pairs, times strictly increasing.
+    #[serde(deserialize_with = "points")]
     pub points: Vec<(HumanDuration, f64)>,
     /// Relative noise on each CPU sample, 0 to 1 (0.05 = within ±5 %).
     #[serde(default)]
@@ -115,11 +121,15 @@ pub struct LoadSpec {
 pub struct InitialSpec {
     #[serde(default = "default_template")]
     pub template: String,
+    #[serde(deserialize_with = "initial_count")]
     pub count: u32,
     #[serde(default)]
     pub metadata: Metadata,
-    /// Their timeout; long by default so that they outlive the scenario.
-    #[serde(default = "default_initial_timeout")]
+    /// Their timeout; long by default so that they outlive the scenario. At most E2B's 24 h.
+    #[serde(
+        default = "default_initial_timeout",
+        deserialize_with = "sandbox_timeout"
+    )]
     pub timeout: HumanDuration,
 }
 
@@ -135,9 +145,10 @@ fn default_initial_timeout() -> HumanDuration {
 #[serde(deny_unknown_fields)]
 pub struct FaultSpec {
     /// Time since start.
+    #[serde(deserialize_with = "at")]
     pub at: HumanDuration,
     /// Kill this many running sandboxes of `template`, chosen by the seeded random draw.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "some_kill")]
     pub kill: Option<u32>,
     #[serde(default)]
     pub template: Option<String>,
@@ -156,14 +167,113 @@ pub struct ApiErrorSpec {
     /// 429, 500, 502, 503, 504...
     pub status: u16,
     /// How long the fault lasts.
-    #[serde(rename = "for")]
+    #[serde(rename = "for", deserialize_with = "fault_for")]
     pub duration: HumanDuration,
     /// Only requests whose path starts with this, e.g. `/v2/sandboxes`; all when absent.
     #[serde(default)]
     pub path: Option<String>,
     /// Retry-After seconds sent with a 429 or 503; 1 by default for 429.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "some_retry_after")]
     pub retry_after: Option<u64>,
+}
+
+// Bounds checked while parsing, so that an error carries the line and column of the value
+// and names its field (see emulator::limits for the ranges and why).
+
+/// A duration field within `min..=max`.
+fn duration_in<'de, D: Deserializer<'de>>(
+    d: D,
+    field: &str,
+    min: Duration,
+    max: Duration,
+) -> Result<HumanDuration, D::Error> {
+    let text = String::deserialize(d)?;
+    let v: HumanDuration = text
+        .parse()
+        .map_err(|e| D::Error::custom(format!("{field}: {e}")))?;
+    limits::duration(field, v.0, min, max)
+        .map(HumanDuration)
+        .map_err(D::Error::custom)
+}
+
+/// An integer field within `min..=max`.
+fn integer_in<'de, D, T>(d: D, field: &str, min: T, max: T) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + PartialOrd + std::fmt::Display + Copy,
+{
+    let v = T::deserialize(d)?;
+    limits::integer(field, v, min, max).map_err(D::Error::custom)
+}
+
+fn some_span<'de, D: Deserializer<'de>>(d: D) -> Result<Option<HumanDuration>, D::Error> {
+    duration_in(d, "duration", Duration::ZERO, limits::MAX_SPAN).map(Some)
+}
+fn boot<'de, D: Deserializer<'de>>(d: D) -> Result<HumanDuration, D::Error> {
+    duration_in(d, "boot", Duration::ZERO, limits::MAX_SPAN)
+}
+fn at<'de, D: Deserializer<'de>>(d: D) -> Result<HumanDuration, D::Error> {
+    duration_in(d, "at", Duration::ZERO, limits::MAX_SPAN)
+}
+fn fault_for<'de, D: Deserializer<'de>>(d: D) -> Result<HumanDuration, D::Error> {
+    duration_in(d, "for", Duration::ZERO, limits::MAX_SPAN)
+}
+fn sandbox_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<HumanDuration, D::Error> {
+    let max = Duration::from_secs(MAX_TIMEOUT_SECS);
+    duration_in(d, "timeout", Duration::ZERO, max)
+}
+fn cpu_count<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    integer_in(d, "cpu_count", 1, limits::MAX_CPU_COUNT)
+}
+fn memory_mb<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    integer_in(d, "memory_mb", limits::MIN_MEMORY_MB, limits::MAX_MEMORY_MB)
+}
+fn disk_mb<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    integer_in(d, "disk_mb", 1, limits::MAX_DISK_MB)
+}
+fn initial_count<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let max = u32::try_from(limits::MAX_INITIAL_SANDBOXES).unwrap_or(u32::MAX);
+    integer_in(d, "count", 0, max)
+}
+fn some_kill<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    integer_in(d, "kill", 1, limits::MAX_FAULT_KILLS).map(Some)
+}
+fn some_retry_after<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    integer_in(d, "retry_after", 0, limits::MAX_RETRY_AFTER_SECS).map(Some)
+}
+
+/// A load curve's `[time, cores]` pair, each bounded where it is written.
+struct Point(HumanDuration, f64);
+
+impl<'de> Deserialize<'de> for Point {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (t, cores) = <(PointTime, PointCores)>::deserialize(d)?;
+        Ok(Point(t.0, cores.0))
+    }
+}
+
+struct PointTime(HumanDuration);
+
+impl<'de> Deserialize<'de> for PointTime {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        duration_in(d, "points time", Duration::ZERO, limits::MAX_SPAN).map(PointTime)
+    }
+}
+
+struct PointCores(f64);
+
+impl<'de> Deserialize<'de> for PointCores {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = f64::deserialize(d)?;
+        limits::number("points cores", v, 0.0, limits::MAX_DEMAND_CORES, false)
+            .map(PointCores)
+            .map_err(D::Error::custom)
+    }
+}
+
+fn points<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(HumanDuration, f64)>, D::Error> {
+    let points = Vec::<Point>::deserialize(d)?;
+    Ok(points.into_iter().map(|p| (p.0, p.1)).collect())
 }
 
 /// A scenario file that could not be used.
@@ -201,7 +311,7 @@ impl Scenario {
                 file: file.to_string(),
                 line,
                 column,
-                message: first_line(&e.to_string()),
+                message: without_position(&first_line(&e.to_string())).to_string(),
             }
         })?;
         scenario.validate().map_err(|message| ScenarioError {
@@ -281,6 +391,14 @@ impl Scenario {
         for (i, s) in self.initial.iter().enumerate() {
             known(&s.template, &format!("initial[{i}]"))?;
         }
+        let total: u64 = self.initial.iter().map(|s| u64::from(s.count)).sum();
+        limits::integer(
+            "initial: count in all",
+            total,
+            0,
+            limits::MAX_INITIAL_SANDBOXES,
+        )
+        .map_err(|e| e.to_string())?;
         for (i, f) in self.faults.iter().enumerate() {
             let at = format!("faults[{i}]");
             match (&f.kill, &f.api_error) {
@@ -304,6 +422,25 @@ impl Scenario {
             }
         }
         Ok(())
+    }
+}
+
+/// The parser's message without its own `error: line N column M: ` prefix, since
+/// [`ScenarioError`] shows the position once, as `file:line:column`.
+fn without_position(message: &str) -> &str {
+    let rest = message.strip_prefix("error: ").unwrap_or(message);
+    let Some(after_line) = rest.strip_prefix("line ") else {
+        return rest;
+    };
+    match after_line.split_once(": ") {
+        Some((position, text))
+            if position
+                .split(" column ")
+                .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) =>
+        {
+            text
+        }
+        _ => rest,
     }
 }
 
@@ -359,7 +496,7 @@ faults:
             ),
             (
                 "load:\n  - { template: base, points: [[0s, -1]] }\n",
-                "must be a finite number",
+                "points cores: -1 is out of range; expected a finite number from 0",
             ),
             (
                 "load:\n  - { template: base, points: [] }\n",
@@ -380,6 +517,99 @@ faults:
                 "{text:?}: {e}"
             );
         }
+    }
+
+    /// Item 12 of issue 9: every number and duration is bounded where it is written, and
+    /// the error gives the line and column, the field and what is valid.
+    #[test]
+    fn absurd_values_are_errors_at_their_place() {
+        let cases = [
+            (
+                "duration: 300000years\n",
+                1,
+                "duration: 300000years is out of range",
+            ),
+            (
+                "faults:\n  - { at: 300000years, kill: 1 }\n",
+                2,
+                "at: 300000years",
+            ),
+            (
+                "faults:\n  - { at: 1m, api_error: { status: 503, for: 18446744073709551616s } }\n",
+                2,
+                "for",
+            ),
+            (
+                "faults:\n  - { at: 1m, api_error: { status: 503, for: 1s, retry_after: 18446744073709551615 } }\n",
+                2,
+                "retry_after",
+            ),
+            (
+                "faults:\n  - { at: 1m, kill: 4294967295 }\n",
+                2,
+                "kill: 4294967295",
+            ),
+            ("templates:\n  base: { boot: 300000years }\n", 2, "boot"),
+            (
+                "templates:\n  base: { cpu_count: 4294967295 }\n",
+                2,
+                "cpu_count",
+            ),
+            (
+                "templates:\n  base: { memory_mb: 64 }\n",
+                2,
+                "memory_mb: 64",
+            ),
+            (
+                "initial:\n  - { count: 4000000000 }\n",
+                2,
+                "count: 4000000000",
+            ),
+            (
+                "initial:\n  - { count: 1, timeout: 25h }\n",
+                2,
+                "timeout: 1day 1h",
+            ),
+            (
+                "load:\n  - { template: base, points: [[0s, 1e300]] }\n",
+                2,
+                "points cores: 1e300",
+            ),
+            (
+                "load:\n  - { template: base, points: [[0s, .nan]] }\n",
+                2,
+                "points cores: NaN",
+            ),
+            (
+                "load:\n  - { template: base, points: [[0s, .inf]] }\n",
+                2,
+                "points cores: inf",
+            ),
+            (
+                "load:\n  - { template: base, points: [[0s, -1]] }\n",
+                2,
+                "points cores: -1",
+            ),
+            (
+                "load:\n  - { template: base, points: [[300000years, 1]] }\n",
+                2,
+                "points time",
+            ),
+        ];
+        for (text, line, want) in cases {
+            let e = Scenario::parse("x.yaml", text).unwrap_err();
+            assert!(e.to_string().contains(want), "{text:?}: {e}");
+            assert_eq!(e.line, line, "{text:?}: {e}");
+            assert!(e.column > 0, "{text:?}: {e}");
+            assert!(e.to_string().contains("expected"), "{text:?}: {e}");
+            assert!(
+                !e.message.contains("line"),
+                "the position is shown once: {e}"
+            );
+        }
+        let many = "initial:\n  - { count: 6000 }\n  - { count: 6000 }\n";
+        let e = Scenario::parse("x.yaml", many).unwrap_err();
+        assert!(e.message.contains("12000 is out of range"), "{e}");
     }
 
     #[test]

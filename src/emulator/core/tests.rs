@@ -607,3 +607,72 @@ fn thirty_minutes_of_a_thousand_sandboxes() {
         .collect();
     assert_eq!(c.metrics(&ids[0], None, None).unwrap().len(), 360);
 }
+
+/// Item 12 of issue 9: absurd timeouts and durations are refused or ignored, never a panic.
+#[test]
+fn absurd_timeouts_and_durations_never_panic() {
+    let mut c = core_with("", unlimited());
+    let a = c.create(&new_sbx("base"), true, None).unwrap();
+    c.pause(&a.sandbox_id).unwrap();
+    for huge in [i64::MAX as u64, u64::MAX, MAX_TIMEOUT_SECS + 1] {
+        let e = c.resume(&a.sandbox_id, huge).unwrap_err();
+        assert_eq!(e.status, 400, "{e:?}");
+        assert!(e.message.contains("24 hours"), "{e:?}");
+        let e = c.connect(&a.sandbox_id, huge).unwrap_err();
+        assert_eq!(e.status, 400, "{e:?}");
+        let e = c.set_timeout(&a.sandbox_id, huge).unwrap_err();
+        assert_eq!(e.status, 400, "{e:?}");
+    }
+    c.resume(&a.sandbox_id, MAX_TIMEOUT_SECS).unwrap();
+    // Virtual time can be pushed to the end of chrono's range: what cannot be scheduled any
+    // more is dropped, and the core keeps answering.
+    let huge = humantime::parse_duration("300000years").unwrap();
+    let fault = ApiFault {
+        status: 503,
+        until: None,
+        remaining: None,
+        path: Some("/nothing".into()),
+        method: None,
+        retry_after: None,
+    };
+    c.inject_api_fault(fault, Some(huge));
+    assert!(
+        c.try_advance(huge).is_err(),
+        "300000 years is past chrono's range"
+    );
+    c.advance(huge);
+    c.advance(Duration::MAX);
+    c.advance_to(DateTime::<Utc>::MAX_UTC);
+    c.advance(Duration::from_secs(5));
+    let b = c.create(&new_sbx("base"), true, None);
+    assert!(
+        b.is_err_and(|e| e.status == 400),
+        "no end time can be given"
+    );
+    assert_eq!(c.stats().running, 0);
+    let _ = c.list(&ListQuery::default()).unwrap();
+    let _ = c.metrics(&a.sandbox_id, Some(0), Some(i64::MAX)).unwrap();
+}
+
+/// A config or scenario built in code, not parsed, cannot hang or panic the core either.
+#[test]
+fn degenerate_configs_built_in_code_never_hang() {
+    let cfg = CoreConfig {
+        metrics_interval: Duration::ZERO,
+        metrics_retention: Duration::MAX,
+        event_retention: Duration::MAX,
+        create_rate: f64::NAN,
+        ..unlimited()
+    };
+    let mut s = Scenario::default();
+    s.load.push(crate::emulator::scenario::LoadSpec {
+        template: "base".into(),
+        points: Vec::new(),
+        noise: 0.0,
+    });
+    let mut c = Core::new(cfg, &s, t0());
+    c.create(&new_sbx("base"), true, None).unwrap();
+    c.advance(Duration::from_secs(10));
+    assert_eq!(c.stats().running, 1);
+    assert_eq!(c.demand("base"), 0.0);
+}
