@@ -452,7 +452,8 @@ fn duration_in(raw: &str, lo: Duration, hi: Duration) -> Result<HumanDuration, S
 
 /// `demo --speed`: a minute of scenario takes from 10 minutes (0.1) to 60 ms (1000).
 fn demo_speed(raw: &str) -> Result<f64, String> {
-    number_in(raw, 0.1, 1000.0, "virtual seconds per wall-clock second")
+    let (lo, hi) = crate::demo::SPEED_RANGE;
+    number_in(raw, lo, hi, "virtual seconds per wall-clock second")
 }
 
 /// The emulated team's create rate: 0 (unlimited) or 0.001 to 1,000,000 a second.
@@ -499,7 +500,7 @@ pub fn main() -> ExitCode {
             .subcommand_matches("config")
             .and_then(|m| m.subcommand_matches("print"))
     });
-    telemetry::init(cli.log_format, &cli.log_level);
+    let demo_log = init_logs(&cli);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -513,7 +514,9 @@ pub fn main() -> ExitCode {
             Command::Config(ConfigCommand::Print(args)) => {
                 print_config(&args, config_matches).map(|()| true)
             }
-            Command::Demo(args) => crate::demo::run(args.speed).await.map(|()| true),
+            Command::Demo(args) => crate::demo::run(args.speed, demo_log.as_deref())
+                .await
+                .map(|()| true),
             Command::Health(args) => Ok(health(&args.target()).await),
             Command::Emulator(args) => run_emulator(args).await.map(|()| true),
             Command::Check(args) => Ok(run_check(&args)),
@@ -526,6 +529,25 @@ pub fn main() -> ExitCode {
         Ok(false) => ExitCode::FAILURE,
         Err(e) => report(&e),
     }
+}
+
+/// Installs logging: to stderr, except for `demo`, whose live view is the terminal: its logs go
+/// to a file in the temporary folder, whose path it returns (the view names it).
+fn init_logs(cli: &Cli) -> Option<PathBuf> {
+    if matches!(cli.command, Command::Demo(_)) {
+        let file = std::env::temp_dir().join(format!("poolpilot-demo-{}.log", std::process::id()));
+        match telemetry::init_to_file(cli.log_format, &cli.log_level, &file) {
+            Ok(()) => return Some(file),
+            Err(e) => eprintln!(
+                "warning: cannot write the demo's log to {}: {e}; logging warnings only",
+                file.display()
+            ),
+        }
+        telemetry::init(cli.log_format, "warn");
+        return None;
+    }
+    telemetry::init(cli.log_format, &cli.log_level);
+    None
 }
 
 /// Prints an error and says how to exit: a configuration error one line per problem, with

@@ -632,3 +632,31 @@ fn other_commands_refuse_numbers_out_of_range_as_usage_errors() {
         assert_eq!(o.status.code(), Some(2), "{a:?}: {}", out(&o));
     }
 }
+
+#[test]
+fn the_demo_view_shows_each_decision_once_and_its_log_goes_to_a_file() {
+    let d = workdir("demo");
+    let tmp = d.0.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let o = poolpilot(
+        &d.0,
+        &["demo", "--speed", "600"],
+        &[("TMPDIR", tmp.to_str().unwrap()), ("POOLPILOT_LOG", "info")],
+    );
+    let (view, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(o.status.success(), "{view}{err}");
+    // A terminal shows stdout and stderr together: nothing but the view may reach it.
+    assert!(err.is_empty(), "log lines leak into the live view:\n{err}");
+    let first = "raised to min 2: 0 -> 2";
+    assert_eq!(view.matches(first).count(), 1, "{view}");
+    let log_line = view
+        .lines()
+        .find_map(|l| l.strip_prefix("the agent's log: "))
+        .unwrap_or_else(|| panic!("the view names its log file:\n{view}"));
+    assert!(Path::new(log_line).starts_with(&tmp), "{log_line}");
+    let log = std::fs::read_to_string(log_line).unwrap();
+    assert!(log.contains(first), "{log}");
+}
