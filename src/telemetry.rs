@@ -25,7 +25,12 @@ pub fn init(format: LogFormat, level: &str) {
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    install(json, level, std::io::stderr);
+    install(
+        json,
+        std::io::stderr().is_terminal(),
+        level,
+        std::io::stderr,
+    );
 }
 
 /// Installs the global subscriber, appending to `file` (created if need be). With `auto`, a
@@ -35,12 +40,18 @@ pub fn init_to_file(format: LogFormat, level: &str, file: &Path) -> std::io::Res
         .create(true)
         .append(true)
         .open(file)?;
-    install(format != LogFormat::Text, level, std::sync::Mutex::new(f));
+    install(
+        format != LogFormat::Text,
+        false,
+        level,
+        std::sync::Mutex::new(f),
+    );
     Ok(())
 }
 
 /// Installs the subscriber with its filter, format and writer; keeps one already installed.
-fn install<W>(json: bool, level: &str, writer: W)
+/// `ansi` colours text, only for a terminal: escape codes in a file or a pipe are noise.
+fn install<W>(json: bool, ansi: bool, level: &str, writer: W)
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
@@ -50,6 +61,7 @@ where
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(writer);
     let result = if json {
         builder.json().flatten_event(true).try_init()

@@ -660,3 +660,23 @@ fn the_demo_view_shows_each_decision_once_and_its_log_goes_to_a_file() {
     let log = std::fs::read_to_string(log_line).unwrap();
     assert!(log.contains(first), "{log}");
 }
+
+#[test]
+fn text_logs_carry_no_colour_codes_outside_a_terminal() {
+    let d = workdir("ansi");
+    let o = poolpilot(
+        &d.0,
+        &[
+            "--log-format",
+            "text",
+            "--log-level",
+            "nonsense=[",
+            "check",
+            "rules",
+        ],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("invalid log level"), "{err}");
+    assert!(!err.contains('\u{1b}'), "escape codes in a pipe: {err:?}");
+}
