@@ -3,14 +3,15 @@
 //! Exit codes: 0 success; 1 a failure (invalid rules, a failing rule test, a bad scenario, a
 //! port that cannot be bound); 2 a usage error.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::builder::BoolishValueParser;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use crate::agent::config::{self, ConfigError, Effective, Origin, Overrides};
 use crate::duration::HumanDuration;
 use crate::emulator::delivery::DeliveryPolicy;
 use crate::emulator::{Clock, CoreConfig, EmulatorOptions, RunningEmulator, Scenario};
@@ -121,7 +122,7 @@ pub struct ConfigArgs {
     pub api_key_file: Option<PathBuf>,
     /// Sandbox creates per second, at most [file: api.create_rate; default 5].
     #[arg(long, env = "POOLPILOT_CREATE_RATE", value_name = "PER_SECOND")]
-    pub create_rate: Option<f64>,
+    pub create_rate: Option<String>,
     /// Rule file or directory; repeat, or separate with commas [file: rules].
     #[arg(
         long = "rules",
@@ -138,14 +139,14 @@ pub struct ConfigArgs {
     pub listen: Option<String>,
     /// Control loop interval [file: poll.metrics; default 5s].
     #[arg(long, env = "POOLPILOT_POLL_METRICS", value_name = "DURATION")]
-    pub poll_metrics: Option<HumanDuration>,
+    pub poll_metrics: Option<String>,
     /// Events API poll interval [file: poll.events; default 10s].
     #[arg(long, env = "POOLPILOT_POLL_EVENTS", value_name = "DURATION")]
-    pub poll_events: Option<HumanDuration>,
+    pub poll_events: Option<String>,
     /// Serve POST /webhooks/e2b [file: webhook; implied by the other --webhook-* flags].
     #[arg(long, env = "POOLPILOT_WEBHOOK", value_name = "BOOL", num_args = 0..=1,
-          default_missing_value = "true", value_parser = BoolishValueParser::new())]
-    pub webhook: Option<bool>,
+          default_missing_value = "true")]
+    pub webhook: Option<String>,
     /// File holding the webhook signature secret [file: webhook.secret_file].
     #[arg(long, env = "POOLPILOT_WEBHOOK_SECRET_FILE", value_name = "FILE")]
     pub webhook_secret_file: Option<PathBuf>,
@@ -157,8 +158,8 @@ pub struct ConfigArgs {
     pub webhook_name: Option<String>,
     /// Decide and log; change nothing [file: dry_run].
     #[arg(long, env = "POOLPILOT_DRY_RUN", value_name = "BOOL", num_args = 0..=1,
-          default_missing_value = "true", value_parser = BoolishValueParser::new())]
-    pub dry_run: Option<bool>,
+          default_missing_value = "true")]
+    pub dry_run: Option<String>,
 }
 
 /// Each [`ConfigArgs`] field: its clap id, the setting it overrides, its flag and variable.
@@ -219,46 +220,77 @@ const OVERRIDES: &[(&str, &str, &str, &str)] = &[
 ];
 
 impl ConfigArgs {
-    /// The overrides, with each one's origin read from clap's matches.
-    fn overrides(&self, m: Option<&ArgMatches>) -> crate::agent::config::Overrides {
-        let mut origins = std::collections::BTreeMap::new();
-        if let Some(m) = m {
-            for (id, setting, flag, env) in OVERRIDES {
-                match m.value_source(id) {
-                    Some(ValueSource::CommandLine) => {
-                        origins.insert(*setting, format!("flag {flag}"));
-                    }
-                    Some(ValueSource::EnvVariable) => {
-                        origins.insert(*setting, format!("env {env}"));
-                    }
-                    _ => {}
+    /// Where each setting given by flag or variable came from, read from clap's matches. The
+    /// values are kept as text by clap and parsed here, so that an error names its source.
+    fn origins(m: Option<&ArgMatches>) -> BTreeMap<&'static str, Origin> {
+        let mut origins = BTreeMap::new();
+        let Some(m) = m else {
+            return origins;
+        };
+        for (id, setting, flag, env) in OVERRIDES {
+            match m.value_source(id) {
+                Some(ValueSource::CommandLine) => {
+                    origins.insert(*setting, Origin::Flag(flag));
                 }
+                Some(ValueSource::EnvVariable) => {
+                    origins.insert(*setting, Origin::Env(env));
+                }
+                _ => {}
             }
         }
-        crate::agent::config::Overrides {
+        origins
+    }
+
+    /// The overrides, each parsed with its source named in any error.
+    fn overrides(&self, m: Option<&ArgMatches>) -> Result<Overrides, ConfigError> {
+        let origins = Self::origins(m);
+        // `--flag` or `POOLPILOT_X`: what an error about the setting blames.
+        let source = |setting: &str| -> String {
+            match origins.get(setting) {
+                Some(Origin::Env(v)) => (*v).to_string(),
+                Some(Origin::Flag(f)) => (*f).to_string(),
+                _ => OVERRIDES
+                    .iter()
+                    .find(|o| o.1 == setting)
+                    .map_or_else(|| setting.to_string(), |o| o.2.to_string()),
+            }
+        };
+        let parse_duration = |raw: &Option<String>, setting: &str| {
+            raw.as_deref()
+                .map(|r| config::parse_duration_override(r, &source(setting)))
+                .transpose()
+        };
+        let parse_bool = |raw: &Option<String>, setting: &str| {
+            raw.as_deref()
+                .map(|r| config::parse_bool_override(r, &source(setting)))
+                .transpose()
+        };
+        let create_rate = self
+            .create_rate
+            .as_deref()
+            .map(|r| config::parse_rate_override(r, &source("api.create_rate")))
+            .transpose()?;
+        Ok(Overrides {
             api_url: self.api_url.clone(),
             api_key_file: self.api_key_file.clone(),
-            create_rate: self.create_rate,
+            create_rate,
             rules: self.rules.clone(),
             state_dir: self.state_dir.clone(),
             listen: self.listen.clone(),
-            poll_metrics: self.poll_metrics,
-            poll_events: self.poll_events,
-            webhook: self.webhook,
+            poll_metrics: parse_duration(&self.poll_metrics, "poll.metrics")?,
+            poll_events: parse_duration(&self.poll_events, "poll.events")?,
+            webhook: parse_bool(&self.webhook, "webhook")?,
             webhook_secret_file: self.webhook_secret_file.clone(),
             webhook_public_url: self.webhook_public_url.clone(),
             webhook_name: self.webhook_name.clone(),
-            dry_run: self.dry_run,
+            dry_run: parse_bool(&self.dry_run, "dry_run")?,
             origins,
-        }
+        })
     }
 
     /// The effective configuration: flags and environment over the file and defaults.
-    pub fn resolve(
-        &self,
-        m: Option<&ArgMatches>,
-    ) -> Result<crate::agent::config::Effective, crate::agent::config::ConfigError> {
-        crate::agent::config::resolve(self.config.as_deref(), &self.overrides(m), &|k| {
+    pub fn resolve(&self, m: Option<&ArgMatches>) -> Result<Effective, ConfigError> {
+        config::resolve(self.config.as_deref(), &self.overrides(m)?, &|k| {
             std::env::var(k).ok()
         })
     }
@@ -300,7 +332,7 @@ impl HealthArgs {
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Virtual seconds per wall-clock second: at 30 the 30-minute scenario takes a minute.
-    #[arg(long, default_value_t = 30.0, value_name = "FACTOR")]
+    #[arg(long, default_value_t = 30.0, value_name = "FACTOR", value_parser = demo_speed)]
     pub speed: f64,
 }
 
@@ -336,16 +368,17 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
     /// Time between two engine steps (the agent's poll interval).
-    #[arg(long, default_value = "5s", value_name = "DURATION")]
+    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = tick_interval)]
     pub tick: HumanDuration,
-    /// Sandbox creates per second the emulated team may make (E2B: 1 Hobby, 5 Pro).
-    #[arg(long, default_value_t = 5.0, value_name = "PER_SECOND")]
+    /// Sandbox creates per second the emulated team may make (E2B: 1 Hobby, 5 Pro); 0 is
+    /// unlimited.
+    #[arg(long, default_value_t = 5.0, value_name = "PER_SECOND", value_parser = emulated_create_rate)]
     pub create_rate: f64,
     /// Running sandboxes the emulated team may have (E2B: 20 Hobby, 100 Pro, up to 1,100).
-    #[arg(long, default_value_t = 100, value_name = "N")]
+    #[arg(long, default_value_t = 100, value_name = "N", value_parser = max_concurrent)]
     pub max_concurrent: usize,
     /// Metric sampling interval of the emulator (E2B: 5s).
-    #[arg(long, default_value = "5s", value_name = "DURATION")]
+    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = tick_interval)]
     pub metrics_interval: HumanDuration,
 }
 
@@ -364,7 +397,7 @@ pub struct EmulatorArgs {
     #[arg(long, env = "POOLPILOT_EMULATOR_SCENARIO", value_name = "FILE")]
     pub scenario: Option<PathBuf>,
     /// Time between two metric samples of a sandbox (E2B: 5s).
-    #[arg(long, default_value = "5s", value_name = "DURATION")]
+    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = tick_interval)]
     pub metrics_interval: HumanDuration,
     /// API key clients must send; without it any non-empty key is accepted.
     #[arg(
@@ -381,26 +414,77 @@ pub struct EmulatorArgs {
     #[arg(long, conflicts_with = "speed")]
     pub manual_clock: bool,
     /// Running sandboxes at most (E2B: 20 on Hobby, 100 on Pro).
-    #[arg(long, default_value_t = 100, value_name = "N")]
+    #[arg(long, default_value_t = 100, value_name = "N", value_parser = max_concurrent)]
     pub max_concurrent: usize,
-    /// Sandbox creates per second (E2B: 1 on Hobby, 5 on Pro).
-    #[arg(long, default_value_t = 5.0, value_name = "PER_SECOND")]
+    /// Sandbox creates per second (E2B: 1 on Hobby, 5 on Pro); 0 is unlimited.
+    #[arg(long, default_value_t = 5.0, value_name = "PER_SECOND", value_parser = emulated_create_rate)]
     pub create_rate: f64,
     /// Tries per webhook delivery, the first included.
-    #[arg(long, default_value_t = 3, value_name = "N")]
+    #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
     pub webhook_attempts: u32,
     /// Wait before the first webhook retry; doubles each retry.
-    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = webhook_backoff)]
     pub webhook_backoff: HumanDuration,
     /// Answer POST /v2/sandboxes with a router 404, like an API that only has v1 creates.
     #[arg(long)]
     pub no_v2_create: bool,
     /// Print a status line this often (wall clock); 0s prints none.
-    #[arg(long, default_value = "0s", value_name = "DURATION")]
+    #[arg(long, default_value = "0s", value_name = "DURATION", value_parser = status_every)]
     pub status_every: HumanDuration,
     /// Exit once the scenario's duration has passed in virtual time.
     #[arg(long)]
     pub exit_at_end: bool,
+}
+
+/// A number within `lo..=hi`, for a flag's value parser: the error says the valid range.
+fn number_in(raw: &str, lo: f64, hi: f64, unit: &str) -> Result<f64, String> {
+    match raw.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && (lo..=hi).contains(&v) => Ok(v),
+        _ => Err(format!("expected {unit} from {lo} to {hi}")),
+    }
+}
+
+/// A duration within `lo..=hi`, for a flag's value parser.
+fn duration_in(raw: &str, lo: Duration, hi: Duration) -> Result<HumanDuration, String> {
+    let d: HumanDuration = raw.parse()?;
+    config::check_duration(d.0, (lo, hi)).map(|()| d)
+}
+
+/// `demo --speed`: a minute of scenario takes from 10 minutes (0.1) to 60 ms (1000).
+fn demo_speed(raw: &str) -> Result<f64, String> {
+    let (lo, hi) = crate::demo::SPEED_RANGE;
+    number_in(raw, lo, hi, "virtual seconds per wall-clock second")
+}
+
+/// The emulated team's create rate: 0 (unlimited) or 0.001 to 1,000,000 a second.
+fn emulated_create_rate(raw: &str) -> Result<f64, String> {
+    match number_in(raw, 0.0, 1_000_000.0, "creates per second") {
+        Ok(v) if v == 0.0 || v >= 0.001 => Ok(v),
+        _ => Err("expected creates per second: 0 (unlimited), or from 0.001 to 1000000".into()),
+    }
+}
+
+/// The emulated team's cap on running sandboxes.
+fn max_concurrent(raw: &str) -> Result<usize, String> {
+    match raw.trim().parse::<usize>() {
+        Ok(n) if n <= 1_000_000 => Ok(n),
+        _ => Err("expected a number of sandboxes from 0 to 1000000".into()),
+    }
+}
+
+/// A step of virtual time (engine step, metric sampling): 100 ms to an hour.
+fn tick_interval(raw: &str) -> Result<HumanDuration, String> {
+    duration_in(raw, Duration::from_millis(100), Duration::from_secs(3600))
+}
+
+/// The first webhook retry's wait: up to an hour.
+fn webhook_backoff(raw: &str) -> Result<HumanDuration, String> {
+    duration_in(raw, Duration::ZERO, Duration::from_secs(3600))
+}
+
+/// The emulator's status line period: 0 (none) to a day.
+fn status_every(raw: &str) -> Result<HumanDuration, String> {
+    duration_in(raw, Duration::ZERO, Duration::from_secs(86_400))
 }
 
 /// Parses the command line and runs it.
@@ -416,7 +500,7 @@ pub fn main() -> ExitCode {
             .subcommand_matches("config")
             .and_then(|m| m.subcommand_matches("print"))
     });
-    telemetry::init(cli.log_format, &cli.log_level);
+    let demo_log = init_logs(&cli);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -428,11 +512,11 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run_agent(args, config_matches).await.map(|()| true),
             Command::Config(ConfigCommand::Print(args)) => {
-                let eff = args.resolve(config_matches)?;
-                print!("{}", eff.to_yaml());
-                Ok(true)
+                print_config(&args, config_matches).map(|()| true)
             }
-            Command::Demo(args) => crate::demo::run(args.speed).await.map(|()| true),
+            Command::Demo(args) => crate::demo::run(args.speed, demo_log.as_deref())
+                .await
+                .map(|()| true),
             Command::Health(args) => Ok(health(&args.target()).await),
             Command::Emulator(args) => run_emulator(args).await.map(|()| true),
             Command::Check(args) => Ok(run_check(&args)),
@@ -443,11 +527,53 @@ pub fn main() -> ExitCode {
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
+        Err(e) => report(&e),
+    }
+}
+
+/// Installs logging: to stderr, except for `demo`, whose live view is the terminal: its logs go
+/// to a file in the temporary folder, whose path it returns (the view names it).
+fn init_logs(cli: &Cli) -> Option<PathBuf> {
+    if matches!(cli.command, Command::Demo(_)) {
+        let file = std::env::temp_dir().join(format!("poolpilot-demo-{}.log", std::process::id()));
+        match telemetry::init_to_file(cli.log_format, &cli.log_level, &file) {
+            Ok(()) => return Some(file),
+            Err(e) => eprintln!(
+                "warning: cannot write the demo's log to {}: {e}; logging warnings only",
+                file.display()
+            ),
+        }
+        telemetry::init(cli.log_format, "warn");
+        return None;
+    }
+    telemetry::init(cli.log_format, &cli.log_level);
+    None
+}
+
+/// Prints an error and says how to exit: a configuration error one line per problem, with
+/// its own exit code (2 for a value that does not parse, else 1).
+fn report(e: &anyhow::Error) -> ExitCode {
+    match e.downcast_ref::<ConfigError>() {
+        Some(c) => {
+            for m in c.messages() {
+                eprintln!("error: {m}");
+            }
+            ExitCode::from(c.exit_code())
+        }
+        None => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// `poolpilot config print`: prints what it can, then fails as `run` would when a secret
+/// `run` needs cannot be read.
+fn print_config(args: &ConfigArgs, m: Option<&ArgMatches>) -> anyhow::Result<()> {
+    let eff = args.resolve(m)?;
+    print!("{}", eff.to_yaml());
+    eff.require_secrets()?;
+    Ok(())
 }
 
 /// `poolpilot health`: true when the URL answers 200 within 3 s.
@@ -470,7 +596,9 @@ async fn health(url: &str) -> bool {
 }
 
 async fn run_agent(args: ConfigArgs, m: Option<&ArgMatches>) -> anyhow::Result<()> {
-    let cfg = args.resolve(m)?.config;
+    let eff = args.resolve(m)?;
+    eff.require_secrets()?;
+    let cfg = eff.config;
     let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
     #[cfg(unix)]
     tokio::spawn(async move {

@@ -5,7 +5,22 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// A key that `run` would accept: `config print` fails, as `run` does, without one.
+const KEY: &str = "e2b_0123456789abcdef0123456789abcdef01234567";
+
+/// The binary with an API key in E2B_API_KEY and a webhook secret (a test's `env` may
+/// replace them).
 fn poolpilot(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut with_key = vec![
+        ("E2B_API_KEY", KEY),
+        ("POOLPILOT_WEBHOOK_SECRET", "whsec-for-tests"),
+    ];
+    with_key.extend_from_slice(env);
+    poolpilot_bare(dir, args, &with_key)
+}
+
+/// The binary with only the variables `env` gives.
+fn poolpilot_bare(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_poolpilot"));
     c.args(args).current_dir(dir).env("POOLPILOT_LOG", "warn");
     // Only what each test sets: no variable of the machine running the tests leaks in.
@@ -179,7 +194,7 @@ fn no_file_is_needed_when_variables_say_everything() {
     // Without rules or a state dir, the error says what is missing and where to give it.
     let o = poolpilot(&d.0, &["config", "print"], &[("POOLPILOT_STATE_DIR", "s")]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(out(&o).contains("`rules` must name at least one file or directory (in the config file, by --rules, or POOLPILOT_RULES)"), "{}", out(&o));
+    assert!(out(&o).contains("error: `rules` is required: name at least one rule file or directory in the config file (`rules:`), by --rules, or by POOLPILOT_RULES"), "{}", out(&o));
     let o = poolpilot(&d.0, &["config", "print", "--rules", "rules"], &[]);
     assert_eq!(o.status.code(), Some(1));
     assert!(out(&o).contains("`state_dir` is required"), "{}", out(&o));
@@ -199,7 +214,7 @@ fn no_file_is_needed_when_variables_say_everything() {
     );
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        out(&o).contains("`api.create_rate` must be a positive number"),
+        out(&o).contains("error: --create-rate: `api.create_rate` must be from 0.01 to 1000"),
         "{}",
         out(&o)
     );
@@ -228,7 +243,7 @@ fn no_file_is_needed_when_variables_say_everything() {
 #[test]
 fn secrets_are_never_printed_only_where_they_come_from() {
     let d = workdir("secrets");
-    let key = "e2b_0123456789abcdef0123456789abcdef01234567";
+    let key = KEY;
     let hook = "whsec-very-secret-value";
     let o = poolpilot(
         &d.0,
@@ -257,11 +272,13 @@ fn secrets_are_never_printed_only_where_they_come_from() {
     std::fs::create_dir_all(d.0.join("creds")).unwrap();
     std::fs::write(d.0.join("creds/e2b-api-key"), key).unwrap();
     let creds = d.0.join("creds");
-    let p = out(&poolpilot(
+    let o = poolpilot_bare(
         &d.0,
         &["config", "print", "--config", "poolpilot.yaml", "--webhook"],
         &[("CREDENTIALS_DIRECTORY", creds.to_str().unwrap())],
-    ));
+    );
+    let p = out(&o);
+    assert_eq!(o.status.code(), Some(1), "run would not start: {p}");
     assert!(!p.contains(key), "{p}");
     assert!(
         line(&p, "key_file").contains(&format!(
@@ -403,4 +420,263 @@ fn a_variable_can_turn_off_what_the_file_turns_on() {
         line(&p, "dry_run").contains("true") && line(&p, "dry_run").contains("flag --dry-run"),
         "{p}"
     );
+}
+
+/// A setting out of range as one source gives it: flags, variables, the file's extra lines,
+/// and the start of the expected error.
+type Case = (
+    Vec<&'static str>,
+    Vec<(&'static str, &'static str)>,
+    &'static str,
+    &'static str,
+);
+
+fn out_of_range_cases() -> Vec<Case> {
+    vec![
+        (
+            vec!["--create-rate", "1e-300"],
+            vec![],
+            "",
+            "error: --create-rate: `api.create_rate` must be from 0.01 to 1000 creates per second",
+        ),
+        (
+            vec![],
+            vec![("POOLPILOT_CREATE_RATE", "1e300")],
+            "",
+            "error: POOLPILOT_CREATE_RATE: `api.create_rate` must be from 0.01 to 1000",
+        ),
+        (
+            vec![],
+            vec![],
+            "api:\n  create_rate: 1e-300\n",
+            "error: bounds.yaml:4:16: `api.create_rate` must be from 0.01 to 1000",
+        ),
+        (
+            vec!["--poll-metrics", "300000years"],
+            vec![],
+            "",
+            "error: --poll-metrics: `poll.metrics` must be from 100ms to 1h",
+        ),
+        (
+            vec![],
+            vec![("POOLPILOT_POLL_EVENTS", "0s")],
+            "",
+            "error: POOLPILOT_POLL_EVENTS: `poll.events` must be from 1s to 1h",
+        ),
+        (
+            vec![],
+            vec![],
+            "poll: { metrics: 0s }\n",
+            "error: bounds.yaml:3:18: `poll.metrics` must be from 100ms to 1h",
+        ),
+        (
+            vec!["--listen", "127.0.0.1:99999"],
+            vec![],
+            "",
+            "error: --listen: `listen` must be HOST:PORT with a port from 0 to 65535",
+        ),
+        (
+            vec![],
+            vec![("POOLPILOT_LISTEN", "nohost")],
+            "",
+            "error: POOLPILOT_LISTEN: `listen` must be HOST:PORT",
+        ),
+        (
+            vec![],
+            vec![],
+            "listen: \"bad host:1\"\n",
+            "error: bounds.yaml:3:9: `listen` must be HOST:PORT",
+        ),
+        (
+            vec![],
+            vec![("POOLPILOT_API_URL", "api.e2b.app")],
+            "",
+            "error: POOLPILOT_API_URL: `api.url` must be an http or https URL",
+        ),
+        (
+            vec![],
+            vec![("E2B_API_URL", "ftp://x")],
+            "",
+            "error: E2B_API_URL: `api.url` must be an http or https URL",
+        ),
+    ]
+}
+
+#[test]
+fn every_numeric_setting_is_bounded_and_errors_name_their_source() {
+    let d = workdir("bounds");
+    for (args, env, extra, want) in out_of_range_cases() {
+        std::fs::write(
+            d.0.join("bounds.yaml"),
+            format!("rules: [rules/]\nstate_dir: state\n{extra}"),
+        )
+        .unwrap();
+        for command in [&["config", "print"][..], &["run"][..]] {
+            let mut a: Vec<&str> = command.to_vec();
+            a.extend(["--config", "bounds.yaml"]);
+            a.extend(args.iter().copied());
+            let o = poolpilot(&d.0, &a, &env);
+            let p = out(&o);
+            assert_eq!(o.status.code(), Some(1), "{a:?} {env:?}: {p}");
+            assert!(p.contains(want), "{a:?} {env:?}: want {want:?} in:\n{p}");
+            assert!(!p.contains("panicked"), "{p}");
+        }
+    }
+    // Every problem is reported at once, each blamed on its own source.
+    std::fs::write(
+        d.0.join("bounds.yaml"),
+        "rules: [rules/]\nstate_dir: state\npoll: { metrics: 2h }\n",
+    )
+    .unwrap();
+    let o = poolpilot(
+        &d.0,
+        &[
+            "config",
+            "print",
+            "--config",
+            "bounds.yaml",
+            "--create-rate",
+            "0",
+        ],
+        &[("POOLPILOT_LISTEN", "x")],
+    );
+    let p = out(&o);
+    for want in [
+        "error: --create-rate: ",
+        "error: POOLPILOT_LISTEN: ",
+        "error: bounds.yaml:3:18: `poll.metrics`",
+    ] {
+        assert!(p.contains(want), "{want}: {p}");
+    }
+    // A value that does not parse is a usage error, blamed on the variable that gave it.
+    let o = poolpilot(
+        &d.0,
+        &["config", "print", "--config", "bounds.yaml"],
+        &[
+            ("POOLPILOT_POLL_METRICS", "soon"),
+            ("POOLPILOT_DRY_RUN", "maybe"),
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", out(&o));
+    assert!(
+        out(&o).contains("error: POOLPILOT_POLL_METRICS: invalid duration \"soon\"")
+            && !out(&o).contains("--poll-metrics"),
+        "{}",
+        out(&o)
+    );
+}
+
+#[test]
+fn config_print_fails_as_run_does_when_the_api_key_is_missing() {
+    let d = workdir("nokey");
+    let print = poolpilot_bare(
+        &d.0,
+        &["config", "print", "--config", "poolpilot.yaml"],
+        &[],
+    );
+    let run = poolpilot_bare(&d.0, &["run", "--config", "poolpilot.yaml"], &[]);
+    assert_eq!(print.status.code(), Some(1), "{}", out(&print));
+    assert_eq!(run.status.code(), Some(1), "{}", out(&run));
+    let said = String::from_utf8_lossy(&print.stderr);
+    assert!(said.contains("E2B_API_KEY is not set"), "{said}");
+    assert_eq!(
+        said,
+        String::from_utf8_lossy(&run.stderr),
+        "the same message"
+    );
+    // What can be printed still is, the secret as NOT SET.
+    let printed = String::from_utf8_lossy(&print.stdout);
+    assert!(line(&printed, "key_file").contains("NOT SET"), "{printed}");
+    assert!(
+        line(&printed, "listen").contains("127.0.0.1:7000"),
+        "{printed}"
+    );
+}
+
+#[test]
+fn other_commands_refuse_numbers_out_of_range_as_usage_errors() {
+    let d = workdir("flags");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let rules = format!("{root}/rules/guide-pool.yaml");
+    let scenario = format!("{root}/examples/scenarios/workers-spike.yaml");
+    let sim = ["simulate", "--rules", &rules, "--scenario", &scenario];
+    for (extra, want) in [
+        (
+            &["--metrics-interval", "300000years"][..],
+            "--metrics-interval",
+        ),
+        (&["--tick", "0s"][..], "must be from 100ms to 1h"),
+        (
+            &["--create-rate", "1e-300"][..],
+            "0 (unlimited), or from 0.001",
+        ),
+        (
+            &["--max-concurrent", "99999999999"][..],
+            "from 0 to 1000000",
+        ),
+    ] {
+        let mut a = sim.to_vec();
+        a.extend_from_slice(extra);
+        let o = poolpilot(&d.0, &a, &[]);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", out(&o));
+        assert!(out(&o).contains(want), "{extra:?}: {}", out(&o));
+    }
+    for a in [
+        &["demo", "--speed", "1e-300"][..],
+        &["emulator", "--webhook-backoff", "300000years"][..],
+        &["emulator", "--status-every", "300000years"][..],
+        &["emulator", "--webhook-attempts", "0"][..],
+        &["emulator", "--metrics-interval", "0s"][..],
+    ] {
+        let o = poolpilot(&d.0, a, &[]);
+        assert_eq!(o.status.code(), Some(2), "{a:?}: {}", out(&o));
+    }
+}
+
+#[test]
+fn the_demo_view_shows_each_decision_once_and_its_log_goes_to_a_file() {
+    let d = workdir("demo");
+    let tmp = d.0.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let o = poolpilot(
+        &d.0,
+        &["demo", "--speed", "600"],
+        &[("TMPDIR", tmp.to_str().unwrap()), ("POOLPILOT_LOG", "info")],
+    );
+    let (view, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(o.status.success(), "{view}{err}");
+    // A terminal shows stdout and stderr together: nothing but the view may reach it.
+    assert!(err.is_empty(), "log lines leak into the live view:\n{err}");
+    let first = "raised to min 2: 0 -> 2";
+    assert_eq!(view.matches(first).count(), 1, "{view}");
+    let log_line = view
+        .lines()
+        .find_map(|l| l.strip_prefix("the agent's log: "))
+        .unwrap_or_else(|| panic!("the view names its log file:\n{view}"));
+    assert!(Path::new(log_line).starts_with(&tmp), "{log_line}");
+    let log = std::fs::read_to_string(log_line).unwrap();
+    assert!(log.contains(first), "{log}");
+}
+
+#[test]
+fn text_logs_carry_no_colour_codes_outside_a_terminal() {
+    let d = workdir("ansi");
+    let o = poolpilot(
+        &d.0,
+        &[
+            "--log-format",
+            "text",
+            "--log-level",
+            "nonsense=[",
+            "check",
+            "rules",
+        ],
+        &[],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("invalid log level"), "{err}");
+    assert!(!err.contains('\u{1b}'), "escape codes in a pipe: {err:?}");
 }

@@ -103,10 +103,40 @@ fn default_webhook_name() -> String {
     "poolpilot".into()
 }
 
-/// A configuration problem.
+/// A configuration problem. Each message names where the bad value came from: `--flag`,
+/// `POOLPILOT_X`, or `file:line:col`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
+pub enum ConfigError {
+    /// A value given by flag or variable does not parse: a usage error (exit 2).
+    #[error("{0}")]
+    Usage(String),
+    /// Settings that are missing, out of range or unreadable, one message each (exit 1).
+    #[error("{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+}
+
+impl ConfigError {
+    /// One problem.
+    pub fn invalid(message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid(vec![message.into()])
+    }
+
+    /// Each problem, one line each.
+    pub fn messages(&self) -> Vec<&str> {
+        match self {
+            ConfigError::Usage(m) => vec![m.as_str()],
+            ConfigError::Invalid(ms) => ms.iter().map(String::as_str).collect(),
+        }
+    }
+
+    /// The process exit code, as docs/operations.md documents: 2 for a usage error, else 1.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ConfigError::Usage(_) => 2,
+            ConfigError::Invalid(_) => 1,
+        }
+    }
+}
 
 impl Config {
     /// Reads a config file; relative paths in it are taken from the file's folder.
@@ -119,53 +149,70 @@ impl Config {
         .map(|e| e.config)
     }
 
-    /// Checks what the file format cannot: settings that are required, values in range.
-    fn check(&self, file: Option<&Path>) -> Result<(), ConfigError> {
-        let from = match file {
-            Some(f) => format!("{}: ", f.display()),
-            None => String::new(),
-        };
-        if self.rules.is_empty() {
-            return Err(ConfigError(format!(
-                "{from}`rules` must name at least one file or directory (in the config file, by --rules, or POOLPILOT_RULES)"
-            )));
+    /// A configuration with nothing set: what flags and variables start from without a file.
+    fn empty() -> Config {
+        Config {
+            api: ApiConfig::default(),
+            rules: Vec::new(),
+            state_dir: PathBuf::new(),
+            listen: default_listen(),
+            poll: PollConfig::default(),
+            webhook: None,
+            dry_run: false,
         }
-        if self.state_dir.as_os_str().is_empty() {
-            return Err(ConfigError(format!(
-                "{from}`state_dir` is required (in the config file, by --state-dir, or POOLPILOT_STATE_DIR)"
-            )));
-        }
-        if let Some(r) = self.api.create_rate
-            && !(r.is_finite() && r > 0.0)
-        {
-            return Err(ConfigError(format!(
-                "{from}`api.create_rate` must be a positive number of creates per second, got {r}"
-            )));
-        }
-        for (name, d) in [
-            ("poll.metrics", self.poll.metrics),
-            ("poll.events", self.poll.events),
-        ] {
-            if d.0.is_zero() {
-                return Err(ConfigError(format!(
-                    "{from}`{name}` must be longer than 0s, such as \"5s\""
-                )));
-            }
-        }
-        let port_ok = self
-            .listen
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-        if !port_ok {
-            return Err(ConfigError(format!(
-                "{from}`listen` must be a host and port such as \"127.0.0.1:9477\", got {:?}",
-                self.listen
-            )));
-        }
-        Ok(())
     }
 
-    /// Parses a config file's text without [`Config::check`]: flags may still supply what it
+    /// Every problem that the file format cannot catch: required settings, values in range.
+    /// Each problem names the setting it is about, for [`blame`] to say where it was given.
+    fn problems(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut bad =
+            |setting: &'static str, message: String| out.push(Problem { setting, message });
+        if self.rules.is_empty() {
+            bad("rules", "is required: name at least one rule file or directory in the config file (`rules:`), by --rules, or by POOLPILOT_RULES".into());
+        }
+        if self.state_dir.as_os_str().is_empty() {
+            bad("state_dir", "is required: give a folder in the config file (`state_dir:`), by --state-dir, or by POOLPILOT_STATE_DIR".into());
+        }
+        if let Some(r) = self.api.create_rate
+            && let Err(e) = check_create_rate(r)
+        {
+            bad("api.create_rate", e);
+        }
+        if let Err(e) = check_duration(self.poll.metrics.0, POLL_METRICS_RANGE) {
+            bad("poll.metrics", e);
+        }
+        if let Err(e) = check_duration(self.poll.events.0, POLL_EVENTS_RANGE) {
+            bad("poll.events", e);
+        }
+        if let Err(e) = check_listen(&self.listen) {
+            bad("listen", e);
+        }
+        if let Some(u) = &self.api.url
+            && let Err(e) = check_url(u)
+        {
+            bad("api.url", e);
+        }
+        if let Some(w) = &self.webhook {
+            if let Some(u) = &w.public_url
+                && let Err(e) = check_url(u)
+            {
+                bad("webhook.public_url", e);
+            }
+            if w.name.trim().is_empty()
+                || w.name.len() > 128
+                || w.name.chars().any(char::is_control)
+            {
+                bad(
+                    "webhook.name",
+                    "must be 1 to 128 printable characters, such as \"poolpilot\"".into(),
+                );
+            }
+        }
+        out
+    }
+
+    /// Parses a config file's text without [`Config::problems`]: flags may still supply what it
     /// lacks.
     fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let mut cfg: Config = serde_saphyr::from_str(text).map_err(|e| {
@@ -173,7 +220,7 @@ impl Config {
                 .location()
                 .map(|l| (l.line(), l.column()))
                 .unwrap_or((0, 0));
-            ConfigError(format!(
+            ConfigError::invalid(format!(
                 "{}:{l}:{c}: {}",
                 path.display(),
                 e.to_string().lines().next().unwrap_or("invalid")
@@ -209,17 +256,19 @@ pub fn secret(file: Option<&Path>, credential: &str, env: &str) -> Result<String
         .filter(|p| p.exists());
     let (value, source) = match file.map(Path::to_path_buf).or(from_credentials) {
         Some(f) => (
-            std::fs::read_to_string(&f).map_err(|e| ConfigError(format!("cannot read secret file {}: {e}", f.display())))?,
+            std::fs::read_to_string(&f).map_err(|e| ConfigError::invalid(format!("cannot read secret file {}: {e}", f.display())))?,
             f.display().to_string(),
         ),
         None => (
-            std::env::var(env).map_err(|_| ConfigError(format!("no secret: set {env}, give a file, or load the systemd credential {credential:?}")))?,
+            std::env::var(env).map_err(|_| ConfigError::invalid(format!("no secret: {env} is not set and there is no secret file or systemd credential {credential:?}; set {env}, give a file, or load the credential (docs/config.md)")))?,
             env.to_string(),
         ),
     };
     let value = value.trim().to_string();
     if value.is_empty() {
-        return Err(ConfigError(format!("the secret from {source} is empty")));
+        return Err(ConfigError::invalid(format!(
+            "the secret from {source} is empty"
+        )));
     }
     Ok(value)
 }
@@ -244,7 +293,7 @@ pub struct Overrides {
     pub dry_run: Option<bool>,
     /// Where each given override came from ("flag --listen", "env POOLPILOT_LISTEN"), by
     /// setting name ("listen", "api.url", ...).
-    pub origins: BTreeMap<&'static str, String>,
+    pub origins: BTreeMap<&'static str, Origin>,
 }
 
 /// Every setting, by the name the config file and `config print` use.
@@ -270,7 +319,7 @@ pub struct Effective {
     pub config: Config,
     /// By setting name: "flag --x", "env POOLPILOT_X", "file <path>", "env E2B_API_URL" or
     /// "default".
-    pub origins: BTreeMap<&'static str, String>,
+    pub origins: BTreeMap<&'static str, Origin>,
     pub api_key: SecretSource,
     /// None while the webhook receiver is off.
     pub webhook_secret: Option<SecretSource>,
@@ -324,54 +373,110 @@ pub fn secret_source(
 /// Applies flags and environment over the config file (if any) and the defaults. `env` reads
 /// the process environment (a parameter so that tests need not change it). Relative paths in
 /// the file are taken from the file's folder; those given by flag or variable, from the
-/// working directory.
+/// working directory. Every invalid setting is reported, each blamed on where it was given.
 pub fn resolve(
     file: Option<&Path>,
     o: &Overrides,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Effective, ConfigError> {
-    let mut origins: BTreeMap<&'static str, String> = BTreeMap::new();
-    let (mut cfg, present) = match file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| ConfigError(format!("{}: cannot read: {e}", path.display())))?;
-            let cfg = Config::parse(path, &text)?;
-            let tree: serde_json::Value = serde_saphyr::from_str(&text).unwrap_or_default();
-            let present: Vec<&'static str> = SETTINGS
-                .iter()
-                .copied()
-                .filter(|name| {
-                    name.split('.')
-                        .try_fold(&tree, |v, k| v.get(k))
-                        .is_some_and(|v| !v.is_null())
-                })
-                .collect();
-            (cfg, present)
-        }
+    let (mut cfg, mut origins, at) = match file {
+        Some(path) => read_file(path)?,
         None => (
-            Config {
-                api: ApiConfig::default(),
-                rules: Vec::new(),
-                state_dir: PathBuf::new(),
-                listen: default_listen(),
-                poll: PollConfig::default(),
-                webhook: None,
-                dry_run: false,
-            },
-            Vec::new(),
+            Config::empty(),
+            default_origins(None, &BTreeMap::new()),
+            BTreeMap::new(),
         ),
     };
-    for name in SETTINGS {
-        let origin = match file {
-            Some(f) if present.contains(name) => format!("file {}", f.display()),
-            _ => "default".to_string(),
-        };
-        origins.insert(name, origin);
-    }
     // An origin is known exactly for each setting given by flag or variable.
     for (name, origin) in &o.origins {
         origins.insert(name, origin.clone());
     }
+    apply_overrides(&mut cfg, o, &mut origins);
+    fill_from_environment(&mut cfg, &mut origins, env);
+    let problems = cfg.problems();
+    if !problems.is_empty() {
+        let messages = problems
+            .into_iter()
+            .map(|p| match blame(origins.get(p.setting), at.get(p.setting)) {
+                Some(source) => format!("{source}: `{}` {}", p.setting, p.message),
+                None => format!("`{}` {}", p.setting, p.message),
+            })
+            .collect();
+        return Err(ConfigError::Invalid(messages));
+    }
+    make_paths_absolute(&mut cfg);
+    let api_key = secret_source(
+        cfg.api.key_file.as_deref(),
+        "e2b-api-key",
+        "E2B_API_KEY",
+        env,
+    );
+    let webhook_secret = cfg.webhook.as_ref().map(|w| {
+        secret_source(
+            w.secret_file.as_deref(),
+            "webhook-secret",
+            "POOLPILOT_WEBHOOK_SECRET",
+            env,
+        )
+    });
+    Ok(Effective {
+        config: cfg,
+        origins,
+        api_key,
+        webhook_secret,
+    })
+}
+
+/// Reads and parses a config file: the config, each setting's origin, and where in the file
+/// each setting is written.
+#[allow(clippy::type_complexity)]
+fn read_file(
+    path: &Path,
+) -> Result<
+    (
+        Config,
+        BTreeMap<&'static str, Origin>,
+        BTreeMap<&'static str, (u64, u64)>,
+    ),
+    ConfigError,
+> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::invalid(format!("{}: cannot read: {e}", path.display())))?;
+    let cfg = Config::parse(path, &text)?;
+    let at = positions(&text);
+    let tree: serde_json::Value = serde_saphyr::from_str(&text).unwrap_or_default();
+    let present: BTreeMap<&'static str, ()> = SETTINGS
+        .iter()
+        .copied()
+        .filter(|name| {
+            name.split('.')
+                .try_fold(&tree, |v, k| v.get(k))
+                .is_some_and(|v| !v.is_null())
+        })
+        .map(|n| (n, ()))
+        .collect();
+    Ok((cfg, default_origins(Some(path), &present), at))
+}
+
+/// Each setting's origin before flags and variables: the file where it sets it, else default.
+fn default_origins(
+    file: Option<&Path>,
+    present: &BTreeMap<&'static str, ()>,
+) -> BTreeMap<&'static str, Origin> {
+    SETTINGS
+        .iter()
+        .map(|name| {
+            let origin = match file {
+                Some(f) if present.contains_key(name) => Origin::File(f.to_path_buf()),
+                _ => Origin::Default,
+            };
+            (*name, origin)
+        })
+        .collect()
+}
+
+/// Puts each flag and variable over the file's value.
+fn apply_overrides(cfg: &mut Config, o: &Overrides, origins: &mut BTreeMap<&'static str, Origin>) {
     if let Some(v) = &o.api_url {
         cfg.api.url = Some(v.clone());
     }
@@ -396,6 +501,19 @@ pub fn resolve(
     if let Some(v) = o.poll_events {
         cfg.poll.events = v;
     }
+    apply_webhook_overrides(cfg, o, origins);
+    if let Some(d) = o.dry_run {
+        cfg.dry_run = d;
+    }
+}
+
+/// The webhook receiver: on by `--webhook` or by any other webhook setting, off by
+/// `--webhook false`.
+fn apply_webhook_overrides(
+    cfg: &mut Config,
+    o: &Overrides,
+    origins: &mut BTreeMap<&'static str, Origin>,
+) {
     let any_webhook = o.webhook == Some(true)
         || o.webhook_secret_file.is_some()
         || o.webhook_public_url.is_some()
@@ -411,7 +529,7 @@ pub fn resolve(
                 .iter()
                 .find_map(|n| o.origins.get(n))
         {
-            origins.insert("webhook", format!("on, implied by {by}"));
+            origins.insert("webhook", Origin::ImpliedBy(Box::new(by.clone())));
         }
     }
     if let Some(w) = &mut cfg.webhook {
@@ -428,14 +546,20 @@ pub fn resolve(
     if o.webhook == Some(false) {
         cfg.webhook = None;
     }
-    if let Some(d) = o.dry_run {
-        cfg.dry_run = d;
-    }
+}
+
+/// Fills what nothing set: the URL from E2B's own `E2B_API_URL`, else the default; the
+/// default create rate.
+fn fill_from_environment(
+    cfg: &mut Config,
+    origins: &mut BTreeMap<&'static str, Origin>,
+    env: &dyn Fn(&str) -> Option<String>,
+) {
     if cfg.api.url.is_none() {
         match env("E2B_API_URL").filter(|v| !v.trim().is_empty()) {
             Some(u) => {
                 cfg.api.url = Some(u);
-                origins.insert("api.url", "env E2B_API_URL".into());
+                origins.insert("api.url", Origin::E2bApiUrl);
             }
             None => cfg.api.url = Some(crate::e2b::client::DEFAULT_API_URL.to_string()),
         }
@@ -443,8 +567,10 @@ pub fn resolve(
     if cfg.api.create_rate.is_none() {
         cfg.api.create_rate = Some(DEFAULT_CREATE_RATE);
     }
-    cfg.check(file)?;
-    // Absolute paths: the same meaning wherever the output of `config print` is saved.
+}
+
+/// Absolute paths: the same meaning wherever the output of `config print` is saved.
+fn make_paths_absolute(cfg: &mut Config) {
     let abs = |p: &mut PathBuf| {
         if let Ok(a) = std::path::absolute(&*p) {
             *p = a;
@@ -460,30 +586,221 @@ pub fn resolve(
     {
         abs(f);
     }
-    let api_key = secret_source(
-        cfg.api.key_file.as_deref(),
-        "e2b-api-key",
-        "E2B_API_KEY",
-        env,
-    );
-    let webhook_secret = cfg.webhook.as_ref().map(|w| {
-        secret_source(
-            w.secret_file.as_deref(),
-            "webhook-secret",
-            "POOLPILOT_WEBHOOK_SECRET",
-            env,
-        )
-    });
-    Ok(Effective {
-        config: cfg,
-        origins,
-        api_key,
-        webhook_secret,
-    })
 }
 
 /// Creates per second when none is set (E2B's Pro tier).
 pub const DEFAULT_CREATE_RATE: f64 = 5.0;
+
+/// Creates per second that `api.create_rate` accepts: one create every 100 s up to 1,000 a
+/// second. Outside it the pacer's interval would be absurd (or overflow).
+pub const CREATE_RATE_RANGE: (f64, f64) = (0.01, 1000.0);
+/// What `poll.metrics` accepts: the loop's turn, from 100 ms to an hour.
+pub const POLL_METRICS_RANGE: (Duration, Duration) =
+    (Duration::from_millis(100), Duration::from_secs(3600));
+/// What `poll.events` accepts: from 1 s (E2B's API is not a stream) to an hour.
+pub const POLL_EVENTS_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(3600));
+
+/// One setting's problem, before it is blamed on where the value came from.
+#[derive(Debug)]
+struct Problem {
+    setting: &'static str,
+    message: String,
+}
+
+/// Checks a create rate against [`CREATE_RATE_RANGE`]; the error says what is valid.
+pub fn check_create_rate(r: f64) -> Result<(), String> {
+    let (lo, hi) = CREATE_RATE_RANGE;
+    if r.is_finite() && (lo..=hi).contains(&r) {
+        return Ok(());
+    }
+    Err(format!(
+        "must be from {lo} to {hi} creates per second (E2B allows 1 on Hobby, 5 on Pro), got {r:?}"
+    ))
+}
+
+/// Checks a duration against an inclusive range; the error says what is valid.
+pub fn check_duration(d: Duration, (lo, hi): (Duration, Duration)) -> Result<(), String> {
+    if (lo..=hi).contains(&d) {
+        return Ok(());
+    }
+    Err(format!(
+        "must be from {} to {}, such as \"5s\", got {:?}",
+        HumanDuration(lo),
+        HumanDuration(hi),
+        HumanDuration(d).to_string()
+    ))
+}
+
+/// Checks a listen address: `HOST:PORT` with an IP address, a bracketed IPv6 address or a
+/// host name, and a port from 0 to 65535.
+pub fn check_listen(listen: &str) -> Result<(), String> {
+    let valid = listen.parse::<std::net::SocketAddr>().is_ok()
+        || listen.rsplit_once(':').is_some_and(|(host, port)| {
+            port.parse::<u16>().is_ok()
+                && !host.is_empty()
+                && host.len() <= 253
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        });
+    if valid {
+        return Ok(());
+    }
+    Err(format!(
+        "must be HOST:PORT with a port from 0 to 65535, such as \"127.0.0.1:9477\", \"[::1]:9477\" or \"localhost:9477\", got {listen:?}"
+    ))
+}
+
+/// Checks a URL: http or https with a host. The value is not repeated, since a URL may carry
+/// credentials.
+pub fn check_url(u: &str) -> Result<(), String> {
+    match url::Url::parse(u) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Ok(()),
+        Ok(url) => Err(format!(
+            "must be an http or https URL with a host, such as \"https://api.e2b.app\"; the scheme given is {:?}",
+            url.scheme()
+        )),
+        Err(e) => Err(format!(
+            "must be an http or https URL such as \"https://api.e2b.app\": {e}"
+        )),
+    }
+}
+
+/// Parses a duration given by flag or variable; `source` (`--flag` or `POOLPILOT_X`) is named
+/// in the error, which is a usage error.
+pub fn parse_duration_override(raw: &str, source: &str) -> Result<HumanDuration, ConfigError> {
+    raw.parse()
+        .map_err(|e| ConfigError::Usage(format!("{source}: {e}")))
+}
+
+/// Parses a create rate given by flag or variable, naming `source` in the usage error.
+pub fn parse_rate_override(raw: &str, source: &str) -> Result<f64, ConfigError> {
+    let (lo, hi) = CREATE_RATE_RANGE;
+    raw.trim().parse().map_err(|_| {
+        ConfigError::Usage(format!(
+            "{source}: invalid value {raw:?}: expected creates per second, a number from {lo} to {hi} such as 5"
+        ))
+    })
+}
+
+/// Parses a boolean given by flag or variable, as clap's boolish values: true, yes, on, 1, y,
+/// t and false, no, off, 0, n, f, in any case.
+pub fn parse_bool_override(raw: &str, source: &str) -> Result<bool, ConfigError> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" | "y" | "t" => Ok(true),
+        "false" | "no" | "off" | "0" | "n" | "f" => Ok(false),
+        _ => Err(ConfigError::Usage(format!(
+            "{source}: invalid value {raw:?}: expected true or false (also 1/0, yes/no, on/off)"
+        ))),
+    }
+}
+
+/// Where each setting of a config file's text is written, as (line, column) of its value.
+fn positions(text: &str) -> BTreeMap<&'static str, (u64, u64)> {
+    use serde::de::IgnoredAny;
+    use serde_saphyr::Spanned;
+    type At = Option<Spanned<IgnoredAny>>;
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    struct ApiAt {
+        url: At,
+        key_file: At,
+        create_rate: At,
+    }
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    struct PollAt {
+        metrics: At,
+        events: At,
+    }
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    struct WebhookAt {
+        secret_file: At,
+        public_url: At,
+        name: At,
+    }
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
+    struct FileAt {
+        api: Option<ApiAt>,
+        rules: At,
+        state_dir: At,
+        listen: At,
+        poll: Option<PollAt>,
+        webhook: Option<WebhookAt>,
+        dry_run: At,
+    }
+    let f: FileAt = serde_saphyr::from_str(text).unwrap_or_default();
+    let (api, poll, hook) = (
+        f.api.unwrap_or_default(),
+        f.poll.unwrap_or_default(),
+        f.webhook.unwrap_or_default(),
+    );
+    [
+        ("api.url", api.url),
+        ("api.key_file", api.key_file),
+        ("api.create_rate", api.create_rate),
+        ("rules", f.rules),
+        ("state_dir", f.state_dir),
+        ("listen", f.listen),
+        ("poll.metrics", poll.metrics),
+        ("poll.events", poll.events),
+        ("webhook.secret_file", hook.secret_file),
+        ("webhook.public_url", hook.public_url),
+        ("webhook.name", hook.name),
+        ("dry_run", f.dry_run),
+    ]
+    .into_iter()
+    .filter_map(|(name, at)| at.map(|s| (name, (s.referenced.line(), s.referenced.column()))))
+    .collect()
+}
+
+/// Where a setting's value came from, as a message prefix: `--flag`, `POOLPILOT_X`,
+/// `file:line:col`; None for a default or a missing setting.
+fn blame(origin: Option<&Origin>, at: Option<&(u64, u64)>) -> Option<String> {
+    match origin? {
+        Origin::Flag(f) => Some((*f).to_string()),
+        Origin::Env(v) => Some((*v).to_string()),
+        Origin::E2bApiUrl => Some("E2B_API_URL".into()),
+        Origin::File(p) => Some(match at {
+            Some((l, c)) => format!("{}:{l}:{c}", p.display()),
+            None => p.display().to_string(),
+        }),
+        Origin::Default | Origin::ImpliedBy(_) => None,
+    }
+}
+
+/// Where a setting's value came from; `config print` shows it, errors name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A command-line flag, such as `--listen`.
+    Flag(&'static str),
+    /// A `POOLPILOT_*` variable.
+    Env(&'static str),
+    /// The config file.
+    File(PathBuf),
+    /// E2B's own `E2B_API_URL`.
+    E2bApiUrl,
+    /// The default.
+    Default,
+    /// Turned on by another setting (the webhook, by any `webhook.*` flag or variable).
+    ImpliedBy(Box<Origin>),
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Flag(x) => write!(f, "flag {x}"),
+            Origin::Env(x) => write!(f, "env {x}"),
+            Origin::File(p) => write!(f, "file {}", p.display()),
+            Origin::E2bApiUrl => write!(f, "env E2B_API_URL"),
+            Origin::Default => write!(f, "default"),
+            Origin::ImpliedBy(by) => write!(f, "on, implied by {by}"),
+        }
+    }
+}
 
 /// A YAML string: JSON's quoting is valid YAML and escapes everything that needs it.
 fn q(s: &str) -> String {
@@ -495,12 +812,42 @@ fn qp(p: &Path) -> String {
 }
 
 impl Effective {
+    /// Reads every secret `run` needs, as `run` does, and forgets it: Ok when `run` would find
+    /// them all. The messages are `run`'s own.
+    pub fn require_secrets(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let c = &self.config;
+        let mut need = |file: Option<&Path>, credential: &str, env: &str| {
+            if let Err(e) = secret(file, credential, env) {
+                problems.extend(e.messages().into_iter().map(String::from));
+            }
+        };
+        need(c.api.key_file.as_deref(), "e2b-api-key", "E2B_API_KEY");
+        if let Some(w) = &c.webhook {
+            need(
+                w.secret_file.as_deref(),
+                "webhook-secret",
+                "POOLPILOT_WEBHOOK_SECRET",
+            );
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
     /// The effective configuration as a config file, each setting commented with its origin.
     /// Secrets appear only as where they are read from. The output loads back as a config
     /// file that gives the same configuration.
     pub fn to_yaml(&self) -> String {
         let c = &self.config;
-        let o = |name: &str| self.origins.get(name).cloned().unwrap_or_default();
+        let o = |name: &str| {
+            self.origins
+                .get(name)
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        };
         let mut rows: Vec<(String, String)> = Vec::new();
         let mut row = |line: String, comment: String| rows.push((line, comment));
         row("api:".into(), String::new());
