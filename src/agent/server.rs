@@ -381,6 +381,7 @@ async fn metrics(State(s): State<ServerState>) -> Response {
                 ("sent", n.sent),
                 ("failed", n.failed),
                 ("retried", n.retries),
+                ("resent", n.resent),
                 ("queue_full", n.queue_full),
             ] {
                 let _ = writeln!(
