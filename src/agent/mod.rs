@@ -3,6 +3,7 @@
 //! - [`control`]: the control loop, one [`control::Agent::tick`] at a time: observe, take
 //!   events, decide, act, notify, log, persist;
 //! - [`run`]: the long-running process around it: timers, reload, shutdown;
+//! - [`health`]: whether the agent can see E2B, the rule behind readiness and `poolpilot_up`;
 //! - [`server`]: health, readiness, metrics and the decision/pool/alert API;
 //! - [`systemd`]: `Type=notify` readiness, reload and watchdog notifications;
 //! - [`webhooks`]: the signed E2B webhook receiver;
@@ -13,6 +14,7 @@
 pub mod config;
 pub mod control;
 pub mod dedup;
+pub mod health;
 pub mod register;
 pub mod run;
 pub mod server;
