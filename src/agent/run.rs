@@ -344,3 +344,46 @@ fn reload_rules(cfg: &Config, agent: &mut Agent, status: &Status) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_turn_that_hangs_is_cut_off_at_the_deadline_and_the_watchdog_beats_meanwhile() {
+        let mut dog = Watchdog::with_period(Some(Duration::from_secs(10)));
+        let start = tokio::time::Instant::now();
+        let out = bounded(std::future::pending::<()>(), &mut dog).await;
+        assert_eq!(out, None);
+        assert_eq!(start.elapsed(), TURN_DEADLINE);
+        // One at the start, then one every 10 s of the 120 s.
+        assert_eq!(dog.sent(), 13);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_turn_that_finishes_gives_its_result() {
+        let mut dog = Watchdog::with_period(None);
+        let out = bounded(async { 7 }, &mut dog).await;
+        assert_eq!((out, dog.sent()), (Some(7), 0));
+    }
+
+    #[test]
+    fn a_cut_off_turn_and_a_failed_poll_count_against_readiness() {
+        let status = Status::default();
+        *lock(&status.health) = Health::new(Duration::from_secs(5), TURN_DEADLINE);
+        let mut seeing = false;
+        let t0 = Utc::now();
+        record_observation(&status, None, t0, &mut seeing);
+        assert!(seeing);
+        for _ in 0..2 {
+            record_observation(&status, cut_off().error.as_deref(), t0, &mut seeing);
+        }
+        assert!(seeing, "two failures are a blip");
+        record_observation(&status, Some("HTTP 503"), t0, &mut seeing);
+        assert!(!seeing);
+        assert_eq!(status.tick_failures.load(Ordering::Relaxed), 3);
+        assert_eq!(status.ticks.load(Ordering::Relaxed), 1);
+        let r = lock(&status.health).readiness(t0);
+        assert!(r.reason.contains("HTTP 503"), "{r:?}");
+    }
+}

@@ -56,16 +56,29 @@ pub fn watchdog_every() -> Option<Duration> {
 #[derive(Debug)]
 pub struct Watchdog {
     every: Option<Duration>,
-    last: Option<std::time::Instant>,
+    last: Option<tokio::time::Instant>,
+    /// Keep-alives sent so far.
+    sent: u64,
 }
 
 impl Watchdog {
     /// Keep-alives as systemd asked for them (`WATCHDOG_USEC`); none when it did not.
     pub fn from_env() -> Self {
+        Watchdog::with_period(watchdog_every())
+    }
+
+    /// Keep-alives every `every` (None: none at all).
+    pub(crate) fn with_period(every: Option<Duration>) -> Self {
         Watchdog {
-            every: watchdog_every(),
+            every,
             last: None,
+            sent: 0,
         }
+    }
+
+    /// Keep-alives sent so far.
+    pub fn sent(&self) -> u64 {
+        self.sent
     }
 
     /// How often a keep-alive is due, if at all.
@@ -76,10 +89,11 @@ impl Watchdog {
     /// The loop is alive: sends `WATCHDOG=1` unless one went out less than a period ago.
     pub fn beat(&mut self) {
         let Some(every) = self.every else { return };
-        let now = std::time::Instant::now();
+        let now = tokio::time::Instant::now();
         if self.last.is_none_or(|t| now.duration_since(t) >= every) {
             watchdog();
             self.last = Some(now);
+            self.sent += 1;
         }
     }
 }
