@@ -313,8 +313,8 @@ impl Worker {
             i
         });
         loop {
+            // Not biased: a queue that never empties must not starve the re-sends.
             tokio::select! {
-                biased;
                 n = rx.recv() => {
                     let Some(n) = n else { return };
                     if let Some(f) = &self.firing {
