@@ -2,7 +2,10 @@
 //! thing: a running agent, scraped by a real Prometheus (Debian's `prometheus`, installed by
 //! scripts/test.sh). Every query of every panel and variable must evaluate without error in
 //! Prometheus, every metric it names must be one the agent exports, and every metric the agent
-//! exports must be on the dashboard. Waits are bounded polls of observable conditions.
+//! exports must be on the dashboard. Counters with labels known up front are exported at 0
+//! from the start, so that `increase()` sees their first rise. The shipped alerting rules pass
+//! `promtool check rules` and their unit tests (`promtool test rules`). Waits are bounded
+//! polls of observable conditions.
 
 mod common;
 
@@ -157,6 +160,33 @@ async fn every_dashboard_query_works_on_a_real_prometheus_scraping_the_agent() {
         }
     }
     assert!(families.len() >= 10, "{exposition}");
+    // Known label combinations are there before anything happened to them.
+    for kind in ["create", "kill", "set_timeout", "pause", "notify"] {
+        for result in ["ok", "failed", "refused", "dry_run"] {
+            let series = format!("poolpilot_actions_total{{kind=\"{kind}\",result=\"{result}\"}} ");
+            assert!(
+                exposition.contains(&series),
+                "{series} missing:\n{exposition}"
+            );
+        }
+    }
+    for series in [
+        "poolpilot_ticks_total{result=\"failed\"} ",
+        "poolpilot_rule_reloads_total{result=\"failed\"} 0",
+        "poolpilot_webhook_deliveries_total{outcome=\"bad_signature\"} 0",
+        "poolpilot_notifications_total{notifier=\"log\",result=\"failed\"} 0",
+        "poolpilot_dry_run{pool=\"w\"} 0",
+    ] {
+        assert!(
+            exposition.contains(series),
+            "{series} missing:\n{exposition}"
+        );
+    }
+    let build = format!(
+        "poolpilot_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(exposition.contains(&build), "{build} missing");
 
     let dash: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(
@@ -265,6 +295,17 @@ async fn every_dashboard_query_works_on_a_real_prometheus_scraping_the_agent() {
         "{}{}",
         String::from_utf8_lossy(&check.stdout),
         String::from_utf8_lossy(&check.stderr)
+    );
+    let unit = std::process::Command::new("promtool")
+        .args(["test", "rules", "poolpilot-alerts.test.yml"])
+        .current_dir(rules_file.parent().unwrap())
+        .output()
+        .expect("promtool (Debian package prometheus) is installed");
+    assert!(
+        unit.status.success(),
+        "promtool test rules:\n{}{}",
+        String::from_utf8_lossy(&unit.stdout),
+        String::from_utf8_lossy(&unit.stderr)
     );
     let text = std::fs::read_to_string(&rules_file).unwrap();
     for m in metric_names(&text) {

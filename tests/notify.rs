@@ -1,7 +1,8 @@
 //! Notifiers against real receivers on loopback: retries honour Retry-After, failures are
 //! counted and logged, a full queue refuses loudly, payloads are what Slack and webhooks expect,
 //! and a real Alertmanager (Debian's prometheus-alertmanager, installed by scripts/test.sh)
-//! receives alerts that fire, then resolve.
+//! receives alerts that fire, then resolve. Alertmanager gets firing alerts re-sent on their
+//! own cadence, checked over hours of tokio's paused clock, so that a live alert never expires.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -15,7 +16,7 @@ use axum::routing::post;
 use chrono::Utc;
 use poolpilot::e2b::retry::RetryPolicy;
 use poolpilot::engine::{AlertNotice, AlertStatus};
-use poolpilot::notify::{Dispatcher, Notification, NotifyConfig, SendError};
+use poolpilot::notify::{Dispatcher, Notification, NotifyConfig, SendError, WallClock};
 use poolpilot::rules::{Notifier, NotifierKind};
 use tokio::sync::{Notify, mpsc};
 
@@ -357,10 +358,13 @@ async fn wait_for_active(url: &str, some: bool) -> Vec<serde_json::Value> {
 #[tokio::test]
 async fn a_real_alertmanager_receives_firing_then_resolved() {
     let am = alertmanager().await;
-    let (d, _h) = Dispatcher::start(
-        &[notifier("am", NotifierKind::Alertmanager, &am.url)],
-        fast(),
-    );
+    // A fast cadence, so that the first endsAt passes within the test.
+    let cfg = NotifyConfig {
+        alertmanager_resend: Duration::from_millis(300),
+        alertmanager_ends_after: Duration::from_millis(1200),
+        ..fast()
+    };
+    let (d, _h) = Dispatcher::start(&[notifier("am", NotifierKind::Alertmanager, &am.url)], cfg);
     d.send(
         "am",
         Notification {
@@ -379,8 +383,22 @@ async fn a_real_alertmanager_receives_firing_then_resolved() {
     assert_eq!(a["annotations"]["summary"], "sbx123 at 95% CPU");
     assert_eq!(a["status"]["state"], "active");
     // endsAt in the future: the alert expires by itself if poolpilot stops re-sending it.
-    let ends: chrono::DateTime<Utc> = a["endsAt"].as_str().unwrap().parse().unwrap();
-    assert!(ends > Utc::now() + chrono::TimeDelta::minutes(4));
+    let first_ends: chrono::DateTime<Utc> = a["endsAt"].as_str().unwrap().parse().unwrap();
+    assert!(first_ends > Utc::now());
+    // Past its first endsAt, the re-sends keep it active, with endsAt pushed on.
+    let past = (first_ends - Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(500);
+    tokio::time::sleep(past).await;
+    let alerts = active_alerts(&am.url).await;
+    assert_eq!(
+        alerts.len(),
+        1,
+        "still active after its first endsAt: {alerts:?}"
+    );
+    let ends: chrono::DateTime<Utc> = alerts[0]["endsAt"].as_str().unwrap().parse().unwrap();
+    assert!(
+        ends > first_ends,
+        "endsAt moved on: {ends} after {first_ends}"
+    );
 
     d.send(
         "am",
@@ -396,6 +414,7 @@ async fn a_real_alertmanager_receives_firing_then_resolved() {
     );
     let s = settle(&d, "am", |s| s.sent == 2).await;
     assert_eq!((s.sent, s.failed), (2, 0));
+    assert!(s.resent >= 3, "{s:?}");
 }
 
 /// The whole path: the agent polls the emulator, its alert rule fires on a hot sandbox and
@@ -519,5 +538,178 @@ alerts:
     assert!(
         hook.try_recv().is_err(),
         "exactly one firing and one resolved notice"
+    );
+}
+
+/// A receiver of Alertmanager's API that records each alert it gets with the time, by
+/// `clock`, at which it got it.
+async fn am_receiver(
+    clock: WallClock,
+) -> (
+    String,
+    mpsc::UnboundedReceiver<(chrono::DateTime<Utc>, serde_json::Value)>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let app = Router::new().route(
+        "/api/v2/alerts",
+        post(move |body: Bytes| {
+            let (tx, clock) = (tx.clone(), clock.clone());
+            async move {
+                let v: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap();
+                for a in v {
+                    let _ = tx.send((clock.now(), a));
+                }
+                StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, rx)
+}
+
+/// Wall-clock time that follows tokio's (paused) clock.
+fn virtual_clock() -> WallClock {
+    let (start, anchor) = (tokio::time::Instant::now(), Utc::now());
+    WallClock::new(move || anchor + chrono::TimeDelta::from_std(start.elapsed()).unwrap())
+}
+
+fn ends(a: &serde_json::Value) -> chrono::DateTime<Utc> {
+    a["endsAt"].as_str().unwrap().parse().unwrap()
+}
+
+/// Everything the receiver has got so far, once it has got at least `n` alerts, within 10
+/// minutes of tokio's paused clock (which moves on by itself while the test waits).
+async fn received(
+    rx: &mut mpsc::UnboundedReceiver<(chrono::DateTime<Utc>, serde_json::Value)>,
+    n: usize,
+) -> Vec<(chrono::DateTime<Utc>, serde_json::Value)> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let next = tokio::time::timeout(Duration::from_secs(600), rx.recv()).await;
+        got.push(next.expect("an alert within 10 minutes").unwrap());
+    }
+    while let Ok(x) = rx.try_recv() {
+        got.push(x);
+    }
+    got
+}
+
+#[tokio::test(start_paused = true)]
+async fn alertmanager_keeps_an_alert_firing_for_hours_alive_and_resolves_it_once() {
+    let clock = virtual_clock();
+    let (url, mut rx) = am_receiver(clock.clone()).await;
+    let cfg = NotifyConfig {
+        clock: clock.clone(),
+        // The rule's repeat_interval (4 h) plays no part: only the cadence re-sends.
+        timeout: Duration::from_secs(3600),
+        ..fast()
+    };
+    let (d, _h) = Dispatcher::start(&[notifier("am", NotifierKind::Alertmanager, &url)], cfg);
+    let mut firing = notice(AlertStatus::Firing, "am");
+    firing.started_at = clock.now();
+    let started = clock.now();
+    d.send(
+        "am",
+        Notification {
+            notice: firing.clone(),
+            at: started,
+        },
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(12 * 60)).await;
+    let resolved_at = clock.now();
+    let mut resolved = firing.clone();
+    resolved.status = AlertStatus::Resolved;
+    d.send(
+        "am",
+        Notification {
+            notice: resolved,
+            at: resolved_at,
+        },
+    )
+    .unwrap();
+    let mut got = received(&mut rx, 1).await;
+    while got.last().is_none_or(|(_, a)| ends(a) != resolved_at) {
+        got.extend(received(&mut rx, 1).await);
+    }
+    // Nothing more once it resolved, however long it is quiet.
+    tokio::time::sleep(Duration::from_secs(10 * 60)).await;
+    assert!(rx.try_recv().is_err(), "no re-send after the resolve");
+
+    let (last, fired) = got.split_last().unwrap();
+    assert_eq!(
+        ends(&last.1),
+        resolved_at,
+        "resolved once, endsAt = resolve time"
+    );
+    assert_eq!(fired[0].0, started);
+    assert!(
+        fired.len() >= 12,
+        "the first delivery and a re-send a minute: {}",
+        fired.len()
+    );
+    for (i, (at, a)) in fired.iter().enumerate() {
+        assert_eq!(a["labels"]["alertname"], "high-cpu");
+        assert_eq!(
+            ends(a),
+            *at + chrono::TimeDelta::minutes(4),
+            "alert {i}: endsAt 4 cadences ahead"
+        );
+        // Alertmanager never saw it expire: the next sending came before this endsAt.
+        let next = got[i + 1].0;
+        assert!(
+            next < ends(a),
+            "alert {i} expired at {} before the next at {next}",
+            ends(a)
+        );
+        assert!(
+            next - *at <= chrono::TimeDelta::seconds(61),
+            "alert {i}: re-sent within a minute"
+        );
+    }
+    let s = d.stats()["am"].clone();
+    assert_eq!((s.sent, s.failed), (2, 0), "{s:?}");
+    assert_eq!(s.resent as usize, fired.len() - 1, "{s:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_that_moves_alertmanager_keeps_re_sending_what_fires() {
+    let clock = virtual_clock();
+    let (url_a, mut rx_a) = am_receiver(clock.clone()).await;
+    let (url_b, mut rx_b) = am_receiver(clock.clone()).await;
+    let cfg = NotifyConfig {
+        clock: clock.clone(),
+        timeout: Duration::from_secs(3600),
+        ..fast()
+    };
+    let (d, _h) = Dispatcher::start(&[notifier("am", NotifierKind::Alertmanager, &url_a)], cfg);
+    d.send(
+        "am",
+        Notification {
+            notice: notice(AlertStatus::Firing, "am"),
+            at: clock.now(),
+        },
+    )
+    .unwrap();
+    received(&mut rx_a, 1).await;
+    d.reconfigure(&[notifier("am", NotifierKind::Alertmanager, &url_b)]);
+    let moved = clock.now();
+    let (at, a) = received(&mut rx_b, 1).await.remove(0);
+    assert!(
+        at - moved <= chrono::TimeDelta::seconds(61),
+        "re-sent to the new URL within a minute"
+    );
+    assert_eq!(a["labels"]["subject"], "sbx123");
+    // A removed notifier forgets its alerts: nothing is re-sent anywhere.
+    d.reconfigure(&[]);
+    tokio::time::sleep(Duration::from_secs(5 * 60)).await;
+    while rx_b.try_recv().is_ok() {}
+    tokio::time::sleep(Duration::from_secs(5 * 60)).await;
+    assert!(rx_a.try_recv().is_err(), "nothing more reached the old URL");
+    assert!(
+        rx_b.try_recv().is_err(),
+        "nothing re-sent after the notifier was removed"
     );
 }

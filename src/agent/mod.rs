@@ -4,6 +4,7 @@
 //!   events, decide, act, notify, log, persist;
 //! - [`creates`]: the ledger of creates sent and not yet observed, which a pool's size counts;
 //! - [`run`]: the long-running process around it: timers, reload, shutdown;
+//! - [`health`]: whether the agent can see E2B, the rule behind readiness and `poolpilot_up`;
 //! - [`server`]: health, readiness, metrics and the decision/pool/alert API;
 //! - [`systemd`]: `Type=notify` readiness, reload and watchdog notifications;
 //! - [`webhooks`]: the signed E2B webhook receiver;
@@ -15,6 +16,7 @@ pub mod config;
 pub mod control;
 pub mod creates;
 pub mod dedup;
+pub mod health;
 pub mod register;
 pub mod run;
 pub mod server;

@@ -7,6 +7,12 @@
 //! watcher polls the rule folders' listings and modification times, so editors that replace a
 //! file by rename are seen, and waits for two equal looks (about a second apart) before
 //! reloading, so a half-written file is not taken.
+//!
+//! Health bookkeeping: every turn's observation, success or failure, goes to the
+//! [`super::health::Health`] behind `/readyz` and `poolpilot_up`. Each turn of work (a tick,
+//! a webhook reaction) has a deadline ([`TURN_DEADLINE`]), and the systemd watchdog is fed on
+//! every loop turn and while a turn runs, whatever its outcome: the watchdog says the loop is
+//! alive, readiness says whether it can see E2B.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -19,9 +25,11 @@ use chrono::Utc;
 use tokio::sync::mpsc;
 
 use super::config::{Config, secret};
-use super::control::{Agent, AgentOptions};
+use super::control::{Agent, AgentOptions, TickReport};
 use super::dedup::Dedup;
+use super::health::Health;
 use super::server::{self, ServerState, Status};
+use super::systemd::Watchdog;
 use super::webhooks::{self, WebhookConfig, WebhookStats};
 use crate::e2b::{ClientConfig, E2bApi, HttpClient};
 use crate::notify::{Dispatcher, NotifyConfig};
@@ -29,6 +37,10 @@ use crate::rules::{self, RuleSet};
 
 /// How long in-flight work may take after a shutdown request.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How long one turn of work (a tick, a webhook reaction) may take before it is cut off and
+/// counted as a failed observation. Well above a turn that retries E2B's slow answers.
+pub const TURN_DEADLINE: Duration = Duration::from_secs(120);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -91,6 +103,9 @@ pub async fn run(
     let dedup = Arc::new(Mutex::new(Dedup::new(100_000)));
     let webhook_stats = Arc::new(WebhookStats::default());
     let status = Arc::new(Status::default());
+    *lock(&status.health) = Health::new(cfg.poll.metrics.0, TURN_DEADLINE);
+    status.dry_run.store(cfg.dry_run, Ordering::Relaxed);
+    set_dry_run_pools(&status, &rules);
     let mut app = server::router(ServerState {
         status: status.clone(),
         api: api_metrics,
@@ -157,8 +172,9 @@ pub async fn run(
     let mut tick = tokio::time::interval(cfg.poll.metrics.0.max(Duration::from_millis(100)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut watch = tokio::time::interval(Duration::from_secs(1));
-    let watchdog = super::systemd::watchdog_enabled();
+    let mut watchdog = Watchdog::from_env();
     let mut announced = false;
+    let mut seeing = false;
     let mut loaded = fingerprint(&cfg.rules);
     let mut last_look = loaded.clone();
     tokio::pin!(shutdown);
@@ -166,20 +182,16 @@ pub async fn run(
         tokio::select! {
             _ = &mut shutdown => break,
             _ = tick.tick() => {
-                let started = std::time::Instant::now();
-                let report = agent.tick(Utc::now()).await;
+                let (now, started) = (Utc::now(), std::time::Instant::now());
+                let report = bounded(agent.tick(now), &mut watchdog)
+                    .await
+                    .unwrap_or_else(cut_off);
                 *lock(&status.last_tick_seconds) = started.elapsed().as_secs_f64();
-                if report.error.is_some() {
-                    status.tick_failures.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    status.ticks.fetch_add(1, Ordering::Relaxed);
-                    status.ready.store(agent.ready, Ordering::Relaxed);
+                record_observation(&status, report.error.as_deref(), now, &mut seeing);
+                if report.error.is_none() {
                     if !announced {
                         announced = true;
                         super::systemd::ready(&format!("first poll done: {} sandboxes observed", report.observed));
-                    }
-                    if watchdog {
-                        super::systemd::watchdog();
                     }
                     *lock(&status.actual) = report.actual.clone();
                 }
@@ -188,8 +200,10 @@ pub async fn run(
                 count_actions(&status, &report);
             }
             _ = wake.notified() => {
-                let report = agent.react(Utc::now()).await;
-                count_actions(&status, &report);
+                match bounded(agent.react(Utc::now()), &mut watchdog).await {
+                    Some(report) => count_actions(&status, &report),
+                    None => tracing::error!(deadline_s = TURN_DEADLINE.as_secs(), "a webhook reaction did not finish in time; cut off"),
+                }
                 *lock(&status.engine) = agent.engine().state().clone();
                 *lock(&status.pending) = agent.pending();
             }
@@ -208,6 +222,8 @@ pub async fn run(
                 last_look = now;
             }
         }
+        // Whatever the turn did, the loop is alive.
+        watchdog.beat();
     }
     super::systemd::stopping();
     tracing::info!("shutting down: finishing in-flight creates, saving state");
@@ -236,6 +252,81 @@ fn count_actions(status: &Status, report: &crate::agent::control::TickReport) {
     }
 }
 
+/// Runs one turn of work under [`TURN_DEADLINE`], feeding the watchdog while it runs: the
+/// loop is alive while it waits on something bounded. None when the deadline passed; the work
+/// is then dropped where it stood.
+async fn bounded<T>(work: impl Future<Output = T>, watchdog: &mut Watchdog) -> Option<T> {
+    let work = tokio::time::timeout(TURN_DEADLINE, work);
+    tokio::pin!(work);
+    let Some(every) = watchdog.every() else {
+        return work.await.ok();
+    };
+    let mut beat = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            biased;
+            r = &mut work => return r.ok(),
+            _ = beat.tick() => watchdog.beat(),
+        }
+    }
+}
+
+/// The report of a tick cut off at [`TURN_DEADLINE`]: a failed observation.
+fn cut_off() -> TickReport {
+    let error = format!(
+        "the turn did not finish within {}s and was cut off",
+        TURN_DEADLINE.as_secs()
+    );
+    tracing::error!("{error}");
+    TickReport {
+        error: Some(error),
+        ..TickReport::default()
+    }
+}
+
+/// Counts a tick's observation and feeds readiness; says so in the log and to systemd when
+/// the agent stops, or starts again, seeing E2B.
+fn record_observation(
+    status: &Status,
+    error: Option<&str>,
+    at: chrono::DateTime<Utc>,
+    seeing: &mut bool,
+) {
+    let readiness = {
+        let mut health = lock(&status.health);
+        match error {
+            Some(e) => {
+                status.tick_failures.fetch_add(1, Ordering::Relaxed);
+                health.failed(e);
+            }
+            None => {
+                status.ticks.fetch_add(1, Ordering::Relaxed);
+                health.observed(at);
+            }
+        }
+        health.readiness(at)
+    };
+    if readiness.ready != *seeing {
+        *seeing = readiness.ready;
+        if readiness.ready {
+            tracing::info!("{}; ready", readiness.reason);
+        } else {
+            tracing::error!("{}; not ready", readiness.reason);
+        }
+        super::systemd::status(&readiness.reason);
+    }
+}
+
+/// Tells the metrics which pools have their own `dry_run: true`.
+fn set_dry_run_pools(status: &Status, rules: &RuleSet) {
+    *lock(&status.dry_run_pools) = rules
+        .pools
+        .iter()
+        .filter(|p| p.dry_run)
+        .map(|p| p.name.clone())
+        .collect();
+}
+
 fn reload_rules(cfg: &Config, agent: &mut Agent, status: &Status) {
     super::systemd::reloading();
     let outcome = load_rules(&cfg.rules);
@@ -246,6 +337,7 @@ fn reload_rules(cfg: &Config, agent: &mut Agent, status: &Status) {
     });
     match outcome {
         Ok(set) => {
+            set_dry_run_pools(status, &set);
             agent.set_rules(Arc::new(set));
             status.reloads.fetch_add(1, Ordering::Relaxed);
             *lock(&status.last_reload_error) = None;
@@ -259,5 +351,48 @@ fn reload_rules(cfg: &Config, agent: &mut Agent, status: &Status) {
             tracing::error!("rule reload failed; the previous rules stay in force");
             *lock(&status.last_reload_error) = Some(e);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_turn_that_hangs_is_cut_off_at_the_deadline_and_the_watchdog_beats_meanwhile() {
+        let mut dog = Watchdog::with_period(Some(Duration::from_secs(10)));
+        let start = tokio::time::Instant::now();
+        let out = bounded(std::future::pending::<()>(), &mut dog).await;
+        assert_eq!(out, None);
+        assert_eq!(start.elapsed(), TURN_DEADLINE);
+        // One at the start, then one every 10 s until the deadline ends the turn.
+        assert_eq!(dog.sent(), 12);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_turn_that_finishes_gives_its_result() {
+        let mut dog = Watchdog::with_period(None);
+        let out = bounded(async { 7 }, &mut dog).await;
+        assert_eq!((out, dog.sent()), (Some(7), 0));
+    }
+
+    #[test]
+    fn a_cut_off_turn_and_a_failed_poll_count_against_readiness() {
+        let status = Status::default();
+        *lock(&status.health) = Health::new(Duration::from_secs(5), TURN_DEADLINE);
+        let mut seeing = false;
+        let t0 = Utc::now();
+        record_observation(&status, None, t0, &mut seeing);
+        assert!(seeing);
+        for _ in 0..2 {
+            record_observation(&status, cut_off().error.as_deref(), t0, &mut seeing);
+        }
+        assert!(seeing, "two failures are a blip");
+        record_observation(&status, Some("HTTP 503"), t0, &mut seeing);
+        assert!(!seeing);
+        assert_eq!(status.tick_failures.load(Ordering::Relaxed), 3);
+        assert_eq!(status.ticks.load(Ordering::Relaxed), 1);
+        let r = lock(&status.health).readiness(t0);
+        assert!(r.reason.contains("HTTP 503"), "{r:?}");
     }
 }

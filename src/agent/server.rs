@@ -1,8 +1,13 @@
-//! The agent's HTTP server: `/healthz`, `/readyz` (ready after the first successful poll),
-//! `/metrics` (Prometheus text format), `/api/v1/decisions`, `/api/v1/pools`, `/api/v1/alerts`,
-//! and the webhook receiver. It listens on loopback unless told otherwise.
+//! The agent's HTTP server: `/healthz` (the process answers), `/readyz` (it can see E2B, by
+//! the rule in [`super::health`], with the reason as JSON), `/metrics` (Prometheus text
+//! format), `/api/v1/decisions`, `/api/v1/pools`, `/api/v1/alerts`, and the webhook receiver.
+//! It listens on loopback unless told otherwise.
+//!
+//! Counters whose labels are known up front (actions by kind and result, ticks, reloads,
+//! webhook outcomes, each notifier's results) are written from the start at 0, so that
+//! Prometheus's `increase()` sees their first rise.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,6 +20,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 
 use super::control::LoggedDecision;
+use super::health::Health;
 use super::webhooks::WebhookStats;
 use crate::engine::{AlertPhase, EngineState};
 use crate::notify::Dispatcher;
@@ -22,7 +28,12 @@ use crate::notify::Dispatcher;
 /// What the server shows, updated by the loop after each tick.
 #[derive(Default)]
 pub struct Status {
-    pub ready: AtomicBool,
+    /// Whether E2B can be seen: `/readyz` and `poolpilot_up`.
+    pub health: Mutex<Health>,
+    /// The whole agent runs in dry run.
+    pub dry_run: AtomicBool,
+    /// Pools with their own `dry_run: true`.
+    pub dry_run_pools: Mutex<BTreeSet<String>>,
     pub ticks: AtomicU64,
     pub tick_failures: AtomicU64,
     pub reloads: AtomicU64,
@@ -38,6 +49,11 @@ pub struct Status {
     pub last_tick_seconds: Mutex<f64>,
     pub recent: Mutex<Arc<Mutex<VecDeque<LoggedDecision>>>>,
 }
+
+/// Action kinds of `poolpilot_actions_total`, written at 0 from the start.
+pub(crate) const ACTION_KINDS: [&str; 5] = ["create", "kill", "set_timeout", "pause", "notify"];
+/// Action results of `poolpilot_actions_total`, written at 0 from the start.
+pub(crate) const ACTION_RESULTS: [&str; 4] = ["ok", "failed", "refused", "dry_run"];
 
 /// Latency buckets of `poolpilot_api_request_seconds`, in seconds.
 const BUCKETS: [f64; 11] = [
@@ -159,15 +175,13 @@ pub fn router(state: ServerState) -> Router {
 }
 
 async fn readyz(State(s): State<ServerState>) -> Response {
-    if s.status.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n").into_response()
+    let r = lock(&s.status.health).readiness(chrono::Utc::now());
+    let code = if r.ready {
+        StatusCode::OK
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: no successful poll yet\n",
-        )
-            .into_response()
-    }
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(r)).into_response()
 }
 
 async fn decisions(State(s): State<ServerState>) -> Response {
@@ -226,15 +240,23 @@ async fn metrics(State(s): State<ServerState>) -> Response {
     let mut out = String::new();
     family(
         &mut out,
-        "poolpilot_up",
+        "poolpilot_build_info",
         "gauge",
-        "1 once the first poll succeeded.",
+        "Always 1; the labels say which build runs.",
     );
     let _ = writeln!(
         out,
-        "poolpilot_up {}",
-        u8::from(st.ready.load(Ordering::Relaxed))
+        "poolpilot_build_info{{version=\"{}\"}} 1",
+        esc(env!("CARGO_PKG_VERSION"))
     );
+    family(
+        &mut out,
+        "poolpilot_up",
+        "gauge",
+        "1 while the agent can see E2B (what /readyz says), 0 otherwise.",
+    );
+    let ready = lock(&st.health).readiness(chrono::Utc::now()).ready;
+    let _ = writeln!(out, "poolpilot_up {}", u8::from(ready));
     let engine = lock(&st.engine).clone();
     let actual = lock(&st.actual).clone();
     let pending = lock(&st.pending).clone();
@@ -274,20 +296,8 @@ async fn metrics(State(s): State<ServerState>) -> Response {
             pending.get(name).copied().unwrap_or(0)
         );
     }
-    family(
-        &mut out,
-        "poolpilot_actions_total",
-        "counter",
-        "Actions by kind and result.",
-    );
-    for ((kind, result), n) in lock(&st.actions).iter() {
-        let _ = writeln!(
-            out,
-            "poolpilot_actions_total{{kind=\"{}\",result=\"{}\"}} {n}",
-            esc(kind),
-            esc(result)
-        );
-    }
+    render_dry_run(&mut out, st, &engine);
+    render_actions(&mut out, &lock(&st.actions));
     family(
         &mut out,
         "poolpilot_alerts_firing",
@@ -381,6 +391,7 @@ async fn metrics(State(s): State<ServerState>) -> Response {
                 ("sent", n.sent),
                 ("failed", n.failed),
                 ("retried", n.retries),
+                ("resent", n.resent),
                 ("queue_full", n.queue_full),
             ] {
                 let _ = writeln!(
@@ -392,4 +403,81 @@ async fn metrics(State(s): State<ServerState>) -> Response {
     }
     s.api.render(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// `poolpilot_dry_run` per pool: 1 when nothing is changed for it (the agent or the pool in
+/// dry run), so that alerts on pool sizes can leave it out.
+fn render_dry_run(out: &mut String, st: &Status, engine: &EngineState) {
+    family(
+        out,
+        "poolpilot_dry_run",
+        "gauge",
+        "1 for a pool in dry run (the agent's or its own): decisions are logged, not carried out.",
+    );
+    let all = st.dry_run.load(Ordering::Relaxed);
+    let pools = lock(&st.dry_run_pools);
+    for name in engine.pools.keys() {
+        let on = all || pools.contains(name);
+        let _ = writeln!(
+            out,
+            "poolpilot_dry_run{{pool=\"{}\"}} {}",
+            esc(name),
+            u8::from(on)
+        );
+    }
+}
+
+/// `poolpilot_actions_total`: every known kind and result from the start, then any other.
+fn render_actions(out: &mut String, actions: &BTreeMap<(String, String), u64>) {
+    family(
+        out,
+        "poolpilot_actions_total",
+        "counter",
+        "Actions by kind and result.",
+    );
+    let mut keys: BTreeSet<(String, String)> = ACTION_KINDS
+        .iter()
+        .flat_map(|k| {
+            ACTION_RESULTS
+                .iter()
+                .map(|r| (k.to_string(), r.to_string()))
+        })
+        .collect();
+    keys.extend(actions.keys().cloned());
+    for key in &keys {
+        let n = actions.get(key).copied().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "poolpilot_actions_total{{kind=\"{}\",result=\"{}\"}} {n}",
+            esc(&key.0),
+            esc(&key.1)
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_known_action_series_is_there_from_the_start() {
+        let mut out = String::new();
+        render_actions(&mut out, &BTreeMap::new());
+        let zeros = out.lines().filter(|l| l.ends_with("} 0")).count();
+        assert_eq!(zeros, ACTION_KINDS.len() * ACTION_RESULTS.len(), "{out}");
+        assert!(out.contains("poolpilot_actions_total{kind=\"create\",result=\"failed\"} 0"));
+    }
+
+    #[test]
+    fn counted_and_unknown_actions_are_written_with_their_counts() {
+        let mut out = String::new();
+        let counted = BTreeMap::from([
+            (("create".to_string(), "failed".to_string()), 35),
+            (("replace".to_string(), "ok".to_string()), 1),
+        ]);
+        render_actions(&mut out, &counted);
+        assert!(out.contains("poolpilot_actions_total{kind=\"create\",result=\"failed\"} 35"));
+        assert!(out.contains("poolpilot_actions_total{kind=\"replace\",result=\"ok\"} 1"));
+        assert!(out.contains("poolpilot_actions_total{kind=\"create\",result=\"ok\"} 0"));
+    }
 }

@@ -1,7 +1,14 @@
 //! systemd integration for `Type=notify` units: `READY=1` after the first successful poll,
 //! `RELOADING=1` (with `MONOTONIC_USEC`, as systemd 253 and later require) then `READY=1`
-//! around a reload, `WATCHDOG=1` after each healthy loop turn when `WatchdogSec=` is set, and
-//! `STOPPING=1` on shutdown. Without `NOTIFY_SOCKET` (not under systemd) nothing is sent.
+//! around a reload, `STATUS=` when the agent stops or starts seeing E2B, and `STOPPING=1` on
+//! shutdown. Without `NOTIFY_SOCKET` (not under systemd) nothing is sent.
+//!
+//! `WATCHDOG=1` (when `WatchdogSec=` is set) means "the loop is alive", not "E2B is up": the
+//! loop sends it on every turn whatever the turn's outcome, and while a turn runs (each turn
+//! has a deadline). An E2B outage therefore never makes systemd restart the agent; readiness
+//! says whether it can see E2B.
+
+use std::time::Duration;
 
 use sd_notify::NotifyState;
 
@@ -24,7 +31,12 @@ pub fn reloading() {
     }
 }
 
-/// The loop is healthy.
+/// A short human-readable status, shown by `systemctl status`.
+pub fn status(line: &str) {
+    send(&[NotifyState::Status(line)]);
+}
+
+/// The loop is alive.
 pub fn watchdog() {
     send(&[NotifyState::Watchdog]);
 }
@@ -34,7 +46,54 @@ pub fn stopping() {
     send(&[NotifyState::Stopping]);
 }
 
-/// Whether systemd asked for watchdog keep-alives.
-pub fn watchdog_enabled() -> bool {
-    sd_notify::watchdog_enabled().is_some()
+/// How often systemd wants watchdog keep-alives, if it asked for them: half its
+/// `WatchdogSec=`, as sd_watchdog_enabled(3) recommends.
+pub fn watchdog_every() -> Option<Duration> {
+    sd_notify::watchdog_enabled().map(|d| (d / 2).max(Duration::from_millis(10)))
+}
+
+/// Watchdog keep-alives, at most one per half period however often the loop turns.
+#[derive(Debug)]
+pub struct Watchdog {
+    every: Option<Duration>,
+    last: Option<tokio::time::Instant>,
+    /// Keep-alives sent so far.
+    sent: u64,
+}
+
+impl Watchdog {
+    /// Keep-alives as systemd asked for them (`WATCHDOG_USEC`); none when it did not.
+    pub fn from_env() -> Self {
+        Watchdog::with_period(watchdog_every())
+    }
+
+    /// Keep-alives every `every` (None: none at all).
+    pub(crate) fn with_period(every: Option<Duration>) -> Self {
+        Watchdog {
+            every,
+            last: None,
+            sent: 0,
+        }
+    }
+
+    /// Keep-alives sent so far.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// How often a keep-alive is due, if at all.
+    pub fn every(&self) -> Option<Duration> {
+        self.every
+    }
+
+    /// The loop is alive: sends `WATCHDOG=1` unless one went out less than a period ago.
+    pub fn beat(&mut self) {
+        let Some(every) = self.every else { return };
+        let now = tokio::time::Instant::now();
+        if self.last.is_none_or(|t| now.duration_since(t) >= every) {
+            watchdog();
+            self.last = Some(now);
+            self.sent += 1;
+        }
+    }
 }

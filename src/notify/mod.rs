@@ -7,15 +7,19 @@
 //! dropped silently: a full queue refuses the notice with an error and counts it; a delivery
 //! that finally fails is logged with its notice and counted.
 //!
-//! Alertmanager gets `endsAt` in the future while an alert fires (the caller re-sends firing
-//! alerts before it passes), so alerts expire by themselves if poolpilot dies; a resolve sends
-//! `endsAt` = now.
+//! Alertmanager gets `endsAt` in the future while an alert fires, and its worker re-sends every
+//! firing alert on a short cadence of its own ([`alertmanager`]), independent of the rules'
+//! `repeat_interval`; so a live alert never expires in Alertmanager, and alerts expire by
+//! themselves if poolpilot dies. A resolve is sent once, with `endsAt` = the resolve time.
+//!
+//! Time: the timestamps in bodies come from [`NotifyConfig::clock`] and the cadence from
+//! tokio's timers, so tests run on virtual time.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -25,6 +29,42 @@ use crate::e2b::retry::RetryPolicy;
 use crate::engine::{AlertNotice, AlertStatus};
 use crate::rules::{Notifier, NotifierKind};
 
+pub mod alertmanager;
+
+use alertmanager::Firing;
+
+/// Where the wall-clock time in payloads comes from: the system clock, or a test's.
+#[derive(Clone)]
+pub struct WallClock(Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>);
+
+impl WallClock {
+    /// The system clock.
+    pub fn system() -> Self {
+        WallClock(Arc::new(Utc::now))
+    }
+
+    /// A clock of the caller's, e.g. one that follows tokio's paused clock in tests.
+    pub fn new(now: impl Fn() -> DateTime<Utc> + Send + Sync + 'static) -> Self {
+        WallClock(Arc::new(now))
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        (self.0)()
+    }
+}
+
+impl Default for WallClock {
+    fn default() -> Self {
+        WallClock::system()
+    }
+}
+
+impl std::fmt::Debug for WallClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WallClock")
+    }
+}
+
 /// How notifications are delivered.
 #[derive(Debug, Clone)]
 pub struct NotifyConfig {
@@ -33,10 +73,16 @@ pub struct NotifyConfig {
     pub retry: RetryPolicy,
     /// Limit of one delivery request.
     pub timeout: Duration,
-    /// How far ahead of now a firing alert's `endsAt` is set for Alertmanager.
+    /// How often each Alertmanager notifier re-sends all of its firing alerts, whatever the
+    /// rules' `repeat_interval` (which governs only the notices people read).
+    pub alertmanager_resend: Duration,
+    /// How far ahead of its sending a firing alert's `endsAt` is set for Alertmanager: a few
+    /// re-send cadences, so that a re-send or two may fail before the alert expires.
     pub alertmanager_ends_after: Duration,
     /// Shown as `generatorURL` in Alertmanager.
     pub generator_url: Option<String>,
+    /// The time written into payloads (`endsAt`, `at`).
+    pub clock: WallClock,
 }
 
 impl Default for NotifyConfig {
@@ -50,8 +96,10 @@ impl Default for NotifyConfig {
                 max_retry_after: Duration::from_secs(300),
             },
             timeout: Duration::from_secs(10),
-            alertmanager_ends_after: Duration::from_secs(5 * 60),
+            alertmanager_resend: Duration::from_secs(60),
+            alertmanager_ends_after: Duration::from_secs(4 * 60),
             generator_url: None,
+            clock: WallClock::system(),
         }
     }
 }
@@ -69,6 +117,8 @@ pub struct NotifierStats {
     pub sent: u64,
     pub failed: u64,
     pub retries: u64,
+    /// Firing alerts re-sent to Alertmanager to keep them alive (not counted in `sent`).
+    pub resent: u64,
     /// Refused because the queue was full.
     pub queue_full: u64,
 }
@@ -98,6 +148,9 @@ struct Inner {
     /// Shared with the workers on its own: a worker holding `Inner` would keep its own queue's
     /// sender alive, and so never stop.
     stats: Arc<Mutex<BTreeMap<String, NotifierStats>>>,
+    /// The firing alerts of each Alertmanager notifier, shared with its workers like the
+    /// stats, and kept across a reload that changes the notifier.
+    firing: Mutex<BTreeMap<String, Arc<Mutex<Firing>>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -126,6 +179,7 @@ impl Dispatcher {
                 http,
                 queues: Mutex::new(BTreeMap::new()),
                 stats: Arc::new(Mutex::new(BTreeMap::new())),
+                firing: Mutex::new(BTreeMap::new()),
             }),
         };
         let handles = notifiers.iter().map(|n| d.spawn(n)).collect();
@@ -138,11 +192,21 @@ impl Dispatcher {
         let (tx, rx) = mpsc::channel(self.inner.cfg.queue.max(1));
         lock(&self.inner.stats).entry(n.name.clone()).or_default();
         lock(&self.inner.queues).insert(n.name.clone(), (n.clone(), tx));
+        let firing = {
+            let mut all = lock(&self.inner.firing);
+            if n.kind == NotifierKind::Alertmanager {
+                Some(all.entry(n.name.clone()).or_default().clone())
+            } else {
+                all.remove(&n.name);
+                None
+            }
+        };
         let worker = Worker {
             notifier: n.clone(),
             cfg: self.inner.cfg.clone(),
             http: self.inner.http.clone(),
             stats: self.inner.stats.clone(),
+            firing,
         };
         tokio::spawn(worker.run(rx))
     }
@@ -168,6 +232,7 @@ impl Dispatcher {
         for name in current.keys() {
             if !notifiers.iter().any(|n| &n.name == name) {
                 queues.remove(name);
+                lock(&self.inner.firing).remove(name);
                 out.removed.push(name.clone());
             }
         }
@@ -223,6 +288,8 @@ struct Worker {
     cfg: NotifyConfig,
     http: reqwest::Client,
     stats: Arc<Mutex<BTreeMap<String, NotifierStats>>>,
+    /// For an Alertmanager notifier: its firing alerts, to re-send on the cadence.
+    firing: Option<Arc<Mutex<Firing>>>,
 }
 
 /// The outcome of one try.
@@ -236,9 +303,45 @@ enum Try {
 }
 
 impl Worker {
+    /// Delivers queued notices in order until the queue closes; an Alertmanager worker also
+    /// re-sends its firing alerts on the cadence.
     async fn run(self, mut rx: mpsc::Receiver<Notification>) {
-        while let Some(n) = rx.recv().await {
-            self.deliver(&n).await;
+        let mut resend = self.firing.as_ref().map(|_| {
+            let every = self.cfg.alertmanager_resend.max(MIN_RESEND);
+            let mut i = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            i
+        });
+        loop {
+            // Not biased: a queue that never empties must not starve the re-sends.
+            tokio::select! {
+                n = rx.recv() => {
+                    let Some(n) = n else { return };
+                    if let Some(f) = &self.firing {
+                        lock(f).track(&n);
+                    }
+                    self.deliver(&n).await;
+                }
+                () = next_tick(&mut resend) => self.resend_firing().await,
+            }
+        }
+    }
+
+    /// Re-sends every firing alert to Alertmanager, in batches, once each: a failure is
+    /// counted and logged, and the next cadence tries again well before `endsAt`.
+    async fn resend_firing(&self) {
+        let Some(f) = &self.firing else { return };
+        let all = lock(f).all();
+        for batch in all.chunks(alertmanager::RESEND_BATCH) {
+            let body = alertmanager::payload(batch, &self.cfg, self.cfg.clock.now());
+            let n = batch.len() as u64;
+            match self.post(body).await {
+                Try::Done => self.bump(|s| s.resent += n),
+                Try::Retry { why, .. } | Try::Fail(why) => {
+                    self.bump(|s| s.failed += n);
+                    tracing::error!(notifier = %self.notifier.name, alerts = n, error = %why, "re-sending firing alerts to Alertmanager failed; trying again next cadence");
+                }
+            }
         }
     }
 
@@ -297,21 +400,20 @@ impl Worker {
     async fn try_once(&self, n: &Notification) -> Try {
         let body = match self.notifier.kind {
             NotifierKind::Log => {
-                let s = &n.notice;
-                match s.status {
-                    AlertStatus::Firing => {
-                        tracing::warn!(notifier = %self.notifier.name, alert = %s.alert, subject = %s.subject, severity = %s.severity, repeat = s.repeat, "{}", s.message)
-                    }
-                    AlertStatus::Resolved => {
-                        tracing::info!(notifier = %self.notifier.name, alert = %s.alert, subject = %s.subject, severity = %s.severity, "{}", s.message)
-                    }
-                }
+                log_notice(&self.notifier.name, &n.notice);
                 return Try::Done;
             }
             NotifierKind::Slack => slack_payload(&n.notice),
             NotifierKind::Webhook => webhook_payload(n),
-            NotifierKind::Alertmanager => alertmanager_payload(n, &self.cfg),
+            NotifierKind::Alertmanager => {
+                alertmanager::payload(std::slice::from_ref(n), &self.cfg, self.cfg.clock.now())
+            }
         };
+        self.post(body).await
+    }
+
+    /// POSTs a body to the notifier's receiver once and says what came of it.
+    async fn post(&self, body: serde_json::Value) -> Try {
         let Some(base) = &self.notifier.url else {
             return Try::Fail("no url".into());
         };
@@ -352,6 +454,31 @@ impl Worker {
     }
 }
 
+/// The shortest re-send cadence: a zero would make tokio's interval panic.
+const MIN_RESEND: Duration = Duration::from_millis(10);
+
+/// Completes at the interval's next tick, or never without one.
+async fn next_tick(i: &mut Option<tokio::time::Interval>) {
+    match i {
+        Some(i) => {
+            i.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// The log notifier: a firing notice at warn, a resolve at info.
+fn log_notice(notifier: &str, s: &AlertNotice) {
+    match s.status {
+        AlertStatus::Firing => {
+            tracing::warn!(notifier, alert = %s.alert, subject = %s.subject, severity = %s.severity, repeat = s.repeat, "{}", s.message)
+        }
+        AlertStatus::Resolved => {
+            tracing::info!(notifier, alert = %s.alert, subject = %s.subject, severity = %s.severity, "{}", s.message)
+        }
+    }
+}
+
 fn status_word(n: &AlertNotice) -> &'static str {
     match n.status {
         AlertStatus::Firing => "FIRING",
@@ -384,33 +511,7 @@ pub fn webhook_payload(n: &Notification) -> serde_json::Value {
     })
 }
 
-/// Alertmanager `POST /api/v2/alerts` body.
+/// Alertmanager `POST /api/v2/alerts` body of one notice, sent now by `cfg.clock`.
 pub fn alertmanager_payload(n: &Notification, cfg: &NotifyConfig) -> serde_json::Value {
-    let mut labels = n.notice.labels.clone();
-    labels.insert("alertname".into(), n.notice.alert.clone());
-    labels.insert("subject".into(), n.notice.subject.clone());
-    labels.insert("severity".into(), n.notice.severity.clone());
-    labels.insert("source".into(), "poolpilot".into());
-    // Alertmanager judges endsAt by its own clock, at the moment it receives the alert. A
-    // firing alert therefore lives `alertmanager_ends_after` past the later of the decision
-    // and the delivery (which may come after retries); a resolve is stamped no later than
-    // now, so it resolves at once even when poolpilot's clock runs ahead.
-    let sent = Utc::now();
-    let ends = match n.notice.status {
-        AlertStatus::Firing => {
-            n.at.max(sent)
-                + TimeDelta::from_std(cfg.alertmanager_ends_after).unwrap_or(TimeDelta::minutes(5))
-        }
-        AlertStatus::Resolved => n.at.min(sent).max(n.notice.started_at),
-    };
-    let mut alert = json!({
-        "labels": labels,
-        "annotations": { "summary": n.notice.message },
-        "startsAt": n.notice.started_at,
-        "endsAt": ends,
-    });
-    if let Some(u) = &cfg.generator_url {
-        alert["generatorURL"] = json!(u);
-    }
-    json!([alert])
+    alertmanager::payload(std::slice::from_ref(n), cfg, cfg.clock.now())
 }
