@@ -698,8 +698,10 @@ impl Sim {
     /// A pool member dies for a reason nobody asked for.
     fn crash(&mut self) {
         let mut core = lock(&self.core);
-        let mut q = ListQuery::default();
-        q.limit = Some(100);
+        let q = ListQuery {
+            limit: Some(100),
+            ..Default::default()
+        };
         let members: Vec<String> = core
             .list(&q)
             .map(|p| p.items)

@@ -46,6 +46,10 @@ pub struct PersistedState {
     /// Creates sent and not yet seen, counted again after a restart until they are.
     #[serde(default)]
     pub creates: Vec<InFlight>,
+    /// Events taken from webhooks (so in `dedup`) and not yet handed to the engine: handled
+    /// first after a restart.
+    #[serde(default)]
+    pub unhandled: Vec<LifecycleEvent>,
 }
 
 /// One logged decision and what came of it.
@@ -123,6 +127,8 @@ pub struct Agent {
     pub ready: bool,
     /// The last observation, for reacting to webhooks between ticks.
     last_observed: Vec<ObservedSandbox>,
+    /// Events delivered by webhooks and not yet handed to the engine.
+    backlog: Vec<LifecycleEvent>,
 }
 
 /// How an [`Agent`] is built.
@@ -153,6 +159,7 @@ impl Agent {
         let mut engine = Engine::new(rules.clone());
         let mut cursor = None;
         let creates = Arc::new(Creates::default());
+        let mut backlog = Vec::new();
         if let Some(p) = &state_path
             && p.exists()
         {
@@ -163,6 +170,7 @@ impl Agent {
                     engine = Engine::with_state(rules, s.engine);
                     cursor = s.event_cursor;
                     creates.restore(s.creates);
+                    backlog = s.unhandled;
                     tracing::info!(path = %p.display(), "resumed from saved state");
                 }
                 Err(e) => {
@@ -196,6 +204,7 @@ impl Agent {
             seq: 0,
             ready: false,
             last_observed: Vec::new(),
+            backlog,
         })
     }
 
@@ -284,15 +293,11 @@ impl Agent {
         if !self.ready {
             return report;
         }
-        let mut events = Vec::new();
-        if let Some(rx) = &mut self.webhooks {
-            while let Ok(d) = rx.try_recv() {
-                events.push(d.event);
-            }
-        }
-        if events.is_empty() {
+        self.take_deliveries();
+        if self.backlog.is_empty() {
             return report;
         }
+        let events = std::mem::take(&mut self.backlog);
         // The sandboxes the events say are gone, and those killed since, are gone from the
         // observation too; creates since then are in the ledger.
         let gone: HashSet<&str> = events
@@ -334,12 +339,8 @@ impl Agent {
             }
         }
         // Events: webhook deliveries first (already verified and deduplicated), then the API.
-        let mut events = Vec::new();
-        if let Some(rx) = &mut self.webhooks {
-            while let Ok(d) = rx.try_recv() {
-                events.push(d.event);
-            }
-        }
+        self.take_deliveries();
+        let mut events = std::mem::take(&mut self.backlog);
         if self
             .last_events_poll
             .is_none_or(|t| now - t >= self.events_every)
@@ -382,10 +383,26 @@ impl Agent {
             },
         );
         report.decisions = decisions.len();
+        // Write-ahead: the events are saved as handled, with the engine state they led to,
+        // before anything is done about them; a crash from here on loses at most this turn's
+        // actions, which the next observation repairs, and never handles an event twice.
+        if !events.is_empty() || !decisions.is_empty() {
+            self.persist();
+        }
         self.carry_out(decisions, &observed, now, &mut report).await;
         self.last_observed = observed;
+        // Again, for the creates this turn sent: counted after a restart until seen.
         self.persist();
         report
+    }
+
+    /// Moves the webhook deliveries waiting in the receiver's queue into the backlog.
+    fn take_deliveries(&mut self) {
+        if let Some(rx) = &mut self.webhooks {
+            while let Ok(d) = rx.try_recv() {
+                self.backlog.push(d.event);
+            }
+        }
     }
 
     /// Carries out decisions, logging each with its outcome and counting it in the report
@@ -578,19 +595,29 @@ impl Agent {
     }
 
     /// Writes state atomically: a temporary file, then a rename over the old one.
-    pub fn persist(&self) {
-        let Some(path) = &self.state_path else { return };
+    ///
+    /// Every id in the saved dedup window is handled or saved as unhandled: the window is
+    /// copied first, and the receiver queues a delivery before it lets go of the window's
+    /// lock, so whatever the copy holds is already in the queue, which is then drained into
+    /// the backlog that is saved with it.
+    pub fn persist(&mut self) {
+        let Some(path) = self.state_path.clone() else {
+            return;
+        };
+        let dedup = lock(&self.dedup).clone();
+        self.take_deliveries();
         let state = PersistedState {
             engine: self.engine.state().clone(),
             event_cursor: self.event_cursor,
-            dedup: lock(&self.dedup).clone(),
+            dedup,
             creates: self.creates.snapshot(),
+            unhandled: self.backlog.clone(),
         };
         let tmp = path.with_extension("json.tmp");
         let res = serde_json::to_vec(&state)
             .map_err(std::io::Error::other)
             .and_then(|bytes| std::fs::write(&tmp, bytes))
-            .and_then(|()| std::fs::rename(&tmp, path));
+            .and_then(|()| std::fs::rename(&tmp, &path));
         if let Err(e) = res {
             tracing::error!(path = %path.display(), error = %e, "cannot save state");
         }

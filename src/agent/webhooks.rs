@@ -207,7 +207,7 @@ async fn receive(
         .get("e2b-delivery-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let slot = {
+    {
         let mut d = r.dedup.lock().unwrap_or_else(|p| p.into_inner());
         let dup_delivery = delivery_id.as_deref().is_some_and(|id| d.contains(id));
         if dup_delivery || d.contains(&event.id) {
@@ -227,13 +227,14 @@ async fn receive(
         if let Some(id) = &delivery_id {
             d.insert(id);
         }
-        slot
-    };
-    slot.send(Delivered {
-        event,
-        delivery_id,
-        received,
-    });
+        // Queued before the window's lock is let go: a copy of the window never holds an id
+        // that is neither handled nor queued (see `Agent::persist`).
+        slot.send(Delivered {
+            event,
+            delivery_id,
+            received,
+        });
+    }
     r.stats.accepted.fetch_add(1, Ordering::Relaxed);
     if let Some(w) = &r.wake {
         w.notify_one();
