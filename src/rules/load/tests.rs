@@ -142,7 +142,7 @@ fn every_error_has_file_line_column_and_the_rule() {
             "is a number, but a boolean condition is needed",
         ),
         (
-            "pools:\n  - name: p\n    min: 0\n    max: 1\n    scale:\n      steps:\n        - { when: busy_ratio > 1/2, add: 1 }\n",
+            "pools:\n  - name: p\n    min: 0\n    max: 1\n    scale:\n      steps:\n        - { when: busy_ratio > \"half\", add: 1 }\n",
             "r.yaml:7:19: pool \"p\": scale.steps[0].when: ",
         ),
         (
