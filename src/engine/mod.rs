@@ -23,6 +23,7 @@
 mod alerts;
 mod pools;
 mod state;
+mod time;
 mod triggers;
 
 use std::collections::BTreeMap;

@@ -686,3 +686,107 @@ pools:
         let _ = Duration::ZERO;
     }
 }
+
+fn target_pool(metric: &str) -> Arc<RuleSet> {
+    rules(&format!(
+        "
+pools:
+  - name: p
+    min: 1
+    max: 20
+    scale:
+      target: {{ metric: \"{metric}\", value: 50 }}
+      stabilization: {{ down: 0s }}
+"
+    ))
+}
+
+#[test]
+fn a_nan_target_holds_the_pool_and_says_why() {
+    let mut e = Engine::new(target_pool(
+        "(busy_count - busy_count) / (busy_count - busy_count)",
+    ));
+    let d = step(&mut e, t0(), &pool_of("p", &[Some(50.0); 6], t0()));
+    assert!(d.is_empty(), "a NaN target must not cut the pool: {d:?}");
+    let st = e.state().pools["p"].status.clone().unwrap();
+    assert_eq!((st.size, st.desired), (6, 6));
+    let clamp = &st.clamps[0];
+    assert_eq!(clamp.kind, ClampKind::MissingData);
+    assert!(
+        clamp.note.contains("scale.target.metric") && clamp.note.contains("NaN"),
+        "{}",
+        clamp.note
+    );
+}
+
+#[test]
+fn an_infinite_target_holds_the_pool_and_says_why() {
+    let mut e = Engine::new(target_pool("avg_cpu_used_pct / (busy_count - busy_count)"));
+    let d = step(&mut e, t0(), &pool_of("p", &[Some(50.0); 4], t0()));
+    assert!(d.is_empty(), "an infinite target must not send the pool to max: {d:?}");
+    let st = e.state().pools["p"].status.clone().unwrap();
+    assert_eq!(st.desired, 4);
+    assert!(st.clamps[0].note.contains("inf"), "{:?}", st.clamps);
+    // min still holds while the rule has no value.
+    let d = step(&mut e, at(15), &[]);
+    assert_eq!(creates(&d), 1, "{d:?}");
+}
+
+#[test]
+fn a_step_that_cannot_be_evaluated_holds_every_metric_driven_change() {
+    let yaml = "
+pools:
+  - name: p
+    min: 0
+    max: 10
+    scale:
+      stabilization: { down: 0s }
+      steps:
+        - { when: busy_ratio < 0.2, remove: 1 }
+        - { when: avg_cpu_used_pct / (size - size) > 1, add: 1 }
+";
+    let mut e = Engine::new(rules(yaml));
+    let d = step(&mut e, t0(), &pool_of("p", &[Some(1.0); 3], t0()));
+    assert!(d.is_empty(), "{d:?}");
+    let st = e.state().pools["p"].status.clone().unwrap();
+    assert!(st.summary.contains("scale.steps[1].when"), "{}", st.summary);
+}
+
+#[test]
+fn step_conditions_compare_numbers_by_value() {
+    let yaml = "
+pools:
+  - name: p
+    min: 0
+    max: 10
+    scale:
+      stabilization: { down: 0s }
+      steps:
+        - { when: busy_count == 0 && size != 1, remove: 1 }
+";
+    let mut e = Engine::new(rules(yaml));
+    let d = step(&mut e, t0(), &pool_of("p", &[Some(1.0); 3], t0()));
+    assert_eq!(kills(&d).len(), 1, "busy_count == 0 holds when none is busy");
+    let mut e = Engine::new(rules(yaml));
+    let d = step(&mut e, t0(), &pool_of("p", &[Some(1.0)], t0()));
+    assert!(d.is_empty(), "size != 1 is false when size is 1: {d:?}");
+}
+
+#[test]
+fn a_resolve_carries_the_value_that_resolved_it() {
+    let yaml = "
+notifiers: [{ name: log, kind: log }]
+alerts:
+  - { name: hot, scope: sandbox, when: cpu_used_pct > 80, notify: [log], message: \"at {value}\" }
+";
+    let mut e = Engine::new(rules(yaml));
+    let d = step(&mut e, t0(), &pool_of("p", &[Some(86.65)], t0()));
+    assert_eq!(notices(&d), vec![("p-0".into(), AlertStatus::Firing, false)]);
+    let d = step(&mut e, at(15), &pool_of("p", &[Some(12.5)], at(15)));
+    assert_eq!(notices(&d), vec![("p-0".into(), AlertStatus::Resolved, false)]);
+    assert_eq!(d[0].cause.values["value"], 12.5, "{:?}", d[0].cause);
+    let Action::Alert(n) = &d[0].action else {
+        panic!("{d:?}")
+    };
+    assert!(n.message.contains("at 12.5"), "{}", n.message);
+}
