@@ -189,14 +189,11 @@ pub fn load_test_file(path: &Path) -> Result<TestFile, Vec<Diagnostic>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| vec![diag(&file, None, format!("cannot read: {e}"))])?;
     let raw: RawTestFile = serde_saphyr::from_str(&text).map_err(|e| {
-        let message = e
-            .to_string()
-            .lines()
-            .next()
-            .unwrap_or("invalid YAML")
-            .trim()
-            .to_string();
-        vec![diag(&file, e.location(), message)]
+        vec![diag(
+            &file,
+            e.location(),
+            super::load::yaml_message(&e, &text),
+        )]
     })?;
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut diags = Vec::new();
