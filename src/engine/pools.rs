@@ -250,7 +250,14 @@ struct Account {
 }
 
 impl Account {
-    fn clamp(&mut self, kind: ClampKind, from: u32, to: u32, until: Option<DateTime<Utc>>, note: String) {
+    fn clamp(
+        &mut self,
+        kind: ClampKind,
+        from: u32,
+        to: u32,
+        until: Option<DateTime<Utc>>,
+        note: String,
+    ) {
         self.clamps.push(Clamp {
             kind,
             from,
@@ -270,7 +277,10 @@ pub(super) fn run(
     pending: &BTreeMap<String, u32>,
     out: &mut Vec<Decision>,
 ) {
-    if st.last_eval.is_some_and(|t| now < time::after(t, pool.interval)) {
+    if st
+        .last_eval
+        .is_some_and(|t| now < time::after(t, pool.interval))
+    {
         return;
     }
     st.last_eval = Some(now);
@@ -320,8 +330,28 @@ pub(super) fn run(
     to = limit_step(pool, to, &mut acc);
     to = cool_down(st, now, to, &mut acc);
     to = enforce_bounds(min, max, schedule.as_deref(), to, &mut acc);
-    let action = act(pool, st, now, prepared, &members.cpu, raw, &mut to, &mut acc);
-    record(pool, st, now, (min, max), raw, to, busy_ratio, action, acc, out);
+    let action = act(
+        pool,
+        st,
+        now,
+        prepared,
+        &members.cpu,
+        raw,
+        &mut to,
+        &mut acc,
+    );
+    record(
+        pool,
+        st,
+        now,
+        (min, max),
+        raw,
+        to,
+        busy_ratio,
+        action,
+        acc,
+        out,
+    );
 }
 
 /// The per-member pass: the busy predicate and the aggregates over members with fresh data.
@@ -361,7 +391,13 @@ fn observe_members(
 /// The raw recommendation from target tracking and step rules: up beats none beats down,
 /// within a direction the larger change wins. Missing data, or a rule with no finite value,
 /// holds (or, under `up_only` with some members reporting, blocks scale-down).
-fn recommend(pool: &Pool, pb: &Bindings<'_>, missing: usize, running: u32, acc: &mut Account) -> u32 {
+fn recommend(
+    pool: &Pool,
+    pb: &Bindings<'_>,
+    missing: usize,
+    running: u32,
+    acc: &mut Account,
+) -> u32 {
     let size = acc.size;
     if missing > 0 && pool.on_missing == OnMissing::Hold {
         acc.hold = true;
@@ -443,21 +479,32 @@ fn hold_on(acc: &mut Account, field: &str, why: &EvalError) -> u32 {
         size,
         size,
         None,
-        format!("{field} {:?} has no value ({}); holding", why.text, why.reason),
+        format!(
+            "{field} {:?} has no value ({}); holding",
+            why.text, why.reason
+        ),
     );
     size
 }
 
 /// HPA's `ceil(size * value / target)` outside the tolerance band, or an error when the
 /// metric (or the ratio) is not a finite number.
-fn target_recommendation(t: &Target, pb: &Bindings<'_>, size: u32) -> Result<(u32, String), EvalError> {
+fn target_recommendation(
+    t: &Target,
+    pb: &Bindings<'_>,
+    size: u32,
+) -> Result<(u32, String), EvalError> {
     let v = t.metric.eval_f64(pb)?;
     let ratio = v / t.value;
     let scaled = (size as f64 * ratio).ceil();
     if !ratio.is_finite() || !scaled.is_finite() {
         return Err(EvalError {
             text: t.metric.text().to_string(),
-            reason: format!("{} / {} is not a finite ratio", format_number(v), format_number(t.value)),
+            reason: format!(
+                "{} / {} is not a finite ratio",
+                format_number(v),
+                format_number(t.value)
+            ),
             non_finite: Some(scaled),
         });
     }
@@ -593,14 +640,26 @@ fn limit_step(pool: &Pool, mut to: u32, acc: &mut Account) -> u32 {
         && to > size.saturating_add(up)
     {
         let cap = size.saturating_add(up);
-        acc.clamp(ClampKind::MaxStep, to, cap, None, format!("capped by max_step.up {up}"));
+        acc.clamp(
+            ClampKind::MaxStep,
+            to,
+            cap,
+            None,
+            format!("capped by max_step.up {up}"),
+        );
         to = cap;
     }
     if let Some(down) = pool.max_step.down
         && to < size.saturating_sub(down)
     {
         let floor = size.saturating_sub(down);
-        acc.clamp(ClampKind::MaxStep, to, floor, None, format!("capped by max_step.down {down}"));
+        acc.clamp(
+            ClampKind::MaxStep,
+            to,
+            floor,
+            None,
+            format!("capped by max_step.down {down}"),
+        );
         to = floor;
     }
     to
@@ -627,14 +686,32 @@ fn cool_down(st: &PoolState, now: DateTime<Utc>, mut to: u32, acc: &mut Account)
 }
 
 /// Min and max always hold, schedules included.
-fn enforce_bounds(min: u32, max: u32, schedule: Option<&str>, mut to: u32, acc: &mut Account) -> u32 {
+fn enforce_bounds(
+    min: u32,
+    max: u32,
+    schedule: Option<&str>,
+    mut to: u32,
+    acc: &mut Account,
+) -> u32 {
     let source = schedule.map(|s| format!(" ({s})")).unwrap_or_default();
     if to < min {
-        acc.clamp(ClampKind::Min, to, min, None, format!("raised to min {min}{source}"));
+        acc.clamp(
+            ClampKind::Min,
+            to,
+            min,
+            None,
+            format!("raised to min {min}{source}"),
+        );
         to = min;
     }
     if to > max {
-        acc.clamp(ClampKind::Max, to, max, None, format!("capped by max {max}{source}"));
+        acc.clamp(
+            ClampKind::Max,
+            to,
+            max,
+            None,
+            format!("capped by max {max}{source}"),
+        );
         to = max;
     }
     to
@@ -715,7 +792,11 @@ fn record(
     cause.result = Some(to);
     let mut summary = format!("pool {}: ", pool.name);
     if reasons.is_empty() {
-        summary.push_str(if hold { "metrics missing" } else { "no rule fired" });
+        summary.push_str(if hold {
+            "metrics missing"
+        } else {
+            "no rule fired"
+        });
     } else {
         summary.push_str(&reasons.join("; "));
     }

@@ -723,7 +723,10 @@ fn a_nan_target_holds_the_pool_and_says_why() {
 fn an_infinite_target_holds_the_pool_and_says_why() {
     let mut e = Engine::new(target_pool("avg_cpu_used_pct / (busy_count - busy_count)"));
     let d = step(&mut e, t0(), &pool_of("p", &[Some(50.0); 4], t0()));
-    assert!(d.is_empty(), "an infinite target must not send the pool to max: {d:?}");
+    assert!(
+        d.is_empty(),
+        "an infinite target must not send the pool to max: {d:?}"
+    );
     let st = e.state().pools["p"].status.clone().unwrap();
     assert_eq!(st.desired, 4);
     assert!(st.clamps[0].note.contains("inf"), "{:?}", st.clamps);
@@ -766,7 +769,11 @@ pools:
 ";
     let mut e = Engine::new(rules(yaml));
     let d = step(&mut e, t0(), &pool_of("p", &[Some(1.0); 3], t0()));
-    assert_eq!(kills(&d).len(), 1, "busy_count == 0 holds when none is busy");
+    assert_eq!(
+        kills(&d).len(),
+        1,
+        "busy_count == 0 holds when none is busy"
+    );
     let mut e = Engine::new(rules(yaml));
     let d = step(&mut e, t0(), &pool_of("p", &[Some(1.0)], t0()));
     assert!(d.is_empty(), "size != 1 is false when size is 1: {d:?}");
@@ -781,9 +788,15 @@ alerts:
 ";
     let mut e = Engine::new(rules(yaml));
     let d = step(&mut e, t0(), &pool_of("p", &[Some(86.65)], t0()));
-    assert_eq!(notices(&d), vec![("p-0".into(), AlertStatus::Firing, false)]);
+    assert_eq!(
+        notices(&d),
+        vec![("p-0".into(), AlertStatus::Firing, false)]
+    );
     let d = step(&mut e, at(15), &pool_of("p", &[Some(12.5)], at(15)));
-    assert_eq!(notices(&d), vec![("p-0".into(), AlertStatus::Resolved, false)]);
+    assert_eq!(
+        notices(&d),
+        vec![("p-0".into(), AlertStatus::Resolved, false)]
+    );
     assert_eq!(d[0].cause.values["value"], 12.5, "{:?}", d[0].cause);
     let Action::Alert(n) = &d[0].action else {
         panic!("{d:?}")

@@ -403,7 +403,9 @@ impl fmt::Display for Fail {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Fail::Unset(name) => write!(f, "{name} has no value"),
-            Fail::NonFinite { what, value } => write!(f, "`{what}` is {value}, not a finite number"),
+            Fail::NonFinite { what, value } => {
+                write!(f, "`{what}` is {value}, not a finite number")
+            }
             Fail::Type(why) => f.write_str(why),
         }
     }
@@ -438,12 +440,9 @@ impl Ast {
             Ast::Cmp(op, x, y) => Val::Bool(compare(*op, &x.eval(b)?, &y.eval(b)?)),
             Ast::And(x, y) => Val::Bool(boolean(x.eval(b)?)? && boolean(y.eval(b)?)?),
             Ast::Or(x, y) => Val::Bool(boolean(x.eval(b)?)? || boolean(y.eval(b)?)?),
-            Ast::Tuple(items) => Val::Tuple(
-                items
-                    .iter()
-                    .map(|i| i.eval(b))
-                    .collect::<Result<_, _>>()?,
-            ),
+            Ast::Tuple(items) => {
+                Val::Tuple(items.iter().map(|i| i.eval(b)).collect::<Result<_, _>>()?)
+            }
             Ast::Call(f, args) => self.call(*f, args, b)?,
         })
     }
@@ -505,11 +504,9 @@ impl Ast {
                 let needle = one(&mut vals)?;
                 match (one(&mut vals)?, needle) {
                     (Val::Text(hay), Val::Text(n)) => Val::Bool(hay.contains(n.as_ref())),
-                    (Val::Tuple(items), n) => Val::Bool(
-                        items
-                            .iter()
-                            .any(|i| compare(Cmp::Eq, i, &n)),
-                    ),
+                    (Val::Tuple(items), n) => {
+                        Val::Bool(items.iter().any(|i| compare(Cmp::Eq, i, &n)))
+                    }
                     _ => return Err(Fail::Type("contains: unexpected arguments".into())),
                 }
             }

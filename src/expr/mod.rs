@@ -415,9 +415,9 @@ impl Expr {
     pub fn eval_bool(&self, b: &Bindings<'_>) -> Result<bool, EvalError> {
         match self.ast.eval(b) {
             Ok(Val::Bool(v)) => Ok(v),
-            Ok(other) => Err(self.eval_error(Fail::Type(format!(
-                "expected a boolean, got {other:?}"
-            )))),
+            Ok(other) => {
+                Err(self.eval_error(Fail::Type(format!("expected a boolean, got {other:?}"))))
+            }
             Err(e) => Err(self.eval_error(e)),
         }
     }
@@ -430,9 +430,9 @@ impl Expr {
                 what: self.text.clone(),
                 value: v,
             })),
-            Ok(other) => Err(self.eval_error(Fail::Type(format!(
-                "expected a number, got {other:?}"
-            )))),
+            Ok(other) => {
+                Err(self.eval_error(Fail::Type(format!("expected a number, got {other:?}"))))
+            }
             Err(e) => Err(self.eval_error(e)),
         }
     }

@@ -158,7 +158,10 @@ fn non_finite_values_are_errors_not_numbers() {
     b.set_num(1, 0.0);
     assert!(e.eval_bool(&b).unwrap_err().non_finite.is_some());
     // Huge constants that are not finite are refused at load.
-    assert!(matches!(c("cpu_used_pct > 1e400"), Err(ExprError::Type { .. })));
+    assert!(matches!(
+        c("cpu_used_pct > 1e400"),
+        Err(ExprError::Type { .. })
+    ));
     assert_eq!(eval_num("cpu_used_pct * 2", 21.0), Ok(42.0));
 }
 
@@ -166,7 +169,8 @@ fn non_finite_values_are_errors_not_numbers() {
 fn branch_and_operand_types_are_checked_at_load() {
     let e = compile("if(cpu_used_pct > 1, \"x\", 1)", &TEST_SCOPE, Kind::Number).unwrap_err();
     assert!(
-        e.to_string().contains("if's branches must have the same type"),
+        e.to_string()
+            .contains("if's branches must have the same type"),
         "{e}"
     );
     let e = c("if(cpu_used_pct > 1, \"x\", 1) == 1").unwrap_err();
@@ -174,7 +178,10 @@ fn branch_and_operand_types_are_checked_at_load() {
     assert!(matches!(c("template == 3"), Err(ExprError::Type { .. })));
     assert!(matches!(c("template > 3"), Err(ExprError::Type { .. })));
     assert!(matches!(c("!cpu_used_pct"), Err(ExprError::Type { .. })));
-    assert!(matches!(c("max(template) > 1"), Err(ExprError::Type { .. })));
+    assert!(matches!(
+        c("max(template) > 1"),
+        Err(ExprError::Type { .. })
+    ));
     assert!(c("if(cpu_used_pct > 1, template, \"b\") == \"base\"").is_ok());
     assert!(c("template + \"x\" == \"basex\"").is_ok());
 }
@@ -183,8 +190,16 @@ fn branch_and_operand_types_are_checked_at_load() {
 fn contains_works_on_text_and_on_tuples() {
     assert!(eval_cond("contains(template, \"as\")", 0.0, "base"));
     assert!(!eval_cond("contains(template, \"xyz\")", 0.0, "base"));
-    assert!(eval_cond("contains((\"a\", \"base\"), template)", 0.0, "base"));
-    assert!(!eval_cond("contains((\"a\", \"b\"), template)", 0.0, "base"));
+    assert!(eval_cond(
+        "contains((\"a\", \"base\"), template)",
+        0.0,
+        "base"
+    ));
+    assert!(!eval_cond(
+        "contains((\"a\", \"b\"), template)",
+        0.0,
+        "base"
+    ));
     assert!(eval_cond("contains(metadata.x, \"\")", 0.0, ""));
     assert!(matches!(
         c("contains(template, 3)"),
