@@ -34,7 +34,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::e2b::{LifecycleEvent, Metadata, SandboxMetric, SandboxState};
 use crate::rules::RuleSet;
-pub use state::{AlertPhase, AlertState, EngineState, PoolState, PoolStatus};
+pub use state::{AlertPhase, AlertState, EngineState, Membership, PoolState, PoolStatus};
+pub use triggers::{EVENT_MAX_AGE, EVENT_MAX_SKEW, MAX_REMEMBERED, MEMBER_MEMORY};
 
 /// One sandbox as the agent (or a simulation) sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -219,8 +220,10 @@ impl Engine {
         let prepared = pools::prepare(obs.sandboxes, self.needs);
         let mut decisions = Vec::new();
         let mut pending = obs.pending_creates.clone();
+        triggers::remember_members(&mut self.state, obs.sandboxes, now);
         triggers::run(
             &self.rules,
+            &self.state,
             now,
             obs,
             &prepared,
