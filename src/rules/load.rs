@@ -399,9 +399,35 @@ impl<'a> Checker<'a> {
 
 /// Loads rule sources (file name, text) into one checked set.
 pub fn load_str(sources: &[(&str, &str)]) -> Result<RuleSet, Vec<Diagnostic>> {
-    let mut parsed = Vec::new();
-    let mut diags = Vec::new();
-    let mut notes = Vec::new();
+    let (parsed, mut diags, notes) = parse_sources(sources);
+    let names = check_unique_names(&parsed, &mut diags);
+    let mut set = RuleSet {
+        warnings: notes,
+        ..RuleSet::default()
+    };
+    for (file, raw) in &parsed {
+        let mut c = Checker::new(file);
+        check_file(&mut c, raw, &names, &mut set);
+        diags.append(&mut c.diags);
+        set.warnings.append(&mut c.warnings);
+    }
+    if diags.is_empty() {
+        set.warnings.sort();
+        Ok(set)
+    } else {
+        diags.sort();
+        diags.dedup();
+        Err(diags)
+    }
+}
+
+type Parsed<'a> = Vec<(&'a str, RawFile)>;
+
+/// Parses each source: the raw files, the YAML errors, and notes about skipped files.
+fn parse_sources<'a>(
+    sources: &[(&'a str, &str)],
+) -> (Parsed<'a>, Vec<Diagnostic>, Vec<Diagnostic>) {
+    let (mut parsed, mut diags, mut notes) = (Vec::new(), Vec::new(), Vec::new());
     for (file, text) in sources {
         if is_agent_config(text) {
             notes.push(nowhere(
@@ -417,47 +443,50 @@ pub fn load_str(sources: &[(&str, &str)]) -> Result<RuleSet, Vec<Diagnostic>> {
                     .location()
                     .map(|l| (l.line(), l.column()))
                     .unwrap_or((0, 0));
-                let message = values::yaml_message(&e, text);
                 diags.push(Diagnostic {
                     file: file.to_string(),
                     line,
                     column,
-                    message,
+                    message: values::yaml_message(&e, text),
                 });
             }
         }
     }
-    // Names across all files, for duplicates and references.
-    let mut notifiers = BTreeSet::new();
-    let mut pools = BTreeSet::new();
-    let mut rule_names: BTreeMap<String, ()> = BTreeMap::new();
-    let mut set = RuleSet {
-        warnings: notes,
-        ..RuleSet::default()
+    (parsed, diags, notes)
+}
+
+/// The names defined across all files, for references.
+struct Names {
+    notifiers: BTreeSet<String>,
+    pools: BTreeSet<String>,
+}
+
+/// Collects names across all files; a name defined twice is an error at its second place.
+fn check_unique_names(parsed: &Parsed<'_>, diags: &mut Vec<Diagnostic>) -> Names {
+    let mut names = Names {
+        notifiers: BTreeSet::new(),
+        pools: BTreeSet::new(),
     };
-    for (file, raw) in &parsed {
+    let mut rules: BTreeSet<String> = BTreeSet::new();
+    for (file, raw) in parsed {
         let mut c = Checker::new(file);
+        let mut unique =
+            |set: &mut BTreeSet<String>, name: &Spanned<String>, what: &str, hint: &str| {
+                if !set.insert(name.value.clone()) {
+                    c.at(
+                        name.referenced,
+                        format!(
+                            "{what} {:?} is defined twice; {hint} names must be unique",
+                            name.value
+                        ),
+                    );
+                }
+            };
         for n in &raw.notifiers {
-            if !notifiers.insert(n.name.value.clone()) {
-                c.at(
-                    n.name.referenced,
-                    format!(
-                        "notifier {:?} is defined twice; names must be unique",
-                        n.name.value
-                    ),
-                );
-            }
+            unique(&mut names.notifiers, &n.name, "notifier", "notifier");
         }
         for p in &raw.pools {
-            if !pools.insert(p.name.value.clone()) {
-                c.at(
-                    p.name.referenced,
-                    format!(
-                        "pool {:?} is defined twice; names must be unique",
-                        p.name.value
-                    ),
-                );
-            }
+            unique(&mut names.pools, &p.name, "pool", "pool");
         }
         for name in raw
             .alerts
@@ -465,51 +494,30 @@ pub fn load_str(sources: &[(&str, &str)]) -> Result<RuleSet, Vec<Diagnostic>> {
             .map(|a| &a.name)
             .chain(raw.triggers.iter().map(|t| &t.name))
         {
-            if rule_names.insert(name.value.clone(), ()).is_some() {
-                c.at(
-                    name.referenced,
-                    format!(
-                        "rule {:?} is defined twice; alert and trigger names must be unique",
-                        name.value
-                    ),
-                );
-            }
+            unique(&mut rules, name, "rule", "alert and trigger");
         }
         diags.append(&mut c.diags);
     }
-    for (file, raw) in &parsed {
-        let mut c = Checker::new(file);
-        for n in &raw.notifiers {
-            if let Some(n) = check_notifier(&mut c, n) {
-                set.notifiers.push(n);
-            }
-        }
-        for p in &raw.pools {
-            if let Some(p) = check_pool(&mut c, p) {
-                set.pools.push(p);
-            }
-        }
-        for a in &raw.alerts {
-            if let Some(a) = check_alert(&mut c, a, &pools, &notifiers) {
-                set.alerts.push(a);
-            }
-        }
-        for t in &raw.triggers {
-            if let Some(t) = check_trigger(&mut c, t, &pools, &notifiers) {
-                set.triggers.push(t);
-            }
-        }
-        diags.append(&mut c.diags);
-        set.warnings.append(&mut c.warnings);
-    }
-    if diags.is_empty() {
-        set.warnings.sort();
-        Ok(set)
-    } else {
-        diags.sort();
-        diags.dedup();
-        Err(diags)
-    }
+    names
+}
+
+/// Checks every section of one file into `set`.
+fn check_file(c: &mut Checker, raw: &RawFile, names: &Names, set: &mut RuleSet) {
+    let (pools, notifiers) = (&names.pools, &names.notifiers);
+    set.notifiers
+        .extend(raw.notifiers.iter().filter_map(|n| check_notifier(c, n)));
+    set.pools
+        .extend(raw.pools.iter().filter_map(|p| check_pool(c, p)));
+    set.alerts.extend(
+        raw.alerts
+            .iter()
+            .filter_map(|a| check_alert(c, a, pools, notifiers)),
+    );
+    set.triggers.extend(
+        raw.triggers
+            .iter()
+            .filter_map(|t| check_trigger(c, t, pools, notifiers)),
+    );
 }
 
 fn check_notifier(c: &mut Checker, n: &RawNotifier) -> Option<Notifier> {
