@@ -682,10 +682,10 @@ async fn run_emulator(args: EmulatorArgs) -> anyhow::Result<()> {
 
 /// `poolpilot check`: true when every file is valid.
 pub fn run_check(args: &CheckArgs) -> bool {
-    use crate::rules::{self, testing};
+    use crate::rules::{self, Diagnostic, testing};
     let mut rule_files = Vec::new();
     let mut test_files = Vec::new();
-    let mut diags = Vec::new();
+    let mut diags: Vec<Diagnostic> = Vec::new();
     for path in &args.paths {
         match rules::rule_files_in(path) {
             Ok(files) => {
@@ -697,7 +697,12 @@ pub fn run_check(args: &CheckArgs) -> bool {
                     }
                 }
             }
-            Err(e) => diags.push(format!("{}: cannot read: {e}", path.display())),
+            Err(e) => diags.push(Diagnostic {
+                file: path.display().to_string(),
+                line: 0,
+                column: 0,
+                message: format!("cannot read: {e}"),
+            }),
         }
     }
     let set = if rule_files.is_empty() {
@@ -706,20 +711,23 @@ pub fn run_check(args: &CheckArgs) -> bool {
         match rules::load_paths(&rule_files) {
             Ok(set) => Some(set),
             Err(d) => {
-                diags.extend(d.iter().map(|d| d.to_string()));
+                diags.extend(d);
                 None
             }
         }
     };
     for t in &test_files {
         if let Err(d) = testing::load_test_file(t) {
-            diags.extend(d.iter().map(|d| d.to_string()));
+            diags.extend(d);
         }
     }
     if rule_files.is_empty() && test_files.is_empty() && diags.is_empty() {
-        diags.push("no rule files found (*.yaml or *.yml)".to_string());
+        eprintln!("no rule files found (*.yaml or *.yml)");
+        eprintln!("1 error found");
+        return false;
     }
     if !diags.is_empty() {
+        // By file, then line and column as numbers (line 7 before line 12).
         diags.sort();
         diags.dedup();
         for d in &diags {
@@ -733,6 +741,9 @@ pub fn run_check(args: &CheckArgs) -> bool {
         return false;
     }
     let set = set.unwrap_or_default();
+    for w in &set.warnings {
+        eprintln!("{w}");
+    }
     println!(
         "ok: {} rule file{}, {} test file{}: {} pools, {} alerts, {} triggers, {} notifiers",
         rule_files.len(),

@@ -187,3 +187,56 @@ fn the_demo_scales_up_and_down_and_alerts_fire_and_resolve() {
         assert!(out.contains(want), "missing {want:?} in:\n{out}");
     }
 }
+
+#[test]
+fn check_sorts_errors_by_line_number() {
+    let o = poolpilot(&["check", "tests/fixtures/sorted-errors.yaml"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(
+        lines[0].starts_with("tests/fixtures/sorted-errors.yaml:3:"),
+        "{err}"
+    );
+    assert!(
+        lines[1].starts_with("tests/fixtures/sorted-errors.yaml:12:"),
+        "{err}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn check_walks_a_configmap_with_link_loops_and_notes_the_agent_config() {
+    use std::os::unix::fs::symlink;
+    let dir = std::env::temp_dir().join(format!("poolpilot-check-dir-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let real = dir.join("..2026_11_27_05_00_00.1");
+    std::fs::create_dir_all(&real).unwrap();
+    std::fs::write(
+        real.join("pool.yaml"),
+        "notifiers: [{ name: n, kind: log }]\npools: [{ name: p, min: 0, max: 1 }]\nalerts:\n  - { name: big, scope: pool, when: size > 0, notify: [n], message: \"{{ $labels.pool }}\" }\n",
+    )
+    .unwrap();
+    symlink("..2026_11_27_05_00_00.1", dir.join("..data")).unwrap();
+    symlink("..data/pool.yaml", dir.join("pool.yaml")).unwrap();
+    symlink(".", dir.join("loop1")).unwrap();
+    symlink(".", dir.join("loop2")).unwrap();
+    std::fs::write(
+        dir.join("poolpilot.yaml"),
+        "rules: [./]\nstate_dir: /tmp/x\n",
+    )
+    .unwrap();
+    let o = poolpilot(&["check", dir.to_str().unwrap()]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(out.contains("1 pools, 1 alerts"), "{out}");
+    assert!(
+        err.contains("poolpilot.yaml: warning: skipped: this is poolpilot's agent config"),
+        "{err}"
+    );
+    assert!(
+        err.contains("pool.yaml:4:69: warning: alert \"big\": message uses Prometheus'"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -3,9 +3,10 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 
 use super::pools::{Agg, Prepared, bind_sandbox, bounds};
+use super::time;
 use super::{Action, AlertNotice, AlertPhase, AlertState, AlertStatus, Cause, Decision};
 use crate::e2b::SandboxState;
 use crate::expr::{Bindings, Text, format_number};
@@ -14,10 +15,6 @@ use crate::rules::{Alert, AlertScope, RuleSet};
 
 /// Samples older than this do not count for sandbox and team alerts.
 pub const ALERT_STALE_AFTER: Duration = Duration::from_secs(30);
-
-fn secs(d: Duration) -> TimeDelta {
-    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
-}
 
 /// One subject's evaluation: Some(condition) and the value it saw, or None without data.
 struct Outcome {
@@ -269,7 +266,7 @@ fn transition(
             s.value = o.value;
             s.false_since = None;
             match s.phase {
-                AlertPhase::Pending if now - s.active_since >= secs(alert.for_) => {
+                AlertPhase::Pending if now >= time::after(s.active_since, alert.for_) => {
                     s.phase = AlertPhase::Firing;
                     s.fired_at = Some(now);
                     s.last_notified = Some(now);
@@ -287,7 +284,7 @@ fn transition(
                 }
                 AlertPhase::Firing
                     if s.last_notified
-                        .is_none_or(|t| now - t >= secs(alert.repeat_interval)) =>
+                        .is_none_or(|t| now >= time::after(t, alert.repeat_interval)) =>
                 {
                     s.last_notified = Some(now);
                     out.push(notice(
@@ -310,8 +307,12 @@ fn transition(
             }
             AlertPhase::Firing => {
                 let since = *s.false_since.get_or_insert(now);
-                if now - since >= secs(alert.keep_firing_for) {
-                    let s = st.remove(subject).expect("present");
+                if now >= time::after(since, alert.keep_firing_for)
+                    && let Some(mut s) = st.remove(subject)
+                {
+                    // The resolve reports the value that made it resolve, not the last one
+                    // that kept it firing.
+                    s.value = o.value;
                     let why = if alert.keep_firing_for.is_zero() {
                         "condition false".to_string()
                     } else {

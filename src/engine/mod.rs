@@ -23,6 +23,7 @@
 mod alerts;
 mod pools;
 mod state;
+mod time;
 mod triggers;
 
 use std::collections::BTreeMap;
@@ -33,7 +34,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::e2b::{LifecycleEvent, Metadata, SandboxMetric, SandboxState};
 use crate::rules::RuleSet;
-pub use state::{AlertPhase, AlertState, EngineState, PoolState, PoolStatus};
+pub use state::{AlertPhase, AlertState, EngineState, Membership, PoolState, PoolStatus};
+pub use triggers::{EVENT_MAX_AGE, EVENT_MAX_SKEW, MAX_REMEMBERED, MEMBER_MEMORY};
 
 /// One sandbox as the agent (or a simulation) sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -173,21 +175,22 @@ pub struct Engine {
     state: EngineState,
     /// Which sandbox texts the rules read, computed once per rule set.
     needs: pools::Needs,
+    /// Whether some trigger acts for a pool, and so needs to know which pool a sandbox that
+    /// an event names was in; otherwise membership is not tracked (it costs a map update per
+    /// observed sandbox per step).
+    needs_membership: bool,
 }
 
 impl Engine {
     pub fn new(rules: Arc<RuleSet>) -> Self {
-        Engine {
-            needs: pools::Needs::of(&rules),
-            rules,
-            state: EngineState::default(),
-        }
+        Engine::with_state(rules, EngineState::default())
     }
 
     /// Resumes from persisted state.
     pub fn with_state(rules: Arc<RuleSet>, state: EngineState) -> Self {
         Engine {
             needs: pools::Needs::of(&rules),
+            needs_membership: needs_membership(&rules),
             rules,
             state,
         }
@@ -210,6 +213,10 @@ impl Engine {
             .alerts
             .retain(|name, _| rules.alerts.iter().any(|a| &a.name == name));
         self.needs = pools::Needs::of(&rules);
+        self.needs_membership = needs_membership(&rules);
+        if !self.needs_membership {
+            self.state.members.clear();
+        }
         self.rules = rules;
     }
 
@@ -218,8 +225,12 @@ impl Engine {
         let prepared = pools::prepare(obs.sandboxes, self.needs);
         let mut decisions = Vec::new();
         let mut pending = obs.pending_creates.clone();
+        if self.needs_membership {
+            triggers::remember_members(&mut self.state, obs.sandboxes, now);
+        }
         triggers::run(
             &self.rules,
+            &self.state,
             now,
             obs,
             &prepared,
@@ -239,6 +250,10 @@ impl Engine {
         );
         decisions
     }
+}
+
+fn needs_membership(rules: &RuleSet) -> bool {
+    rules.triggers.iter().any(|t| t.pool.is_some())
 }
 
 #[cfg(test)]

@@ -4,13 +4,15 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 
-use super::{Action, Cause, Clamp, ClampKind, Decision, ObservedSandbox, PoolState, PoolStatus};
+use super::{
+    Action, Cause, Clamp, ClampKind, Decision, ObservedSandbox, PoolState, PoolStatus, time,
+};
 use crate::e2b::SandboxState;
-use crate::expr::{Bindings, Meta, Text, format_number};
+use crate::expr::{Bindings, EvalError, Meta, Text, format_number};
 use crate::rules::scopes::{AGGREGATED, POOL, SANDBOX, pool as ps, sandbox as ss};
-use crate::rules::{OnMissing, Pool, Victims};
+use crate::rules::{OnMissing, Pool, Target, Victims};
 
 pub(super) struct PreparedSandbox<'a> {
     pub obs: &'a ObservedSandbox,
@@ -90,10 +92,6 @@ pub(super) fn prepare<'a>(sandboxes: &'a [ObservedSandbox], needs: Needs) -> Pre
     Prepared { sandboxes, by_pool }
 }
 
-fn secs(d: std::time::Duration) -> TimeDelta {
-    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
-}
-
 const METRIC_SLOTS: [usize; 8] = [
     ss::CPU_USED_PCT,
     ss::CPU_COUNT,
@@ -115,11 +113,11 @@ pub(super) fn bind_sandbox<'b>(
 ) -> bool {
     b.set_num(
         ss::AGE_S,
-        (now - s.obs.started_at).as_seconds_f64().max(0.0),
+        time::seconds_between(s.obs.started_at, now).max(0.0),
     );
     b.set_num(
         ss::TIME_LEFT_S,
-        (s.obs.end_at - now).as_seconds_f64().max(0.0),
+        time::seconds_between(now, s.obs.end_at).max(0.0),
     );
     b.set_text(ss::TEMPLATE, &s.template);
     b.set_text(ss::SANDBOX_ID, &s.id);
@@ -129,7 +127,7 @@ pub(super) fn bind_sandbox<'b>(
         .obs
         .metric
         .as_ref()
-        .filter(|m| m.timestamp >= now - secs(stale_after));
+        .filter(|m| m.timestamp >= time::before(now, stale_after));
     let Some(m) = fresh else {
         // Bindings are reused across sandboxes: never leave another sandbox's metrics behind.
         for slot in METRIC_SLOTS {
@@ -231,6 +229,46 @@ pub(super) fn bounds(pool: &Pool, now: DateTime<Utc>) -> (u32, u32, Option<Strin
     }
 }
 
+/// What the per-member pass saw: busy members, aggregates, and each member's CPU for victims.
+struct Members {
+    busy: usize,
+    agg: Agg,
+    /// (sandbox index, CPU when fresh), for victim selection.
+    cpu: Vec<(usize, Option<f64>)>,
+    /// Members without a fresh sample, or whose `busy` could not be evaluated.
+    missing: usize,
+}
+
+/// The running account of one evaluation: the clamps applied and the reasons given.
+struct Account {
+    size: u32,
+    clamps: Vec<Clamp>,
+    reasons: Vec<String>,
+    cause: Cause,
+    /// Metric-driven changes are off for this evaluation (missing or non-finite data).
+    hold: bool,
+}
+
+impl Account {
+    fn clamp(
+        &mut self,
+        kind: ClampKind,
+        from: u32,
+        to: u32,
+        until: Option<DateTime<Utc>>,
+        note: String,
+    ) {
+        self.clamps.push(Clamp {
+            kind,
+            from,
+            to,
+            until,
+            note,
+        });
+    }
+}
+
+/// Evaluates one pool if it is due: recommendation, clamps, victims, and its status.
 pub(super) fn run(
     pool: &Pool,
     st: &mut PoolState,
@@ -239,116 +277,164 @@ pub(super) fn run(
     pending: &BTreeMap<String, u32>,
     out: &mut Vec<Decision>,
 ) {
-    if st.last_eval.is_some_and(|t| now < t + secs(pool.interval)) {
+    if st
+        .last_eval
+        .is_some_and(|t| now < time::after(t, pool.interval))
+    {
         return;
     }
     st.last_eval = Some(now);
     let first_eval = *st.first_eval.get_or_insert(now);
-    let members: &[usize] = prepared
+    let member_ids: &[usize] = prepared
         .by_pool
         .get(pool.name.as_str())
         .map(Vec::as_slice)
         .unwrap_or(&[]);
     let pending_n = pending.get(&pool.name).copied().unwrap_or(0);
-    let size = members.len() as u32 + pending_n;
+    let running = u32::try_from(member_ids.len()).unwrap_or(u32::MAX);
+    let size = running.saturating_add(pending_n);
     let (min, max, schedule) = bounds(pool, now);
-
-    // Per-member pass: busy predicate and aggregates over members with fresh data.
-    let mut busy = 0usize;
-    let mut agg = Agg::new();
-    let mut cpu: Vec<(usize, Option<f64>)> = Vec::with_capacity(members.len());
-    let mut sb = Bindings::new(&SANDBOX);
-    for &i in members {
-        let s = &prepared.sandboxes[i];
-        let fresh = bind_sandbox(&mut sb, s, now, pool.stale_after);
-        if fresh {
-            agg.add(&sb);
-            if pool.busy.eval_bool(&sb).unwrap_or(false) {
-                busy += 1;
-            }
-        }
-        cpu.push((i, fresh.then(|| sb.num("cpu_used_pct")).flatten()));
-    }
-    let with_data = agg.n;
-    let missing = members.len() - with_data;
-    let busy_ratio = if with_data == 0 {
+    let members = observe_members(pool, prepared, member_ids, now);
+    let busy_ratio = if members.agg.n == 0 {
         0.0
     } else {
-        busy as f64 / with_data as f64
+        members.busy as f64 / members.agg.n as f64
     };
-    let pool_text = Text::new(&pool.name);
-    let template_text = Text::new(&pool.template);
+    let (pool_text, template_text) = (Text::new(&pool.name), Text::new(&pool.template));
     let mut pb = Bindings::new(&POOL);
     pb.set_num(ps::SIZE, size as f64);
-    pb.set_num(ps::RUNNING, members.len() as f64);
+    pb.set_num(ps::RUNNING, running as f64);
     pb.set_num(ps::PENDING_CREATES, pending_n as f64);
     pb.set_num(ps::MIN, min as f64);
     pb.set_num(ps::MAX, max as f64);
-    pb.set_num(ps::BUSY_COUNT, busy as f64);
+    pb.set_num(ps::BUSY_COUNT, members.busy as f64);
     pb.set_num(ps::BUSY_RATIO, busy_ratio);
-    pb.set_num(ps::WITH_DATA, with_data as f64);
-    agg.write(&mut pb, ps::AVG, ps::MIN_OF, ps::MAX_OF);
+    pb.set_num(ps::WITH_DATA, members.agg.n as f64);
+    members.agg.write(&mut pb, ps::AVG, ps::MIN_OF, ps::MAX_OF);
     pb.set_text(ps::POOL, &pool_text);
     pb.set_text(ps::TEMPLATE, &template_text);
 
-    let mut cause = Cause {
-        current: Some(size),
-        ..Cause::default()
+    let mut acc = Account {
+        size,
+        clamps: Vec::new(),
+        reasons: Vec::new(),
+        cause: Cause {
+            current: Some(size),
+            ..Cause::default()
+        },
+        hold: false,
     };
-    let mut reasons: Vec<String> = Vec::new();
-    let mut clamps: Vec<Clamp> = Vec::new();
-    let hold = missing > 0 && pool.on_missing == OnMissing::Hold;
-    let mut recs: Vec<u32> = Vec::new();
-    let note_values = |e: &crate::expr::Expr, cause: &mut Cause| {
-        for v in e.variables() {
-            if let Some(x) = pb.num(v) {
-                cause.values.insert(v.to_string(), x);
+    let raw = recommend(pool, &pb, members.missing, running, &mut acc);
+    acc.cause.raw = Some(raw);
+    let mut to = stabilize(pool, st, now, first_eval, raw, &mut acc);
+    to = limit_step(pool, to, &mut acc);
+    to = cool_down(st, now, to, &mut acc);
+    to = enforce_bounds(min, max, schedule.as_deref(), to, &mut acc);
+    let action = act(
+        pool,
+        st,
+        now,
+        prepared,
+        &members.cpu,
+        raw,
+        &mut to,
+        &mut acc,
+    );
+    record(
+        pool,
+        st,
+        now,
+        (min, max),
+        raw,
+        to,
+        busy_ratio,
+        action,
+        acc,
+        out,
+    );
+}
+
+/// The per-member pass: the busy predicate and the aggregates over members with fresh data.
+fn observe_members(
+    pool: &Pool,
+    prepared: &Prepared<'_>,
+    member_ids: &[usize],
+    now: DateTime<Utc>,
+) -> Members {
+    let mut m = Members {
+        busy: 0,
+        agg: Agg::new(),
+        cpu: Vec::with_capacity(member_ids.len()),
+        missing: 0,
+    };
+    let mut sb = Bindings::new(&SANDBOX);
+    for &i in member_ids {
+        let Some(s) = prepared.sandboxes.get(i) else {
+            continue;
+        };
+        let fresh = bind_sandbox(&mut sb, s, now, pool.stale_after);
+        // A busy predicate that cannot be evaluated (no value, not finite) is missing data.
+        let busy = fresh.then(|| pool.busy.eval_bool(&sb).ok()).flatten();
+        match busy {
+            Some(b) => {
+                m.agg.add(&sb);
+                m.busy += usize::from(b);
             }
+            None => m.missing += 1,
         }
-    };
-    if hold {
-        clamps.push(Clamp {
-            kind: ClampKind::MissingData,
-            from: size,
-            to: size,
-            until: None,
-            note: format!(
-                "{missing} of {} members have no sample newer than {}; holding",
-                members.len(),
+        m.cpu
+            .push((i, busy.is_some().then(|| sb.num("cpu_used_pct")).flatten()));
+    }
+    m
+}
+
+/// The raw recommendation from target tracking and step rules: up beats none beats down,
+/// within a direction the larger change wins. Missing data, or a rule with no finite value,
+/// holds (or, under `up_only` with some members reporting, blocks scale-down).
+fn recommend(
+    pool: &Pool,
+    pb: &Bindings<'_>,
+    missing: usize,
+    running: u32,
+    acc: &mut Account,
+) -> u32 {
+    let size = acc.size;
+    if missing > 0 && pool.on_missing == OnMissing::Hold {
+        acc.hold = true;
+        acc.clamp(
+            ClampKind::MissingData,
+            size,
+            size,
+            None,
+            format!(
+                "{missing} of {running} members have no sample newer than {}; holding",
                 humantime::format_duration(pool.stale_after)
             ),
-        });
-    } else {
-        if let Some(t) = &pool.target
-            && let Ok(v) = t.metric.eval_f64(&pb)
-        {
-            note_values(&t.metric, &mut cause);
-            let ratio = v / t.value;
-            let rec = if (1.0 - ratio).abs() <= t.tolerance || size == 0 {
-                size
-            } else {
-                (size as f64 * ratio).ceil().max(0.0).min(u32::MAX as f64) as u32
-            };
-            reasons.push(format!(
-                "{} {} vs target {} (ratio {}), {}",
-                t.metric,
-                format_number(v),
-                format_number(t.value),
-                format_number(ratio),
-                signed(rec, size)
-            ));
-            recs.push(rec);
+        );
+        return size;
+    }
+    let mut recs: Vec<u32> = Vec::new();
+    if let Some(t) = &pool.target {
+        match target_recommendation(t, pb, size) {
+            Ok((rec, reason)) => {
+                note_values(&t.metric, pb, &mut acc.cause);
+                acc.reasons.push(reason);
+                recs.push(rec);
+            }
+            Err(why) => return hold_on(acc, "scale.target.metric", &why),
         }
-        for step in &pool.steps {
-            if step.when.eval_bool(&pb).unwrap_or(false) {
-                note_values(&step.when, &mut cause);
-                let rec = (size as i64 + step.change).clamp(0, u32::MAX as i64) as u32;
+    }
+    for (i, step) in pool.steps.iter().enumerate() {
+        match step.when.eval_bool(pb) {
+            Ok(true) => {
+                note_values(&step.when, pb, &mut acc.cause);
+                let rec = u32::try_from((i64::from(size) + step.change).max(0)).unwrap_or(u32::MAX);
                 let shown: Vec<String> = step
                     .when
                     .variables()
                     .filter_map(|v| pb.num(v).map(|x| format!("{v} {}", format_number(x))))
                     .collect();
-                reasons.push(format!(
+                acc.reasons.push(format!(
                     "{} ({}), {}",
                     step.when,
                     shown.join(", "),
@@ -356,218 +442,353 @@ pub(super) fn run(
                 ));
                 recs.push(rec);
             }
-        }
-        if missing > 0 {
-            // up_only: never shrink on partial data.
-            if recs.iter().any(|r| *r < size) {
-                clamps.push(Clamp {
-                    kind: ClampKind::MissingData,
-                    from: *recs.iter().min().unwrap_or(&size),
-                    to: size,
-                    until: None,
-                    note: format!("{missing} members have no fresh sample; scale-down blocked"),
-                });
-            }
-            recs.retain(|r| *r >= size);
+            Ok(false) => {}
+            Err(e) => return hold_on(acc, &format!("scale.steps[{i}].when"), &e),
         }
     }
-    // Up beats none beats down; within a direction the larger change wins.
-    let raw = if let Some(up) = recs.iter().copied().filter(|r| *r > size).max() {
+    if missing > 0 {
+        // up_only: never shrink on partial data.
+        if recs.iter().any(|r| *r < size) {
+            let lowest = recs.iter().copied().min().unwrap_or(size);
+            acc.clamp(
+                ClampKind::MissingData,
+                lowest,
+                size,
+                None,
+                format!("{missing} members have no fresh sample; scale-down blocked"),
+            );
+        }
+        recs.retain(|r| *r >= size);
+    }
+    if let Some(up) = recs.iter().copied().filter(|r| *r > size).max() {
         up
     } else if recs.contains(&size) || recs.is_empty() {
         size
     } else {
         recs.iter().copied().min().unwrap_or(size)
-    };
-    cause.raw = Some(raw);
+    }
+}
 
-    // Stabilization, over recommended changes so that relative step rules and absolute target
-    // recommendations mean the same: scale in by the smallest cut recommended in the last
-    // `stabilization.down` (none if any recommendation in it was to hold or grow), and only
-    // once a whole window has been watched; scale out by the smallest increase in the last
-    // `stabilization.up`.
+/// A rule without a finite value: no metric-driven change, and the cause says why.
+fn hold_on(acc: &mut Account, field: &str, why: &EvalError) -> u32 {
+    acc.hold = true;
+    acc.reasons.clear();
+    let size = acc.size;
+    acc.clamp(
+        ClampKind::MissingData,
+        size,
+        size,
+        None,
+        format!(
+            "{field} {:?} has no value ({}); holding",
+            why.text, why.reason
+        ),
+    );
+    size
+}
+
+/// HPA's `ceil(size * value / target)` outside the tolerance band, or an error when the
+/// metric (or the ratio) is not a finite number.
+fn target_recommendation(
+    t: &Target,
+    pb: &Bindings<'_>,
+    size: u32,
+) -> Result<(u32, String), EvalError> {
+    let v = t.metric.eval_f64(pb)?;
+    let ratio = v / t.value;
+    let scaled = (size as f64 * ratio).ceil();
+    if !ratio.is_finite() || !scaled.is_finite() {
+        return Err(EvalError {
+            text: t.metric.text().to_string(),
+            reason: format!(
+                "{} / {} is not a finite ratio",
+                format_number(v),
+                format_number(t.value)
+            ),
+            non_finite: Some(scaled),
+        });
+    }
+    let rec = if (1.0 - ratio).abs() <= t.tolerance || size == 0 {
+        size
+    } else {
+        // Saturating float-to-int: negative reads as 0, beyond u32 as u32::MAX.
+        scaled.max(0.0).min(u32::MAX as f64) as u32
+    };
+    let reason = format!(
+        "{} {} vs target {} (ratio {}), {}",
+        t.metric,
+        format_number(v),
+        format_number(t.value),
+        format_number(ratio),
+        signed(rec, size)
+    );
+    Ok((rec, reason))
+}
+
+fn note_values(e: &crate::expr::Expr, pb: &Bindings<'_>, cause: &mut Cause) {
+    for v in e.variables() {
+        if let Some(x) = pb.num(v) {
+            cause.values.insert(v.to_string(), x);
+        }
+    }
+}
+
+/// Stabilization, over recommended changes so that relative step rules and absolute target
+/// recommendations mean the same: scale in by the smallest cut recommended in the last
+/// `stabilization.down` (none if any recommendation in it was to hold or grow), and only once a
+/// whole window has been watched; scale out by the smallest increase in the last
+/// `stabilization.up`.
+fn stabilize(
+    pool: &Pool,
+    st: &mut PoolState,
+    now: DateTime<Utc>,
+    first_eval: DateTime<Utc>,
+    raw: u32,
+    acc: &mut Account,
+) -> u32 {
+    let size = acc.size;
     let horizon = pool.stabilization.up.max(pool.stabilization.down);
-    let delta = raw as i64 - size as i64;
-    st.window.push_back((now, delta));
-    while st
-        .window
-        .front()
-        .is_some_and(|(t, _)| *t <= now - secs(horizon))
-    {
+    st.window.push_back((now, i64::from(raw) - i64::from(size)));
+    let oldest = time::before(now, horizon);
+    while st.window.front().is_some_and(|(t, _)| *t <= oldest) {
         st.window.pop_front();
     }
     let mut to = raw;
     if raw < size && !pool.stabilization.down.is_zero() {
-        let since = now - secs(pool.stabilization.down);
-        let in_window = st.window.iter().filter(|(t, _)| *t > since);
-        if let Some(&(t, highest)) = in_window.max_by_key(|(t, d)| (*d, *t)) {
-            let stab = (size as i64 + highest.min(0)) as u32;
-            if stab > to {
-                let note = if highest >= 0 {
-                    format!(
-                        "scale-in held by stabilization: {} recommended at {}",
-                        signed_delta(highest),
-                        t.format("%H:%M:%S")
-                    )
-                } else {
-                    format!(
-                        "scale-in limited by stabilization: {} recommended at {}",
-                        signed_delta(highest),
-                        t.format("%H:%M:%S")
-                    )
-                };
-                clamps.push(Clamp {
-                    kind: ClampKind::Stabilization,
-                    from: to,
-                    to: stab,
-                    until: Some(t + secs(pool.stabilization.down)),
-                    note,
-                });
-                to = stab;
-            }
-        }
-        if to < size && now - first_eval < secs(pool.stabilization.down) {
-            let until = first_eval + secs(pool.stabilization.down);
-            clamps.push(Clamp {
-                kind: ClampKind::Stabilization,
-                from: to,
-                to: size,
-                until: Some(until),
-                note: format!(
-                    "scale-in held until a whole stabilization window has been observed ({})",
-                    until.format("%H:%M:%S")
-                ),
-            });
-            to = size;
-        }
+        to = stabilize_down(pool, st, now, first_eval, to, acc);
     }
     if raw > size && !pool.stabilization.up.is_zero() {
-        let since = now - secs(pool.stabilization.up);
+        let since = time::before(now, pool.stabilization.up);
         let in_window = st.window.iter().filter(|(t, _)| *t > since);
         if let Some(&(t, lowest)) = in_window.min_by_key(|(t, d)| (*d, std::cmp::Reverse(*t))) {
-            let stab = (size as i64 + lowest.max(0)) as u32;
+            let stab = plus(size, lowest.max(0));
             if stab < to {
-                clamps.push(Clamp {
-                    kind: ClampKind::Stabilization,
-                    from: to,
-                    to: stab,
-                    until: Some(t + secs(pool.stabilization.up)),
-                    note: format!(
+                acc.clamp(
+                    ClampKind::Stabilization,
+                    to,
+                    stab,
+                    Some(time::after(t, pool.stabilization.up)),
+                    format!(
                         "scale-out held by stabilization: {} recommended at {}",
                         signed_delta(lowest),
                         t.format("%H:%M:%S")
                     ),
-                });
+                );
                 to = stab;
             }
         }
     }
-    // Max step.
+    to
+}
+
+fn stabilize_down(
+    pool: &Pool,
+    st: &PoolState,
+    now: DateTime<Utc>,
+    first_eval: DateTime<Utc>,
+    mut to: u32,
+    acc: &mut Account,
+) -> u32 {
+    let size = acc.size;
+    let window = pool.stabilization.down;
+    let since = time::before(now, window);
+    let in_window = st.window.iter().filter(|(t, _)| *t > since);
+    if let Some(&(t, highest)) = in_window.max_by_key(|(t, d)| (*d, *t)) {
+        let stab = plus(size, highest.min(0));
+        if stab > to {
+            let verb = if highest >= 0 { "held" } else { "limited" };
+            acc.clamp(
+                ClampKind::Stabilization,
+                to,
+                stab,
+                Some(time::after(t, window)),
+                format!(
+                    "scale-in {verb} by stabilization: {} recommended at {}",
+                    signed_delta(highest),
+                    t.format("%H:%M:%S")
+                ),
+            );
+            to = stab;
+        }
+    }
+    let until = time::after(first_eval, window);
+    if to < size && now < until {
+        acc.clamp(
+            ClampKind::Stabilization,
+            to,
+            size,
+            Some(until),
+            format!(
+                "scale-in held until a whole stabilization window has been observed ({})",
+                until.format("%H:%M:%S")
+            ),
+        );
+        to = size;
+    }
+    to
+}
+
+/// `size + d`, within 0..=u32::MAX.
+fn plus(size: u32, d: i64) -> u32 {
+    u32::try_from((i64::from(size) + d).max(0)).unwrap_or(u32::MAX)
+}
+
+/// At most `max_step.up` added or `max_step.down` removed per evaluation.
+fn limit_step(pool: &Pool, mut to: u32, acc: &mut Account) -> u32 {
+    let size = acc.size;
     if let Some(up) = pool.max_step.up
         && to > size.saturating_add(up)
     {
-        clamps.push(Clamp {
-            kind: ClampKind::MaxStep,
-            from: to,
-            to: size + up,
-            until: None,
-            note: format!("capped by max_step.up {up}"),
-        });
-        to = size + up;
+        let cap = size.saturating_add(up);
+        acc.clamp(
+            ClampKind::MaxStep,
+            to,
+            cap,
+            None,
+            format!("capped by max_step.up {up}"),
+        );
+        to = cap;
     }
     if let Some(down) = pool.max_step.down
         && to < size.saturating_sub(down)
     {
-        clamps.push(Clamp {
-            kind: ClampKind::MaxStep,
-            from: to,
-            to: size - down,
-            until: None,
-            note: format!("capped by max_step.down {down}"),
-        });
-        to = size - down;
+        let floor = size.saturating_sub(down);
+        acc.clamp(
+            ClampKind::MaxStep,
+            to,
+            floor,
+            None,
+            format!("capped by max_step.down {down}"),
+        );
+        to = floor;
     }
-    // Cooldown.
+    to
+}
+
+/// No scale-out inside the up cooldown, no scale-in inside the down cooldown.
+fn cool_down(st: &PoolState, now: DateTime<Utc>, mut to: u32, acc: &mut Account) -> u32 {
+    let size = acc.size;
     if to > size
         && let Some(until) = st.cooldown_up_until.filter(|u| now < *u)
     {
-        clamps.push(Clamp {
-            kind: ClampKind::Cooldown,
-            from: to,
-            to: size,
-            until: Some(until),
-            note: format!("scale-out in cooldown until {}", until.format("%H:%M:%S")),
-        });
+        let note = format!("scale-out in cooldown until {}", until.format("%H:%M:%S"));
+        acc.clamp(ClampKind::Cooldown, to, size, Some(until), note);
         to = size;
     }
     if to < size
         && let Some(until) = st.cooldown_down_until.filter(|u| now < *u)
     {
-        clamps.push(Clamp {
-            kind: ClampKind::Cooldown,
-            from: to,
-            to: size,
-            until: Some(until),
-            note: format!("scale-in in cooldown until {}", until.format("%H:%M:%S")),
-        });
+        let note = format!("scale-in in cooldown until {}", until.format("%H:%M:%S"));
+        acc.clamp(ClampKind::Cooldown, to, size, Some(until), note);
         to = size;
     }
-    // Min and max always hold.
-    let source = schedule
-        .as_ref()
-        .map(|s| format!(" ({s})"))
-        .unwrap_or_default();
+    to
+}
+
+/// Min and max always hold, schedules included.
+fn enforce_bounds(
+    min: u32,
+    max: u32,
+    schedule: Option<&str>,
+    mut to: u32,
+    acc: &mut Account,
+) -> u32 {
+    let source = schedule.map(|s| format!(" ({s})")).unwrap_or_default();
     if to < min {
-        clamps.push(Clamp {
-            kind: ClampKind::Min,
-            from: to,
-            to: min,
-            until: None,
-            note: format!("raised to min {min}{source}"),
-        });
+        acc.clamp(
+            ClampKind::Min,
+            to,
+            min,
+            None,
+            format!("raised to min {min}{source}"),
+        );
         to = min;
     }
     if to > max {
-        clamps.push(Clamp {
-            kind: ClampKind::Max,
-            from: to,
-            to: max,
-            until: None,
-            note: format!("capped by max {max}{source}"),
-        });
+        acc.clamp(
+            ClampKind::Max,
+            to,
+            max,
+            None,
+            format!("capped by max {max}{source}"),
+        );
         to = max;
     }
+    to
+}
 
-    let mut action = None;
-    if to > size {
-        action = Some(Action::Create {
-            pool: pool.name.clone(),
-            count: to - size,
-        });
-        // Cooldowns damp metric-driven changes; enforcing min (or a schedule) starts none.
+/// The action that takes the pool from its size to `to`, and the cooldown it starts.
+/// Cooldowns damp metric-driven changes; enforcing min (or a schedule) starts none.
+#[allow(clippy::too_many_arguments)]
+fn act(
+    pool: &Pool,
+    st: &mut PoolState,
+    now: DateTime<Utc>,
+    prepared: &Prepared<'_>,
+    cpu: &[(usize, Option<f64>)],
+    raw: u32,
+    to: &mut u32,
+    acc: &mut Account,
+) -> Option<Action> {
+    let size = acc.size;
+    let cooldown_end = |d: std::time::Duration| Some(time::after(now, d)).filter(|_| !d.is_zero());
+    if *to > size {
         if raw > size {
-            st.cooldown_up_until =
-                Some(now + secs(pool.cooldown.up)).filter(|_| !pool.cooldown.up.is_zero());
+            st.cooldown_up_until = cooldown_end(pool.cooldown.up);
         }
-    } else if to < size {
-        let wanted = size - to;
-        let victims = pick_victims(pool, now, prepared, &cpu, wanted as usize);
-        if (victims.len() as u32) < wanted {
-            let got = size - victims.len() as u32;
-            clamps.push(Clamp { kind: ClampKind::Victims, from: to, to: got, until: None, note: format!("only {} of {wanted} members may be removed (pending creates, protected, or younger than min_age {})", victims.len(), humantime::format_duration(pool.min_age)) });
-            to = got;
-        }
-        if !victims.is_empty() {
-            action = Some(Action::Kill {
-                pool: pool.name.clone(),
-                sandbox_ids: victims,
-            });
-            if raw < size {
-                st.cooldown_down_until =
-                    Some(now + secs(pool.cooldown.down)).filter(|_| !pool.cooldown.down.is_zero());
-            }
-        }
+        return Some(Action::Create {
+            pool: pool.name.clone(),
+            count: *to - size,
+        });
     }
+    if *to == size {
+        return None;
+    }
+    let wanted = size - *to;
+    let victims = pick_victims(pool, now, prepared, cpu, wanted as usize);
+    let got_n = u32::try_from(victims.len()).unwrap_or(u32::MAX);
+    if got_n < wanted {
+        let got = size - got_n;
+        let note = format!(
+            "only {got_n} of {wanted} members may be removed (pending creates, protected, or younger than min_age {})",
+            humantime::format_duration(pool.min_age)
+        );
+        acc.clamp(ClampKind::Victims, *to, got, None, note);
+        *to = got;
+    }
+    if victims.is_empty() {
+        return None;
+    }
+    if raw < size {
+        st.cooldown_down_until = cooldown_end(pool.cooldown.down);
+    }
+    Some(Action::Kill {
+        pool: pool.name.clone(),
+        sandbox_ids: victims,
+    })
+}
+
+/// Writes the cause and the pool's status, and emits the decision when there is an action.
+#[allow(clippy::too_many_arguments)]
+fn record(
+    pool: &Pool,
+    st: &mut PoolState,
+    now: DateTime<Utc>,
+    (min, max): (u32, u32),
+    raw: u32,
+    to: u32,
+    busy_ratio: f64,
+    action: Option<Action>,
+    acc: Account,
+    out: &mut Vec<Decision>,
+) {
+    let Account {
+        size,
+        clamps,
+        reasons,
+        mut cause,
+        hold,
+    } = acc;
     cause.result = Some(to);
     let mut summary = format!("pool {}: ", pool.name);
     if reasons.is_empty() {
@@ -637,7 +858,7 @@ fn pick_victims(
         .copied()
         .filter(|(i, _)| {
             let s = &prepared.sandboxes[*i];
-            if now - s.obs.started_at < secs(pool.min_age) {
+            if now < time::after(s.obs.started_at, pool.min_age) {
                 return false;
             }
             match &pool.protect {

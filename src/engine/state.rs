@@ -13,6 +13,18 @@ pub struct EngineState {
     pub pools: BTreeMap<String, PoolState>,
     /// Alert name -> subject -> state.
     pub alerts: BTreeMap<String, BTreeMap<String, AlertState>>,
+    /// Sandbox id -> the pool it was last observed in, so that a lifecycle event without
+    /// metadata can be attributed. Bounded in time and count (see `engine::triggers`); absent
+    /// from state saved by older versions.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub members: BTreeMap<String, Membership>,
+}
+
+/// A sandbox's pool, and when it was last observed there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Membership {
+    pub pool: String,
+    pub last_seen: DateTime<Utc>,
 }
 
 /// One pool's memory.

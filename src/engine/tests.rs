@@ -686,3 +686,318 @@ pools:
         let _ = Duration::ZERO;
     }
 }
+
+fn target_pool(metric: &str) -> Arc<RuleSet> {
+    rules(&format!(
+        "
+pools:
+  - name: p
+    min: 1
+    max: 20
+    scale:
+      target: {{ metric: \"{metric}\", value: 50 }}
+      stabilization: {{ down: 0s }}
+"
+    ))
+}
+
+#[test]
+fn a_nan_target_holds_the_pool_and_says_why() {
+    let mut e = Engine::new(target_pool(
+        "(busy_count - busy_count) / (busy_count - busy_count)",
+    ));
+    let d = step(&mut e, t0(), &pool_of("p", &[Some(50.0); 6], t0()));
+    assert!(d.is_empty(), "a NaN target must not cut the pool: {d:?}");
+    let st = e.state().pools["p"].status.clone().unwrap();
+    assert_eq!((st.size, st.desired), (6, 6));
+    let clamp = &st.clamps[0];
+    assert_eq!(clamp.kind, ClampKind::MissingData);
+    assert!(
+        clamp.note.contains("scale.target.metric") && clamp.note.contains("NaN"),
+        "{}",
+        clamp.note
+    );
+}
+
+#[test]
+fn an_infinite_target_holds_the_pool_and_says_why() {
+    let mut e = Engine::new(target_pool("avg_cpu_used_pct / (busy_count - busy_count)"));
+    let d = step(&mut e, t0(), &pool_of("p", &[Some(50.0); 4], t0()));
+    assert!(
+        d.is_empty(),
+        "an infinite target must not send the pool to max: {d:?}"
+    );
+    let st = e.state().pools["p"].status.clone().unwrap();
+    assert_eq!(st.desired, 4);
+    assert!(st.clamps[0].note.contains("inf"), "{:?}", st.clamps);
+    // min still holds while the rule has no value.
+    let d = step(&mut e, at(15), &[]);
+    assert_eq!(creates(&d), 1, "{d:?}");
+}
+
+#[test]
+fn a_step_that_cannot_be_evaluated_holds_every_metric_driven_change() {
+    let yaml = "
+pools:
+  - name: p
+    min: 0
+    max: 10
+    scale:
+      stabilization: { down: 0s }
+      steps:
+        - { when: busy_ratio < 0.2, remove: 1 }
+        - { when: avg_cpu_used_pct / (size - size) > 1, add: 1 }
+";
+    let mut e = Engine::new(rules(yaml));
+    let d = step(&mut e, t0(), &pool_of("p", &[Some(1.0); 3], t0()));
+    assert!(d.is_empty(), "{d:?}");
+    let st = e.state().pools["p"].status.clone().unwrap();
+    assert!(st.summary.contains("scale.steps[1].when"), "{}", st.summary);
+}
+
+#[test]
+fn step_conditions_compare_numbers_by_value() {
+    let yaml = "
+pools:
+  - name: p
+    min: 0
+    max: 10
+    scale:
+      stabilization: { down: 0s }
+      steps:
+        - { when: busy_count == 0 && size != 1, remove: 1 }
+";
+    let mut e = Engine::new(rules(yaml));
+    let d = step(&mut e, t0(), &pool_of("p", &[Some(1.0); 3], t0()));
+    assert_eq!(
+        kills(&d).len(),
+        1,
+        "busy_count == 0 holds when none is busy"
+    );
+    let mut e = Engine::new(rules(yaml));
+    let d = step(&mut e, t0(), &pool_of("p", &[Some(1.0)], t0()));
+    assert!(d.is_empty(), "size != 1 is false when size is 1: {d:?}");
+}
+
+#[test]
+fn a_resolve_carries_the_value_that_resolved_it() {
+    let yaml = "
+notifiers: [{ name: log, kind: log }]
+alerts:
+  - { name: hot, scope: sandbox, when: cpu_used_pct > 80, notify: [log], message: \"at {value}\" }
+";
+    let mut e = Engine::new(rules(yaml));
+    let d = step(&mut e, t0(), &pool_of("p", &[Some(86.65)], t0()));
+    assert_eq!(
+        notices(&d),
+        vec![("p-0".into(), AlertStatus::Firing, false)]
+    );
+    let d = step(&mut e, at(15), &pool_of("p", &[Some(12.5)], at(15)));
+    assert_eq!(
+        notices(&d),
+        vec![("p-0".into(), AlertStatus::Resolved, false)]
+    );
+    assert_eq!(d[0].cause.values["value"], 12.5, "{:?}", d[0].cause);
+    let Action::Alert(n) = &d[0].action else {
+        panic!("{d:?}")
+    };
+    assert!(n.message.contains("at 12.5"), "{}", n.message);
+}
+
+/// Instants across chrono's whole range, the ends included.
+fn any_instant() -> impl Strategy<Value = DateTime<Utc>> {
+    let (lo, hi) = (
+        DateTime::<Utc>::MIN_UTC.timestamp(),
+        DateTime::<Utc>::MAX_UTC.timestamp(),
+    );
+    prop_oneof![
+        Just(DateTime::<Utc>::MIN_UTC),
+        Just(DateTime::<Utc>::MAX_UTC),
+        (-3_000_000_000i64..3_000_000_000).prop_map(at),
+        (lo..=hi).prop_map(|s| DateTime::from_timestamp(s, 0).unwrap_or(t0())),
+    ]
+}
+
+fn any_duration() -> impl Strategy<Value = Duration> {
+    prop_oneof![
+        Just(Duration::ZERO),
+        Just(Duration::MAX),
+        Just(Duration::from_secs(u64::MAX)),
+        Just(Duration::from_secs(24 * 3600)),
+        (0u64..10_000).prop_map(Duration::from_secs),
+    ]
+}
+
+const EXTREME: &str = "
+notifiers: [{ name: n, kind: log }]
+pools:
+  - name: p
+    min: 0
+    max: 100000
+    sandbox: { timeout: 24h }
+    scale:
+      interval: 1day
+      target: { metric: avg_cpu_used_pct * 1e300, value: 0.0000001 }
+      steps:
+        - { when: busy_ratio > 0.5, add: 100000 }
+        - { when: busy_ratio < 0.2, remove: 100000 }
+      cooldown: { up: 1day, down: 1day }
+      stabilization: { up: 1day, down: 1day }
+      max_step: { up: 100000, down: 100000 }
+      stale_after: 1day
+    scale_in: { min_age: 1day, victims: oldest }
+    schedules:
+      - { cron: \"0 8 * * 1-5\", timezone: Europe/Paris, min: 100000 }
+      - { cron: \"59 23 31 12 *\", max: 1 }
+alerts:
+  - { name: a, scope: sandbox, when: cpu_used_pct / age_s > 1, for: 7days, keep_firing_for: 7days, repeat_interval: 30days, notify: [n] }
+  - { name: b, scope: pool, when: size > 0, notify: [n], repeat_interval: 1s }
+  - { name: c, scope: team, when: running > 0, for: 0s, notify: [n] }
+triggers:
+  - { name: r, on: killed, pool: p, action: replace }
+  - { name: t, on: killed, pool: p, action: set_timeout, timeout: 24h }
+";
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Rule sets with the largest loadable durations and values, and durations beyond any
+    /// that load, never panic `step` at any `now`, far past and far future included.
+    #[test]
+    fn extreme_durations_and_instants_never_panic_step(
+        nows in proptest::collection::vec(any_instant(), 1..6),
+        overrides in proptest::collection::vec(any_duration(), 9),
+        starts in proptest::collection::vec((any_instant(), any_instant(), any_instant(), proptest::option::of(0.0f64..1e6)), 0..5),
+        event_at in any_instant(),
+    ) {
+        let mut set = load_str(&[("x.yaml", EXTREME)]).unwrap_or_else(|e| panic!("{e:?}"));
+        if let [a, b, c, d, e, f, g, h, i] = overrides[..] {
+            let p = &mut set.pools[0];
+            p.interval = a;
+            p.cooldown = crate::rules::UpDown { up: b, down: c };
+            p.stabilization = crate::rules::UpDown { up: d, down: e };
+            p.stale_after = f;
+            p.min_age = g;
+            set.alerts[0].for_ = h;
+            set.alerts[0].keep_firing_for = i;
+            set.alerts[1].repeat_interval = a;
+        }
+        let mut e = Engine::new(Arc::new(set));
+        let sandboxes: Vec<ObservedSandbox> = starts
+            .iter()
+            .enumerate()
+            .map(|(i, (start, end, sample, cpu))| {
+                let mut s = sbx("p", i, *cpu, t0());
+                s.started_at = *start;
+                s.end_at = *end;
+                if let Some(m) = &mut s.metric {
+                    m.timestamp = *sample;
+                }
+                s
+            })
+            .collect();
+        let mut ev = killed(Some("p"), "unknown");
+        ev.timestamp = event_at;
+        let pending = BTreeMap::from([("p".to_string(), u32::MAX)]);
+        for now in nows {
+            let _ = e.step(
+                now,
+                &Observations {
+                    sandboxes: &sandboxes,
+                    events: std::slice::from_ref(&ev),
+                    pending_creates: &pending,
+                },
+            );
+        }
+    }
+}
+
+const REPLACER: &str = "
+pools: [{ name: w, min: 0, max: 5 }]
+triggers:
+  - { name: replace-crashed, on: killed, pool: w, action: replace }
+";
+
+fn step_with_event(
+    e: &mut Engine,
+    now: DateTime<Utc>,
+    ev: LifecycleEvent,
+    members: &[ObservedSandbox],
+) -> Vec<Decision> {
+    let pending = BTreeMap::new();
+    e.step(
+        now,
+        &Observations {
+            sandboxes: members,
+            events: &[ev],
+            pending_creates: &pending,
+        },
+    )
+}
+
+#[test]
+fn triggers_ignore_events_stamped_in_1970_or_2999() {
+    let members = pool_of("w", &[Some(10.0); 2], t0());
+    for stamp in ["1970-01-01T00:00:00Z", "2999-01-01T00:00:00Z"] {
+        let mut e = Engine::new(rules(REPLACER));
+        let mut ev = killed(Some("w"), "unknown");
+        ev.timestamp = DateTime::parse_from_rfc3339(stamp).unwrap().to_utc();
+        assert!(triggers::plausible(&ev, t0()).is_err(), "{stamp}");
+        let d = step_with_event(&mut e, t0(), ev, &members);
+        assert_eq!(creates(&d), 0, "{stamp}: {d:?}");
+    }
+    // Late by a few minutes, or a minute early (clock skew): acted on.
+    for offset in [-600, 60] {
+        let mut e = Engine::new(rules(REPLACER));
+        let mut ev = killed(Some("w"), "unknown");
+        ev.timestamp = at(offset);
+        assert_eq!(creates(&step_with_event(&mut e, t0(), ev, &members)), 1);
+    }
+    let mut ev = killed(Some("w"), "unknown");
+    ev.timestamp = DateTime::parse_from_rfc3339("1970-01-01T00:00:00Z")
+        .unwrap()
+        .to_utc();
+    let why = triggers::plausible(&ev, t0()).unwrap_err().to_string();
+    assert!(why.contains("more than 1h before now"), "{why}");
+}
+
+#[test]
+fn triggers_act_only_on_sandboxes_their_pool_owns() {
+    let members = pool_of("w", &[Some(10.0); 2], t0());
+    let mut e = Engine::new(rules(REPLACER));
+    // No metadata, never observed: not ours.
+    let mut unknown = killed(None, "unknown");
+    unknown.event_data.as_mut().unwrap().sandbox_metadata = None;
+    unknown.sandbox_id = "stranger".into();
+    assert_eq!(
+        creates(&step_with_event(&mut e, t0(), unknown, &members)),
+        0
+    );
+    // Another pool's mark: not ours.
+    let other = killed(Some("other"), "unknown");
+    assert_eq!(creates(&step_with_event(&mut e, at(1), other, &members)), 0);
+    // No metadata, but observed as a member of w: ours, also after it disappeared.
+    let mut known = killed(None, "unknown");
+    known.event_data.as_mut().unwrap().sandbox_metadata = None;
+    known.sandbox_id = "w-1".into();
+    known.timestamp = at(30);
+    let survivors = pool_of("w", &[Some(10.0)], at(30));
+    assert_eq!(
+        creates(&step_with_event(&mut e, at(30), known.clone(), &survivors)),
+        1
+    );
+    assert_eq!(e.state().members["w-1"].pool, "w");
+    // Membership is forgotten once it is older than any event still acted on.
+    let late = at(30) + TimeDelta::hours(2);
+    step(&mut e, late, &[]);
+    assert!(e.state().members.is_empty(), "{:?}", e.state().members);
+}
+
+#[test]
+fn state_saved_before_membership_was_kept_still_loads() {
+    let old = r#"{"pools":{},"alerts":{}}"#;
+    let st: EngineState = serde_json::from_str(old).unwrap();
+    assert!(st.members.is_empty());
+    let json = serde_json::to_string(&EngineState::default()).unwrap();
+    assert!(!json.contains("members"), "{json}");
+}

@@ -1,23 +1,29 @@
-//! Rule expressions: the only module that imports `evalexpr` (pinned at 11.3.1, its last MIT
-//! release).
-//!
-//! evalexpr has traps, closed here at compile time, when a rule file is loaded:
-//! - malformed text such as `cpu > && 3` parses and fails only when evaluated: every expression
-//!   is evaluated once against typed sample values of its scope and must yield its kind
-//!   (boolean for conditions, number for metrics);
-//! - `&&` does not short-circuit: both sides are type-checked, so neither can fail later;
-//! - int/int division truncates: every metric is fed as a float, and a division or remainder
-//!   whose operands are both integer constants is rejected;
+//! Rule expressions. evalexpr (pinned at 11.3.1, its last MIT release) only parses; this
+//! module, the only one that imports it, lowers its tree into a typed [`ast::Ast`] and evaluates
+//! that itself, so the rule language's promises do not depend on evalexpr's quirks:
+//! - every expression is type-checked when a rule file loads, every branch of every `if`
+//!   included, and must yield its kind (boolean for conditions, number for metrics);
+//! - every number is a float: `busy_count == 0` and `size != 10` compare values, and `1/2` is
+//!   0.5;
+//! - a value that is not a finite number (`0.0 / 0`, `math::sqrt(-1)`, overflow), or a variable
+//!   without data, makes the evaluation fail with [`EvalError`], which the engine treats as
+//!   missing data and never as a value;
 //! - errors carry no position: messages name the expression and the offending name instead;
-//! - deep nesting overflows the stack: length and nesting depth are capped before parsing.
+//! - deep nesting would overflow the stack: length and nesting depth are capped before parsing.
 //!
 //! Unknown variables and functions are rejected by name, listing the valid ones. Assignments and
 //! `;` chains are rejected: rules read, they never write.
 
+mod ast;
+
 use std::collections::BTreeMap;
 use std::fmt;
 
-use evalexpr::{Context, EvalexprError, EvalexprResult, Node, Operator, Value};
+use std::borrow::Cow;
+
+use evalexpr::{Node, Operator};
+
+use ast::{Ast, Fail, Ty, Val};
 
 /// Longest expression accepted, in bytes.
 pub const MAX_LEN: usize = 512;
@@ -102,8 +108,6 @@ pub enum ExprError {
     UnknownFunction { name: String, text: String },
     #[error("{text:?} assigns or chains (`=`, `+=`, `;`...); rules may only read values")]
     Assignment { text: String },
-    #[error("{text:?} divides integer constants, which truncates (1/2 is 0); write 1.0/2 instead")]
-    IntegerDivision { text: String },
     #[error("{text:?} does not type-check: {reason}")]
     Type { text: String, reason: String },
     #[error("{text:?} is {found}, but a {wanted} is needed here")]
@@ -117,7 +121,9 @@ pub enum ExprError {
 /// A compiled, checked expression.
 #[derive(Debug, Clone)]
 pub struct Expr {
-    node: Node,
+    ast: Ast,
+    /// The names it reads, in order of first use.
+    variables: Vec<String>,
     text: String,
     kind: Kind,
 }
@@ -136,30 +142,28 @@ impl fmt::Display for Expr {
 
 /// A text value, converted once so that evaluations do not allocate.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Text(Value);
+pub struct Text(String);
 
 impl Text {
     pub fn new(s: &str) -> Text {
-        Text(Value::String(s.to_string()))
+        Text(s.to_string())
     }
 }
 
 /// Metadata values, converted once per sandbox or event.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Meta(BTreeMap<String, Value>);
+pub struct Meta(BTreeMap<String, String>);
 
 impl Meta {
     pub fn new<'a>(pairs: impl IntoIterator<Item = (&'a String, &'a String)>) -> Meta {
         Meta(
             pairs
                 .into_iter()
-                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         )
     }
 }
-
-static EMPTY_TEXT: Value = Value::String(String::new());
 
 /// The values of one scope's variables for one evaluation. Filling it does not allocate.
 pub struct Bindings<'a> {
@@ -168,17 +172,18 @@ pub struct Bindings<'a> {
     meta: Option<&'a Meta>,
 }
 
+#[derive(Clone, Copy)]
 enum Slot<'a> {
     Unset,
-    Num(Value),
-    Text(&'a Value),
+    Num(f64),
+    Text(&'a str),
 }
 
 impl<'a> Bindings<'a> {
     pub fn new(scope: &'static Scope) -> Self {
         Bindings {
             scope,
-            values: (0..scope.vars.len()).map(|_| Slot::Unset).collect(),
+            values: vec![Slot::Unset; scope.vars.len()],
             meta: None,
         }
     }
@@ -190,7 +195,7 @@ impl<'a> Bindings<'a> {
     /// Sets a number by slot (see [`Scope::slot`]).
     pub fn set_num(&mut self, slot: usize, v: f64) {
         if let Some(s) = self.values.get_mut(slot) {
-            *s = Slot::Num(Value::Float(v));
+            *s = Slot::Num(v);
         }
     }
 
@@ -210,7 +215,7 @@ impl<'a> Bindings<'a> {
     /// A number by slot.
     pub fn num_at(&self, slot: usize) -> Option<f64> {
         match self.values.get(slot)? {
-            Slot::Num(Value::Float(f)) => Some(*f),
+            Slot::Num(f) => Some(*f),
             _ => None,
         }
     }
@@ -224,36 +229,32 @@ impl<'a> Bindings<'a> {
         self.num_at(self.scope.slot(name)?)
     }
 
+    /// A slot's value for evaluation; `None` when unset.
+    fn value(&self, slot: usize) -> Option<Val<'a>> {
+        match self.values.get(slot)? {
+            Slot::Unset => None,
+            Slot::Num(f) => Some(Val::Num(*f)),
+            Slot::Text(s) => Some(Val::Text(Cow::Borrowed(s))),
+        }
+    }
+
+    /// A metadata value: empty text when absent.
+    fn meta_value(&self, key: &str) -> &'a str {
+        self.meta
+            .and_then(|m| m.0.get(key))
+            .map_or("", String::as_str)
+    }
+
     /// Every variable's value as text, for message templates.
     pub fn render(&self, name: &str) -> Option<String> {
         if let Some(key) = name.strip_prefix("metadata.") {
-            return Some(match self.meta.and_then(|m| m.0.get(key)) {
-                Some(Value::String(s)) => s.clone(),
-                _ => String::new(),
-            });
+            return Some(self.meta_value(key).to_string());
         }
         Some(match self.values.get(self.scope.slot(name)?)? {
-            Slot::Num(Value::Float(f)) => format_number(*f),
-            Slot::Text(Value::String(s)) => s.clone(),
-            _ => String::new(),
+            Slot::Num(f) => format_number(*f),
+            Slot::Text(s) => s.to_string(),
+            Slot::Unset => String::new(),
         })
-    }
-
-    /// Sample values used to type-check: 1.0 for numbers, "" for text.
-    fn samples(scope: &'static Scope) -> Bindings<'static> {
-        let values = scope
-            .vars
-            .iter()
-            .map(|(_, t)| match t {
-                VarType::Number => Slot::Num(Value::Float(1.0)),
-                VarType::Text => Slot::Text(&EMPTY_TEXT),
-            })
-            .collect();
-        Bindings {
-            scope,
-            values,
-            meta: None,
-        }
     }
 }
 
@@ -267,44 +268,15 @@ pub fn format_number(f: f64) -> String {
     }
 }
 
-impl Context for Bindings<'_> {
-    fn get_value(&self, identifier: &str) -> Option<&Value> {
-        if let Some(slot) = self.scope.slot(identifier) {
-            return match &self.values[slot] {
-                Slot::Num(v) => Some(v),
-                Slot::Text(v) => Some(v),
-                Slot::Unset => None,
-            };
-        }
-        if self.scope.metadata
-            && let Some(key) = identifier.strip_prefix("metadata.")
-        {
-            return Some(self.meta.and_then(|m| m.0.get(key)).unwrap_or(&EMPTY_TEXT));
-        }
-        None
-    }
-
-    fn call_function(&self, identifier: &str, _argument: &Value) -> EvalexprResult<Value> {
-        Err(EvalexprError::FunctionIdentifierNotFound(
-            identifier.to_string(),
-        ))
-    }
-
-    fn are_builtin_functions_disabled(&self) -> bool {
-        false
-    }
-
-    fn set_builtin_functions_disabled(&mut self, _disabled: bool) -> EvalexprResult<()> {
-        Err(EvalexprError::ContextNotMutable)
-    }
-}
-
-/// Why an evaluation failed at run time (a value of an unexpected type reached it).
+/// Why an evaluation failed at run time: a variable without data, or a value that is not a
+/// finite number. Either way the caller has no value and must treat it as missing data.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("evaluating {text:?}: {reason}")]
 pub struct EvalError {
     pub text: String,
     pub reason: String,
+    /// The offending value when a number was not finite (NaN or infinite).
+    pub non_finite: Option<f64>,
 }
 
 fn depth_of(text: &str) -> usize {
@@ -322,20 +294,7 @@ fn depth_of(text: &str) -> usize {
     max
 }
 
-fn is_int_constant(node: &Node) -> bool {
-    match node.operator() {
-        Operator::Const { value } => matches!(value, Value::Int(_)),
-        Operator::RootNode | Operator::Neg => {
-            node.children().len() == 1 && is_int_constant(&node.children()[0])
-        }
-        Operator::Add | Operator::Sub | Operator::Mul | Operator::Div | Operator::Mod => {
-            node.children().iter().all(is_int_constant)
-        }
-        _ => false,
-    }
-}
-
-fn check_tree(node: &Node, text: &str) -> Result<(), ExprError> {
+fn check_writes(node: &Node, text: &str) -> Result<(), ExprError> {
     match node.operator() {
         Operator::Assign
         | Operator::AddAssign
@@ -352,14 +311,38 @@ fn check_tree(node: &Node, text: &str) -> Result<(), ExprError> {
                 text: text.to_string(),
             });
         }
-        Operator::Div | Operator::Mod if node.children().iter().all(is_int_constant) => {
-            return Err(ExprError::IntegerDivision {
+        _ => {}
+    }
+    node.children()
+        .iter()
+        .try_for_each(|c| check_writes(c, text))
+}
+
+fn check_names(node: &Node, scope: &'static Scope, text: &str) -> Result<(), ExprError> {
+    for name in node.iter_variable_identifiers() {
+        let known = scope.slot(name).is_some()
+            || (scope.metadata
+                && name
+                    .strip_prefix("metadata.")
+                    .is_some_and(|k| !k.is_empty()));
+        if !known {
+            return Err(ExprError::UnknownVariable {
+                name: name.to_string(),
+                text: text.to_string(),
+                scope: scope.name,
+                valid: scope.valid_names(),
+            });
+        }
+    }
+    for name in node.iter_function_identifiers() {
+        if !FUNCTIONS.contains(&name) {
+            return Err(ExprError::UnknownFunction {
+                name: name.to_string(),
                 text: text.to_string(),
             });
         }
-        _ => {}
     }
-    node.children().iter().try_for_each(|c| check_tree(c, text))
+    Ok(())
 }
 
 /// Compiles `text` for `scope` and checks that it evaluates to `kind`.
@@ -379,65 +362,43 @@ pub fn compile(text: &str, scope: &'static Scope, kind: Kind) -> Result<Expr, Ex
         text: trimmed.to_string(),
         reason: e.to_string(),
     })?;
-    check_tree(&node, trimmed)?;
-    for name in node.iter_variable_identifiers() {
-        let known = scope.slot(name).is_some()
-            || (scope.metadata
-                && name
-                    .strip_prefix("metadata.")
-                    .is_some_and(|k| !k.is_empty()));
-        if !known {
-            return Err(ExprError::UnknownVariable {
-                name: name.to_string(),
-                text: trimmed.to_string(),
-                scope: scope.name,
-                valid: scope.valid_names(),
-            });
-        }
-    }
-    for name in node.iter_function_identifiers() {
-        if !FUNCTIONS.contains(&name) {
-            return Err(ExprError::UnknownFunction {
-                name: name.to_string(),
-                text: trimmed.to_string(),
-            });
-        }
-    }
-    let expr = Expr {
-        node,
+    check_writes(&node, trimmed)?;
+    check_names(&node, scope, trimmed)?;
+    let (ast, ty) = ast::lower(&node, scope).map_err(|reason| ExprError::Type {
         text: trimmed.to_string(),
-        kind,
-    };
-    // Evaluate once against typed samples: catches malformed trees and type errors now.
-    let value = expr
-        .node
-        .eval_with_context(&Bindings::samples(scope))
-        .map_err(|e| ExprError::Type {
-            text: trimmed.to_string(),
-            reason: e.to_string(),
-        })?;
-    let found = match value {
-        Value::Boolean(_) => "a boolean",
-        Value::Float(_) | Value::Int(_) => "a number",
-        Value::String(_) => "a text",
-        Value::Tuple(_) => "a tuple",
-        Value::Empty => "empty",
-    };
+        reason,
+    })?;
     let ok = match kind {
-        Kind::Bool => matches!(value, Value::Boolean(_)),
-        Kind::Number => matches!(value, Value::Float(_) | Value::Int(_)),
+        Kind::Bool => ty == Ty::Bool,
+        Kind::Number => ty == Ty::Num,
     };
     if !ok {
         return Err(ExprError::WrongKind {
             text: trimmed.to_string(),
-            found,
+            found: match ty {
+                Ty::Bool => "a boolean",
+                Ty::Num => "a number",
+                Ty::Text => "a text",
+                Ty::Tuple(_) => "a tuple",
+            },
             wanted: match kind {
                 Kind::Bool => "boolean condition",
                 Kind::Number => "number",
             },
         });
     }
-    Ok(expr)
+    let mut variables: Vec<String> = Vec::new();
+    for v in node.iter_variable_identifiers() {
+        if !variables.iter().any(|x| x == v) {
+            variables.push(v.to_string());
+        }
+    }
+    Ok(Expr {
+        ast,
+        variables,
+        text: trimmed.to_string(),
+        kind,
+    })
 }
 
 impl Expr {
@@ -447,32 +408,43 @@ impl Expr {
 
     /// The variable names this expression reads, for explanations.
     pub fn variables(&self) -> impl Iterator<Item = &str> {
-        self.node.iter_variable_identifiers()
+        self.variables.iter().map(String::as_str)
     }
 
     /// Evaluates a condition.
     pub fn eval_bool(&self, b: &Bindings<'_>) -> Result<bool, EvalError> {
-        match self.node.eval_with_context(b) {
-            Ok(Value::Boolean(v)) => Ok(v),
-            Ok(other) => Err(self.eval_error(format!("expected a boolean, got {other}"))),
-            Err(e) => Err(self.eval_error(e.to_string())),
+        match self.ast.eval(b) {
+            Ok(Val::Bool(v)) => Ok(v),
+            Ok(other) => {
+                Err(self.eval_error(Fail::Type(format!("expected a boolean, got {other:?}"))))
+            }
+            Err(e) => Err(self.eval_error(e)),
         }
     }
 
-    /// Evaluates a number.
+    /// Evaluates a number; never returns NaN or an infinity.
     pub fn eval_f64(&self, b: &Bindings<'_>) -> Result<f64, EvalError> {
-        match self.node.eval_with_context(b) {
-            Ok(Value::Float(v)) => Ok(v),
-            Ok(Value::Int(v)) => Ok(v as f64),
-            Ok(other) => Err(self.eval_error(format!("expected a number, got {other}"))),
-            Err(e) => Err(self.eval_error(e.to_string())),
+        match self.ast.eval(b) {
+            Ok(Val::Num(v)) if v.is_finite() => Ok(v),
+            Ok(Val::Num(v)) => Err(self.eval_error(Fail::NonFinite {
+                what: self.text.clone(),
+                value: v,
+            })),
+            Ok(other) => {
+                Err(self.eval_error(Fail::Type(format!("expected a number, got {other:?}"))))
+            }
+            Err(e) => Err(self.eval_error(e)),
         }
     }
 
-    fn eval_error(&self, reason: String) -> EvalError {
+    fn eval_error(&self, fail: Fail) -> EvalError {
         EvalError {
             text: self.text.clone(),
-            reason,
+            non_finite: match &fail {
+                Fail::NonFinite { value, .. } => Some(*value),
+                _ => None,
+            },
+            reason: fail.to_string(),
         }
     }
 }

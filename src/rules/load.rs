@@ -1,7 +1,7 @@
 //! Reading rule files: YAML (serde-saphyr: duplicate keys rejected, positions kept) into raw
 //! structs, then checked into a [`RuleSet`], collecting every problem with its place.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,6 +12,10 @@ use super::scopes::{EVENT, POOL, SANDBOX, TEAM};
 use super::*;
 use crate::duration::HumanDuration;
 use crate::expr::{self, Kind, Scope};
+pub(super) use values::yaml_message;
+use values::{DAY, MAX_COUNT, MONTH, RawNumber, SECOND, WEEK, count, duration, opt_count};
+
+mod values;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -39,7 +43,7 @@ struct RawNotifier {
 #[serde(deny_unknown_fields)]
 struct RawSandbox {
     #[serde(default)]
-    timeout: Option<HumanDuration>,
+    timeout: Option<Spanned<HumanDuration>>,
     #[serde(default)]
     metadata: Metadata,
     #[serde(default)]
@@ -70,13 +74,13 @@ fn default_tolerance() -> Spanned<f64> {
 struct RawStep {
     when: Spanned<String>,
     #[serde(default)]
-    add: Option<Spanned<u32>>,
+    add: Option<Spanned<RawNumber>>,
     #[serde(default)]
-    remove: Option<Spanned<u32>>,
+    remove: Option<Spanned<RawNumber>>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, bound(deserialize = "T: Deserialize<'de>"))]
 struct RawUpDown<T> {
     #[serde(default)]
     up: Option<T>,
@@ -97,21 +101,21 @@ impl<T> Default for RawUpDown<T> {
 #[serde(deny_unknown_fields)]
 struct RawScale {
     #[serde(default)]
-    interval: Option<HumanDuration>,
+    interval: Option<Spanned<HumanDuration>>,
     #[serde(default)]
     target: Option<RawTarget>,
     #[serde(default)]
     steps: Vec<RawStep>,
     #[serde(default)]
-    cooldown: RawUpDown<HumanDuration>,
+    cooldown: RawUpDown<Spanned<HumanDuration>>,
     #[serde(default)]
-    stabilization: RawUpDown<HumanDuration>,
+    stabilization: RawUpDown<Spanned<HumanDuration>>,
     #[serde(default)]
-    max_step: RawUpDown<u32>,
+    max_step: RawUpDown<Spanned<RawNumber>>,
     #[serde(default)]
     on_missing_metrics: Option<OnMissing>,
     #[serde(default)]
-    stale_after: Option<HumanDuration>,
+    stale_after: Option<Spanned<HumanDuration>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -120,7 +124,7 @@ struct RawScaleIn {
     #[serde(default)]
     victims: Option<Victims>,
     #[serde(default)]
-    min_age: Option<HumanDuration>,
+    min_age: Option<Spanned<HumanDuration>>,
     #[serde(default)]
     protect: Option<Spanned<String>>,
 }
@@ -134,9 +138,9 @@ struct RawSchedule {
     #[serde(default)]
     timezone: Option<Spanned<String>>,
     #[serde(default)]
-    min: Option<Spanned<u32>>,
+    min: Option<Spanned<RawNumber>>,
     #[serde(default)]
-    max: Option<Spanned<u32>>,
+    max: Option<Spanned<RawNumber>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -145,8 +149,8 @@ struct RawPool {
     name: Spanned<String>,
     #[serde(default)]
     template: Option<String>,
-    min: Spanned<u32>,
-    max: Spanned<u32>,
+    min: Spanned<RawNumber>,
+    max: Spanned<RawNumber>,
     #[serde(default)]
     sandbox: RawSandbox,
     #[serde(default)]
@@ -170,9 +174,9 @@ struct RawAlert {
     pool: Option<Spanned<String>>,
     when: Spanned<String>,
     #[serde(default, rename = "for")]
-    for_: Option<HumanDuration>,
+    for_: Option<Spanned<HumanDuration>>,
     #[serde(default)]
-    keep_firing_for: Option<HumanDuration>,
+    keep_firing_for: Option<Spanned<HumanDuration>>,
     #[serde(default)]
     severity: Option<String>,
     #[serde(default)]
@@ -182,7 +186,7 @@ struct RawAlert {
     #[serde(default)]
     notify: Vec<Spanned<String>>,
     #[serde(default)]
-    repeat_interval: Option<HumanDuration>,
+    repeat_interval: Option<Spanned<HumanDuration>>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -206,7 +210,7 @@ struct RawTrigger {
     when: Option<Spanned<String>>,
     action: Spanned<RawAction>,
     #[serde(default)]
-    timeout: Option<HumanDuration>,
+    timeout: Option<Spanned<HumanDuration>>,
     #[serde(default)]
     severity: Option<String>,
     #[serde(default)]
@@ -230,25 +234,58 @@ fn is_yaml(path: &Path) -> bool {
     )
 }
 
+/// Deepest directory nesting walked below a rule directory.
+const MAX_DIR_DEPTH: usize = 32;
+
 /// The YAML files a path names: the file itself, or every YAML file below a directory, sorted.
+///
+/// Inside a directory, entries whose name starts with `.` are skipped (editors' swap files,
+/// Kubernetes' `..data` and `..2026_...` ConfigMap folders), symbolic links are followed but a
+/// directory already visited (a link loop) is not walked again, and a file reached by two paths
+/// (`a.yaml -> ..data/a.yaml`) is listed once, under the first of its names.
 pub fn rule_files_in(path: &Path) -> std::io::Result<Vec<PathBuf>> {
     if !path.is_dir() {
         return Ok(vec![path.to_path_buf()]);
     }
-    let mut out = Vec::new();
-    let mut stack = vec![path.to_path_buf()];
-    while let Some(dir) = stack.pop() {
+    let mut found: Vec<PathBuf> = Vec::new();
+    let mut visited_dirs: HashSet<PathBuf> = HashSet::new();
+    let mut stack = vec![(path.to_path_buf(), 0usize)];
+    while let Some((dir, depth)) = stack.pop() {
+        if depth > MAX_DIR_DEPTH || !visited_dirs.insert(std::fs::canonicalize(&dir)?) {
+            continue;
+        }
         for entry in std::fs::read_dir(&dir)? {
             let p = entry?.path();
+            if p.file_name()
+                .and_then(|n| n.to_str())
+                .is_none_or(|n| n.starts_with('.'))
+            {
+                continue;
+            }
             if p.is_dir() {
-                stack.push(p);
+                stack.push((p, depth + 1));
             } else if is_yaml(&p) {
-                out.push(p);
+                found.push(p);
             }
         }
     }
-    out.sort();
-    Ok(out)
+    found.sort();
+    let mut seen_files: HashSet<PathBuf> = HashSet::new();
+    // A dangling link cannot be canonicalized: keep it, so that reading it reports the problem.
+    found.retain(|f| seen_files.insert(std::fs::canonicalize(f).unwrap_or_else(|_| f.clone())));
+    Ok(found)
+}
+
+/// True when `text` is poolpilot's agent configuration (`poolpilot run --config`) rather than
+/// a rule file: a mapping with the agent's required keys and none of a rule file's sections.
+fn is_agent_config(text: &str) -> bool {
+    let Ok(Some(map)) =
+        serde_saphyr::from_str::<Option<BTreeMap<String, serde::de::IgnoredAny>>>(text)
+    else {
+        return false;
+    };
+    let rule_keys = ["notifiers", "pools", "alerts", "triggers"];
+    map.contains_key("state_dir") && !rule_keys.iter().any(|k| map.contains_key(*k))
 }
 
 /// Loads rule files and directories (test files inside directories are skipped) into one set.
@@ -313,9 +350,27 @@ fn nowhere(file: &str, message: String) -> Diagnostic {
 struct Checker<'a> {
     file: &'a str,
     diags: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
 }
 
-impl Checker<'_> {
+impl<'a> Checker<'a> {
+    fn new(file: &'a str) -> Self {
+        Checker {
+            file,
+            diags: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    fn warn(&mut self, loc: serde_saphyr::Location, message: String) {
+        self.warnings.push(Diagnostic {
+            file: self.file.to_string(),
+            line: loc.line(),
+            column: loc.column(),
+            message: format!("warning: {message}"),
+        });
+    }
+
     fn at(&mut self, loc: serde_saphyr::Location, message: String) {
         self.diags.push(Diagnostic {
             file: self.file.to_string(),
@@ -344,9 +399,43 @@ impl Checker<'_> {
 
 /// Loads rule sources (file name, text) into one checked set.
 pub fn load_str(sources: &[(&str, &str)]) -> Result<RuleSet, Vec<Diagnostic>> {
-    let mut parsed = Vec::new();
-    let mut diags = Vec::new();
+    let (parsed, mut diags, notes) = parse_sources(sources);
+    let names = check_unique_names(&parsed, &mut diags);
+    let mut set = RuleSet {
+        warnings: notes,
+        ..RuleSet::default()
+    };
+    for (file, raw) in &parsed {
+        let mut c = Checker::new(file);
+        check_file(&mut c, raw, &names, &mut set);
+        diags.append(&mut c.diags);
+        set.warnings.append(&mut c.warnings);
+    }
+    if diags.is_empty() {
+        set.warnings.sort();
+        Ok(set)
+    } else {
+        diags.sort();
+        diags.dedup();
+        Err(diags)
+    }
+}
+
+type Parsed<'a> = Vec<(&'a str, RawFile)>;
+
+/// Parses each source: the raw files, the YAML errors, and notes about skipped files.
+fn parse_sources<'a>(
+    sources: &[(&'a str, &str)],
+) -> (Parsed<'a>, Vec<Diagnostic>, Vec<Diagnostic>) {
+    let (mut parsed, mut diags, mut notes) = (Vec::new(), Vec::new(), Vec::new());
     for (file, text) in sources {
+        if is_agent_config(text) {
+            notes.push(nowhere(
+                file,
+                "warning: skipped: this is poolpilot's agent config (`poolpilot run --config`), not a rule file; its `rules` list names the rule files".to_string(),
+            ));
+            continue;
+        }
         match serde_saphyr::from_str::<Option<RawFile>>(text) {
             Ok(raw) => parsed.push((*file, raw.unwrap_or_default())),
             Err(e) => {
@@ -354,53 +443,50 @@ pub fn load_str(sources: &[(&str, &str)]) -> Result<RuleSet, Vec<Diagnostic>> {
                     .location()
                     .map(|l| (l.line(), l.column()))
                     .unwrap_or((0, 0));
-                let message = e
-                    .to_string()
-                    .lines()
-                    .next()
-                    .unwrap_or("invalid YAML")
-                    .trim()
-                    .to_string();
                 diags.push(Diagnostic {
                     file: file.to_string(),
                     line,
                     column,
-                    message,
+                    message: values::yaml_message(&e, text),
                 });
             }
         }
     }
-    // Names across all files, for duplicates and references.
-    let mut notifiers = BTreeSet::new();
-    let mut pools = BTreeSet::new();
-    let mut rule_names: BTreeMap<String, ()> = BTreeMap::new();
-    let mut set = RuleSet::default();
-    for (file, raw) in &parsed {
-        let mut c = Checker {
-            file,
-            diags: Vec::new(),
-        };
+    (parsed, diags, notes)
+}
+
+/// The names defined across all files, for references.
+struct Names {
+    notifiers: BTreeSet<String>,
+    pools: BTreeSet<String>,
+}
+
+/// Collects names across all files; a name defined twice is an error at its second place.
+fn check_unique_names(parsed: &Parsed<'_>, diags: &mut Vec<Diagnostic>) -> Names {
+    let mut names = Names {
+        notifiers: BTreeSet::new(),
+        pools: BTreeSet::new(),
+    };
+    let mut rules: BTreeSet<String> = BTreeSet::new();
+    for (file, raw) in parsed {
+        let mut c = Checker::new(file);
+        let mut unique =
+            |set: &mut BTreeSet<String>, name: &Spanned<String>, what: &str, hint: &str| {
+                if !set.insert(name.value.clone()) {
+                    c.at(
+                        name.referenced,
+                        format!(
+                            "{what} {:?} is defined twice; {hint} names must be unique",
+                            name.value
+                        ),
+                    );
+                }
+            };
         for n in &raw.notifiers {
-            if !notifiers.insert(n.name.value.clone()) {
-                c.at(
-                    n.name.referenced,
-                    format!(
-                        "notifier {:?} is defined twice; names must be unique",
-                        n.name.value
-                    ),
-                );
-            }
+            unique(&mut names.notifiers, &n.name, "notifier", "notifier");
         }
         for p in &raw.pools {
-            if !pools.insert(p.name.value.clone()) {
-                c.at(
-                    p.name.referenced,
-                    format!(
-                        "pool {:?} is defined twice; names must be unique",
-                        p.name.value
-                    ),
-                );
-            }
+            unique(&mut names.pools, &p.name, "pool", "pool");
         }
         for name in raw
             .alerts
@@ -408,52 +494,30 @@ pub fn load_str(sources: &[(&str, &str)]) -> Result<RuleSet, Vec<Diagnostic>> {
             .map(|a| &a.name)
             .chain(raw.triggers.iter().map(|t| &t.name))
         {
-            if rule_names.insert(name.value.clone(), ()).is_some() {
-                c.at(
-                    name.referenced,
-                    format!(
-                        "rule {:?} is defined twice; alert and trigger names must be unique",
-                        name.value
-                    ),
-                );
-            }
+            unique(&mut rules, name, "rule", "alert and trigger");
         }
         diags.append(&mut c.diags);
     }
-    for (file, raw) in &parsed {
-        let mut c = Checker {
-            file,
-            diags: Vec::new(),
-        };
-        for n in &raw.notifiers {
-            if let Some(n) = check_notifier(&mut c, n) {
-                set.notifiers.push(n);
-            }
-        }
-        for p in &raw.pools {
-            if let Some(p) = check_pool(&mut c, p) {
-                set.pools.push(p);
-            }
-        }
-        for a in &raw.alerts {
-            if let Some(a) = check_alert(&mut c, a, &pools, &notifiers) {
-                set.alerts.push(a);
-            }
-        }
-        for t in &raw.triggers {
-            if let Some(t) = check_trigger(&mut c, t, &pools, &notifiers) {
-                set.triggers.push(t);
-            }
-        }
-        diags.append(&mut c.diags);
-    }
-    if diags.is_empty() {
-        Ok(set)
-    } else {
-        diags.sort();
-        diags.dedup();
-        Err(diags)
-    }
+    names
+}
+
+/// Checks every section of one file into `set`.
+fn check_file(c: &mut Checker, raw: &RawFile, names: &Names, set: &mut RuleSet) {
+    let (pools, notifiers) = (&names.pools, &names.notifiers);
+    set.notifiers
+        .extend(raw.notifiers.iter().filter_map(|n| check_notifier(c, n)));
+    set.pools
+        .extend(raw.pools.iter().filter_map(|p| check_pool(c, p)));
+    set.alerts.extend(
+        raw.alerts
+            .iter()
+            .filter_map(|a| check_alert(c, a, pools, notifiers)),
+    );
+    set.triggers.extend(
+        raw.triggers
+            .iter()
+            .filter_map(|t| check_trigger(c, t, pools, notifiers)),
+    );
 }
 
 fn check_notifier(c: &mut Checker, n: &RawNotifier) -> Option<Notifier> {
@@ -469,11 +533,14 @@ fn check_notifier(c: &mut Checker, n: &RawNotifier) -> Option<Notifier> {
             return None;
         }
         (_, Some(u)) => match url::Url::parse(&u.value) {
-            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
+            Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() => {}
             _ => {
+                // Never echo the URL: a Slack or webhook URL is a credential.
                 c.at(
                     u.referenced,
-                    format!("{ctx}: url {:?} is not an http(s) URL", u.value),
+                    format!(
+                        "{ctx}: `url` is not an http(s) URL (the value is not shown: it may hold a secret); write it in full, such as https://hooks.slack.com/services/..."
+                    ),
                 );
                 return None;
             }
@@ -486,71 +553,194 @@ fn check_notifier(c: &mut Checker, n: &RawNotifier) -> Option<Notifier> {
     })
 }
 
-fn dur(d: &Option<HumanDuration>, default: Duration) -> Duration {
-    d.map(|d| d.0).unwrap_or(default)
-}
-
 fn check_pool(c: &mut Checker, p: &RawPool) -> Option<Pool> {
     let ctx = format!("pool {:?}", p.name.value);
     let before = c.diags.len();
     if p.name.value.trim().is_empty() {
         c.at(p.name.referenced, "pool name must not be empty".into());
     }
-    if p.min.value > p.max.value {
-        c.at(
-            p.min.referenced,
-            format!(
-                "{ctx}: min {} is greater than max {}",
-                p.min.value, p.max.value
-            ),
-        );
-    }
-    if p.max.value == 0 {
-        c.at(p.max.referenced, format!("{ctx}: max must be at least 1"));
-    }
+    let (min, max) = check_pool_bounds(c, &ctx, p);
     let busy_src = p.busy.clone().unwrap_or(Spanned {
         value: "cpu_used_pct > 80".into(),
         referenced: p.name.referenced,
         defined: p.name.referenced,
     });
     let busy = c.expr(&busy_src, &SANDBOX, Kind::Bool, &format!("{ctx}: busy"));
-    let target = p.scale.target.as_ref().and_then(|t| {
-        let metric = c.expr(
-            &t.metric,
-            &POOL,
-            Kind::Number,
-            &format!("{ctx}: scale.target.metric"),
-        );
-        if !(t.value.value.is_finite() && t.value.value > 0.0) {
-            c.at(
-                t.value.referenced,
-                format!(
-                    "{ctx}: scale.target.value must be a number above 0, got {}",
-                    t.value.value
-                ),
-            );
-        }
-        if !(0.0..1.0).contains(&t.tolerance.value) {
-            c.at(
-                t.tolerance.referenced,
-                format!(
-                    "{ctx}: scale.target.tolerance must be from 0 to 1 (0.1 = ±10 %), got {}",
-                    t.tolerance.value
-                ),
-            );
-        }
-        metric.map(|metric| Target {
-            metric,
-            value: t.value.value,
-            tolerance: t.tolerance.value,
-        })
+    let target = p
+        .scale
+        .target
+        .as_ref()
+        .and_then(|t| check_target(c, &ctx, t));
+    let steps = check_steps(c, &ctx, &p.scale.steps);
+    let protect = p
+        .scale_in
+        .protect
+        .as_ref()
+        .and_then(|e| c.expr(e, &SANDBOX, Kind::Bool, &format!("{ctx}: scale_in.protect")));
+    let schedules = check_schedules(c, &ctx, p, min.zip(max));
+    let max_step = UpDown {
+        up: opt_count(
+            c,
+            &ctx,
+            "scale.max_step.up",
+            &p.scale.max_step.up,
+            (1, MAX_COUNT),
+        ),
+        down: opt_count(
+            c,
+            &ctx,
+            "scale.max_step.down",
+            &p.scale.max_step.down,
+            (1, MAX_COUNT),
+        ),
+    };
+    let sandbox = check_sandbox(c, &ctx, &p.sandbox);
+    let (sc, si) = (&p.scale, &p.scale_in);
+    let mut d = |field: &str, v: &Option<Spanned<HumanDuration>>, default: u64, range| {
+        duration(c, &ctx, field, v, Duration::from_secs(default), range)
+    };
+    let interval = d("scale.interval", &sc.interval, 15, (SECOND, DAY));
+    let cooldown = UpDown {
+        up: d(
+            "scale.cooldown.up",
+            &sc.cooldown.up,
+            0,
+            (Duration::ZERO, DAY),
+        ),
+        down: d(
+            "scale.cooldown.down",
+            &sc.cooldown.down,
+            0,
+            (Duration::ZERO, DAY),
+        ),
+    };
+    let stabilization = UpDown {
+        up: d(
+            "scale.stabilization.up",
+            &sc.stabilization.up,
+            0,
+            (Duration::ZERO, DAY),
+        ),
+        down: d(
+            "scale.stabilization.down",
+            &sc.stabilization.down,
+            300,
+            (Duration::ZERO, DAY),
+        ),
+    };
+    let stale_after = d("scale.stale_after", &sc.stale_after, 30, (SECOND, DAY));
+    let min_age = d("scale_in.min_age", &si.min_age, 0, (Duration::ZERO, DAY));
+    if c.diags.len() > before {
+        return None;
+    }
+    Some(Pool {
+        name: p.name.value.clone(),
+        template: p.template.clone().unwrap_or_else(|| "base".into()),
+        min: min?,
+        max: max?,
+        sandbox: sandbox?,
+        busy: busy?,
+        interval,
+        target,
+        steps,
+        cooldown,
+        stabilization,
+        max_step: UpDown {
+            up: max_step.up?,
+            down: max_step.down?,
+        },
+        on_missing: p.scale.on_missing_metrics.unwrap_or(OnMissing::Hold),
+        stale_after,
+        victims: p.scale_in.victims.unwrap_or(Victims::IdleFirst),
+        min_age,
+        protect,
+        schedules,
+        dry_run: p.dry_run,
+    })
+}
+
+/// E2B's longest sandbox lifetime: a create asking for more is refused with a 400.
+const MAX_SANDBOX_TIMEOUT: Duration = DAY;
+
+fn check_sandbox(c: &mut Checker, ctx: &str, s: &RawSandbox) -> Option<SandboxSettings> {
+    let before = c.diags.len();
+    let timeout = s.timeout.as_ref().map(|_| {
+        duration(
+            c,
+            ctx,
+            "sandbox.timeout",
+            &s.timeout,
+            Duration::ZERO,
+            (SECOND, MAX_SANDBOX_TIMEOUT),
+        )
     });
+    if c.diags.len() > before {
+        return None;
+    }
+    Some(SandboxSettings {
+        timeout,
+        metadata: s.metadata.clone(),
+        env_vars: s.env_vars.clone(),
+        auto_pause: s.auto_pause,
+    })
+}
+
+fn check_pool_bounds(c: &mut Checker, ctx: &str, p: &RawPool) -> (Option<u32>, Option<u32>) {
+    let min = count(c, ctx, "min", &p.min, (0, MAX_COUNT));
+    let max = count(c, ctx, "max", &p.max, (1, MAX_COUNT));
+    if let (Some(lo), Some(hi)) = (min, max)
+        && lo > hi
+    {
+        c.at(
+            p.min.referenced,
+            format!("{ctx}: min {lo} is greater than max {hi}"),
+        );
+    }
+    (min, max)
+}
+
+fn check_target(c: &mut Checker, ctx: &str, t: &RawTarget) -> Option<Target> {
+    let metric = c.expr(
+        &t.metric,
+        &POOL,
+        Kind::Number,
+        &format!("{ctx}: scale.target.metric"),
+    );
+    let mut ok = true;
+    if !(t.value.value.is_finite() && t.value.value > 0.0) {
+        ok = false;
+        c.at(
+            t.value.referenced,
+            format!(
+                "{ctx}: scale.target.value must be a number above 0, got {}",
+                t.value.value
+            ),
+        );
+    }
+    if !(0.0..1.0).contains(&t.tolerance.value) {
+        ok = false;
+        c.at(
+            t.tolerance.referenced,
+            format!(
+                "{ctx}: scale.target.tolerance must be from 0 to 1 (0.1 = ±10 %), got {}",
+                t.tolerance.value
+            ),
+        );
+    }
+    metric.filter(|_| ok).map(|metric| Target {
+        metric,
+        value: t.value.value,
+        tolerance: t.tolerance.value,
+    })
+}
+
+fn check_steps(c: &mut Checker, ctx: &str, raw: &[RawStep]) -> Vec<Step> {
     let mut steps = Vec::new();
-    for (i, s) in p.scale.steps.iter().enumerate() {
+    for (i, s) in raw.iter().enumerate() {
         let what = format!("{ctx}: scale.steps[{i}]");
         let change = match (&s.add, &s.remove) {
-            (Some(a), None) if a.value > 0 => Some(a.value as i64),
-            (None, Some(r)) if r.value > 0 => Some(-(r.value as i64)),
+            (Some(a), None) => count(c, &what, "add", a, (1, MAX_COUNT)).map(i64::from),
+            (None, Some(r)) => count(c, &what, "remove", r, (1, MAX_COUNT)).map(|n| -i64::from(n)),
             _ => {
                 c.at(
                     s.when.referenced,
@@ -566,11 +756,15 @@ fn check_pool(c: &mut Checker, p: &RawPool) -> Option<Pool> {
             steps.push(Step { when, change });
         }
     }
-    let protect = p
-        .scale_in
-        .protect
-        .as_ref()
-        .and_then(|e| c.expr(e, &SANDBOX, Kind::Bool, &format!("{ctx}: scale_in.protect")));
+    steps
+}
+
+fn check_schedules(
+    c: &mut Checker,
+    ctx: &str,
+    p: &RawPool,
+    bounds: Option<(u32, u32)>,
+) -> Vec<Schedule> {
     let mut schedules = Vec::new();
     for (i, s) in p.schedules.iter().enumerate() {
         let what = format!("{ctx}: schedules[{i}]");
@@ -579,95 +773,48 @@ fn check_pool(c: &mut Checker, p: &RawPool) -> Option<Pool> {
             .as_ref()
             .map(|t| t.value.as_str())
             .unwrap_or("UTC");
-        match CronSchedule::parse(&s.cron.value, tz) {
-            Ok(cron) => {
-                if s.min.is_none() && s.max.is_none() {
-                    c.at(
-                        s.cron.referenced,
-                        format!("{what}: set `min`, `max` or both"),
-                    );
-                }
-                let (min, max) = (
-                    s.min.as_ref().map(|m| m.value),
-                    s.max.as_ref().map(|m| m.value),
-                );
-                let (emin, emax) = (min.unwrap_or(p.min.value), max.unwrap_or(p.max.value));
-                if emin > emax {
-                    let loc = s
-                        .min
-                        .as_ref()
-                        .map(|m| m.referenced)
-                        .unwrap_or(s.cron.referenced);
-                    c.at(
-                        loc,
-                        format!("{what}: min {emin} would be greater than max {emax}"),
-                    );
-                }
-                schedules.push(Schedule {
-                    name: s.name.clone().unwrap_or_else(|| format!("schedules[{i}]")),
-                    cron,
-                    min,
-                    max,
-                });
-            }
+        let cron = match CronSchedule::parse(&s.cron.value, tz) {
+            Ok(cron) => cron,
             Err(e) => {
-                let loc = if e.contains("time zone") {
-                    s.timezone
-                        .as_ref()
-                        .map(|t| t.referenced)
-                        .unwrap_or(s.cron.referenced)
-                } else {
-                    s.cron.referenced
+                let loc = match (&s.timezone, e.contains("time zone")) {
+                    (Some(t), true) => t.referenced,
+                    _ => s.cron.referenced,
                 };
                 c.at(loc, format!("{what}: {e}"));
+                continue;
             }
+        };
+        if s.min.is_none() && s.max.is_none() {
+            c.at(
+                s.cron.referenced,
+                format!("{what}: set `min`, `max` or both"),
+            );
         }
+        let min = opt_count(c, &what, "min", &s.min, (0, MAX_COUNT));
+        let max = opt_count(c, &what, "max", &s.max, (1, MAX_COUNT));
+        let (Some(min), Some(max), Some((pmin, pmax))) = (min, max, bounds) else {
+            continue;
+        };
+        let (emin, emax) = (min.unwrap_or(pmin), max.unwrap_or(pmax));
+        if emin > emax {
+            let loc = s
+                .min
+                .as_ref()
+                .map(|m| m.referenced)
+                .unwrap_or(s.cron.referenced);
+            c.at(
+                loc,
+                format!("{what}: min {emin} would be greater than max {emax}"),
+            );
+        }
+        schedules.push(Schedule {
+            name: s.name.clone().unwrap_or_else(|| format!("schedules[{i}]")),
+            cron,
+            min,
+            max,
+        });
     }
-    let interval = dur(&p.scale.interval, Duration::from_secs(15));
-    if interval.is_zero() {
-        c.at(
-            p.name.referenced,
-            format!("{ctx}: scale.interval must be above 0s"),
-        );
-    }
-    if c.diags.len() > before {
-        return None;
-    }
-    Some(Pool {
-        name: p.name.value.clone(),
-        template: p.template.clone().unwrap_or_else(|| "base".into()),
-        min: p.min.value,
-        max: p.max.value,
-        sandbox: SandboxSettings {
-            timeout: p.sandbox.timeout.map(|d| d.0),
-            metadata: p.sandbox.metadata.clone(),
-            env_vars: p.sandbox.env_vars.clone(),
-            auto_pause: p.sandbox.auto_pause,
-        },
-        busy: busy?,
-        interval,
-        target,
-        steps,
-        cooldown: UpDown {
-            up: dur(&p.scale.cooldown.up, Duration::ZERO),
-            down: dur(&p.scale.cooldown.down, Duration::ZERO),
-        },
-        stabilization: UpDown {
-            up: dur(&p.scale.stabilization.up, Duration::ZERO),
-            down: dur(&p.scale.stabilization.down, Duration::from_secs(300)),
-        },
-        max_step: UpDown {
-            up: p.scale.max_step.up,
-            down: p.scale.max_step.down,
-        },
-        on_missing: p.scale.on_missing_metrics.unwrap_or(OnMissing::Hold),
-        stale_after: dur(&p.scale.stale_after, Duration::from_secs(30)),
-        victims: p.scale_in.victims.unwrap_or(Victims::IdleFirst),
-        min_age: dur(&p.scale_in.min_age, Duration::ZERO),
-        protect,
-        schedules,
-        dry_run: p.dry_run,
-    })
+    schedules
 }
 
 fn check_refs(
@@ -737,7 +884,12 @@ fn check_template(
     );
     match msg {
         Some(m) => match Template::parse(&m.value, &valid, &list) {
-            Ok(t) => Some(t),
+            Ok(t) => {
+                if let Some(hint) = t.prometheus_habit(&valid) {
+                    c.warn(m.referenced, format!("{ctx}: {hint}"));
+                }
+                Some(t)
+            }
             Err(e) => {
                 c.at(m.referenced, format!("{ctx}: {e}"));
                 None
@@ -745,6 +897,46 @@ fn check_template(
         },
         None => Template::parse(default, &valid, &list).ok(),
     }
+}
+
+/// Labels poolpilot sets itself on every Alertmanager alert; a rule's label of that name would
+/// be overwritten, so it is refused.
+const RESERVED_LABELS: [&str; 3] = ["alertname", "subject", "source"];
+
+/// The severity and labels of an alert or trigger. A `severity` label is the severity (user
+/// labels win over the default `warning`); one that contradicts the `severity` field is an
+/// error, as is a label poolpilot sets itself.
+fn check_labels(
+    c: &mut Checker,
+    ctx: &str,
+    name: &Spanned<String>,
+    severity: &Option<String>,
+    labels: &BTreeMap<String, String>,
+) -> (String, BTreeMap<String, String>) {
+    let from_label = labels.get("severity");
+    let severity = match (severity, from_label) {
+        (Some(s), Some(l)) if s != l => {
+            c.at(
+                name.referenced,
+                format!(
+                    "{ctx}: `severity: {s}` and `labels.severity: {l}` disagree; set one of them"
+                ),
+            );
+            s.clone()
+        }
+        (Some(s), _) => s.clone(),
+        (None, Some(l)) => l.clone(),
+        (None, None) => "warning".to_string(),
+    };
+    for reserved in RESERVED_LABELS {
+        if labels.contains_key(reserved) {
+            c.at(
+                name.referenced,
+                format!("{ctx}: label `{reserved}` is set by poolpilot on every alert; choose another name"),
+            );
+        }
+    }
+    (severity, labels.clone())
 }
 
 fn check_alert(
@@ -775,13 +967,31 @@ fn check_alert(
         "{alert} is firing for {subject}",
         scope,
     );
-    let repeat = dur(&a.repeat_interval, Duration::from_secs(4 * 3600));
-    if repeat.is_zero() {
-        c.at(
-            a.name.referenced,
-            format!("{ctx}: repeat_interval must be above 0s"),
-        );
-    }
+    let repeat = duration(
+        c,
+        &ctx,
+        "repeat_interval",
+        &a.repeat_interval,
+        Duration::from_secs(4 * 3600),
+        (SECOND, MONTH),
+    );
+    let for_ = duration(
+        c,
+        &ctx,
+        "for",
+        &a.for_,
+        Duration::ZERO,
+        (Duration::ZERO, WEEK),
+    );
+    let keep_firing_for = duration(
+        c,
+        &ctx,
+        "keep_firing_for",
+        &a.keep_firing_for,
+        Duration::ZERO,
+        (Duration::ZERO, WEEK),
+    );
+    let (severity, labels) = check_labels(c, &ctx, &a.name, &a.severity, &a.labels);
     if c.diags.len() > before {
         return None;
     }
@@ -790,10 +1000,10 @@ fn check_alert(
         scope: a.scope,
         pool: a.pool.as_ref().map(|p| p.value.clone()),
         when: when?,
-        for_: dur(&a.for_, Duration::ZERO),
-        keep_firing_for: dur(&a.keep_firing_for, Duration::ZERO),
-        severity: a.severity.clone().unwrap_or_else(|| "warning".into()),
-        labels: a.labels.clone(),
+        for_,
+        keep_firing_for,
+        severity,
+        labels,
         message: message?,
         notify: a.notify.iter().map(|n| n.value.clone()).collect(),
         repeat_interval: repeat,
@@ -831,7 +1041,14 @@ fn check_trigger(
         RawAction::Alert => TriggerAction::Alert,
         RawAction::Replace => TriggerAction::Replace,
         RawAction::SetTimeout => match t.timeout {
-            Some(d) => TriggerAction::SetTimeout(d.0),
+            Some(_) => TriggerAction::SetTimeout(duration(
+                c,
+                &ctx,
+                "timeout",
+                &t.timeout,
+                Duration::ZERO,
+                (SECOND, MAX_SANDBOX_TIMEOUT),
+            )),
             None => {
                 c.at(
                     t.action.referenced,
@@ -859,6 +1076,7 @@ fn check_trigger(
         "{rule}: {type} for sandbox {sandbox_id}",
         &EVENT,
     );
+    let (severity, labels) = check_labels(c, &ctx, &t.name, &t.severity, &t.labels);
     if c.diags.len() > before {
         return None;
     }
@@ -868,8 +1086,8 @@ fn check_trigger(
         pool: t.pool.as_ref().map(|p| p.value.clone()),
         when,
         action,
-        severity: t.severity.clone().unwrap_or_else(|| "warning".into()),
-        labels: t.labels.clone(),
+        severity,
+        labels,
         message: message?,
         notify: t.notify.iter().map(|n| n.value.clone()).collect(),
     })

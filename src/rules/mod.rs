@@ -27,7 +27,7 @@ pub use template::Template;
 /// or times out sandboxes carrying it.
 pub const POOL_KEY: &str = "poolpilot_pool";
 
-/// One problem in a rule file.
+/// One problem in a rule file. Diagnostics order by file, then line and column as numbers.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct Diagnostic {
     pub file: String,
@@ -58,6 +58,8 @@ pub struct RuleSet {
     pub alerts: Vec<Alert>,
     pub triggers: Vec<Trigger>,
     pub notifiers: Vec<Notifier>,
+    /// Problems that do not stop the set from loading (`check` prints them), sorted.
+    pub warnings: Vec<Diagnostic>,
 }
 
 impl RuleSet {

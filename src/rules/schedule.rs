@@ -1,7 +1,7 @@
 //! Schedules: standard 5-field crontab in an IANA time zone. The only module that imports the
 //! cron library (croner: Sunday is 0 or 7, day-of-month OR day-of-week, no seconds field).
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
@@ -45,8 +45,13 @@ impl CronSchedule {
         })
     }
 
-    /// The latest fire time at or before `now`, looking back at most 400 days.
+    /// The latest fire time at or before `now`, looking back at most 400 days. `None` outside
+    /// [`SCHEDULED_YEARS`]: near the ends of chrono's range a zone offset or a search would
+    /// overflow (and panic inside the libraries).
     pub fn previous(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if !SCHEDULED_YEARS.contains(&now.year()) {
+            return None;
+        }
         let local = now.with_timezone(&self.tz);
         let prev = self.cron.find_previous_occurrence(&local, true).ok()?;
         let prev = prev.with_timezone(&Utc);
@@ -55,6 +60,9 @@ impl CronSchedule {
 
     /// The next fire time strictly after `now`.
     pub fn next(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if !SCHEDULED_YEARS.contains(&now.year()) {
+            return None;
+        }
         let local = now.with_timezone(&self.tz);
         self.cron
             .find_next_occurrence(&local, false)
@@ -62,6 +70,9 @@ impl CronSchedule {
             .map(|t| t.with_timezone(&Utc))
     }
 }
+
+/// The years in which schedules are evaluated; outside them no schedule applies.
+pub const SCHEDULED_YEARS: std::ops::RangeInclusive<i32> = 1971..=9998;
 
 #[cfg(test)]
 mod tests {

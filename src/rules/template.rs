@@ -43,6 +43,28 @@ impl Template {
         })
     }
 
+    /// A hint when the text uses Prometheus' `{{ $labels.x }}` or `{{ $value }}`, which
+    /// poolpilot renders literally (`{{` is a literal brace here): the right spelling.
+    pub fn prometheus_habit(&self, valid: &dyn Fn(&str) -> bool) -> Option<String> {
+        let i = self.text.find("{{")?;
+        let rest = &self.text[i + 2..];
+        let end = rest.find("}}")?;
+        let inner = rest[..end].trim();
+        let name = inner
+            .strip_prefix("$labels.")
+            .or_else(|| inner.strip_prefix(".Labels."))
+            .or_else(|| (inner == "$value" || inner == ".Value").then_some("value"))?;
+        let fix = if valid(name) {
+            format!("write {{{name}}}")
+        } else {
+            "write {name} with a variable of the rule's scope".to_string()
+        };
+        Some(format!(
+            "message uses Prometheus' `{{{{{}}}}}`, which poolpilot prints literally ({{{{ is a literal brace here); {fix}",
+            &rest[..end]
+        ))
+    }
+
     pub fn text(&self) -> &str {
         &self.text
     }
@@ -114,6 +136,13 @@ mod tests {
                 .contains("valid: pool")
         );
         assert!(Template::parse("{pool", &ok, "").is_err());
+        let prom = Template::parse("{{ $labels.pool }} is hot", &ok, "").unwrap();
+        let hint = prom.prometheus_habit(&ok).unwrap();
+        assert!(
+            hint.contains("`{{ $labels.pool }}`") && hint.contains("write {pool}"),
+            "{hint}"
+        );
+        assert!(t.prometheus_habit(&ok).is_none());
         assert!(Template::parse("pool}", &ok, "").is_err());
     }
 }

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Datelike, TimeDelta, Utc};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
@@ -183,20 +183,22 @@ fn diag(file: &str, loc: Option<serde_saphyr::Location>, message: String) -> Dia
     }
 }
 
+/// The most engine steps one rule test may run, so a test file cannot run for ages.
+const MAX_TEST_STEPS: u128 = 100_000;
+/// The most members a rule test's pool may start with.
+const MAX_TEST_MEMBERS: u32 = 10_000;
+
 /// Reads and checks a rule test file, loading the rule files it names.
 pub fn load_test_file(path: &Path) -> Result<TestFile, Vec<Diagnostic>> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|e| vec![diag(&file, None, format!("cannot read: {e}"))])?;
     let raw: RawTestFile = serde_saphyr::from_str(&text).map_err(|e| {
-        let message = e
-            .to_string()
-            .lines()
-            .next()
-            .unwrap_or("invalid YAML")
-            .trim()
-            .to_string();
-        vec![diag(&file, e.location(), message)]
+        vec![diag(
+            &file,
+            e.location(),
+            super::load::yaml_message(&e, &text),
+        )]
     })?;
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut diags = Vec::new();
@@ -225,11 +227,14 @@ pub fn load_test_file(path: &Path) -> Result<TestFile, Vec<Diagnostic>> {
     for t in &raw.tests {
         let ctx = format!("test {:?}", t.name.value);
         let interval = t.interval.map(|d| d.0).unwrap_or(Duration::from_secs(15));
-        if interval.is_zero() {
+        if interval < Duration::from_millis(1) || interval > Duration::from_secs(24 * 3600) {
             diags.push(diag(
                 &file,
                 Some(t.name.referenced),
-                format!("{ctx}: interval must be above 0s"),
+                format!(
+                    "{ctx}: `interval` is {}; it must be from 1ms to 1day",
+                    HumanDuration(interval)
+                ),
             ));
             continue;
         }
@@ -238,14 +243,39 @@ pub fn load_test_file(path: &Path) -> Result<TestFile, Vec<Diagnostic>> {
                 .map(|d| d.with_timezone(&Utc))
                 .unwrap_or_default(),
             Some(s) => match DateTime::parse_from_rfc3339(&s.value) {
-                Ok(d) => d.with_timezone(&Utc),
+                Ok(d) if crate::rules::schedule::SCHEDULED_YEARS.contains(&d.year()) => {
+                    d.with_timezone(&Utc)
+                }
+                Ok(_) => {
+                    let years = crate::rules::schedule::SCHEDULED_YEARS;
+                    diags.push(diag(
+                        &file,
+                        Some(s.referenced),
+                        format!(
+                            "{ctx}: `start` {:?} must lie in the years {} to {}",
+                            s.value,
+                            years.start(),
+                            years.end()
+                        ),
+                    ));
+                    continue;
+                }
                 Err(_) => {
                     diags.push(diag(&file, Some(s.referenced), format!("{ctx}: start {:?} is not an RFC 3339 time such as 2026-01-07T12:00:00Z", s.value)));
                     continue;
                 }
             },
         };
-        for p in t.pools.keys() {
+        for (p, n) in &t.pools {
+            if *n > MAX_TEST_MEMBERS {
+                diags.push(diag(
+                    &file,
+                    Some(t.name.referenced),
+                    format!(
+                        "{ctx}: pools: {p} starts with {n} members; at most {MAX_TEST_MEMBERS}"
+                    ),
+                ));
+            }
             if rules.pool(p).is_none() {
                 diags.push(diag(
                     &file,
@@ -378,10 +408,23 @@ pub fn load_test_file(path: &Path) -> Result<TestFile, Vec<Diagnostic>> {
                 format!("{ctx}: has no `expect`: a test that checks nothing is not a test"),
             ));
         }
-        let duration = t
-            .duration
-            .map(|d| d.0)
-            .unwrap_or_else(|| last_at.max(interval * longest.saturating_sub(1) as u32));
+        let duration = t.duration.map(|d| d.0).unwrap_or_else(|| {
+            let samples = u32::try_from(longest.saturating_sub(1)).unwrap_or(u32::MAX);
+            last_at.max(interval.checked_mul(samples).unwrap_or(Duration::MAX))
+        });
+        let steps = duration.as_nanos() / interval.as_nanos();
+        if steps > MAX_TEST_STEPS {
+            diags.push(diag(
+                &file,
+                Some(t.name.referenced),
+                format!(
+                    "{ctx}: runs {steps} steps ({} / interval {}); at most {MAX_TEST_STEPS}: shorten `duration` or lengthen `interval`",
+                    HumanDuration(duration),
+                    HumanDuration(interval)
+                ),
+            ));
+            continue;
+        }
         cases.push(TestCase {
             name: t.name.value.clone(),
             interval,
@@ -668,5 +711,35 @@ mod tests {
         );
         assert!(parse_series("1+2").unwrap_err().contains("no `xN`"));
         assert!(parse_series("1x999999999").is_err());
+    }
+
+    #[test]
+    fn runaway_tests_are_refused_at_load() {
+        let dir = std::env::temp_dir().join(format!("poolpilot-ruletest-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("r.yaml"), "pools: [{ name: p, min: 0, max: 1 }]\n").unwrap();
+        let case = |extra: &str| {
+            let f = dir.join("t.test.yaml");
+            std::fs::write(
+                &f,
+                format!("rule_files: [r.yaml]\ntests:\n  - name: t\n    {extra}\n    expect: [{{ at: 0s, size: {{ p: 0 }} }}]\n"),
+            )
+            .unwrap();
+            load_test_file(&f)
+                .err()
+                .map(|d| {
+                    d.iter()
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })
+                .unwrap_or_default()
+        };
+        assert!(case("duration: 300000years").contains("at most 100000"));
+        assert!(case("interval: 300000years").contains("`interval` is 300000years"));
+        assert!(case("start: \"9999-12-31T23:00:00Z\"").contains("must lie in the years"));
+        assert!(case("pools: { p: 4000000000 }").contains("at most 10000"));
+        assert_eq!(case("duration: 1m"), "");
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

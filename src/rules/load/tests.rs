@@ -142,7 +142,7 @@ fn every_error_has_file_line_column_and_the_rule() {
             "is a number, but a boolean condition is needed",
         ),
         (
-            "pools:\n  - name: p\n    min: 0\n    max: 1\n    scale:\n      steps:\n        - { when: busy_ratio > 1/2, add: 1 }\n",
+            "pools:\n  - name: p\n    min: 0\n    max: 1\n    scale:\n      steps:\n        - { when: busy_ratio > \"half\", add: 1 }\n",
             "r.yaml:7:19: pool \"p\": scale.steps[0].when: ",
         ),
         (
@@ -204,7 +204,7 @@ fn every_error_has_file_line_column_and_the_rule() {
         ("pools: 3\n", "r.yaml:1:"),
         (
             "pools:\n  - { name: p, min: 0, max: 1 }\npools: []\n",
-            "duplicate",
+            "defined twice",
         ),
     ];
     for (text, want) in cases {
@@ -241,4 +241,218 @@ proptest::proptest! {
         s.insert_str(at, &insert);
         let _ = load_str(&[("mut.yaml", &s)]);
     }
+}
+
+fn one_error(text: &str) -> String {
+    let errs = errors(text);
+    assert_eq!(errs.len(), 1, "{text}\n{errs:#?}");
+    errs[0].clone()
+}
+
+#[test]
+fn every_duration_is_bounded_with_the_field_value_and_range() {
+    let pool = |scale: &str| format!("pools:\n  - {{ name: p, min: 0, max: 1, {scale} }}\n");
+    let cases: Vec<(String, &str)> = vec![
+        (pool("scale: { interval: 300000years }"), "`scale.interval` is 300000years; it must be from 1s to 1day"),
+        (pool("scale: { interval: 0s }"), "`scale.interval` is 0s; it must be from 1s to 1day"),
+        (pool("scale: { stale_after: 300000years }"), "`scale.stale_after` is 300000years"),
+        (pool("scale: { cooldown: { up: 2days } }"), "`scale.cooldown.up` is 2days; it must be from 0s to 1day"),
+        (pool("scale: { cooldown: { down: 2days } }"), "`scale.cooldown.down`"),
+        (pool("scale: { stabilization: { up: 2days } }"), "`scale.stabilization.up`"),
+        (pool("scale: { stabilization: { down: 300000years } }"), "`scale.stabilization.down`"),
+        (pool("scale_in: { min_age: 300000years }"), "`scale_in.min_age`"),
+        (pool("sandbox: { timeout: 25h }"), "`sandbox.timeout` is 1day 1h; it must be from 1s to 1day"),
+        (pool("scale: { interval: 18446744073709551616s }"), "invalid duration \"18446744073709551616s\""),
+        (
+            "alerts:\n  - { name: a, scope: team, when: running > 1, for: 300000years }\n".into(),
+            "r.yaml:2:53: alert \"a\": `for` is 300000years; it must be from 0s to 7days",
+        ),
+        (
+            "alerts:\n  - { name: a, scope: team, when: running > 1, keep_firing_for: 8days }\n".into(),
+            "`keep_firing_for` is 8days",
+        ),
+        (
+            "alerts:\n  - { name: a, scope: team, when: running > 1, repeat_interval: 0s }\n".into(),
+            "`repeat_interval` is 0s; it must be from 1s to 30days",
+        ),
+        (
+            "pools: [{ name: p, min: 0, max: 1 }]\ntriggers:\n  - { name: t, on: killed, pool: p, action: set_timeout, timeout: 2days }\n".into(),
+            "trigger \"t\": `timeout` is 2days; it must be from 1s to 1day",
+        ),
+    ];
+    for (text, want) in &cases {
+        let e = one_error(text);
+        assert!(e.contains(want), "{text}\nwanted {want:?} in {e}");
+    }
+    // The largest loadable values load.
+    let ok = "pools:\n  - name: p\n    min: 0\n    max: 1\n    sandbox: { timeout: 24h }\n    scale: { interval: 1day, stale_after: 1day, cooldown: { up: 1day, down: 1day }, stabilization: { up: 1day, down: 1day } }\n    scale_in: { min_age: 1day }\n";
+    assert!(load_str(&[("r.yaml", ok)]).is_ok());
+}
+
+#[test]
+fn counts_name_the_field_and_the_range() {
+    for (text, want) in [
+        (
+            "pools:\n  - { name: p, min: -1, max: 1 }\n",
+            "r.yaml:2:21: pool \"p\": `min` is -1; it must be a whole number from 0 to 100000",
+        ),
+        (
+            "pools:\n  - { name: p, min: 0, max: 99999999999 }\n",
+            "`max` is 99999999999; it must be a whole number from 1 to 100000",
+        ),
+        (
+            "pools:\n  - { name: p, min: 0, max: 0 }\n",
+            "`max` is 0; it must be a whole number from 1 to 100000",
+        ),
+        (
+            "pools:\n  - { name: p, min: 1.5, max: 3 }\n",
+            "`min` is 1.5",
+        ),
+        (
+            "pools:\n  - { name: p, min: lots, max: 3 }\n",
+            "`min` is \"lots\"",
+        ),
+        (
+            "pools:\n  - { name: p, min: 0, max: 1, scale: { max_step: { up: -3 } } }\n",
+            "`scale.max_step.up` is -3; it must be a whole number from 1 to 100000",
+        ),
+        (
+            "pools:\n  - { name: p, min: 0, max: 1, scale: { steps: [{ when: size > 1, add: 0 }] } }\n",
+            "scale.steps[0]: `add` is 0; it must be a whole number from 1",
+        ),
+    ] {
+        let e = one_error(text);
+        assert!(e.contains(want), "{text}\nwanted {want:?} in {e}");
+    }
+}
+
+#[test]
+fn yaml_errors_say_the_position_once_and_speak_to_rule_authors() {
+    let e = one_error("pools:\n  - { name: p, min: 0, max: 1, colour: red }\n");
+    assert!(e.starts_with("r.yaml:2:32: unknown field `colour`"), "{e}");
+    assert!(!e.contains("line 2"), "{e}");
+    let e = one_error("pools:\n  - { name: p, min: 0, max: 1 }\npools: []\n");
+    assert_eq!(
+        e,
+        "r.yaml:3:1: key `pools` is defined twice in the same mapping (first at line 1); keep one"
+    );
+    assert!(!e.contains("DuplicateKeyPolicy"));
+}
+
+#[test]
+fn a_url_is_never_printed() {
+    let secret = "hooks.slack.com/services/T0/B0/SECRET";
+    let e = one_error(&format!(
+        "notifiers:\n  - {{ name: s, kind: slack, url: {secret} }}\n"
+    ));
+    assert!(
+        !e.contains("SECRET") && e.contains("not an http(s) URL"),
+        "{e}"
+    );
+    let e = one_error("notifiers:\n  - { name: s, kind: webhook, url: \"https//SECRET\" }\n");
+    assert!(!e.contains("SECRET"), "{e}");
+}
+
+#[test]
+fn a_severity_label_wins_over_the_default() {
+    let text = "notifiers: [{ name: n, kind: log }]\nalerts:\n  - { name: a, scope: team, when: running > 1, notify: [n], labels: { severity: critical } }\n";
+    let set = load_str(&[("r.yaml", text)]).unwrap();
+    assert_eq!(set.alerts[0].severity, "critical");
+    assert_eq!(set.alerts[0].labels["severity"], "critical");
+    let clash = text.replace("notify: [n],", "notify: [n], severity: info,");
+    assert!(one_error(&clash).contains("disagree"));
+    let reserved = text.replace("severity: critical", "alertname: x");
+    assert!(one_error(&reserved).contains("label `alertname` is set by poolpilot"));
+}
+
+#[test]
+fn prometheus_placeholders_are_a_warning_with_the_right_spelling() {
+    let text = "notifiers: [{ name: n, kind: log }]\nalerts:\n  - name: a\n    scope: pool\n    when: size > 1\n    notify: [n]\n    message: \"{{ $labels.pool }} is big\"\n";
+    let set = load_str(&[("r.yaml", text)]).unwrap();
+    let w: Vec<String> = set.warnings.iter().map(|d| d.to_string()).collect();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with(
+            "r.yaml:7:14: warning: alert \"a\": message uses Prometheus' `{{ $labels.pool }}`"
+        ) && w[0].contains("write {pool}"),
+        "{w:?}"
+    );
+}
+
+#[test]
+fn diagnostics_sort_by_line_as_a_number() {
+    let mut text = String::from("pools:\n");
+    for i in 0..12 {
+        text.push_str(&format!("  - {{ name: p{i}, min: 0, max: 1 }}\n"));
+    }
+    text.push_str("  - { name: bad, min: 3, max: 1 }\n");
+    text = text.replacen("name: p2, min: 0", "name: p2, min: 5", 1);
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(errs[0].starts_with("r.yaml:4:"), "{errs:?}");
+    assert!(errs[1].starts_with("r.yaml:14:"), "{errs:?}");
+}
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("poolpilot-rules-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+const POOL_A: &str = "pools:\n  - { name: a, min: 0, max: 1 }\n";
+
+#[cfg(unix)]
+#[test]
+fn symlink_loops_end_and_each_real_file_loads_once() {
+    use std::os::unix::fs::symlink;
+    let d = scratch_dir("loop");
+    std::fs::write(d.join("a.yaml"), POOL_A).unwrap();
+    symlink(".", d.join("self1")).unwrap();
+    symlink(".", d.join("self2")).unwrap();
+    std::fs::create_dir(d.join("sub")).unwrap();
+    symlink("..", d.join("sub/up")).unwrap();
+    let files = rule_files_in(&d).unwrap();
+    assert_eq!(files, vec![d.join("a.yaml")]);
+    assert!(load_paths(std::slice::from_ref(&d)).is_ok());
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[cfg(unix)]
+#[test]
+fn a_kubernetes_configmap_mount_loads() {
+    use std::os::unix::fs::symlink;
+    let d = scratch_dir("configmap");
+    let real = d.join("..2026_11_27_05_00_00.123");
+    std::fs::create_dir(&real).unwrap();
+    std::fs::write(real.join("a.yaml"), POOL_A).unwrap();
+    std::fs::write(real.join("b.yaml"), "alerts: []\n").unwrap();
+    symlink("..2026_11_27_05_00_00.123", d.join("..data")).unwrap();
+    symlink("..data/a.yaml", d.join("a.yaml")).unwrap();
+    symlink("..data/b.yaml", d.join("b.yaml")).unwrap();
+    std::fs::write(d.join(".a.yaml.swp"), "not: [yaml").unwrap();
+    let files = rule_files_in(&d).unwrap();
+    assert_eq!(files, vec![d.join("a.yaml"), d.join("b.yaml")]);
+    let set = load_paths(std::slice::from_ref(&d)).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(set.pools.len(), 1);
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn the_agent_config_in_a_rule_directory_is_skipped_with_a_note() {
+    let d = scratch_dir("agentcfg");
+    std::fs::write(d.join("a.yaml"), POOL_A).unwrap();
+    std::fs::write(
+        d.join("poolpilot.yaml"),
+        "rules: [./]\nstate_dir: /var/lib/poolpilot\nlisten: 127.0.0.1:9477\n",
+    )
+    .unwrap();
+    let set = load_paths(std::slice::from_ref(&d)).unwrap_or_else(|e| panic!("{e:?}"));
+    assert_eq!(set.pools.len(), 1);
+    let note = set.warnings[0].to_string();
+    assert!(
+        note.ends_with("poolpilot.yaml: warning: skipped: this is poolpilot's agent config (`poolpilot run --config`), not a rule file; its `rules` list names the rule files"),
+        "{note}"
+    );
+    std::fs::remove_dir_all(&d).ok();
 }
