@@ -867,9 +867,22 @@ impl Sim {
         for d in held {
             self.deliver(d).await;
         }
-        for _ in 0..40 {
+        // Calm until the pools are still: several turns in a row with nothing to do, so the
+        // events of the last actions have come in too.
+        let mut still = 0;
+        for _ in 0..300 {
+            let seq = self.checked_seq;
             self.step(true).await;
             self.settle().await;
+            self.check_step();
+            still = if self.checked_seq == seq {
+                still + 1
+            } else {
+                0
+            };
+            if still >= 6 {
+                break;
+            }
         }
         for pool in &self.rules.pools {
             let n = self.api.members(&pool.name);
