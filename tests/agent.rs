@@ -657,3 +657,43 @@ async fn a_dry_run_logs_each_decision_once_and_says_so() {
     assert_eq!(lines[0]["result"], "dry_run");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_are_counted_when_they_return_failed_under_a_503_storm() {
+    // Issue 9, item 9: creates answered 503 were counted `ok` when sent.
+    let emu = emulator("").await;
+    common::raw()
+        .post(format!("{}/_emulator/faults", emu.url()))
+        .json(&json!({"status": 503, "count": 1000, "path": "/v2/sandboxes", "method": "POST"}))
+        .send()
+        .await
+        .unwrap();
+    let mut a = agent(&emu, "pools:\n  - { name: w, min: 2, max: 2 }\n", None);
+    let now = advance(&emu, "1s").await;
+    let sent = a.tick(now).await;
+    assert!(
+        sent.actions.is_empty(),
+        "nothing known yet: {:?}",
+        sent.actions
+    );
+    let returned = a.settle().await;
+    assert_eq!(
+        returned.actions,
+        vec![
+            ("create", poolpilot::agent::control::ActionResult::Failed),
+            ("create", poolpilot::agent::control::ActionResult::Failed)
+        ]
+    );
+    let log = a.recent.lock().unwrap().clone();
+    assert_eq!(log.len(), 1);
+    assert_eq!(
+        log[0].result,
+        poolpilot::agent::control::ActionResult::Failed
+    );
+    assert!(
+        log[0].outcome.contains("2 create(s) failed"),
+        "{:?}",
+        log[0]
+    );
+    assert_eq!(a.pending().get("w"), Some(&2), "503: they may exist");
+}
