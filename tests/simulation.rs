@@ -139,8 +139,8 @@ struct ChaosState {
     foreign: HashSet<String>,
     /// Idempotency-Key -> the sandbox it made.
     keys: HashMap<String, String>,
-    /// Pools whose last metrics had a member without a finite sample.
-    bad_metrics: BTreeSet<String>,
+    /// Sandboxes (with their pool) that had no finite sample in the last metrics answer.
+    bad_metrics: BTreeMap<String, String>,
     violations: Vec<String>,
 }
 
@@ -372,7 +372,7 @@ impl E2bApi for Chaos {
             }
             let good = got.get(id).is_some_and(|m| m.cpu_used_pct.is_finite());
             if !good && let Some(pool) = pools.get(id) {
-                st.bad_metrics.insert(pool.clone());
+                st.bad_metrics.insert(id.clone(), pool.clone());
             }
         }
         Ok(got)
@@ -505,7 +505,7 @@ impl Sim {
                 max: maxima(&rules),
                 foreign,
                 keys: HashMap::new(),
-                bad_metrics: BTreeSet::new(),
+                bad_metrics: BTreeMap::new(),
                 violations: Vec::new(),
             }),
             step: step_rx,
@@ -824,7 +824,22 @@ impl Sim {
         {
             self.checked_seq = self.checked_seq.max(last.seq);
         }
-        let bad = self.api.st().bad_metrics.clone();
+        // A pool decides on bad data when a member it still counts (alive: the dead are out of
+        // the agent's view once their kill is known) had no finite sample.
+        let bad_members = self.api.st().bad_metrics.clone();
+        let alive: HashSet<String> = {
+            let core = lock(&self.core);
+            bad_members
+                .keys()
+                .filter(|id| core.get(id).is_ok_and(|s| s.state == SandboxState::Running))
+                .cloned()
+                .collect()
+        };
+        let bad: BTreeSet<String> = bad_members
+            .into_iter()
+            .filter(|(id, _)| alive.contains(id))
+            .map(|(_, pool)| pool)
+            .collect();
         for d in decisions {
             if let Some(msg) = self.decision_problem(&d, &bad) {
                 self.fail(msg);

@@ -441,8 +441,8 @@ impl Agent {
                     actor.act(seq, &d).await
                 }
             };
-            if let Action::Kill { sandbox_ids, .. } = &d.action {
-                self.killed.extend(sandbox_ids.iter().cloned());
+            if let Action::Kill { .. } = &d.action {
+                self.killed.extend(outcome.sandbox_ids.iter().cloned());
             }
             let kind = act::kind(&d.action);
             report
