@@ -19,21 +19,13 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::dedup::Dedup;
+use super::state::StateStore;
 use super::webhooks::Delivered;
 use crate::e2b::{E2bApi, EventQuery, LifecycleEvent};
-use crate::engine::{Action, Decision, Engine, EngineState, Observations};
+use crate::engine::{Action, Decision, Engine, Observations};
 use crate::notify::Dispatcher;
 use crate::rules::RuleSet;
 use crate::simulate::observe;
-
-/// Everything that survives a restart.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PersistedState {
-    pub engine: EngineState,
-    /// Newest event time taken from the events API.
-    pub event_cursor: Option<DateTime<Utc>>,
-    pub dedup: Dedup,
-}
 
 /// One logged decision and what came of it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -74,7 +66,8 @@ pub struct Agent {
     pending: Arc<Mutex<BTreeMap<String, u32>>>,
     in_flight: Vec<JoinHandle<()>>,
     dry_run: bool,
-    state_path: Option<PathBuf>,
+    /// state.json and the journal of ids acted on; None keeps everything in memory.
+    store: Option<StateStore>,
     log_path: Option<PathBuf>,
     /// The newest decisions, for `GET /api/v1/decisions`.
     pub recent: Arc<Mutex<VecDeque<LoggedDecision>>>,
@@ -105,31 +98,21 @@ impl Agent {
         rules: Arc<RuleSet>,
         opts: AgentOptions,
     ) -> std::io::Result<Agent> {
-        let state_path = opts.state_dir.as_ref().map(|d| d.join("state.json"));
         let log_path = opts.state_dir.as_ref().map(|d| d.join("decisions.jsonl"));
-        if let Some(d) = &opts.state_dir {
-            std::fs::create_dir_all(d)?;
-        }
         let mut engine = Engine::new(rules.clone());
         let mut cursor = None;
-        if let Some(p) = &state_path
-            && p.exists()
-        {
-            let text = std::fs::read_to_string(p)?;
-            match serde_json::from_str::<PersistedState>(&text) {
-                Ok(s) => {
-                    *lock(&opts.dedup) = s.dedup;
-                    engine = Engine::with_state(rules, s.engine);
-                    cursor = s.event_cursor;
-                    tracing::info!(path = %p.display(), "resumed from saved state");
-                }
-                Err(e) => {
-                    // Kept aside, not overwritten, so that it can be inspected or restored.
-                    let aside = p.with_extension("json.unreadable");
-                    let _ = std::fs::rename(p, &aside);
-                    tracing::error!(path = %p.display(), kept_as = %aside.display(), error = %e, "saved state unreadable; starting fresh")
-                }
+        let mut store = None;
+        if let Some(d) = &opts.state_dir {
+            let limits = lock(&opts.dedup).limits();
+            let (s, saved) =
+                StateStore::open(d, Utc::now(), limits).map_err(std::io::Error::other)?;
+            *lock(&opts.dedup) = saved.dedup;
+            if let Some(e) = saved.engine {
+                engine = Engine::with_state(rules, e);
+                tracing::info!(dir = %d.display(), "resumed from saved state");
             }
+            cursor = saved.cursor;
+            store = Some(s);
         }
         Ok(Agent {
             api,
@@ -143,7 +126,7 @@ impl Agent {
             pending: Arc::new(Mutex::new(BTreeMap::new())),
             in_flight: Vec::new(),
             dry_run: opts.dry_run,
-            state_path,
+            store,
             log_path,
             recent: Arc::new(Mutex::new(VecDeque::new())),
             seq: 0,
@@ -211,13 +194,18 @@ impl Agent {
             }
         }
         let mut d = lock(&self.dedup);
-        let mut new: Vec<LifecycleEvent> = fresh.into_iter().filter(|e| d.insert(&e.id)).collect();
+        d.advance_horizon(since);
+        let mut new: Vec<LifecycleEvent> = fresh
+            .into_iter()
+            .filter(|e| d.record_polled(&e.id, e.timestamp, now))
+            .collect();
         drop(d);
         new.sort_by(|a, b| (a.timestamp, &a.id).cmp(&(b.timestamp, &b.id)));
         if let Some(last) = new.last() {
             self.event_cursor = Some(
                 self.event_cursor
-                    .map_or(last.timestamp, |c| c.max(last.timestamp)),
+                    .map_or(last.timestamp, |c| c.max(last.timestamp))
+                    .min(now),
             );
         } else if self.event_cursor.is_none() {
             self.event_cursor = Some(now);
@@ -307,6 +295,9 @@ impl Agent {
         mut report: TickReport,
     ) -> TickReport {
         report.events = events.len();
+        if let Some(s) = &mut self.store {
+            s.record(events.iter().map(|e| (e.id.as_str(), e.timestamp)));
+        }
         let pending = self.pending();
         let decisions = self.engine.step(
             now,
@@ -480,21 +471,11 @@ impl Agent {
         r.push_back(entry);
     }
 
-    /// Writes state atomically: a temporary file, then a rename over the old one.
-    pub fn persist(&self) {
-        let Some(path) = &self.state_path else { return };
-        let state = PersistedState {
-            engine: self.engine.state().clone(),
-            event_cursor: self.event_cursor,
-            dedup: lock(&self.dedup).clone(),
-        };
-        let tmp = path.with_extension("json.tmp");
-        let res = serde_json::to_vec(&state)
-            .map_err(std::io::Error::other)
-            .and_then(|bytes| std::fs::write(&tmp, bytes))
-            .and_then(|()| std::fs::rename(&tmp, path));
-        if let Err(e) = res {
-            tracing::error!(path = %path.display(), error = %e, "cannot save state");
+    /// Saves state durably when it changed (see [`super::state`]).
+    pub fn persist(&mut self) {
+        let horizon = lock(&self.dedup).horizon();
+        if let Some(s) = &mut self.store {
+            s.save(self.engine.state(), self.event_cursor, horizon);
         }
     }
 }

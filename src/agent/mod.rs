@@ -3,18 +3,24 @@
 //! - [`control`]: the control loop, one [`control::Agent::tick`] at a time: observe, take
 //!   events, decide, act, notify, log, persist;
 //! - [`run`]: the long-running process around it: timers, reload, shutdown;
+//! - [`serve`]: the HTTP server loop: header timeouts, a connection limit that makes room for
+//!   new clients, the open files limit;
 //! - [`server`]: health, readiness, metrics and the decision/pool/alert API;
 //! - [`systemd`]: `Type=notify` readiness, reload and watchdog notifications;
 //! - [`webhooks`]: the signed E2B webhook receiver;
 //! - [`register`]: idempotent self-registration of the webhook with E2B;
 //! - [`dedup`]: the bounded window of ids already processed, shared by webhook deliveries and
-//!   event polling so that an event is handled once whichever way it arrives.
+//!   event polling so that an event is handled once whichever way it arrives;
+//! - [`state`]: what survives a restart (`state.json`, the journal of ids acted on), written
+//!   durably, and set aside rather than trusted when it cannot be read.
 
 pub mod config;
 pub mod control;
 pub mod dedup;
 pub mod register;
 pub mod run;
+pub mod serve;
 pub mod server;
+pub mod state;
 pub mod systemd;
 pub mod webhooks;
