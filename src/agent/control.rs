@@ -296,7 +296,8 @@ impl Agent {
     ) -> TickReport {
         report.events = events.len();
         if let Some(s) = &mut self.store {
-            s.record(events.iter().map(|e| (e.id.as_str(), e.timestamp)));
+            s.record(events.iter().map(|e| (e.id.as_str(), e.timestamp)))
+                .await;
         }
         let pending = self.pending();
         let decisions = self.engine.step(

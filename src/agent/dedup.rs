@@ -42,6 +42,9 @@ pub const MAX_ID_LEN: usize = 128;
 /// How far in the future an event's timestamp may be (clock skew between E2B and the agent).
 pub const MAX_CLOCK_SKEW: TimeDelta = TimeDelta::minutes(5);
 
+/// The most ids the set is sized for up front; past it, it grows as needed.
+const PRESIZE_MAX: usize = 1 << 20;
+
 /// What remembering one id costs beyond its bytes: the set's slot, the bucket's slot, the `Arc`
 /// header. An estimate, so that the byte bound follows memory rather than id length alone.
 const ENTRY_OVERHEAD: usize = 64;
@@ -125,7 +128,9 @@ impl Dedup {
                 ids: limits.ids.max(1),
                 bytes: limits.bytes.max(1),
             },
-            set: HashSet::new(),
+            // Sized up front (up to a million ids) so that the receiver, which inserts under
+            // the lock, never waits for the whole set to be rehashed.
+            set: HashSet::with_capacity(limits.ids.clamp(1, PRESIZE_MAX)),
             by_time: BTreeMap::new(),
             bytes: 0,
             horizon: None,

@@ -28,6 +28,7 @@
 //! file is kept aside the same way. Saved capacities are clamped to the configured bounds, and a
 //! cursor in the future is clamped to now. Each of these is logged.
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -46,8 +47,9 @@ pub const JOURNAL_FILE: &str = "seen.journal";
 const MAX_STATE_BYTES: u64 = 64 << 20;
 /// A journal line is at most this long: 20 digits, a space, an id, a newline.
 const MAX_JOURNAL_LINE: usize = 24 + super::dedup::MAX_ID_LEN;
-/// The journal is compacted once it has this many lines more than after its last compaction
-/// (and more than it had then), so compaction costs O(1) per recorded id.
+/// The journal is compacted once this many of its lines (and more than the live ones) are
+/// behind the horizon: only garbage triggers it, and each compaction is paid for by as many
+/// dropped lines as it keeps, so it costs O(1) per recorded id and never runs for nothing.
 const COMPACT_MIN_LINES: u64 = 10_000;
 
 /// A state file that could not be read, written, or set aside.
@@ -115,7 +117,10 @@ struct Journal {
     /// Open for appending; None after a failed compaction (then reopened on the next record).
     file: Option<File>,
     lines: u64,
-    lines_after_compaction: u64,
+    /// Lines by event second, not yet counted dead.
+    by_second: BTreeMap<i64, u64>,
+    /// Lines known to be behind the horizon.
+    dead: u64,
 }
 
 /// Runs blocking file I/O without stalling the async workers: on a multi-threaded runtime the
@@ -168,26 +173,41 @@ impl StateStore {
         })
     }
 
-    /// Journals the ids of events about to be acted on, synced before it returns. A failure is
-    /// logged: the events are still acted on, and only a crash before the next successful
-    /// record could then handle them again.
-    pub fn record<'a>(&mut self, events: impl IntoIterator<Item = (&'a str, DateTime<Utc>)>) {
+    /// Journals the ids of events about to be acted on, synced before it returns. The write and
+    /// the sync run on a blocking thread, so the receiver keeps answering meanwhile, and
+    /// deliveries that arrive during a sync are taken together at the next record (group
+    /// commit). A failure is logged: the events are still acted on, and only a crash before
+    /// the next successful record could then handle them again.
+    pub async fn record<'a>(&mut self, events: impl IntoIterator<Item = (&'a str, DateTime<Utc>)>) {
         let mut buf = String::new();
-        let mut n = 0u64;
+        let mut seconds = Vec::new();
         for (id, at) in events {
             if valid_id(id) {
-                buf.push_str(&format!("{} {id}\n", at.timestamp_millis()));
-                n += 1;
+                let ms = at.timestamp_millis();
+                buf.push_str(&format!("{ms} {id}\n"));
+                seconds.push(ms.div_euclid(1000));
             }
         }
-        if n == 0 {
+        if seconds.is_empty() {
             return;
         }
-        if let Err(e) = blocking(|| self.journal.append(buf.as_bytes())) {
-            tracing::error!(path = %self.journal.path.display(), error = %e, "cannot journal the events acted on; a crash now could handle them again");
-        } else {
-            self.journal.lines = self.journal.lines.saturating_add(n);
-        }
+        let (path, file) = (self.journal.path.clone(), self.journal.file.take());
+        let appended =
+            tokio::task::spawn_blocking(move || append_synced(&path, file, buf.as_bytes())).await;
+        let error = match appended {
+            Ok((file, res)) => {
+                self.journal.file = file;
+                match res {
+                    Ok(()) => {
+                        self.journal.count(seconds);
+                        return;
+                    }
+                    Err(e) => e.to_string(),
+                }
+            }
+            Err(e) => e.to_string(),
+        };
+        tracing::error!(path = %self.journal.path.display(), error = %error, "cannot journal the events acted on; a crash now could handle them again");
     }
 
     /// Writes `state.json` when it changed, and compacts the journal when it is due, dropping
@@ -218,7 +238,7 @@ impl StateStore {
                     Err(e) => tracing::error!(error = %e, "cannot save state"),
                 }
             }
-            if self.journal.compaction_due()
+            if self.journal.compaction_due(horizon)
                 && let Err(e) = self.journal.compact(horizon)
             {
                 tracing::error!(error = %e, "cannot compact the journal; it keeps growing until it can");
@@ -368,7 +388,8 @@ impl Journal {
             path: path.to_path_buf(),
             file: None,
             lines: 0,
-            lines_after_compaction: 0,
+            by_second: BTreeMap::new(),
+            dead: 0,
         };
         let bad = match File::open(path) {
             Ok(f) => read_journal(f, limits, dedup).map_err(|source| StateError::Read {
@@ -390,9 +411,25 @@ impl Journal {
         Ok(journal)
     }
 
-    fn compaction_due(&self) -> bool {
-        let grown = self.lines.saturating_sub(self.lines_after_compaction);
-        grown > COMPACT_MIN_LINES.max(self.lines_after_compaction)
+    fn count(&mut self, seconds: impl IntoIterator<Item = i64>) {
+        for s in seconds {
+            *self.by_second.entry(s).or_default() += 1;
+            self.lines = self.lines.saturating_add(1);
+        }
+    }
+
+    /// True when at least [`COMPACT_MIN_LINES`] lines, and more than the live ones, are behind
+    /// `horizon`.
+    fn compaction_due(&mut self, horizon: Option<DateTime<Utc>>) -> bool {
+        if let Some(h) = horizon {
+            let live = self
+                .by_second
+                .split_off(&h.timestamp_millis().div_euclid(1000));
+            let gone = std::mem::replace(&mut self.by_second, live);
+            self.dead = self.dead.saturating_add(gone.values().sum::<u64>());
+        }
+        let live = self.lines.saturating_sub(self.dead);
+        self.dead >= COMPACT_MIN_LINES && self.dead > live
     }
 
     /// Rewrites the journal without the ids older than `horizon`, reading the file itself: the
@@ -425,15 +462,15 @@ impl Journal {
         if let Some(h) = horizon {
             text.push_str(&format!("h {}\n", h.timestamp_millis()));
         }
-        let mut n = 0u64;
+        let mut seconds = Vec::new();
         for (t, id) in entries {
             text.push_str(&format!("{t} {id}\n"));
-            n += 1;
+            seconds.push(t.div_euclid(1000));
         }
         write_durably(&self.path, text.as_bytes())?;
         self.file = Some(self.open_append()?);
-        self.lines = n;
-        self.lines_after_compaction = n;
+        (self.lines, self.dead, self.by_second) = (0, 0, BTreeMap::new());
+        self.count(seconds);
         Ok(())
     }
 
@@ -447,20 +484,28 @@ impl Journal {
                 source,
             })
     }
+}
 
-    fn append(&mut self, bytes: &[u8]) -> Result<(), StateError> {
-        if self.file.is_none() {
-            self.file = Some(self.open_append()?);
-        }
-        let path = self.path.clone();
-        let f = self.file.as_mut().ok_or_else(|| StateError::Write {
-            path: path.clone(),
-            source: std::io::Error::other("journal not open"),
-        })?;
-        f.write_all(bytes)
-            .and_then(|()| f.sync_data())
-            .map_err(|source| StateError::Write { path, source })
-    }
+/// Appends `bytes` to the journal at `path` (opening it when `file` is None) and syncs them;
+/// gives the open file back for the next append.
+fn append_synced(
+    path: &Path,
+    file: Option<File>,
+    bytes: &[u8],
+) -> (Option<File>, Result<(), StateError>) {
+    let err = |source| StateError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = match file {
+        Some(f) => f,
+        None => match OpenOptions::new().create(true).append(true).open(path) {
+            Ok(f) => f,
+            Err(e) => return (None, Err(err(e))),
+        },
+    };
+    let res = f.write_all(bytes).and_then(|()| f.sync_data()).map_err(err);
+    (Some(f), res)
 }
 
 /// Reads journal lines into `dedup`; returns how many could not be read (a torn last line not
@@ -593,11 +638,12 @@ mod tests {
         std::fs::remove_dir_all(&d).ok();
     }
 
-    #[test]
-    fn journaled_ids_survive_a_restart_and_compaction_keeps_the_horizon() {
+    #[tokio::test]
+    async fn journaled_ids_survive_a_restart_and_compaction_keeps_the_horizon() {
         let d = dir("journal");
         let (mut s, _) = open(&d, t(0));
-        s.record([("a", t(10)), ("b", t(20)), ("bad id", t(20))]);
+        s.record([("a", t(10)), ("b", t(20)), ("bad id", t(20))])
+            .await;
         s.save(&EngineState::default(), Some(t(30)), None);
         let saved = std::fs::read_to_string(d.join(STATE_FILE)).unwrap();
         assert!(!saved.contains("dedup"), "ids are not rewritten each turn");
@@ -605,10 +651,15 @@ mod tests {
         let (mut s, r) = open(&d, t(40));
         assert!(r.dedup.contains("a") && r.dedup.contains("b") && r.dedup.len() == 2);
         assert_eq!(r.cursor, Some(t(30)));
-        // Compaction drops ids behind the horizon and records the horizon itself.
-        s.journal.lines_after_compaction = 0;
-        s.journal.lines = COMPACT_MIN_LINES + 1;
+        // Compaction waits for garbage: nothing behind the horizon, nothing to do.
+        s.journal.lines = 10 * COMPACT_MIN_LINES;
+        assert!(!s.journal.compaction_due(Some(t(0))));
+        // Then drops ids behind the horizon, and records the horizon itself.
+        s.journal
+            .by_second
+            .insert(t(11).timestamp(), 10 * COMPACT_MIN_LINES - 2);
         s.save(&EngineState::default(), Some(t(30)), Some(t(15)));
+        assert_eq!(s.journal.lines, 1, "compacted");
         drop(s);
         let (_, r) = open(&d, t(40));
         assert!(!r.dedup.contains("a") && r.dedup.contains("b"));

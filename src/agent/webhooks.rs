@@ -377,8 +377,14 @@ fn take(
         // delivery is refused with 503 and nothing is remembered, so E2B's retry is taken.
         let Ok(slot) = r.tx.try_reserve() else {
             drop(d);
-            r.stats.queue_full.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(event = %event.id, "webhook queue full; asking E2B to retry");
+            // Logged once per burst, not per delivery: a flood must not become a log flood.
+            if r.stats
+                .queue_full
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(1000)
+            {
+                tracing::warn!(event = %event.id, "webhook queue full; asking E2B to retry (logged once per 1,000)");
+            }
             return error(StatusCode::SERVICE_UNAVAILABLE, "busy; retry later");
         };
         d.remember(&event.id, event.timestamp);
