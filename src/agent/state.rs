@@ -644,6 +644,10 @@ mod tests {
         let (mut s, _) = open(&d, t(0));
         s.record([("a", t(10)), ("b", t(20)), ("bad id", t(20))])
             .await;
+        // A crash right after acting: no save, yet the ids acted on are on disk.
+        drop(s);
+        let (mut s, r) = open(&d, t(40));
+        assert!(r.dedup.contains("a") && r.dedup.contains("b") && r.dedup.len() == 2);
         s.save(&EngineState::default(), Some(t(30)), None);
         let saved = std::fs::read_to_string(d.join(STATE_FILE)).unwrap();
         assert!(!saved.contains("dedup"), "ids are not rewritten each turn");
