@@ -12,7 +12,8 @@
 # run (limits.seen_ids, limits.seen_bytes; SEEN=N by default): a window holds each id for the
 # events poll's look-back, so the default 100,000 ids take a sustained ~1,400 new events/s,
 # and past that the agent answers 503 (E2B retries) by design.
-# TARGET=receiver benches the bare example receiver (examples/webhook_receiver.rs) instead.
+# TARGET=receiver benches the bare example receiver (examples/webhook_receiver.rs) instead, on
+# WORKERS tokio threads (1 by default), with a window of SEEN ids.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=${1:-10s}; conns=${2:-16}; threads=${3:-1}
@@ -57,7 +58,7 @@ LUA
 port=8787
 if [ "${TARGET:-agent}" = receiver ]; then
   cargo build --release --quiet --example webhook_receiver
-  POOLPILOT_WEBHOOK_SECRET=bench-secret TOKIO_WORKER_THREADS=${WORKERS:-1} \
+  DEDUP=${SEEN:-$n} POOLPILOT_WEBHOOK_SECRET=bench-secret TOKIO_WORKER_THREADS=${WORKERS:-1} \
     ./target/release/examples/webhook_receiver 127.0.0.1:$port > "$work/server.log" 2>&1 &
   pids+=($!)
   health=/
