@@ -80,6 +80,9 @@ fn bench(c: &mut Criterion) {
     });
     let http = reqwest::Client::new();
     let now = emu.emulator.with_core(|c| c.now());
+    // Stamped at the emulator's time: an event older than the agent's dedup horizon (the
+    // first poll's look-back) would be acknowledged as stale and never acted on.
+    let stamp = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let mut n = 0u64;
     let mut group = c.benchmark_group("webhook_to_action");
     group.sample_size(50);
@@ -90,7 +93,7 @@ fn bench(c: &mut Criterion) {
                 for _ in 0..iters {
                     n += 1;
                     let body = format!(
-                        r#"{{"id":"ev{n}","type":"sandbox.lifecycle.killed","timestamp":"2026-01-01T00:00:00Z","sandboxId":"gone{n}","eventData":{{"kill_reason":"unknown","sandbox_metadata":{{"poolpilot_pool":"w"}}}}}}"#
+                        r#"{{"id":"ev{n}","type":"sandbox.lifecycle.killed","timestamp":"{stamp}","sandboxId":"gone{n}","eventData":{{"kill_reason":"unknown","sandbox_metadata":{{"poolpilot_pool":"w"}}}}}}"#
                     );
                     let sig = signature::sign("s", body.as_bytes());
                     let r = http.post(&hook).header("e2b-signature", sig).header("e2b-delivery-id", format!("d{n}")).body(body).send().await.expect("post");

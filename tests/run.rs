@@ -1,6 +1,7 @@
 //! `poolpilot run` in-process against the emulator: ready after the first poll, pools served,
-//! a broken rule edit keeps the old rules (and a fix is taken), metrics exposed, and a graceful
-//! shutdown saves state. Waits are bounded polls of observable conditions.
+//! a broken rule edit keeps the old rules (and a fix is taken), metrics exposed, a graceful
+//! shutdown saves state, and slow clients holding every connection slot starve neither the
+//! health endpoints nor the loop. Waits are bounded polls of observable conditions.
 
 mod common;
 
@@ -134,5 +135,111 @@ async fn run_serves_reloads_and_shuts_down_cleanly() {
             .unwrap();
     assert!(state["engine"]["pools"]["w"].is_object());
     assert!(Path::new(&dir.join("state/decisions.jsonl")).exists());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn ticks_ok(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("poolpilot_ticks_total{result=\"ok\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// True when the agent has closed `s`, within a bounded wait.
+async fn closed(s: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_holding_every_slot_starve_neither_health_nor_ticks() {
+    use tokio::io::AsyncWriteExt;
+    let emu = common::emulator(common::options()).await;
+    let dir = common::fresh_dir("run-slow");
+    std::fs::create_dir_all(dir.join("rules")).unwrap();
+    std::fs::write(
+        dir.join("rules/pool.yaml"),
+        "pools:\n  - { name: w, min: 1, max: 2 }\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("key"), common::KEY).unwrap();
+    std::fs::write(dir.join("secret"), "whsec").unwrap();
+    let port = common::free_port();
+    // Timeouts that never fire within the test: only the connection limit is at work.
+    std::fs::write(
+        dir.join("poolpilot.yaml"),
+        format!("api: {{ url: \"{}\", key_file: key }}\nrules: [rules/]\nstate_dir: state\nlisten: 127.0.0.1:{port}\npoll: {{ metrics: 100ms, events: 1s }}\nwebhook: {{ secret_file: secret }}\nlimits: {{ max_connections: 16, header_timeout: 1h, body_timeout: 1h }}\n", emu.url()),
+    )
+    .unwrap();
+    let cfg = Config::load(&dir.join("poolpilot.yaml")).unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (_reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
+    let agent = tokio::spawn(poolpilot::agent::run::run(
+        cfg,
+        async {
+            let _ = stop_rx.await;
+        },
+        reload_rx,
+    ));
+    let base = format!("http://127.0.0.1:{port}");
+    until("ready", async || {
+        get(&format!("{base}/readyz")).await.0 == 200
+    })
+    .await;
+
+    // The attack of the report, scaled down: each sends its headers and one body byte, and no
+    // signature. Four times as many as there are slots.
+    let mut slow = Vec::new();
+    for _ in 0..64 {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        s.write_all(
+            b"POST /webhooks/e2b HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{",
+        )
+        .await
+        .unwrap();
+        slow.push(s);
+    }
+    let answered = async |path: &str| {
+        tokio::time::timeout(Duration::from_secs(5), get(&format!("{base}{path}")))
+            .await
+            .unwrap_or((0, String::new()))
+    };
+    assert_eq!(answered("/healthz").await.0, 200);
+    assert_eq!(answered("/readyz").await.0, 200);
+    let before = ticks_ok(&answered("/metrics").await.1);
+    until("more ticks under attack", async || {
+        ticks_ok(&answered("/metrics").await.1) >= before + 3
+    })
+    .await;
+    let mut closed_count = 0;
+    for s in &mut slow {
+        if closed(s).await {
+            closed_count += 1;
+        }
+    }
+    assert!(
+        closed_count >= 64 - 16,
+        "at most 16 connections are held; {} slow ones still are",
+        64 - closed_count
+    );
+
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(15), agent)
+        .await
+        .expect("shut down in time, slow clients or not")
+        .unwrap()
+        .unwrap();
+    assert!(dir.join("state/state.json").exists(), "state saved");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -423,12 +423,10 @@ struct Process {
 fn start(api: &Arc<Chaos>, rules: &Arc<RuleSet>, dir: &std::path::Path) -> Process {
     let dedup = Arc::new(Mutex::new(Dedup::new(100_000)));
     let (tx, rx) = mpsc::channel::<Delivered>(10_000);
-    let receiver = webhooks::router(
-        WebhookConfig::new(SECRET),
-        tx,
-        dedup.clone(),
-        Arc::new(WebhookStats::default()),
-    );
+    let mut cfg = WebhookConfig::new(SECRET);
+    let core = api.core.clone();
+    cfg.clock = Arc::new(move || lock(&core).now());
+    let receiver = webhooks::router(cfg, tx, dedup.clone(), Arc::new(WebhookStats::default()));
     let api: Arc<dyn E2bApi> = api.clone();
     let agent = Agent::new(
         api,
@@ -972,7 +970,11 @@ fn all_events(core: &Arc<Mutex<Core>>) -> Vec<LifecycleEvent> {
 }
 
 fn run_seed(seed: u64, steps: u64) {
+    // Tokio's clock is paused: the receiver's timers never fire on their own, so nothing
+    // depends on how fast this machine is.
     let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
         .build()
         .unwrap();
     rt.block_on(async {

@@ -1,6 +1,7 @@
 //! The webhook receiver over loopback: signed deliveries in either alphabet are taken once;
-//! forged, replayed, oversized and malformed ones are refused with the right status; a full
-//! queue asks for a retry; and the emulator's own deliveries go through end to end.
+//! forged, replayed, oversized, malformed and slow ones are refused with the right status; a
+//! full queue or a full dedup window asks for a retry; events older than the dedup horizon are
+//! not taken again; and the emulator's own deliveries go through end to end.
 
 mod common;
 
@@ -21,16 +22,27 @@ struct Rx {
 }
 
 async fn start(max_body: usize, queue: usize) -> Rx {
+    start_with(
+        max_body,
+        queue,
+        Arc::new(Mutex::new(Dedup::new(1000))),
+        |_| {},
+    )
+    .await
+}
+
+async fn start_with(
+    max_body: usize,
+    queue: usize,
+    dedup: Arc<Mutex<Dedup>>,
+    tune: impl FnOnce(&mut WebhookConfig),
+) -> Rx {
     let (tx, events) = mpsc::channel(queue);
     let stats = Arc::new(WebhookStats::default());
     let mut cfg = WebhookConfig::new(SECRET);
     cfg.max_body = max_body;
-    let app = webhooks::router(
-        cfg,
-        tx,
-        Arc::new(Mutex::new(Dedup::new(1000))),
-        stats.clone(),
-    );
+    tune(&mut cfg);
+    let app = webhooks::router(cfg, tx, dedup, stats.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/webhooks/e2b", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -38,8 +50,19 @@ async fn start(max_body: usize, queue: usize) -> Rx {
 }
 
 fn event(id: &str) -> String {
+    event_at(id, "2026-01-01T00:00:00Z")
+}
+
+fn event_at(id: &str, at: &str) -> String {
     format!(
-        r#"{{"version":"v2","id":"{id}","type":"sandbox.lifecycle.killed","eventData":{{"kill_reason":"unknown","sandbox_metadata":{{"poolpilot_pool":"w"}}}},"sandboxId":"sbx-{id}","timestamp":"2026-01-01T00:00:00Z"}}"#
+        r#"{{"version":"v2","id":"{id}","type":"sandbox.lifecycle.killed","eventData":{{"kill_reason":"unknown","sandbox_metadata":{{"poolpilot_pool":"w"}}}},"sandboxId":"sbx-{id}","timestamp":"{at}"}}"#
+    )
+}
+
+fn signed(body: &str) -> (Vec<u8>, Option<String>) {
+    (
+        body.as_bytes().to_vec(),
+        Some(signature::sign(SECRET, body.as_bytes())),
     )
 }
 
@@ -119,7 +142,7 @@ async fn valid_deliveries_are_taken_once_in_either_alphabet() {
 
 #[tokio::test]
 async fn forged_oversized_and_malformed_deliveries_are_refused() {
-    let mut rx = start(1024, 16).await;
+    let mut rx = start(128 * 1024, 16).await;
     let b = event("e1");
     let good = signature::sign(SECRET, b.as_bytes());
     let cases: Vec<(Vec<u8>, Option<String>, u16)> = vec![
@@ -142,6 +165,29 @@ async fn forged_oversized_and_malformed_deliveries_are_refused() {
             Some(signature::sign(SECRET, format!("{b} {{}}").as_bytes())),
             400,
         ),
+        // Whitespace too, after or before: a delivery is the event and nothing else.
+        {
+            let (b, s) = signed(&format!("{b}\n"));
+            (b, s, 400)
+        },
+        {
+            let (b, s) = signed(&format!(" {b}"));
+            (b, s, 400)
+        },
+        // An absurd id (the 60 KB ids that filled memory), and one no log line can hold.
+        {
+            let (b, s) = signed(&event(&"x".repeat(60_000)));
+            (b, s, 400)
+        },
+        {
+            let (b, s) = signed(&event("a\\nb"));
+            (b, s, 400)
+        },
+        // An event from the far future would hold a dedup slot forever.
+        {
+            let (b, s) = signed(&event_at("e-future", "2999-01-01T00:00:00Z"));
+            (b, s, 400)
+        },
         (
             b"{not json".to_vec(),
             Some(signature::sign(SECRET, b"{not json")),
@@ -149,8 +195,8 @@ async fn forged_oversized_and_malformed_deliveries_are_refused() {
         ),
         (b"{}".to_vec(), Some(signature::sign(SECRET, b"{}")), 400),
         (
-            vec![b' '; 2048],
-            Some(signature::sign(SECRET, &[b' '; 2048])),
+            vec![b' '; 200_000],
+            Some(signature::sign(SECRET, &[b' '; 200_000])),
             413,
         ),
     ];
@@ -164,7 +210,7 @@ async fn forged_oversized_and_malformed_deliveries_are_refused() {
     let r = rx.stats.report();
     assert_eq!(
         (r.bad_signature, r.malformed, r.too_large, r.accepted),
-        (5, 3, 1, 0)
+        (5, 8, 1, 0)
     );
 }
 
@@ -227,4 +273,79 @@ async fn the_emulators_deliveries_go_through() {
     types.sort();
     assert_eq!(types, vec![EventType::Created, EventType::Killed]);
     assert_eq!(first.event.sandbox_id, s.sandbox_id);
+}
+
+#[tokio::test]
+async fn a_full_window_asks_for_a_retry_and_stale_events_are_not_taken_again() {
+    let dedup = Arc::new(Mutex::new(Dedup::new(2)));
+    // The receiver's clock, fixed: the events are stamped just before it.
+    let mut rx = start_with(64 * 1024, 16, dedup.clone(), |c| {
+        c.clock = Arc::new(|| "2026-01-01T00:00:30Z".parse().unwrap())
+    })
+    .await;
+    let sign = |s: &str| signature::sign(SECRET, s.as_bytes());
+    for id in ["a", "b"] {
+        let e = event(id);
+        assert_eq!(
+            post(&rx.url, e.as_bytes(), Some(&sign(&e)), id).await.0,
+            202
+        );
+        rx.events.recv().await.unwrap();
+    }
+    // Full of live ids: the third is refused with 503 (E2B retries), nothing is forgotten.
+    let c = event("c");
+    let (s, v) = post(&rx.url, c.as_bytes(), Some(&sign(&c)), "c").await;
+    assert_eq!((s, v["code"].as_i64()), (503, Some(503)), "{v}");
+    let a = event("a");
+    assert_eq!(
+        post(&rx.url, a.as_bytes(), Some(&sign(&a)), "a2").await.0,
+        200
+    );
+    // Once the poll's horizon passes them, room is made; the old ones stay refused.
+    dedup
+        .lock()
+        .unwrap()
+        .advance_horizon("2026-01-01T00:00:01Z".parse().unwrap());
+    let (s, v) = post(&rx.url, a.as_bytes(), Some(&sign(&a)), "a3").await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("stale")));
+    let c = event_at("c", "2026-01-01T00:00:02Z");
+    assert_eq!(
+        post(&rx.url, c.as_bytes(), Some(&sign(&c)), "c").await.0,
+        202
+    );
+    assert_eq!(rx.events.recv().await.unwrap().event.id, "c");
+    let r = rx.stats.report();
+    assert_eq!(
+        (r.accepted, r.window_full, r.stale, r.duplicate),
+        (3, 1, 1, 1)
+    );
+}
+
+#[tokio::test]
+async fn a_body_that_trickles_in_gets_408_and_the_connection_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rx = start_with(64 * 1024, 16, Arc::new(Mutex::new(Dedup::new(10))), |c| {
+        c.body_timeout = Duration::from_millis(200)
+    })
+    .await;
+    let addr = rx
+        .url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"POST /webhooks/e2b HTTP/1.1\r\nhost: x\r\ncontent-length: 500\r\n\r\n{")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer))
+        .await
+        .expect("the receiver closes the connection")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains(r#""code":408"#), "{text}");
+    assert_eq!(rx.stats.report().timeout, 1);
 }

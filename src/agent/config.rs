@@ -31,6 +31,9 @@ pub struct Config {
     pub poll: PollConfig,
     #[serde(default)]
     pub webhook: Option<WebhookSettings>,
+    /// Bounds that keep the agent answering under load or attack.
+    #[serde(default)]
+    pub limits: LimitsConfig,
     /// Decide and log; change nothing.
     #[serde(default)]
     pub dry_run: bool,
@@ -103,6 +106,75 @@ fn default_webhook_name() -> String {
     "poolpilot".into()
 }
 
+/// Bounds on connections, slow clients and the dedup window.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Connections held at most. When full, the one waiting longest without a request is
+    /// closed to take a new one, so health checks get through. Well under the descriptor limit.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers.
+    #[serde(default = "ten_s")]
+    pub header_timeout: HumanDuration,
+    /// Time a webhook body has to arrive once its headers have.
+    #[serde(default = "ten_s")]
+    pub body_timeout: HumanDuration,
+    /// Event ids the dedup window holds at most.
+    #[serde(default = "default_seen_ids")]
+    pub seen_ids: usize,
+    /// Bytes the dedup window holds at most.
+    #[serde(default = "default_seen_bytes")]
+    pub seen_bytes: usize,
+}
+
+fn default_max_connections() -> usize {
+    512
+}
+fn default_seen_ids() -> usize {
+    100_000
+}
+fn default_seen_bytes() -> usize {
+    16 << 20
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: default_max_connections(),
+            header_timeout: ten_s(),
+            body_timeout: ten_s(),
+            seen_ids: default_seen_ids(),
+            seen_bytes: default_seen_bytes(),
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// Each bound out of its range, named by its setting.
+    fn problems(&self, bad: &mut impl FnMut(&'static str, String)) {
+        let counts: [(&'static str, usize, usize, usize); 3] = [
+            ("limits.max_connections", self.max_connections, 1, 1_000_000),
+            ("limits.seen_ids", self.seen_ids, 1, 100_000_000),
+            ("limits.seen_bytes", self.seen_bytes, 1024, 1 << 36),
+        ];
+        for (name, v, lo, hi) in counts {
+            if !(lo..=hi).contains(&v) {
+                bad(name, format!("must be from {lo} to {hi}, got {v}"));
+            }
+        }
+        let range = (Duration::from_millis(10), Duration::from_secs(3600));
+        for (name, d) in [
+            ("limits.header_timeout", self.header_timeout),
+            ("limits.body_timeout", self.body_timeout),
+        ] {
+            if let Err(e) = check_duration(d.0, range) {
+                bad(name, e);
+            }
+        }
+    }
+}
+
 /// A configuration problem. Each message names where the bad value came from: `--flag`,
 /// `POOLPILOT_X`, or `file:line:col`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -158,6 +230,7 @@ impl Config {
             listen: default_listen(),
             poll: PollConfig::default(),
             webhook: None,
+            limits: LimitsConfig::default(),
             dry_run: false,
         }
     }
@@ -209,6 +282,7 @@ impl Config {
                 );
             }
         }
+        self.limits.problems(&mut bad);
         out
     }
 
@@ -310,6 +384,11 @@ pub const SETTINGS: &[&str] = &[
     "webhook.secret_file",
     "webhook.public_url",
     "webhook.name",
+    "limits.max_connections",
+    "limits.header_timeout",
+    "limits.body_timeout",
+    "limits.seen_ids",
+    "limits.seen_bytes",
     "dry_run",
 ];
 
@@ -909,6 +988,26 @@ impl Effective {
             }
             (None, _) => row("webhook: null".into(), "off: no POST /webhooks/e2b".into()),
         }
+        row("limits:".into(), String::new());
+        let l = &c.limits;
+        row(
+            format!("  max_connections: {}", l.max_connections),
+            o("limits.max_connections"),
+        );
+        for (name, d) in [
+            ("header_timeout", l.header_timeout),
+            ("body_timeout", l.body_timeout),
+        ] {
+            row(
+                format!("  {name}: {}", q(&d.to_string())),
+                o(&format!("limits.{name}")),
+            );
+        }
+        row(format!("  seen_ids: {}", l.seen_ids), o("limits.seen_ids"));
+        row(
+            format!("  seen_bytes: {}", l.seen_bytes),
+            o("limits.seen_bytes"),
+        );
         row(format!("dry_run: {}", c.dry_run), o("dry_run"));
         let width = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
         let mut out = String::from("# poolpilot: the effective configuration (secrets redacted)\n");

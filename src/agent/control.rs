@@ -27,30 +27,15 @@ use tokio::task::JoinHandle;
 use act::CreateReturned;
 pub use act::{ActionResult, Outcome};
 
-use super::creates::{Creates, InFlight};
+use super::creates::Creates;
 use super::dedup::Dedup;
+use super::state::StateStore;
 use super::webhooks::Delivered;
 use crate::e2b::{E2bApi, EventQuery, LifecycleEvent};
-use crate::engine::{Action, Decision, Engine, EngineState, Observations, ObservedSandbox};
+use crate::engine::{Action, Decision, Engine, Observations, ObservedSandbox};
 use crate::notify::Dispatcher;
 use crate::observe::observe;
 use crate::rules::RuleSet;
-
-/// Everything that survives a restart.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PersistedState {
-    pub engine: EngineState,
-    /// Newest event time taken from the events API.
-    pub event_cursor: Option<DateTime<Utc>>,
-    pub dedup: Dedup,
-    /// Creates sent and not yet seen, counted again after a restart until they are.
-    #[serde(default)]
-    pub creates: Vec<InFlight>,
-    /// Events taken from webhooks (so in `dedup`) and not yet handed to the engine: handled
-    /// first after a restart.
-    #[serde(default)]
-    pub unhandled: Vec<LifecycleEvent>,
-}
 
 /// One logged decision and what came of it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -118,7 +103,8 @@ pub struct Agent {
     killed: HashSet<String>,
     in_flight: Vec<JoinHandle<()>>,
     dry_run: bool,
-    state_path: Option<PathBuf>,
+    /// state.json and the journal of ids acted on; None keeps everything in memory.
+    store: Option<StateStore>,
     log_path: Option<PathBuf>,
     /// The newest decisions, for `GET /api/v1/decisions`.
     pub recent: Arc<Mutex<VecDeque<LoggedDecision>>>,
@@ -151,35 +137,23 @@ impl Agent {
         rules: Arc<RuleSet>,
         opts: AgentOptions,
     ) -> std::io::Result<Agent> {
-        let state_path = opts.state_dir.as_ref().map(|d| d.join("state.json"));
         let log_path = opts.state_dir.as_ref().map(|d| d.join("decisions.jsonl"));
-        if let Some(d) = &opts.state_dir {
-            std::fs::create_dir_all(d)?;
-        }
         let mut engine = Engine::new(rules.clone());
         let mut cursor = None;
         let creates = Arc::new(Creates::default());
-        let mut backlog = Vec::new();
-        if let Some(p) = &state_path
-            && p.exists()
-        {
-            let text = std::fs::read_to_string(p)?;
-            match serde_json::from_str::<PersistedState>(&text) {
-                Ok(s) => {
-                    *lock(&opts.dedup) = s.dedup;
-                    engine = Engine::with_state(rules, s.engine);
-                    cursor = s.event_cursor;
-                    creates.restore(s.creates);
-                    backlog = s.unhandled;
-                    tracing::info!(path = %p.display(), "resumed from saved state");
-                }
-                Err(e) => {
-                    // Kept aside, not overwritten, so that it can be inspected or restored.
-                    let aside = p.with_extension("json.unreadable");
-                    let _ = std::fs::rename(p, &aside);
-                    tracing::error!(path = %p.display(), kept_as = %aside.display(), error = %e, "saved state unreadable; starting fresh")
-                }
+        let mut store = None;
+        if let Some(d) = &opts.state_dir {
+            let limits = lock(&opts.dedup).limits();
+            let (s, saved) =
+                StateStore::open(d, Utc::now(), limits).map_err(std::io::Error::other)?;
+            *lock(&opts.dedup) = saved.dedup;
+            creates.restore(saved.creates);
+            if let Some(e) = saved.engine {
+                engine = Engine::with_state(rules, e);
+                tracing::info!(dir = %d.display(), "resumed from saved state");
             }
+            cursor = saved.cursor;
+            store = Some(s);
         }
         let (returned_tx, returned_rx) = mpsc::unbounded_channel();
         Ok(Agent {
@@ -198,13 +172,13 @@ impl Agent {
             killed: HashSet::new(),
             in_flight: Vec::new(),
             dry_run: opts.dry_run,
-            state_path,
+            store,
             log_path,
             recent: Arc::new(Mutex::new(VecDeque::new())),
             seq: 0,
             ready: false,
             last_observed: Vec::new(),
-            backlog,
+            backlog: Vec::new(),
         })
     }
 
@@ -270,13 +244,18 @@ impl Agent {
             }
         }
         let mut d = lock(&self.dedup);
-        let mut new: Vec<LifecycleEvent> = fresh.into_iter().filter(|e| d.insert(&e.id)).collect();
+        d.advance_horizon(since);
+        let mut new: Vec<LifecycleEvent> = fresh
+            .into_iter()
+            .filter(|e| d.record_polled(&e.id, e.timestamp, now))
+            .collect();
         drop(d);
         new.sort_by(|a, b| (a.timestamp, &a.id).cmp(&(b.timestamp, &b.id)));
         if let Some(last) = new.last() {
             self.event_cursor = Some(
                 self.event_cursor
-                    .map_or(last.timestamp, |c| c.max(last.timestamp)),
+                    .map_or(last.timestamp, |c| c.max(last.timestamp))
+                    .min(now),
             );
         } else if self.event_cursor.is_none() {
             self.event_cursor = Some(now);
@@ -373,6 +352,10 @@ impl Agent {
     ) -> TickReport {
         report.events = events.len();
         report.handled = events.iter().map(|e| e.id.clone()).collect();
+        if let Some(s) = &mut self.store {
+            s.record(events.iter().map(|e| (e.id.as_str(), e.timestamp)))
+                .await;
+        }
         let pending = self.pending();
         let decisions = self.engine.step(
             now,
@@ -383,15 +366,9 @@ impl Agent {
             },
         );
         report.decisions = decisions.len();
-        // Write-ahead: the events are saved as handled, with the engine state they led to,
-        // before anything is done about them; a crash from here on loses at most this turn's
-        // actions, which the next observation repairs, and never handles an event twice.
-        if !events.is_empty() || !decisions.is_empty() {
-            self.persist();
-        }
         self.carry_out(decisions, &observed, now, &mut report).await;
         self.last_observed = observed;
-        // Again, for the creates this turn sent: counted after a restart until seen.
+        // With the creates this turn sent: counted after a restart until seen.
         self.persist();
         report
     }
@@ -594,32 +571,16 @@ impl Agent {
         }
     }
 
-    /// Writes state atomically: a temporary file, then a rename over the old one.
-    ///
-    /// Every id in the saved dedup window is handled or saved as unhandled: the window is
-    /// copied first, and the receiver queues a delivery before it lets go of the window's
-    /// lock, so whatever the copy holds is already in the queue, which is then drained into
-    /// the backlog that is saved with it.
+    /// Saves state durably when it changed (see [`super::state`]), with the creates in flight.
     pub fn persist(&mut self) {
-        let Some(path) = self.state_path.clone() else {
-            return;
-        };
-        let dedup = lock(&self.dedup).clone();
-        self.take_deliveries();
-        let state = PersistedState {
-            engine: self.engine.state().clone(),
-            event_cursor: self.event_cursor,
-            dedup,
-            creates: self.creates.snapshot(),
-            unhandled: self.backlog.clone(),
-        };
-        let tmp = path.with_extension("json.tmp");
-        let res = serde_json::to_vec(&state)
-            .map_err(std::io::Error::other)
-            .and_then(|bytes| std::fs::write(&tmp, bytes))
-            .and_then(|()| std::fs::rename(&tmp, &path));
-        if let Err(e) = res {
-            tracing::error!(path = %path.display(), error = %e, "cannot save state");
+        let horizon = lock(&self.dedup).horizon();
+        if let Some(s) = &mut self.store {
+            s.save(
+                self.engine.state(),
+                self.event_cursor,
+                self.creates.snapshot(),
+                horizon,
+            );
         }
     }
 }

@@ -26,8 +26,9 @@ use tokio::sync::mpsc;
 
 use super::config::{Config, secret};
 use super::control::{Agent, AgentOptions, TickReport};
-use super::dedup::Dedup;
+use super::dedup::{Dedup, Limits};
 use super::health::Health;
+use super::serve::{self, ServeLimits};
 use super::server::{self, ServerState, Status};
 use super::systemd::Watchdog;
 use super::webhooks::{self, WebhookConfig, WebhookStats};
@@ -100,7 +101,10 @@ pub async fn run(
         Arc::new(load_rules(&cfg.rules).map_err(|e| anyhow::anyhow!("invalid rules:\n{e}"))?);
 
     let (dispatcher, _workers) = Dispatcher::start(&rules.notifiers, NotifyConfig::default());
-    let dedup = Arc::new(Mutex::new(Dedup::new(100_000)));
+    let dedup = Arc::new(Mutex::new(Dedup::with_limits(Limits {
+        ids: cfg.limits.seen_ids,
+        bytes: cfg.limits.seen_bytes,
+    })));
     let webhook_stats = Arc::new(WebhookStats::default());
     let status = Arc::new(Status::default());
     *lock(&status.health) = Health::new(cfg.poll.metrics.0, TURN_DEADLINE);
@@ -121,8 +125,10 @@ pub async fn run(
             "POOLPILOT_WEBHOOK_SECRET",
         )?;
         let (tx, rx) = mpsc::channel(10_000);
+        let mut hook_cfg = WebhookConfig::new(secret.clone());
+        hook_cfg.body_timeout = cfg.limits.body_timeout.0;
         app = app.merge(webhooks::router_with_wake(
-            WebhookConfig::new(secret.clone()),
+            hook_cfg,
             tx,
             dedup.clone(),
             webhook_stats.clone(),
@@ -157,17 +163,7 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     tracing::info!(listen = %cfg.listen, api = %url, pools = rules.pools.len(), dry_run = cfg.dry_run, "poolpilot running");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        let res = axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = stop_rx.await;
-            })
-            .await;
-        if let Err(e) = res {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
-    });
+    let (stop_tx, server) = start_server(listener, app, &cfg);
 
     let mut tick = tokio::time::interval(cfg.poll.metrics.0.max(Duration::from_millis(100)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -325,6 +321,38 @@ fn set_dry_run_pools(status: &Status, rules: &RuleSet) {
         .filter(|p| p.dry_run)
         .map(|p| p.name.clone())
         .collect();
+}
+
+/// Serves the HTTP endpoints under the configured limits, after making sure the open files
+/// limit leaves room for them; the sender stops the server.
+fn start_server(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    cfg: &Config,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let limits = ServeLimits {
+        max_connections: cfg.limits.max_connections,
+        header_timeout: cfg.limits.header_timeout.0,
+    };
+    // The agent's own descriptors: the listener, E2B and notifier clients, state files, logs.
+    const OWN_FDS: u64 = 128;
+    if let Some(soft) = serve::raise_fd_limit()
+        && (limits.max_connections as u64).saturating_add(OWN_FDS) > soft
+    {
+        tracing::warn!(
+            max_connections = limits.max_connections,
+            open_files_limit = soft,
+            "limits.max_connections leaves too few descriptors for the agent's own work; lower it or raise LimitNOFILE"
+        );
+    }
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve::serve(listener, app, limits, async {
+        let _ = stop_rx.await;
+    }));
+    (stop_tx, server)
 }
 
 fn reload_rules(cfg: &Config, agent: &mut Agent, status: &Status) {

@@ -365,14 +365,7 @@ async fn metrics(State(s): State<ServerState>) -> Response {
         "counter",
         "Webhook deliveries by outcome.",
     );
-    for (k, v) in [
-        ("accepted", w.accepted),
-        ("duplicate", w.duplicate),
-        ("bad_signature", w.bad_signature),
-        ("malformed", w.malformed),
-        ("too_large", w.too_large),
-        ("queue_full", w.queue_full),
-    ] {
+    for (k, v) in w.outcomes() {
         let _ = writeln!(
             out,
             "poolpilot_webhook_deliveries_total{{outcome=\"{k}\"}} {v}"

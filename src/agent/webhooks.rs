@@ -1,23 +1,32 @@
 //! The E2B webhook receiver: `POST /webhooks/e2b`.
 //!
 //! In order, before anything else is done with a delivery:
-//! 1. the body is read up to [`WebhookConfig::max_body`] bytes (413 beyond);
+//! 1. the body is read up to [`WebhookConfig::max_body`] bytes (413 beyond), within
+//!    [`WebhookConfig::body_timeout`] (408 after, so a slow sender cannot hold a connection);
 //! 2. `e2b-signature` is verified over the raw bytes, in either base64 alphabet, in constant
 //!    time (401 when missing or wrong);
-//! 3. the body is parsed strictly as one event, with no trailing bytes (400 otherwise): the
-//!    signature is SHA-256(secret || body), so a body can be length-extended without knowing
-//!    the secret, and only strict parsing stops that;
-//! 4. a duplicate (same event id or `e2b-delivery-id`) is acknowledged and not processed again;
-//! 5. the event is queued for the agent and acknowledged with 202 at once. A full queue answers
+//! 3. the body is parsed strictly as exactly one event and nothing else, not even whitespace
+//!    (400 otherwise). The signature is SHA-256(secret || body), so anyone holding one signed
+//!    body can sign that body followed by SHA-256 padding and any bytes they like. The padding
+//!    starts with byte 0x80, so an extension is never valid JSON whitespace and serde would
+//!    refuse it anyway; we refuse every trailing byte regardless, because E2B sends the event
+//!    alone and a rule with no exception is one a reader can check;
+//! 4. the event must have a plausible id (at most [`super::dedup::MAX_ID_LEN`] printable bytes)
+//!    and a timestamp no more than [`super::dedup::MAX_CLOCK_SKEW`] ahead (400 otherwise);
+//! 5. the dedup window decides (see [`super::dedup`] for why this is exactly once): a
+//!    duplicate, or an event older than the horizon, is acknowledged with 200 and not processed;
+//!    a full window answers 503 so that E2B retries;
+//! 6. the event is queued for the agent and acknowledged with 202 at once. A full queue answers
 //!    503 so that E2B retries: nothing is lost.
 //!
 //! Errors are JSON `{"code", "message"}`. The secret never appears in a log line or a response.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -26,8 +35,12 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::dedup::Dedup;
+use super::dedup::{Dedup, Verdict};
 use crate::e2b::{LifecycleEvent, signature};
+
+/// Where the receiver reads the time (to refuse events from the future): the wall clock, or a
+/// test's.
+pub type Clock = Arc<dyn Fn() -> chrono::DateTime<chrono::Utc> + Send + Sync>;
 
 /// The receiver's settings.
 #[derive(Clone)]
@@ -35,6 +48,10 @@ pub struct WebhookConfig {
     pub secret: SecretString,
     /// Largest body accepted, in bytes.
     pub max_body: usize,
+    /// How long the body may take to arrive once the headers have: a sender slower than this
+    /// gets 408 and its connection closed, instead of holding it open.
+    pub body_timeout: Duration,
+    pub clock: Clock,
 }
 
 impl std::fmt::Debug for WebhookConfig {
@@ -42,6 +59,7 @@ impl std::fmt::Debug for WebhookConfig {
         f.debug_struct("WebhookConfig")
             .field("secret", &"[redacted]")
             .field("max_body", &self.max_body)
+            .field("body_timeout", &self.body_timeout)
             .finish()
     }
 }
@@ -51,6 +69,8 @@ impl WebhookConfig {
         WebhookConfig {
             secret: SecretString::from(secret.into()),
             max_body: 64 * 1024,
+            body_timeout: Duration::from_secs(10),
+            clock: Arc::new(chrono::Utc::now),
         }
     }
 }
@@ -64,6 +84,12 @@ pub struct WebhookStats {
     pub malformed: AtomicU64,
     pub too_large: AtomicU64,
     pub queue_full: AtomicU64,
+    /// Older than the dedup horizon: acknowledged, not processed.
+    pub stale: AtomicU64,
+    /// The dedup window was full of live ids: asked to retry.
+    pub window_full: AtomicU64,
+    /// The body did not arrive within the body timeout.
+    pub timeout: AtomicU64,
 }
 
 /// A snapshot of [`WebhookStats`].
@@ -75,6 +101,9 @@ pub struct WebhookReport {
     pub malformed: u64,
     pub too_large: u64,
     pub queue_full: u64,
+    pub stale: u64,
+    pub window_full: u64,
+    pub timeout: u64,
 }
 
 impl WebhookStats {
@@ -87,7 +116,27 @@ impl WebhookStats {
             malformed: g(&self.malformed),
             too_large: g(&self.too_large),
             queue_full: g(&self.queue_full),
+            stale: g(&self.stale),
+            window_full: g(&self.window_full),
+            timeout: g(&self.timeout),
         }
+    }
+}
+
+impl WebhookReport {
+    /// Every outcome with its count, by the `outcome` label `/metrics` gives it.
+    pub fn outcomes(&self) -> [(&'static str, u64); 9] {
+        [
+            ("accepted", self.accepted),
+            ("duplicate", self.duplicate),
+            ("bad_signature", self.bad_signature),
+            ("malformed", self.malformed),
+            ("too_large", self.too_large),
+            ("queue_full", self.queue_full),
+            ("stale", self.stale),
+            ("window_full", self.window_full),
+            ("timeout", self.timeout),
+        ]
     }
 }
 
@@ -161,80 +210,191 @@ fn status_json(status: StatusCode, body: &'static str) -> Response {
         .into_response()
 }
 
-async fn receive(
-    State(r): State<Receiver>,
-    headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Response {
+/// A JSON error that also closes the connection: after a body timeout the rest of the body
+/// may still be on its way, and reading it is what the sender wants.
+fn error_closing(status: StatusCode, message: &str) -> Response {
+    let mut r = error(status, message);
+    r.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    r
+}
+
+async fn receive(State(r): State<Receiver>, headers: HeaderMap, req: Request) -> Response {
     let received = std::time::Instant::now();
-    let body = match body {
-        Ok(b) if b.len() <= r.cfg.max_body => b,
-        Ok(_) => {
-            r.stats.too_large.fetch_add(1, Ordering::Relaxed);
-            return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
-        }
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            r.stats.too_large.fetch_add(1, Ordering::Relaxed);
-            return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
-        }
-        Err(e) => {
+    let body = match read_body(&r, req).await {
+        Ok(b) => b,
+        Err(refused) => return refused,
+    };
+    let (event, delivery_id) = match verify_and_parse(&r, &headers, &body) {
+        Ok(v) => v,
+        Err(refused) => return *refused,
+    };
+    take(&r, event, delivery_id, received)
+}
+
+/// Step 1: the body, whole, within the size limit and the body timeout.
+async fn read_body(r: &Receiver, req: Request) -> Result<Bytes, Response> {
+    let too_large = || {
+        r.stats.too_large.fetch_add(1, Ordering::Relaxed);
+        error(StatusCode::PAYLOAD_TOO_LARGE, "body too large")
+    };
+    match tokio::time::timeout(r.cfg.body_timeout, Bytes::from_request(req, &())).await {
+        Ok(Ok(b)) if b.len() <= r.cfg.max_body => Ok(b),
+        Ok(Ok(_)) => Err(too_large()),
+        Ok(Err(e)) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(too_large()),
+        Ok(Err(e)) => {
             r.stats.malformed.fetch_add(1, Ordering::Relaxed);
-            return error(
+            Err(error(
                 StatusCode::BAD_REQUEST,
                 &format!("cannot read body: {}", e.body_text()),
-            );
+            ))
         }
-    };
+        Err(_) => {
+            r.stats.timeout.fetch_add(1, Ordering::Relaxed);
+            Err(error_closing(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!(
+                    "the body did not arrive within {} s",
+                    r.cfg.body_timeout.as_secs_f64()
+                ),
+            ))
+        }
+    }
+}
+
+/// Steps 2 to 4: the signature over the raw bytes, then exactly one plausible event.
+fn verify_and_parse(
+    r: &Receiver,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(LifecycleEvent, Option<String>), Box<Response>> {
     let sig = headers
         .get("e2b-signature")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if sig.is_empty() || !signature::verify(r.cfg.secret.expose_secret(), &body, sig) {
+    if sig.is_empty() || !signature::verify(r.cfg.secret.expose_secret(), body, sig) {
         r.stats.bad_signature.fetch_add(1, Ordering::Relaxed);
-        return error(StatusCode::UNAUTHORIZED, "missing or invalid e2b-signature");
+        return Err(Box::new(error(
+            StatusCode::UNAUTHORIZED,
+            "missing or invalid e2b-signature",
+        )));
     }
-    let event: LifecycleEvent = match serde_json::from_slice(&body) {
-        Ok(e) => e,
-        Err(e) => {
-            r.stats.malformed.fetch_add(1, Ordering::Relaxed);
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("body is not one lifecycle event: {e}"),
-            );
+    let malformed = |message: &str| {
+        r.stats.malformed.fetch_add(1, Ordering::Relaxed);
+        Box::new(error(StatusCode::BAD_REQUEST, message))
+    };
+    let event = parse_exactly_one(body).map_err(|m| malformed(&m))?;
+    if !super::dedup::valid_id(&event.id) {
+        return Err(malformed(&format!(
+            "event id must be 1 to {} printable ASCII characters without spaces",
+            super::dedup::MAX_ID_LEN
+        )));
+    }
+    let delivery_id = match headers.get("e2b-delivery-id").map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(id)) if super::dedup::valid_id(id) => Some(id.to_string()),
+        Some(_) => {
+            return Err(malformed(&format!(
+                "e2b-delivery-id must be 1 to {} printable ASCII characters without spaces",
+                super::dedup::MAX_ID_LEN
+            )));
         }
     };
-    let delivery_id = headers
-        .get("e2b-delivery-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    {
+    Ok((event, delivery_id))
+}
+
+/// The body as one lifecycle event with nothing before or after it, whitespace included.
+fn parse_exactly_one(body: &[u8]) -> Result<LifecycleEvent, String> {
+    let mut events = serde_json::Deserializer::from_slice(body).into_iter::<LifecycleEvent>();
+    let event = match events.next() {
+        Some(Ok(e)) => e,
+        Some(Err(e)) => return Err(format!("body is not one lifecycle event: {e}")),
+        None => return Err("body is empty; expected one lifecycle event".into()),
+    };
+    let end = events.byte_offset();
+    if body.first().is_some_and(u8::is_ascii_whitespace) || end != body.len() {
+        return Err(format!(
+            "body must be exactly one JSON event, with no bytes before or after it \
+             (not even whitespace); found {} extra",
+            body.len().saturating_sub(end)
+                + body.iter().take_while(|b| b.is_ascii_whitespace()).count()
+        ));
+    }
+    Ok(event)
+}
+
+/// Steps 5 and 6: the dedup window's verdict, then a queue slot, then the id is remembered.
+fn take(
+    r: &Receiver,
+    event: LifecycleEvent,
+    delivery_id: Option<String>,
+    received: std::time::Instant,
+) -> Response {
+    let now = (r.cfg.clock)();
+    let slot = {
         let mut d = r.dedup.lock().unwrap_or_else(|p| p.into_inner());
-        let dup_delivery = delivery_id.as_deref().is_some_and(|id| d.contains(id));
-        if dup_delivery || d.contains(&event.id) {
-            drop(d);
-            r.stats.duplicate.fetch_add(1, Ordering::Relaxed);
-            return status_json(StatusCode::OK, r#"{"status":"duplicate"}"#);
+        match d.check_delivery(&event.id, event.timestamp, now) {
+            Verdict::New => {}
+            Verdict::Duplicate => {
+                drop(d);
+                r.stats.duplicate.fetch_add(1, Ordering::Relaxed);
+                return status_json(StatusCode::OK, r#"{"status":"duplicate"}"#);
+            }
+            Verdict::Stale => {
+                drop(d);
+                r.stats.stale.fetch_add(1, Ordering::Relaxed);
+                return status_json(StatusCode::OK, r#"{"status":"stale"}"#);
+            }
+            Verdict::BadId => {
+                drop(d);
+                r.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                return error(StatusCode::BAD_REQUEST, "event id is not a valid id");
+            }
+            Verdict::Future => {
+                drop(d);
+                r.stats.malformed.fetch_add(1, Ordering::Relaxed);
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!(
+                        "event timestamp {} is more than {} minutes ahead of this host's clock",
+                        event.timestamp,
+                        super::dedup::MAX_CLOCK_SKEW.num_minutes()
+                    ),
+                );
+            }
+            Verdict::Full => {
+                drop(d);
+                r.stats.window_full.fetch_add(1, Ordering::Relaxed);
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "dedup window full of recent events; retry later",
+                );
+            }
         }
-        // A queue slot is taken before the ids are remembered: with the queue full, the
+        // A queue slot is taken before the id is remembered: with the queue full, the
         // delivery is refused with 503 and nothing is remembered, so E2B's retry is taken.
         let Ok(slot) = r.tx.try_reserve() else {
             drop(d);
-            r.stats.queue_full.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(event = %event.id, "webhook queue full; asking E2B to retry");
+            // Logged once per burst, not per delivery: a flood must not become a log flood.
+            if r.stats
+                .queue_full
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(1000)
+            {
+                tracing::warn!(event = %event.id, "webhook queue full; asking E2B to retry (logged once per 1,000)");
+            }
             return error(StatusCode::SERVICE_UNAVAILABLE, "busy; retry later");
         };
-        d.insert(&event.id);
-        if let Some(id) = &delivery_id {
-            d.insert(id);
-        }
-        // Queued before the window's lock is let go: a copy of the window never holds an id
-        // that is neither handled nor queued (see `Agent::persist`).
-        slot.send(Delivered {
-            event,
-            delivery_id,
-            received,
-        });
-    }
+        d.remember(&event.id, event.timestamp);
+        slot
+    };
+    slot.send(Delivered {
+        event,
+        delivery_id,
+        received,
+    });
     r.stats.accepted.fetch_add(1, Ordering::Relaxed);
     if let Some(w) = &r.wake {
         w.notify_one();
