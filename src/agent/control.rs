@@ -32,10 +32,13 @@ use super::dedup::Dedup;
 use super::state::StateStore;
 use super::webhooks::Delivered;
 use crate::e2b::{E2bApi, EventQuery, LifecycleEvent};
+use crate::engine::time::before;
 use crate::engine::{Action, Decision, Engine, Observations, ObservedSandbox};
 use crate::notify::Dispatcher;
 use crate::observe::observe;
 use crate::rules::RuleSet;
+
+const MINUTE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// One logged decision and what came of it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -219,8 +222,7 @@ impl Agent {
         now: DateTime<Utc>,
     ) -> Result<Vec<LifecycleEvent>, crate::e2b::Error> {
         // Newest first, page by page, back to a minute before the cursor (events arrive late).
-        let since =
-            self.event_cursor.unwrap_or(now - TimeDelta::minutes(1)) - TimeDelta::minutes(1);
+        let since = before(self.event_cursor.unwrap_or(before(now, MINUTE)), MINUTE);
         let mut q = EventQuery {
             offset: 0,
             limit: 100,

@@ -23,7 +23,7 @@
 mod alerts;
 mod pools;
 mod state;
-mod time;
+pub(crate) mod time;
 mod triggers;
 
 use std::collections::BTreeMap;
