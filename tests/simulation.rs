@@ -979,6 +979,9 @@ fn run_seed(seed: u64, steps: u64) {
         .unwrap();
     rt.block_on(async {
         let mut sim = Sim::new(seed);
+        // The agent starts in calm weather: the events from before its first poll that it
+        // will ever see are those within its look-back, so it looks at once.
+        sim.tick().await;
         for _ in 0..steps {
             sim.step(false).await;
         }
