@@ -192,6 +192,25 @@ slice!(webhook);
 slice!(state);
 slice!(config);
 
+/// Crash inputs whose fix lives on another branch (`fuzz/pending/<target>/`, each folder's
+/// README says where): `cargo test --test fuzz_slice -- --ignored` after merging it, then
+/// move the files to `fuzz/regressions/`.
+#[test]
+#[ignore = "replays crashes fixed on branches not merged yet"]
+fn pending_crashes_are_fixed() {
+    let mut failures = Vec::new();
+    for (target, body) in TARGETS {
+        for path in files_in(&crate_path(&format!("fuzz/pending/{target}"))) {
+            if path.extension().is_some_and(|e| e == "md") {
+                continue;
+            }
+            let bytes = std::fs::read(&path).unwrap_or_default();
+            failures.extend(run_one(target, body, &bytes, &path.display().to_string()).err());
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 #[test]
 fn every_target_is_in_the_slice_and_has_seeds() {
     let names: Vec<&str> = TARGETS.iter().map(|(n, _)| *n).collect();
