@@ -431,8 +431,10 @@ pub fn state(data: &[u8]) {
         dry_run: false,
         state_dir: Some(dir),
     };
-    let Ok(mut agent) = Agent::new(api, shipped_rules(), opts) else {
-        return;
+    // Unreadable state is set aside, never a reason not to start (docs/operations.md).
+    let mut agent = match Agent::new(api, shipped_rules(), opts) {
+        Ok(a) => a,
+        Err(e) => panic!("the agent does not start over this state.json: {e}"),
     };
     RT.with(|rt| {
         if let Some(rt) = rt {
