@@ -94,6 +94,19 @@ fn secs(d: std::time::Duration) -> TimeDelta {
     TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
 }
 
+/// `t + d`, saturating at the end of time: a duration or a saved time that reaches past
+/// chrono's range means "never", not a panic.
+fn later(t: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
+    t.checked_add_signed(secs(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// `t - d`, saturating at the start of time.
+fn earlier(t: DateTime<Utc>, d: std::time::Duration) -> DateTime<Utc> {
+    t.checked_sub_signed(secs(d))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
 const METRIC_SLOTS: [usize; 8] = [
     ss::CPU_USED_PCT,
     ss::CPU_COUNT,
@@ -129,7 +142,7 @@ pub(super) fn bind_sandbox<'b>(
         .obs
         .metric
         .as_ref()
-        .filter(|m| m.timestamp >= now - secs(stale_after));
+        .filter(|m| m.timestamp >= earlier(now, stale_after));
     let Some(m) = fresh else {
         // Bindings are reused across sandboxes: never leave another sandbox's metrics behind.
         for slot in METRIC_SLOTS {
@@ -239,7 +252,7 @@ pub(super) fn run(
     pending: &BTreeMap<String, u32>,
     out: &mut Vec<Decision>,
 ) {
-    if st.last_eval.is_some_and(|t| now < t + secs(pool.interval)) {
+    if st.last_eval.is_some_and(|t| now < later(t, pool.interval)) {
         return;
     }
     st.last_eval = Some(now);
@@ -392,13 +405,13 @@ pub(super) fn run(
     while st
         .window
         .front()
-        .is_some_and(|(t, _)| *t <= now - secs(horizon))
+        .is_some_and(|(t, _)| *t <= earlier(now, horizon))
     {
         st.window.pop_front();
     }
     let mut to = raw;
     if raw < size && !pool.stabilization.down.is_zero() {
-        let since = now - secs(pool.stabilization.down);
+        let since = earlier(now, pool.stabilization.down);
         let in_window = st.window.iter().filter(|(t, _)| *t > since);
         if let Some(&(t, highest)) = in_window.max_by_key(|(t, d)| (*d, *t)) {
             let stab = (size as i64 + highest.min(0)) as u32;
@@ -420,14 +433,14 @@ pub(super) fn run(
                     kind: ClampKind::Stabilization,
                     from: to,
                     to: stab,
-                    until: Some(t + secs(pool.stabilization.down)),
+                    until: Some(later(t, pool.stabilization.down)),
                     note,
                 });
                 to = stab;
             }
         }
         if to < size && now - first_eval < secs(pool.stabilization.down) {
-            let until = first_eval + secs(pool.stabilization.down);
+            let until = later(first_eval, pool.stabilization.down);
             clamps.push(Clamp {
                 kind: ClampKind::Stabilization,
                 from: to,
@@ -442,7 +455,7 @@ pub(super) fn run(
         }
     }
     if raw > size && !pool.stabilization.up.is_zero() {
-        let since = now - secs(pool.stabilization.up);
+        let since = earlier(now, pool.stabilization.up);
         let in_window = st.window.iter().filter(|(t, _)| *t > since);
         if let Some(&(t, lowest)) = in_window.min_by_key(|(t, d)| (*d, std::cmp::Reverse(*t))) {
             let stab = (size as i64 + lowest.max(0)) as u32;
@@ -451,7 +464,7 @@ pub(super) fn run(
                     kind: ClampKind::Stabilization,
                     from: to,
                     to: stab,
-                    until: Some(t + secs(pool.stabilization.up)),
+                    until: Some(later(t, pool.stabilization.up)),
                     note: format!(
                         "scale-out held by stabilization: {} recommended at {}",
                         signed_delta(lowest),
@@ -547,7 +560,7 @@ pub(super) fn run(
         // Cooldowns damp metric-driven changes; enforcing min (or a schedule) starts none.
         if raw > size {
             st.cooldown_up_until =
-                Some(now + secs(pool.cooldown.up)).filter(|_| !pool.cooldown.up.is_zero());
+                Some(later(now, pool.cooldown.up)).filter(|_| !pool.cooldown.up.is_zero());
         }
     } else if to < size {
         let wanted = size - to;
@@ -564,7 +577,7 @@ pub(super) fn run(
             });
             if raw < size {
                 st.cooldown_down_until =
-                    Some(now + secs(pool.cooldown.down)).filter(|_| !pool.cooldown.down.is_zero());
+                    Some(later(now, pool.cooldown.down)).filter(|_| !pool.cooldown.down.is_zero());
             }
         }
     }
