@@ -115,8 +115,9 @@ impl Agent {
         if let Some(p) = &state_path
             && p.exists()
         {
-            let text = std::fs::read_to_string(p)?;
-            match serde_json::from_str::<PersistedState>(&text) {
+            // Bytes, not text: a file that is not UTF-8 is unreadable state, set aside below.
+            let bytes = std::fs::read(p)?;
+            match serde_json::from_slice::<PersistedState>(&bytes) {
                 Ok(s) => {
                     *lock(&opts.dedup) = s.dedup;
                     engine = Engine::with_state(rules, s.engine);

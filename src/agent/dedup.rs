@@ -4,7 +4,8 @@
 //!
 //! The webhook receiver consults it under a lock on every delivery, so each operation is O(1)
 //! and allocation-light: an id is stored once, shared by the order queue and the index, and
-//! both are sized for `capacity` up front so that no insert ever pauses to rehash the window.
+//! both are sized for `capacity` up front (up to `MAX_RESERVED` ids, since a saved file sets
+//! the capacity) so that no insert ever pauses to rehash the agent's window.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -46,13 +47,19 @@ impl From<Dedup> for Saved {
     }
 }
 
+/// The most ids reserved up front. The capacity may come from a saved file, so reserving it
+/// whole could ask for terabytes and abort the process; beyond this the window grows as ids
+/// arrive. Above the agent's window (100,000), so the agent never pauses to rehash.
+const MAX_RESERVED: usize = 1 << 17;
+
 impl Dedup {
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
+        let reserved = capacity.min(MAX_RESERVED);
         Dedup {
             capacity,
-            order: VecDeque::with_capacity(capacity),
-            set: HashSet::with_capacity(capacity),
+            order: VecDeque::with_capacity(reserved),
+            set: HashSet::with_capacity(reserved),
         }
     }
 
