@@ -324,8 +324,9 @@ pub fn webhook(data: &[u8]) {
     } else {
         f[2].to_vec()
     };
+    let request = [header.as_slice(), f[3], &body].join(&SEPARATOR);
     let (status, answer) = deliver(&secret, header, f[3], body.clone());
-    check_answer(status, &answer, &secret, &body, flags & 1 == 1);
+    check_answer(status, &answer, &secret, &request, &body, flags & 1 == 1);
 }
 
 /// Posts one delivery to a fresh receiver and returns its status and body.
@@ -369,7 +370,15 @@ fn deliver(secret: &str, signature: Vec<u8>, delivery: &[u8], body: Vec<u8>) -> 
 }
 
 /// The promises about one answer of the receiver.
-fn check_answer(status: u16, answer: &[u8], secret: &str, body: &[u8], signed: bool) {
+/// `request` is everything the sender sent besides the secret (header, delivery id, body).
+fn check_answer(
+    status: u16,
+    answer: &[u8],
+    secret: &str,
+    request: &[u8],
+    body: &[u8],
+    signed: bool,
+) {
     if status == 0 {
         return;
     }
@@ -379,7 +388,10 @@ fn check_answer(status: u16, answer: &[u8], secret: &str, body: &[u8], signed: b
     );
     let json: Result<serde_json::Value, _> = serde_json::from_slice(answer);
     assert!(json.is_ok(), "answer {status} is not JSON");
-    if secret.len() >= 8 {
+    // Error messages may quote the sender's own body (serde names a wrong value), so only a
+    // secret the request does not carry counts as shown.
+    let sent = String::from_utf8_lossy(request);
+    if secret.len() >= 8 && !sent.contains(secret) {
         let text = String::from_utf8_lossy(answer);
         assert!(!text.contains(secret), "the answer shows the secret");
     }
@@ -474,8 +486,11 @@ pub fn config(data: &[u8]) {
     }
 }
 
+/// A fuzz target's body.
+pub type Body = fn(&[u8]);
+
 /// Every target by name, for the CI slice and for tools.
-pub const TARGETS: [(&str, fn(&[u8])); 7] = [
+pub const TARGETS: [(&str, Body); 7] = [
     ("expression", expression),
     ("rules", rules),
     ("rule_test", rule_test),
