@@ -21,6 +21,8 @@
 //! - [`notify`]: notifiers (Slack, webhook, Alertmanager, log) with bounded queues and retries.
 //! - [`agent`]: `poolpilot run`: config, the control loop, HTTP endpoints, webhook receiver.
 //! - [`demo`]: `poolpilot demo`, the agent against the embedded emulator, live.
+//! - `fuzz` (hidden, not a public promise): the bodies of the fuzz targets in `fuzz/` and of
+//!   `tests/fuzz_slice.rs`; see docs/fuzzing.md.
 //! - [`cli`]: the command line (`emulator`, `check`, `test`, `simulate`). `main.rs` only calls it.
 //!
 //! Data flows one way: sources -> observations -> engine -> decisions -> actions.
@@ -33,6 +35,8 @@ pub mod e2b;
 pub mod emulator;
 pub mod engine;
 pub mod expr;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod notify;
 pub mod observe;
 pub mod rules;

@@ -1,0 +1,5 @@
+//! Fuzz target `webhook`: arbitrary bytes into [`poolpilot::fuzz::webhook`], which documents what
+//! the input means and what must hold. Run it as docs/fuzzing.md says.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| poolpilot::fuzz::webhook(data));
