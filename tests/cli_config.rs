@@ -612,7 +612,7 @@ fn other_commands_refuse_numbers_out_of_range_as_usage_errors() {
         ),
         (
             &["--max-concurrent", "99999999999"][..],
-            "from 0 to 1000000",
+            "from 1 to 1000000",
         ),
     ] {
         let mut a = sim.to_vec();
