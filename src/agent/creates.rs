@@ -34,6 +34,10 @@ pub const CREATE_KEY: &str = "poolpilot_create";
 /// Observations an ambiguous create stays counted for before it is given up.
 pub const UNKNOWN_GRACE: u64 = 3;
 
+/// Creates in flight taken back from saved state at most: more than every pool's max together
+/// can only come from a damaged file.
+pub const MAX_RESTORED: usize = 10_000;
+
 /// Where one create stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
@@ -185,13 +189,26 @@ impl Creates {
         self.ledger().entries.values().cloned().collect()
     }
 
-    /// Takes back creates saved before a restart. Whatever they were, their answer is lost
-    /// now, so each counts as unknown until an observation shows it or the grace runs out.
+    /// Takes back creates saved before a restart, at most [`MAX_RESTORED`] of them. One that
+    /// had returned with its sandbox is settled by the first observation (shown: a member;
+    /// not shown: it died meanwhile); one still being sent may yet be made, so it counts as
+    /// unknown until an observation shows it or the grace runs out.
     pub fn restore(&self, saved: Vec<InFlight>) {
         let mut l = self.ledger();
         let epoch = l.epoch;
-        for mut e in saved {
-            e.status = Status::Unknown { epoch };
+        if saved.len() > MAX_RESTORED {
+            tracing::warn!(
+                saved = saved.len(),
+                kept = MAX_RESTORED,
+                "more creates in flight were saved than any pool could have; keeping the newest"
+            );
+        }
+        let skip = saved.len().saturating_sub(MAX_RESTORED);
+        for mut e in saved.into_iter().skip(skip) {
+            e.status = match e.status {
+                Status::Created { sandbox_id, .. } => Status::Created { sandbox_id, epoch },
+                Status::Sending | Status::Unknown { .. } => Status::Unknown { epoch },
+            };
             l.entries.insert(e.key.clone(), e);
         }
     }
@@ -294,12 +311,41 @@ mod tests {
     }
 
     #[test]
-    fn restored_creates_count_as_unknown() {
+    fn restored_creates_still_sending_count_as_unknown() {
         let c = Creates::default();
         c.sent("w", "k1");
         let saved = c.snapshot();
         let d = Creates::default();
         d.restore(saved);
         assert_eq!(d.per_pool()["w"], 1);
+        let e = d.observation_started();
+        d.observed(e, &[]);
+        assert_eq!(d.per_pool()["w"], 1, "it may yet be made");
+    }
+
+    #[test]
+    fn a_restored_create_that_had_returned_is_settled_by_the_first_observation() {
+        // Found by trying it: a saved create whose sandbox died while the agent was down held
+        // the pool below min for three observations after the restart.
+        let c = Creates::default();
+        c.sent("w", "k1");
+        c.returned("k1", Returned::Created("s1".into()));
+        let d = Creates::default();
+        d.restore(c.snapshot());
+        assert_eq!(d.per_pool()["w"], 1);
+        let e = d.observation_started();
+        d.observed(e, &[]);
+        assert!(d.per_pool().is_empty(), "died while the agent was down");
+    }
+
+    #[test]
+    fn restoring_is_bounded() {
+        let c = Creates::default();
+        for i in 0..MAX_RESTORED + 5 {
+            c.sent("w", &format!("k{i}"));
+        }
+        let d = Creates::default();
+        d.restore(c.snapshot());
+        assert_eq!(d.per_pool()["w"] as usize, MAX_RESTORED);
     }
 }
