@@ -11,6 +11,7 @@
 //!   webhooks, rate limits); [`emulator::http`] serves it with axum; [`emulator::delivery`]
 //!   posts signed webhooks; [`emulator::InProcess`] implements [`e2b::E2bApi`] over the core
 //!   with no HTTP at all.
+//! - [`files`]: reading the files a user names: regular files only, bounded in size.
 //! - [`expr`]: rule expressions; the only module that imports evalexpr.
 //! - [`rules`]: the YAML rule language loaded into a checked [`rules::RuleSet`]; schedules
 //!   (the only user of croner), message templates, and rule unit tests.
@@ -35,6 +36,7 @@ pub mod e2b;
 pub mod emulator;
 pub mod engine;
 pub mod expr;
+pub mod files;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod notify;

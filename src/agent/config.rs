@@ -330,7 +330,7 @@ pub fn secret(file: Option<&Path>, credential: &str, env: &str) -> Result<String
         .filter(|p| p.exists());
     let (value, source) = match file.map(Path::to_path_buf).or(from_credentials) {
         Some(f) => (
-            std::fs::read_to_string(&f).map_err(|e| ConfigError::invalid(format!("cannot read secret file {}: {e}", f.display())))?,
+            crate::files::read_regular(&f, 64 << 10).map_err(|e| ConfigError::invalid(format!("cannot read secret file {}: {e}", f.display())))?,
             f.display().to_string(),
         ),
         None => (
@@ -519,7 +519,7 @@ fn read_file(
     ),
     ConfigError,
 > {
-    let text = std::fs::read_to_string(path)
+    let text = crate::files::read_regular(path, crate::files::MAX_TEXT_FILE)
         .map_err(|e| ConfigError::invalid(format!("{}: cannot read: {e}", path.display())))?;
     let cfg = Config::parse(path, &text)?;
     let at = positions(&text);

@@ -400,6 +400,10 @@ impl Journal {
             by_second: BTreeMap::new(),
             dead: 0,
         };
+        // Anything but a regular file (a FIFO would block the open forever) is set aside.
+        if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+            set_aside(path, "not a regular file")?;
+        }
         let bad = match File::open(path) {
             Ok(f) => read_journal(f, limits, dedup).map_err(|source| StateError::Read {
                 path: path.to_path_buf(),

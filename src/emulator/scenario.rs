@@ -291,11 +291,13 @@ impl Scenario {
     /// Reads and checks a scenario file.
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
-            file: file.clone(),
-            line: 0,
-            column: 0,
-            message: format!("cannot read: {e}"),
+        let text = crate::files::read_regular(path, crate::files::MAX_TEXT_FILE).map_err(|e| {
+            ScenarioError {
+                file: file.clone(),
+                line: 0,
+                column: 0,
+                message: format!("cannot read: {e}"),
+            }
         })?;
         Scenario::parse(&file, &text)
     }

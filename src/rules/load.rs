@@ -299,7 +299,7 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<RuleSet, Vec<Diagnostic>> {
                     if path.is_dir() && is_test_file(&f) {
                         continue;
                     }
-                    match std::fs::read_to_string(&f) {
+                    match crate::files::read_regular(&f, crate::files::MAX_TEXT_FILE) {
                         Ok(text) => sources.push((f.display().to_string(), text)),
                         Err(e) => diags.push(nowhere(
                             &f.display().to_string(),

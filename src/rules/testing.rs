@@ -191,7 +191,7 @@ const MAX_TEST_MEMBERS: u32 = 10_000;
 /// Reads and checks a rule test file, loading the rule files it names.
 pub fn load_test_file(path: &Path) -> Result<TestFile, Vec<Diagnostic>> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path)
+    let text = crate::files::read_regular(path, crate::files::MAX_TEXT_FILE)
         .map_err(|e| vec![diag(&file, None, format!("cannot read: {e}"))])?;
     let raw: RawTestFile = serde_saphyr::from_str(&text).map_err(|e| {
         vec![diag(

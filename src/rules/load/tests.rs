@@ -439,6 +439,26 @@ fn a_kubernetes_configmap_mount_loads() {
 }
 
 #[test]
+fn a_fifo_named_yaml_in_a_rule_directory_is_an_error_not_a_hang() {
+    // Found by trying it: `mkfifo rules/zz.yaml` froze the agent's reload (and so its loop)
+    // and `check`, waiting for a writer.
+    let d = scratch_dir("fifo");
+    std::fs::write(d.join("a.yaml"), POOL_A).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(d.join("zz.yaml"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let e = load_paths(std::slice::from_ref(&d)).unwrap_err();
+    assert!(
+        e.iter()
+            .any(|d| d.to_string().contains("not a regular file (it is a FIFO)")),
+        "{e:?}"
+    );
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
 fn the_agent_config_in_a_rule_directory_is_skipped_with_a_note() {
     let d = scratch_dir("agentcfg");
     std::fs::write(d.join("a.yaml"), POOL_A).unwrap();
