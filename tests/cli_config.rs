@@ -680,3 +680,37 @@ fn text_logs_carry_no_colour_codes_outside_a_terminal() {
     assert!(err.contains("invalid log level"), "{err}");
     assert!(!err.contains('\u{1b}'), "escape codes in a pipe: {err:?}");
 }
+
+#[test]
+fn config_file_errors_say_the_position_once_and_name_the_setting() {
+    // Found by trying it: the config file's errors kept issue 9's rule-file defects (a doubled
+    // position, serde-saphyr's `DuplicateKeyPolicy`, a bare `invalid u64`, no line for limits).
+    let d = workdir("file-errors");
+    let cases = [
+        (
+            "rules: [rules]\nstate_dir: s\napi: {}\napi: {}\n",
+            "c.yaml:4:1: key `api` is defined twice in the same mapping (first at line 3); keep one",
+        ),
+        (
+            "rules: [rules]\nstate_dir: s\nlimits:\n  seen_ids: 99999999999999999999\n",
+            "c.yaml:4:13: `seen_ids`: 99999999999999999999 is not a number this setting can hold",
+        ),
+        (
+            "rules: [rules]\nstate_dir: s\nlimits:\n  max_connections: 4294967295\n",
+            "c.yaml:4:20: `limits.max_connections` must be from 1 to 1000000",
+        ),
+    ];
+    for (text, want) in cases {
+        std::fs::write(d.0.join("c.yaml"), text).unwrap();
+        let o = poolpilot(
+            &d.0,
+            &["config", "print", "--config", "c.yaml"],
+            &[("E2B_API_KEY", "e2b_test")],
+        );
+        let said = out(&o);
+        assert_eq!(o.status.code(), Some(1), "{said}");
+        assert!(said.contains(want), "want {want:?} in: {said}");
+        assert!(!said.contains("line 4 column"), "{said}");
+        assert!(!said.contains("DuplicateKeyPolicy"), "{said}");
+    }
+}

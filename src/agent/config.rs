@@ -297,7 +297,7 @@ impl Config {
             ConfigError::invalid(format!(
                 "{}:{l}:{c}: {}",
                 path.display(),
-                e.to_string().lines().next().unwrap_or("invalid")
+                explain_number(crate::rules::yaml_message(&e, text), text, l)
             ))
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
@@ -687,6 +687,26 @@ struct Problem {
     message: String,
 }
 
+/// Says which setting a bare "invalid u64" (a number the field's type cannot hold) is about,
+/// from the key on that line; docs/config.md gives every setting's range.
+fn explain_number(message: String, text: &str, line: u64) -> String {
+    let typed = ["invalid u", "invalid i", "invalid floating point"];
+    if !typed.iter().any(|t| message.starts_with(t)) {
+        return message;
+    }
+    let entry = text
+        .lines()
+        .nth(line.saturating_sub(1) as usize)
+        .and_then(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().trim_start_matches("- "), v.trim()));
+    match entry {
+        Some((key, value)) if !key.is_empty() => format!(
+            "`{key}`: {value} is not a number this setting can hold; see docs/config.md for its range"
+        ),
+        _ => format!("{message}: not a number this setting can hold"),
+    }
+}
+
 /// Checks a create rate against [`CREATE_RATE_RANGE`]; the error says what is valid.
 pub fn check_create_rate(r: f64) -> Result<(), String> {
     let (lo, hi) = CREATE_RATE_RANGE;
@@ -802,8 +822,18 @@ fn positions(text: &str) -> BTreeMap<&'static str, (u64, u64)> {
     }
     #[derive(Deserialize, Default)]
     #[serde(default)]
+    struct LimitsAt {
+        max_connections: At,
+        header_timeout: At,
+        body_timeout: At,
+        seen_ids: At,
+        seen_bytes: At,
+    }
+    #[derive(Deserialize, Default)]
+    #[serde(default)]
     struct FileAt {
         api: Option<ApiAt>,
+        limits: Option<LimitsAt>,
         rules: At,
         state_dir: At,
         listen: At,
@@ -812,10 +842,11 @@ fn positions(text: &str) -> BTreeMap<&'static str, (u64, u64)> {
         dry_run: At,
     }
     let f: FileAt = serde_saphyr::from_str(text).unwrap_or_default();
-    let (api, poll, hook) = (
+    let (api, poll, hook, limits) = (
         f.api.unwrap_or_default(),
         f.poll.unwrap_or_default(),
         f.webhook.unwrap_or_default(),
+        f.limits.unwrap_or_default(),
     );
     [
         ("api.url", api.url),
@@ -830,6 +861,11 @@ fn positions(text: &str) -> BTreeMap<&'static str, (u64, u64)> {
         ("webhook.public_url", hook.public_url),
         ("webhook.name", hook.name),
         ("dry_run", f.dry_run),
+        ("limits.max_connections", limits.max_connections),
+        ("limits.header_timeout", limits.header_timeout),
+        ("limits.body_timeout", limits.body_timeout),
+        ("limits.seen_ids", limits.seen_ids),
+        ("limits.seen_bytes", limits.seen_bytes),
     ]
     .into_iter()
     .filter_map(|(name, at)| at.map(|s| (name, (s.referenced.line(), s.referenced.column()))))

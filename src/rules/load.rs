@@ -12,7 +12,7 @@ use super::scopes::{EVENT, POOL, SANDBOX, TEAM};
 use super::*;
 use crate::duration::HumanDuration;
 use crate::expr::{self, Kind, Scope};
-pub(super) use values::yaml_message;
+pub(crate) use values::yaml_message;
 use values::{DAY, MAX_COUNT, MONTH, RawNumber, SECOND, WEEK, count, duration, opt_count};
 
 mod values;

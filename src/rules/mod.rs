@@ -6,6 +6,7 @@
 //! expressions compiled and type-checked, its references resolved, its bounds consistent.
 
 mod load;
+pub(crate) use load::yaml_message;
 pub mod schedule;
 pub mod scopes;
 pub mod template;
