@@ -542,6 +542,7 @@ impl Sim {
 
     /// One step of the schedule, chosen by the seed.
     async fn step(&mut self, calm: bool) {
+        let traced = self.trail.len();
         self.step += 1;
         let _ = self.step_tx.send(self.step);
         let_tasks_run().await;
@@ -566,10 +567,10 @@ impl Sim {
                 self.trail.push("settle".into());
             }
         }
-        if std::env::var_os("POOLPILOT_SIM_TRACE").is_some()
-            && let Some(last) = self.trail.last()
-        {
-            eprintln!("seed {} step {}: {last}", self.seed, self.step);
+        if std::env::var_os("POOLPILOT_SIM_TRACE").is_some() {
+            for line in &self.trail[traced..] {
+                eprintln!("seed {} step {}: {line}", self.seed, self.step);
+            }
         }
         self.check_step();
     }
@@ -896,6 +897,18 @@ impl Sim {
             if still >= 6 {
                 break;
             }
+        }
+        // The last events (a sandbox that expired in the calm, say) may still be held back or
+        // dropped: deliver what is held, and let two event polls go by.
+        let held: Vec<Delivery> = self.held.drain(..).map(|(_, d)| d).collect();
+        for d in held {
+            self.deliver(d).await;
+        }
+        for _ in 0..2 {
+            self.advance(Duration::from_secs(6)).await;
+            self.tick().await;
+            self.settle().await;
+            self.check_step();
         }
         for pool in &self.rules.pools {
             let n = self.api.members(&pool.name);
