@@ -567,12 +567,17 @@ impl Sim {
                 self.trail.push("settle".into());
             }
         }
+        self.trace_since(traced);
+        self.check_step();
+    }
+
+    /// Prints the trail's entries from `from` on, with `POOLPILOT_SIM_TRACE` set.
+    fn trace_since(&self, from: usize) {
         if std::env::var_os("POOLPILOT_SIM_TRACE").is_some() {
-            for line in &self.trail[traced..] {
+            for line in self.trail.iter().skip(from) {
                 eprintln!("seed {} step {}: {line}", self.seed, self.step);
             }
         }
-        self.check_step();
     }
 
     /// Moves virtual time on, and passes the emulator's webhooks to the receiver: on time,
@@ -900,6 +905,7 @@ impl Sim {
         }
         // The last events (a sandbox that expired in the calm, say) may still be held back or
         // dropped: deliver what is held, and let two event polls go by.
+        let traced = self.trail.len();
         let held: Vec<Delivery> = self.held.drain(..).map(|(_, d)| d).collect();
         for d in held {
             self.deliver(d).await;
@@ -910,6 +916,7 @@ impl Sim {
             self.settle().await;
             self.check_step();
         }
+        self.trace_since(traced);
         for pool in &self.rules.pools {
             let n = self.api.members(&pool.name);
             if n < pool.min || n > pool.max {

@@ -199,8 +199,16 @@ impl StateStore {
             return;
         }
         let (path, file) = (self.journal.path.clone(), self.journal.file.take());
-        let appended =
-            tokio::task::spawn_blocking(move || append_synced(&path, file, buf.as_bytes())).await;
+        // On the agent's multi-threaded runtime the sync runs on a blocking thread; on a
+        // single thread (tests, the simulation harness) it runs inline, so that no thread's
+        // timing decides which task runs next and a seeded run replays exactly.
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let appended = if multi_thread {
+            tokio::task::spawn_blocking(move || append_synced(&path, file, buf.as_bytes())).await
+        } else {
+            Ok(append_synced(&path, file, buf.as_bytes()))
+        };
         let error = match appended {
             Ok((file, res)) => {
                 self.journal.file = file;
