@@ -910,11 +910,23 @@ impl Sim {
         for d in held {
             self.deliver(d).await;
         }
-        for _ in 0..2 {
+        // Until a round with nothing new: members keep expiring at their E2B timeout and being
+        // replaced, and each replacement has its own events.
+        let mut quiet = 0;
+        for _ in 0..100 {
+            let (seq, handled) = (self.checked_seq, self.handled.len());
             self.advance(Duration::from_secs(6)).await;
             self.tick().await;
             self.settle().await;
             self.check_step();
+            quiet = if (self.checked_seq, self.handled.len()) == (seq, handled) {
+                quiet + 1
+            } else {
+                0
+            };
+            if quiet >= 2 {
+                break;
+            }
         }
         self.trace_since(traced);
         for pool in &self.rules.pools {
