@@ -511,6 +511,32 @@ fn delivered(id: &str, sandbox_id: &str, event_type: EventType) -> webhooks::Del
     }
 }
 
+/// An agent over `emu` with `rules`, fed webhook deliveries by `webhooks` and polling events
+/// only hourly, so that what it reacts to is what a test sends.
+fn agent_with(
+    emu: &RunningEmulator,
+    rules: &str,
+    webhooks: Option<tokio::sync::mpsc::Receiver<webhooks::Delivered>>,
+    dry_run: bool,
+    state_dir: Option<std::path::PathBuf>,
+) -> Agent {
+    let api: Arc<dyn E2bApi> = Arc::new(common::client(&emu.url()));
+    let rules = Arc::new(load_str(&[("r.yaml", rules)]).unwrap());
+    Agent::new(
+        api,
+        rules,
+        AgentOptions {
+            dispatcher: None,
+            webhooks,
+            dedup: Arc::new(Mutex::new(Dedup::new(1000))),
+            events_every: Duration::from_secs(3600),
+            dry_run,
+            state_dir,
+        },
+    )
+    .unwrap()
+}
+
 const FIXED_THREE: &str = "
 pools:
   - { name: w, min: 3, max: 3, scale: { interval: 1s } }
@@ -522,21 +548,7 @@ async fn a_webhook_between_ticks_never_counts_finished_creates_as_missing() {
     // as members nor as pending, so a reaction to any webhook re-created them (3 -> 6).
     let emu = emulator("").await;
     let (tx, rx) = tokio::sync::mpsc::channel(100);
-    let api: Arc<dyn E2bApi> = Arc::new(common::client(&emu.url()));
-    let rules = Arc::new(load_str(&[("r.yaml", FIXED_THREE)]).unwrap());
-    let mut a = Agent::new(
-        api,
-        rules,
-        AgentOptions {
-            dispatcher: None,
-            webhooks: Some(rx),
-            dedup: Arc::new(Mutex::new(Dedup::new(1000))),
-            events_every: Duration::from_secs(3600),
-            dry_run: false,
-            state_dir: None,
-        },
-    )
-    .unwrap();
+    let mut a = agent_with(&emu, FIXED_THREE, Some(rx), false, None);
     let now = advance(&emu, "1s").await;
     a.tick(now).await;
     a.settle().await;
@@ -578,20 +590,7 @@ async fn a_webhook_between_ticks_does_not_count_members_killed_since_the_observa
     let emu = emulator("").await;
     let (tx, rx) = tokio::sync::mpsc::channel(100);
     let api: Arc<dyn E2bApi> = Arc::new(common::client(&emu.url()));
-    let rules = Arc::new(load_str(&[("r.yaml", FIXED_THREE)]).unwrap());
-    let mut a = Agent::new(
-        api.clone(),
-        rules,
-        AgentOptions {
-            dispatcher: None,
-            webhooks: Some(rx),
-            dedup: Arc::new(Mutex::new(Dedup::new(1000))),
-            events_every: Duration::from_secs(3600),
-            dry_run: false,
-            state_dir: None,
-        },
-    )
-    .unwrap();
+    let mut a = agent_with(&emu, FIXED_THREE, Some(rx), false, None);
     let now = advance(&emu, "1s").await;
     a.tick(now).await;
     a.settle().await;
@@ -624,21 +623,7 @@ async fn a_webhook_between_ticks_does_not_count_members_killed_since_the_observa
 async fn a_dry_run_logs_each_decision_once_and_says_so() {
     let emu = emulator("").await;
     let dir = common::fresh_dir("agent-dry");
-    let api: Arc<dyn E2bApi> = Arc::new(common::client(&emu.url()));
-    let rules = Arc::new(load_str(&[("r.yaml", FIXED_THREE)]).unwrap());
-    let mut a = Agent::new(
-        api,
-        rules,
-        AgentOptions {
-            dispatcher: None,
-            webhooks: None,
-            dedup: Arc::new(Mutex::new(Dedup::new(1000))),
-            events_every: Duration::from_secs(3600),
-            dry_run: true,
-            state_dir: Some(dir.clone()),
-        },
-    )
-    .unwrap();
+    let mut a = agent_with(&emu, FIXED_THREE, None, true, Some(dir.clone()));
     let now = advance(&emu, "1s").await;
     let report = a.tick(now).await;
     a.settle().await;
