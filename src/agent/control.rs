@@ -116,8 +116,6 @@ pub struct Agent {
     pub ready: bool,
     /// The last observation, for reacting to webhooks between ticks.
     last_observed: Vec<ObservedSandbox>,
-    /// Events delivered by webhooks and not yet handed to the engine.
-    backlog: Vec<LifecycleEvent>,
 }
 
 /// How an [`Agent`] is built.
@@ -181,7 +179,6 @@ impl Agent {
             seq: 0,
             ready: false,
             last_observed: Vec::new(),
-            backlog: Vec::new(),
         })
     }
 
@@ -274,11 +271,10 @@ impl Agent {
         if !self.ready {
             return report;
         }
-        self.take_deliveries();
-        if self.backlog.is_empty() {
+        let events = self.take_deliveries();
+        if events.is_empty() {
             return report;
         }
-        let events = std::mem::take(&mut self.backlog);
         // The sandboxes the events say are gone, and those killed since, are gone from the
         // observation too; creates since then are in the ledger.
         let gone: HashSet<&str> = events
@@ -320,8 +316,7 @@ impl Agent {
             }
         }
         // Events: webhook deliveries first (already verified and deduplicated), then the API.
-        self.take_deliveries();
-        let mut events = std::mem::take(&mut self.backlog);
+        let mut events = self.take_deliveries();
         if self
             .last_events_poll
             .is_none_or(|t| now - t >= self.events_every)
@@ -375,13 +370,16 @@ impl Agent {
         report
     }
 
-    /// Moves the webhook deliveries waiting in the receiver's queue into the backlog.
-    fn take_deliveries(&mut self) {
+    /// The webhook deliveries waiting in the receiver's queue. Until the engine has them they
+    /// are not in the journal, so after a crash the event poll brings them back.
+    fn take_deliveries(&mut self) -> Vec<LifecycleEvent> {
+        let mut events = Vec::new();
         if let Some(rx) = &mut self.webhooks {
             while let Ok(d) = rx.try_recv() {
-                self.backlog.push(d.event);
+                events.push(d.event);
             }
         }
+        events
     }
 
     /// Carries out decisions, logging each with its outcome and counting it in the report
