@@ -43,4 +43,5 @@ pub mod notify;
 pub mod observe;
 pub mod rules;
 pub mod simulate;
+mod sync;
 pub mod telemetry;

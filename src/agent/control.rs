@@ -15,6 +15,7 @@
 
 mod act;
 
+use crate::sync::lock;
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -79,10 +80,6 @@ pub struct TickReport {
     pub actual: BTreeMap<String, u32>,
     /// (action kind, result) of each action whose outcome became known in this turn.
     pub actions: Vec<(&'static str, ActionResult)>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The control loop's state.

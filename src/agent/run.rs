@@ -14,6 +14,7 @@
 //! every loop turn and while a turn runs, whatever its outcome: the watchdog says the loop is
 //! alive, readiness says whether it can see E2B.
 
+use crate::sync::lock;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -42,10 +43,6 @@ pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 /// How long one turn of work (a tick, a webhook reaction) may take before it is cut off and
 /// counted as a failed observation. Well above a turn that retries E2B's slow answers.
 pub const TURN_DEADLINE: Duration = Duration::from_secs(120);
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 fn load_rules(paths: &[PathBuf]) -> Result<RuleSet, String> {
     rules::load_paths(paths).map_err(|d| {

@@ -7,6 +7,7 @@
 //! webhook outcomes, each notifier's results) are written from the start at 0, so that
 //! Prometheus's `increase()` sees their first rise.
 
+use crate::sync::lock;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -156,10 +157,6 @@ pub struct ServerState {
     pub api: Arc<ApiMetrics>,
     pub webhooks: Arc<WebhookStats>,
     pub notify: Option<Dispatcher>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The router; merge the webhook router into it when webhooks are on.

@@ -8,9 +8,10 @@
 //! `/_emulator/*` needs no API key: the emulator listens on loopback and these are its test
 //! controls (stats, request counts, fault injection, manual clock, crash a sandbox).
 
+use crate::sync::lock;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -143,10 +144,6 @@ struct Shared {
 #[derive(Clone)]
 pub struct Emulator {
     shared: Arc<Shared>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Emulator {

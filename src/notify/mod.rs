@@ -15,6 +15,7 @@
 //! Time: the timestamps in bodies come from [`NotifyConfig::clock`] and the cadence from
 //! tokio's timers, so tests run on virtual time.
 
+use crate::sync::lock;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -151,10 +152,6 @@ struct Inner {
     /// The firing alerts of each Alertmanager notifier, shared with its workers like the
     /// stats, and kept across a reload that changes the notifier.
     firing: Mutex<BTreeMap<String, Arc<Mutex<Firing>>>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// What [`Dispatcher::reconfigure`] changed, by notifier name.
