@@ -15,7 +15,7 @@ use poolpilot::rules::load_str;
 
 const RULES: &str = "
 pools:
-  - { name: w, min: 0, max: 1000000, scale: { interval: 1h } }
+  - { name: w, min: 0, max: 100000, scale: { interval: 1h } }
 triggers:
   - { name: replace, on: killed, pool: w, action: replace }
 ";
