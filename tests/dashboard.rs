@@ -10,17 +10,9 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use poolpilot::agent::config::Config;
-
-async fn until(what: &str, secs: u64, mut f: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
+use common::until;
 
 /// Prometheus's answer to an instant query: (status, result).
 async fn query(prom: &str, q: &str) -> (String, Vec<serde_json::Value>, String) {
@@ -73,35 +65,22 @@ async fn every_dashboard_query_works_on_a_real_prometheus_scraping_the_agent() {
     // The agent, with a pool, an alert, a notifier and the webhook receiver, so that every
     // metric family has series.
     let emu = common::emulator(common::options()).await;
-    let dir = common::fresh_dir("dash");
-    std::fs::create_dir_all(dir.join("rules")).unwrap();
-    std::fs::write(
-        dir.join("rules/r.yaml"),
+    let agent_dir = common::AgentDir::new(
+        "dash",
+        &emu.url(),
         "notifiers:\n  - { name: log, kind: log }\npools:\n  - { name: w, min: 2, max: 4 }\nalerts:\n  - { name: small, scope: pool, pool: w, when: 'size < 1', notify: [log] }\n",
-    )
-    .unwrap();
-    std::fs::write(dir.join("key"), common::KEY).unwrap();
+        common::KeyIn::File,
+        "poll: { metrics: 200ms, events: 1s }\nwebhook: { secret_file: hook-secret }\n",
+    );
+    let dir = agent_dir.dir.clone();
     std::fs::write(dir.join("hook-secret"), "s3cr3t").unwrap();
-    let agent_port = common::free_port();
-    std::fs::write(
-        dir.join("poolpilot.yaml"),
-        format!(
-            "api: {{ url: \"{}\", key_file: key }}\nrules: [rules/]\nstate_dir: state\nlisten: 127.0.0.1:{agent_port}\npoll: {{ metrics: 200ms, events: 1s }}\nwebhook: {{ secret_file: hook-secret }}\n",
-            emu.url()
-        ),
-    )
-    .unwrap();
-    let cfg = Config::load(&dir.join("poolpilot.yaml")).unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (_reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
-    let agent = tokio::spawn(poolpilot::agent::run::run(
-        cfg,
-        async {
-            let _ = stop_rx.await;
-        },
-        reload_rx,
-    ));
-    let agent_url = format!("http://127.0.0.1:{agent_port}");
+    let common::InProcessAgent {
+        task: agent,
+        stop: stop_tx,
+        ..
+    } = agent_dir.spawn();
+    let agent_url = agent_dir.base();
+    let agent_port = agent_dir.port;
     until("the agent is ready", 30, async || {
         reqwest::get(format!("{agent_url}/readyz"))
             .await

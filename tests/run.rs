@@ -6,54 +6,35 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use poolpilot::agent::config::Config;
 
-async fn until(what: &str, mut f: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+async fn until(what: &str, f: impl AsyncFnMut() -> bool) {
+    common::until(what, 20, f).await
 }
 
-async fn get(url: &str) -> (u16, String) {
-    match reqwest::get(url).await {
-        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
-        Err(_) => (0, String::new()),
-    }
-}
+use common::get;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_serves_reloads_and_shuts_down_cleanly() {
     let emu = common::emulator(common::options()).await;
-    let dir = common::fresh_dir("run");
-    std::fs::create_dir_all(dir.join("rules")).unwrap();
-    std::fs::write(
-        dir.join("rules/pool.yaml"),
+    let agent_dir = common::AgentDir::new(
+        "run",
+        &emu.url(),
         "pools:\n  - { name: w, min: 2, max: 4 }\n",
-    )
-    .unwrap();
-    std::fs::write(dir.join("key"), format!("{}\n", common::KEY)).unwrap();
-    let port = common::free_port();
-    std::fs::write(
-        dir.join("poolpilot.yaml"),
-        format!("api: {{ url: \"{}\", key_file: key }}\nrules: [rules/]\nstate_dir: state\nlisten: 127.0.0.1:{port}\npoll: {{ metrics: 200ms, events: 1s }}\n", emu.url()),
-    )
-    .unwrap();
-    let cfg = Config::load(&dir.join("poolpilot.yaml")).unwrap();
+        common::KeyIn::File,
+        "poll: { metrics: 200ms, events: 1s }\n",
+    );
+    let dir = agent_dir.dir.clone();
+    let cfg = Config::load(&agent_dir.config_path()).unwrap();
     assert_eq!(cfg.state_dir, dir.join("state"));
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (_reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
-    let agent = tokio::spawn(poolpilot::agent::run::run(
-        cfg,
-        async {
-            let _ = stop_rx.await;
-        },
-        reload_rx,
-    ));
-    let base = format!("http://127.0.0.1:{port}");
+    let common::InProcessAgent {
+        task: agent,
+        stop: stop_tx,
+        ..
+    } = agent_dir.spawn();
+    let base = agent_dir.base();
 
     until("healthz", async || {
         get(&format!("{base}/healthz")).await.0 == 200
@@ -164,33 +145,23 @@ async fn closed(s: &mut tokio::net::TcpStream) -> bool {
 async fn slow_clients_holding_every_slot_starve_neither_health_nor_ticks() {
     use tokio::io::AsyncWriteExt;
     let emu = common::emulator(common::options()).await;
-    let dir = common::fresh_dir("run-slow");
-    std::fs::create_dir_all(dir.join("rules")).unwrap();
-    std::fs::write(
-        dir.join("rules/pool.yaml"),
-        "pools:\n  - { name: w, min: 1, max: 2 }\n",
-    )
-    .unwrap();
-    std::fs::write(dir.join("key"), common::KEY).unwrap();
-    std::fs::write(dir.join("secret"), "whsec").unwrap();
-    let port = common::free_port();
     // Timeouts that never fire within the test: only the connection limit is at work.
-    std::fs::write(
-        dir.join("poolpilot.yaml"),
-        format!("api: {{ url: \"{}\", key_file: key }}\nrules: [rules/]\nstate_dir: state\nlisten: 127.0.0.1:{port}\npoll: {{ metrics: 100ms, events: 1s }}\nwebhook: {{ secret_file: secret }}\nlimits: {{ max_connections: 16, header_timeout: 1h, body_timeout: 1h }}\n", emu.url()),
-    )
-    .unwrap();
-    let cfg = Config::load(&dir.join("poolpilot.yaml")).unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (_reload_tx, reload_rx) = tokio::sync::mpsc::channel(1);
-    let agent = tokio::spawn(poolpilot::agent::run::run(
-        cfg,
-        async {
-            let _ = stop_rx.await;
-        },
-        reload_rx,
-    ));
-    let base = format!("http://127.0.0.1:{port}");
+    let agent_dir = common::AgentDir::new(
+        "run-slow",
+        &emu.url(),
+        "pools:\n  - { name: w, min: 1, max: 2 }\n",
+        common::KeyIn::File,
+        "poll: { metrics: 100ms, events: 1s }\nwebhook: { secret_file: secret }\nlimits: { max_connections: 16, header_timeout: 1h, body_timeout: 1h }\n",
+    );
+    let dir = agent_dir.dir.clone();
+    std::fs::write(dir.join("secret"), "whsec").unwrap();
+    let common::InProcessAgent {
+        task: agent,
+        stop: stop_tx,
+        ..
+    } = agent_dir.spawn();
+    let base = agent_dir.base();
+    let port = agent_dir.port;
     until("ready", async || {
         get(&format!("{base}/readyz")).await.0 == 200
     })

@@ -57,21 +57,14 @@ async fn next(sock: &tokio::net::UnixDatagram, seen: &mut Vec<String>, want: &st
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_speaks_the_notify_protocol() {
     let emu = common::emulator(common::options()).await;
-    let dir = common::fresh_dir("notify");
-    std::fs::create_dir_all(dir.join("rules")).unwrap();
-    std::fs::write(
-        dir.join("rules/pool.yaml"),
+    let agent_dir = common::AgentDir::new(
+        "notify",
+        &emu.url(),
         "pools:\n  - { name: w, min: 1, max: 2 }\n",
-    )
-    .unwrap();
-    std::fs::create_dir_all(dir.join("creds")).unwrap();
-    std::fs::write(dir.join("creds/e2b-api-key"), common::KEY).unwrap();
-    let port = common::free_port();
-    std::fs::write(
-        dir.join("poolpilot.yaml"),
-        format!("api: {{ url: \"{}\" }}\nrules: [rules/]\nstate_dir: state\nlisten: 127.0.0.1:{port}\npoll: {{ metrics: 200ms }}\n", emu.url()),
-    )
-    .unwrap();
+        common::KeyIn::Credentials,
+        "poll: { metrics: 200ms }\n",
+    );
+    let dir = agent_dir.dir.clone();
     let sock_path = dir.join("notify.sock");
     let sock = tokio::net::UnixDatagram::bind(&sock_path).unwrap();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_poolpilot"))
@@ -195,20 +188,15 @@ async fn until_ready_is(base: &str, want: u16, secs: u64) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_e2b_outage_makes_it_unready_while_the_watchdog_keeps_beating() {
     let emu = common::emulator(common::options()).await;
-    let dir = common::fresh_dir("outage");
-    std::fs::create_dir_all(dir.join("rules")).unwrap();
-    std::fs::write(
-        dir.join("rules/pool.yaml"),
+    let agent_dir = common::AgentDir::new(
+        "outage",
+        &emu.url(),
         "pools:\n  - { name: w, min: 1, max: 2 }\n",
-    )
-    .unwrap();
-    std::fs::write(dir.join("key"), common::KEY).unwrap();
-    let port = common::free_port();
-    std::fs::write(
-        dir.join("poolpilot.yaml"),
-        format!("api: {{ url: \"{}\", key_file: key }}\nrules: [rules/]\nstate_dir: state\nlisten: 127.0.0.1:{port}\npoll: {{ metrics: 200ms }}\n", emu.url()),
-    )
-    .unwrap();
+        common::KeyIn::File,
+        "poll: { metrics: 200ms }\n",
+    );
+    let dir = agent_dir.dir.clone();
+    let port = agent_dir.port;
     let sock_path = dir.join("notify.sock");
     let mut notes = drain(tokio::net::UnixDatagram::bind(&sock_path).unwrap());
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_poolpilot"))

@@ -69,3 +69,101 @@ pub fn fresh_dir(tag: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).expect("create a temporary folder");
     dir
 }
+
+/// A folder laid out as an operator lays one out for `poolpilot run`: `rules/pool.yaml`, the
+/// API key in `key` (or as the systemd credential `creds/e2b-api-key`), and `poolpilot.yaml`
+/// with the emulator's URL, `state_dir: state` and a free loopback port.
+pub struct AgentDir {
+    pub dir: std::path::PathBuf,
+    pub port: u16,
+}
+
+/// Where the agent of an [`AgentDir`] finds the API key.
+pub enum KeyIn {
+    /// `key_file: key` in the config.
+    File,
+    /// `creds/e2b-api-key`, for a test that sets `CREDENTIALS_DIRECTORY` as systemd does.
+    Credentials,
+}
+
+impl AgentDir {
+    /// Writes the folder; `extra` is appended to poolpilot.yaml (poll, webhook, limits...).
+    pub fn new(tag: &str, emu_url: &str, rules: &str, key: KeyIn, extra: &str) -> AgentDir {
+        let dir = fresh_dir(tag);
+        std::fs::create_dir_all(dir.join("rules")).expect("create rules/");
+        std::fs::write(dir.join("rules/pool.yaml"), rules).expect("write the rules");
+        let key_line = match key {
+            KeyIn::File => {
+                std::fs::write(dir.join("key"), format!("{KEY}\n")).expect("write the key");
+                ", key_file: key"
+            }
+            KeyIn::Credentials => {
+                std::fs::create_dir_all(dir.join("creds")).expect("create creds/");
+                std::fs::write(dir.join("creds/e2b-api-key"), KEY).expect("write the credential");
+                ""
+            }
+        };
+        let port = free_port();
+        std::fs::write(
+            dir.join("poolpilot.yaml"),
+            format!(
+                "api: {{ url: \"{emu_url}\"{key_line} }}\nrules: [rules/]\nstate_dir: state\nlisten: 127.0.0.1:{port}\n{extra}"
+            ),
+        )
+        .expect("write poolpilot.yaml");
+        AgentDir { dir, port }
+    }
+
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self.dir.join("poolpilot.yaml")
+    }
+
+    /// The agent's base URL.
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts `poolpilot run`'s body in this process on the folder's config.
+    pub fn spawn(&self) -> InProcessAgent {
+        let cfg = poolpilot::agent::config::Config::load(&self.config_path())
+            .expect("the test's config loads");
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (reload, reload_rx) = tokio::sync::mpsc::channel(1);
+        let task = tokio::spawn(poolpilot::agent::run::run(
+            cfg,
+            async {
+                let _ = stop_rx.await;
+            },
+            reload_rx,
+        ));
+        InProcessAgent { task, stop, reload }
+    }
+}
+
+/// `poolpilot run` in this process: stop it as SIGTERM would, and await its result.
+pub struct InProcessAgent {
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    pub stop: tokio::sync::oneshot::Sender<()>,
+    /// Kept so that the loop's reload channel stays open, as it does under a real SIGHUP handler.
+    pub reload: tokio::sync::mpsc::Sender<()>,
+}
+
+/// Polls `f` every 50 ms until it holds; fails the test after `secs` seconds, naming `what`.
+pub async fn until(what: &str, secs: u64, mut f: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !f().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// GETs `url`: (status, body), or (0, "") when nothing answers.
+pub async fn get(url: &str) -> (u16, String) {
+    match reqwest::get(url).await {
+        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+        Err(_) => (0, String::new()),
+    }
+}
