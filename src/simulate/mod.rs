@@ -6,6 +6,7 @@
 //! is the emulator's exact integral of demand above capacity per template (pools that share a
 //! template share its figure; the total counts each template once).
 
+pub mod floor;
 pub mod svg;
 
 use std::collections::{BTreeMap, BTreeSet};
