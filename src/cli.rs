@@ -845,7 +845,7 @@ async fn run_simulate(args: SimulateArgs) -> anyhow::Result<()> {
         },
         ..Default::default()
     };
-    let report = crate::simulate::simulate(std::sync::Arc::new(rules), &scenario, &opts).await;
+    let report = crate::simulate::simulate(std::sync::Arc::new(rules), &scenario, &opts);
     if let Some(out) = &args.out {
         let title = format!("poolpilot simulate: {}", args.scenario.display());
         std::fs::write(out, crate::simulate::svg::render(&report, &title))

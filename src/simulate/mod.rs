@@ -1,32 +1,44 @@
-//! `poolpilot simulate`: run rules against the emulator core in virtual time and report what
-//! they would have cost and missed. Observations go through the same [`E2bApi`] calls the agent
-//! makes (list, batch metrics, events), served in-process by [`InProcess`].
+//! `poolpilot simulate`: the real agent against the emulator core in virtual time, reporting
+//! what its rules would have cost and missed.
 //!
-//! Accounting: `sandbox_seconds` per pool integrates its running members; `unmet_core_seconds`
-//! is the emulator's exact integral of demand above capacity per template (pools that share a
-//! template share its figure; the total counts each template once).
+//! One control path: the agent that runs here is [`crate::agent::control::Agent`], with its
+//! ticks, its reactions to (real, signed) webhooks, its ledger of creates in flight, its
+//! pacing and its retries, exactly as `poolpilot run` runs it ([`world`]). What differs is
+//! E2B: the emulator core behind [`api::Modeled`], which keeps E2B's create rate, concurrency
+//! cap, boot time and pause/resume latency in virtual time on a paused tokio clock.
+//!
+//! Accounting ([`account`]): `sandbox_seconds` per pool integrates its running members as the
+//! agent observes them each tick; `unmet_core_seconds` is the emulator's exact integral of
+//! demand above capacity per template (pools that share a template share its figure; the total
+//! counts each template once). Creates, kills and alerts are counted from the agent's own
+//! decision records, with what came of them.
 
+pub mod account;
+pub mod api;
 pub mod floor;
 pub mod svg;
+pub mod world;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::e2b::{E2bApi, EventQuery, SandboxState};
-use crate::emulator::{Core, CoreConfig, InProcess, Scenario};
-use crate::engine::{Action, AlertStatus, Decision, Engine, Observations};
-use crate::observe::observe;
+use crate::emulator::{CoreConfig, Scenario};
+use crate::engine::Decision;
 use crate::rules::RuleSet;
+use account::Accounts;
+use world::{AgentSetup, World};
 
 /// How a simulation runs.
 #[derive(Debug, Clone)]
 pub struct SimOptions {
     /// Time between two engine steps (the agent's poll interval).
     pub tick: Duration,
+    /// How often the agent also reads the events API (the agent's `poll.events`).
+    pub events_every: Duration,
     /// Used when the scenario has no `duration`.
     pub default_duration: Duration,
     pub core: CoreConfig,
@@ -36,6 +48,7 @@ impl Default for SimOptions {
     fn default() -> Self {
         SimOptions {
             tick: Duration::from_secs(5),
+            events_every: Duration::from_secs(10),
             default_duration: Duration::from_secs(1800),
             core: CoreConfig::default(),
         }
@@ -94,237 +107,73 @@ pub struct SimReport {
     pub decisions: Vec<Decision>,
 }
 
-/// Runs `rules` against `scenario` and reports.
-pub async fn simulate(rules: Arc<RuleSet>, scenario: &Scenario, opts: &SimOptions) -> SimReport {
+/// How often, between ticks, the emulator's webhooks are delivered and the agent reacts: E2B
+/// delivers within about a second.
+const WEBHOOK_EVERY: Duration = Duration::from_secs(1);
+
+/// Runs `rules` against `scenario` and reports. The run has a thread and a paused tokio runtime
+/// of its own, so that its time is virtual whoever calls it, and no logger: the agent's log
+/// lines would carry wall-clock times of a run that happens in virtual time (the report and
+/// the chart say what it did).
+pub fn simulate(rules: Arc<RuleSet>, scenario: &Scenario, opts: &SimOptions) -> SimReport {
+    let scenario = scenario.clone();
+    let opts = opts.clone();
+    let run = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let _quiet = tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::default());
+        Ok::<_, String>(rt.block_on(run(rules, &scenario, &opts)))
+    });
+    match run.join() {
+        Ok(Ok(report)) => report,
+        Ok(Err(e)) => panic!("simulate cannot start a runtime: {e}"),
+        Err(p) => std::panic::resume_unwind(p),
+    }
+}
+
+/// The run itself: turns of the agent every `tick` of virtual time, with webhooks delivered
+/// in between, then the accounts.
+async fn run(rules: Arc<RuleSet>, scenario: &Scenario, opts: &SimOptions) -> SimReport {
     let start: DateTime<Utc> = DateTime::from_timestamp(1_767_787_200, 0).unwrap_or_default(); // 2026-01-07T12:00Z, a Wednesday
-    let core = Arc::new(Mutex::new(Core::new(opts.core.clone(), scenario, start)));
-    let api = InProcess::new(core.clone());
     let duration = scenario
         .duration
         .map(|d| d.0)
         .unwrap_or(opts.default_duration);
     let tick = opts.tick.max(Duration::from_millis(100));
-    let mut engine = Engine::new(rules.clone());
-    let mut report = SimReport {
-        duration_s: duration.as_secs_f64(),
-        tick_s: tick.as_secs_f64(),
-        total: Totals::default(),
-        pools: rules
-            .pools
-            .iter()
-            .map(|p| (p.name.clone(), Totals::default()))
-            .collect(),
-        create_failures: 0,
-        dry_run_decisions: 0,
-        frames: Vec::new(),
-        marks: Vec::new(),
-        decisions: Vec::new(),
+    let setup = AgentSetup {
+        events_every: opts.events_every,
     };
-    let mut events_seen = 0u64;
-    let mut firing: BTreeSet<(String, String)> = BTreeSet::new();
-    let mut seq = 0u64;
-    // Every sandbox's pool as last seen, to attribute alerts about sandboxes already gone.
-    let mut owners: BTreeMap<String, String> = BTreeMap::new();
-    let steps = (duration.as_nanos() / tick.as_nanos()) as u64;
+    let mut world = World::new(rules.clone(), scenario, opts.core.clone(), start, setup);
+    let mut accounts = Accounts::new(&rules, start, duration, tick);
+    let t0 = tokio::time::Instant::now();
+    let steps = (duration.as_nanos() / tick.as_nanos()) as u32;
     for k in 0..=steps {
-        let now = start + TimeDelta::from_std(tick * k as u32).unwrap_or_default();
-        core.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .advance_to(now);
-        let observed = observe(&api).await.unwrap_or_default();
-        let events = api
-            .all_events(
-                None,
-                &EventQuery {
-                    offset: events_seen,
-                    order_asc: true,
-                    ..EventQuery::default()
-                },
-            )
-            .await
-            .unwrap_or_default();
-        events_seen += events.len() as u64;
-        for s in &observed {
-            if let Some(p) = s.pool() {
-                owners.insert(s.id.clone(), p.to_string());
-            }
-        }
-        let pending = BTreeMap::new();
-        let decisions = engine.step(
-            now,
-            &Observations {
-                sandboxes: &observed,
-                events: &events,
-                pending_creates: &pending,
-            },
-        );
-        let t_s = (now - start).as_seconds_f64();
-        for d in &decisions {
-            if d.dry_run {
-                report.dry_run_decisions += 1;
-                continue;
-            }
-            match &d.action {
-                Action::Create { pool, count } => {
-                    let Some(def) = rules.pool(pool) else {
-                        continue;
-                    };
-                    let mut made = 0u64;
-                    for _ in 0..*count {
-                        seq += 1;
-                        let mut req = def.create_request();
-                        // Simulations outlive E2B's default timeout: members last the whole run.
-                        req.timeout = Some(def.sandbox.timeout.map_or(24 * 3600, |t| t.as_secs()));
-                        match api.create_sandbox(&req, &format!("sim-{seq}")).await {
-                            Ok(_) => made += 1,
-                            Err(_) => {
-                                report.create_failures += 1;
-                                break; // rate limit or cap: the next step decides again
-                            }
-                        }
-                    }
-                    report.total.creates += made;
-                    if let Some(t) = report.pools.get_mut(pool) {
-                        t.creates += made;
-                    }
-                    if made > 0 {
-                        report.marks.push(Mark {
-                            t_s,
-                            pool: pool.clone(),
-                            change: made as i64,
-                        });
-                    }
-                }
-                Action::Kill { pool, sandbox_ids } => {
-                    let mut n = 0u64;
-                    for id in sandbox_ids {
-                        // Only sandboxes the pool owns, as the agent would.
-                        let owned = observed
-                            .iter()
-                            .any(|s| &s.id == id && s.pool() == Some(pool.as_str()));
-                        if owned && api.kill_sandbox(id).await.is_ok() {
-                            n += 1;
-                        }
-                    }
-                    report.total.kills += n;
-                    if let Some(t) = report.pools.get_mut(pool) {
-                        t.kills += n;
-                    }
-                    if n > 0 {
-                        report.marks.push(Mark {
-                            t_s,
-                            pool: pool.clone(),
-                            change: -(n as i64),
-                        });
-                    }
-                }
-                Action::SetTimeout {
-                    sandbox_id,
-                    timeout_s,
-                    ..
-                } => {
-                    let _ = api.set_timeout(sandbox_id, *timeout_s).await;
-                }
-                Action::Pause { sandbox_id, .. } => {
-                    let _ = api.pause_sandbox(sandbox_id).await;
-                }
-                Action::Alert(n) => {
-                    // The pool an alert belongs to: the rule's, else the subject's (a pool name or
-                    // a member sandbox).
-                    let pool = rules
-                        .alerts
-                        .iter()
-                        .find(|a| a.name == n.alert)
-                        .and_then(|a| a.pool.clone())
-                        .or_else(|| {
-                            rules
-                                .triggers
-                                .iter()
-                                .find(|t| t.name == n.alert)
-                                .and_then(|t| t.pool.clone())
-                        })
-                        .or_else(|| rules.pool(&n.subject).map(|p| p.name.clone()))
-                        .or_else(|| owners.get(&n.subject).cloned());
-                    let counter = |t: &mut Totals| match (n.status, n.repeat) {
-                        (AlertStatus::Firing, false) => t.alerts_fired += 1,
-                        (AlertStatus::Resolved, _) => t.alerts_resolved += 1,
-                        _ => {}
-                    };
-                    counter(&mut report.total);
-                    if let Some(t) = pool.and_then(|p| report.pools.get_mut(&p)) {
-                        counter(t);
-                    }
-                    // Trigger alerts are one-shot notices: only alert rules have a firing span.
-                    if rules.alerts.iter().any(|a| a.name == n.alert) {
-                        let key = (n.alert.clone(), n.subject.clone());
-                        match n.status {
-                            AlertStatus::Firing => {
-                                firing.insert(key);
-                            }
-                            AlertStatus::Resolved => {
-                                firing.remove(&key);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        report.decisions.extend(decisions);
-        // Per-pool accounting over the coming tick, with the sizes after this step's actions.
-        let after = observe(&api).await.unwrap_or_default();
-        let stats = core.lock().unwrap_or_else(|p| p.into_inner()).stats();
-        let mut frame = Frame {
-            t_s,
-            demand: BTreeMap::new(),
-            capacity: BTreeMap::new(),
-            pool_size: BTreeMap::new(),
-            alerts_firing: firing.len() as u32,
-        };
-        for (name, t) in &stats.templates {
-            if t.demand_cores > 0.0 || t.running > 0 {
-                frame.demand.insert(name.clone(), t.demand_cores);
-                frame.capacity.insert(name.clone(), t.capacity_cores);
-            }
-        }
-        for pool in &rules.pools {
-            let size = after
-                .iter()
-                .filter(|s| {
-                    s.state == SandboxState::Running && s.pool() == Some(pool.name.as_str())
-                })
-                .count() as u32;
-            frame.pool_size.insert(pool.name.clone(), size);
-            if let Some(t) = report.pools.get_mut(&pool.name) {
-                t.peak_pool_size = t.peak_pool_size.max(size);
-                if k < steps {
-                    t.sandbox_seconds += size as f64 * tick.as_secs_f64();
-                }
-            }
-        }
-        report.frames.push(frame);
+        let at = t0 + tick * k;
+        webhooks_until(&mut world, &mut accounts, at).await;
+        tokio::time::sleep_until(at).await;
+        let report = world.tick().await;
+        accounts.turn(&world, &report, k < steps).await;
     }
-    let stats = core.lock().unwrap_or_else(|p| p.into_inner()).stats();
-    report.total.sandbox_seconds = report.pools.values().map(|t| t.sandbox_seconds).sum();
-    report.total.peak_pool_size = report
-        .frames
-        .iter()
-        .map(|f| f.pool_size.values().sum::<u32>())
-        .max()
-        .unwrap_or(0);
-    let mut templates_counted = BTreeSet::new();
-    for pool in &rules.pools {
-        let unmet = stats
-            .templates
-            .get(&pool.template)
-            .map_or(0.0, |t| t.totals.unmet_core_seconds);
-        if let Some(t) = report.pools.get_mut(&pool.name) {
-            t.unmet_core_seconds = unmet;
+    world.agent.settle().await;
+    accounts.read_decisions(&world);
+    accounts.finish(&world)
+}
+
+/// Delivers webhooks every [`WEBHOOK_EVERY`] until `at`, the agent reacting to each batch.
+async fn webhooks_until(world: &mut World, accounts: &mut Accounts, at: tokio::time::Instant) {
+    loop {
+        let next = tokio::time::Instant::now() + WEBHOOK_EVERY;
+        if next >= at {
+            return;
         }
-        if templates_counted.insert(pool.template.clone()) {
-            report.total.unmet_core_seconds += unmet;
+        tokio::time::sleep_until(next).await;
+        if world.deliver_webhooks().await.is_some() {
+            accounts.read_decisions(world);
         }
     }
-    report
 }
 
 /// A few lines for a person.
