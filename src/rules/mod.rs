@@ -10,7 +10,6 @@ pub(crate) use load::yaml_message;
 pub mod schedule;
 pub mod scopes;
 pub mod template;
-pub mod testing;
 
 use std::collections::BTreeMap;
 use std::fmt;
