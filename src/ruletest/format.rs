@@ -82,16 +82,6 @@ const DEFAULT_INTERVAL: Duration = Duration::from_secs(15);
 /// The virtual start time of a test without `start`.
 const DEFAULT_START: &str = "2026-01-07T12:00:00Z";
 
-fn diag(file: &str, loc: Option<Location>, message: String) -> Diagnostic {
-    let (line, column) = loc.map(|l| (l.line(), l.column())).unwrap_or((0, 0));
-    Diagnostic {
-        file: file.to_string(),
-        line,
-        column,
-        message,
-    }
-}
-
 /// Reads and checks a rule test file, loading the rule files it names.
 pub(crate) fn load_test_file(path: &Path) -> Result<TestFile, Vec<Diagnostic>> {
     let file = path.display().to_string();
@@ -118,9 +108,9 @@ pub(crate) fn load_test_file(path: &Path) -> Result<TestFile, Vec<Diagnostic>> {
 /// The file's text parsed into raw structs; a read or YAML error is the only diagnostic.
 fn read_raw(path: &Path, file: &str) -> Result<RawTestFile, Vec<Diagnostic>> {
     let text = crate::files::read_regular(path, crate::files::MAX_TEXT_FILE)
-        .map_err(|e| vec![diag(file, None, format!("cannot read: {e}"))])?;
+        .map_err(|e| vec![Diagnostic::at(file, None, format!("cannot read: {e}"))])?;
     serde_saphyr::from_str(&text)
-        .map_err(|e| vec![diag(file, e.location(), yaml_message(&e, &text))])
+        .map_err(|e| vec![Diagnostic::at(file, e.location(), yaml_message(&e, &text))])
 }
 
 /// The rule files named (relative to the test file's folder), loaded into one set. Every
@@ -138,7 +128,7 @@ fn load_rule_files(
         if p.exists() {
             rule_paths.push(p);
         } else {
-            diags.push(diag(
+            diags.push(Diagnostic::at(
                 file,
                 Some(r.referenced),
                 format!(
@@ -166,7 +156,8 @@ struct CaseChecker<'a> {
 
 impl CaseChecker<'_> {
     fn at(&mut self, loc: Location, message: String) {
-        self.diags.push(diag(self.file, Some(loc), message));
+        self.diags
+            .push(Diagnostic::at(self.file, Some(loc), message));
     }
 
     /// The case, or `None` when it cannot run. A bad interval or start stops the checks of
