@@ -7,9 +7,9 @@
 
 mod load;
 pub(crate) use load::yaml_message;
-pub mod schedule;
+pub(crate) mod schedule;
 pub mod scopes;
-pub mod template;
+pub(crate) mod template;
 
 use std::collections::BTreeMap;
 use std::fmt;
