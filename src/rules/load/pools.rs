@@ -4,7 +4,7 @@
 //! in [`super::schedules`].
 //!
 //! A pool that loads has `min <= max`, compiled expressions, and every duration and count
-//! within its field's range; the engine relies on that and checks none of it again.
+//! within its field's range: the engine relies on that (a schedule, too, keeps `min <= max`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
