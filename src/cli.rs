@@ -686,7 +686,8 @@ async fn run_emulator(args: EmulatorArgs) -> anyhow::Result<()> {
 
 /// `poolpilot check`: true when every file is valid.
 pub fn run_check(args: &CheckArgs) -> bool {
-    use crate::rules::{self, Diagnostic, testing};
+    use crate::rules::{self, Diagnostic};
+    use crate::ruletest as testing;
     let mut rule_files = Vec::new();
     let mut test_files = Vec::new();
     let mut diags: Vec<Diagnostic> = Vec::new();
@@ -782,7 +783,8 @@ pub fn run_check(args: &CheckArgs) -> bool {
 
 /// `poolpilot test`: Ok(true) when every case passes.
 pub fn run_test(args: &TestArgs) -> anyhow::Result<bool> {
-    use crate::rules::{self, testing};
+    use crate::rules;
+    use crate::ruletest as testing;
     let mut files = Vec::new();
     for p in &args.files {
         let found = rules::rule_files_in(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;

@@ -250,7 +250,7 @@ pub fn rule_test(data: &[u8]) {
     if std::fs::write(&path, data).is_err() {
         return;
     }
-    if let Err(diags) = rules::testing::load_test_file(&path) {
+    if let Err(diags) = crate::ruletest::load_test_file(&path) {
         for d in diags {
             let _ = d.to_string();
         }

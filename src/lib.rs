@@ -42,6 +42,7 @@ pub mod fuzz;
 pub mod notify;
 pub mod observe;
 pub mod rules;
+pub(crate) mod ruletest;
 pub mod simulate;
 mod sync;
 pub mod telemetry;

@@ -7,10 +7,9 @@
 
 mod load;
 pub(crate) use load::yaml_message;
-pub mod schedule;
+pub(crate) mod schedule;
 pub mod scopes;
-pub mod template;
-pub mod testing;
+pub(crate) mod template;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -20,7 +19,8 @@ use serde::Serialize;
 
 use crate::e2b::{EventType, Metadata};
 use crate::expr::Expr;
-pub use load::{is_test_file, load_paths, load_str, rule_files_in};
+pub use load::load_str;
+pub(crate) use load::{is_test_file, load_paths, rule_files_in};
 pub use schedule::CronSchedule;
 pub use template::Template;
 
@@ -36,6 +36,23 @@ pub struct Diagnostic {
     pub line: u64,
     pub column: u64,
     pub message: String,
+}
+
+impl Diagnostic {
+    /// A problem at a place in `file`; `None` (no place) is line and column 0.
+    pub(crate) fn at(
+        file: &str,
+        place: Option<serde_saphyr::Location>,
+        message: String,
+    ) -> Diagnostic {
+        let (line, column) = place.map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+        Diagnostic {
+            file: file.to_string(),
+            line,
+            column,
+            message,
+        }
+    }
 }
 
 impl fmt::Display for Diagnostic {

@@ -10,8 +10,8 @@ use croner::parser::{CronParser, Seconds, Year};
 #[derive(Debug, Clone)]
 pub struct CronSchedule {
     cron: Cron,
-    pub text: String,
-    pub tz: Tz,
+    pub(crate) text: String,
+    pub(crate) tz: Tz,
 }
 
 impl PartialEq for CronSchedule {
@@ -22,7 +22,7 @@ impl PartialEq for CronSchedule {
 
 impl CronSchedule {
     /// Parses a 5-field crontab line and an IANA zone name.
-    pub fn parse(line: &str, tz: &str) -> Result<CronSchedule, String> {
+    pub(crate) fn parse(line: &str, tz: &str) -> Result<CronSchedule, String> {
         let fields = line.split_whitespace().count();
         if fields != 5 {
             return Err(format!(
@@ -48,7 +48,7 @@ impl CronSchedule {
     /// The latest fire time at or before `now`, looking back at most 400 days. `None` outside
     /// [`SCHEDULED_YEARS`]: near the ends of chrono's range a zone offset or a search would
     /// overflow (and panic inside the libraries).
-    pub fn previous(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub(crate) fn previous(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         if !SCHEDULED_YEARS.contains(&now.year()) {
             return None;
         }
@@ -59,7 +59,7 @@ impl CronSchedule {
     }
 
     /// The next fire time strictly after `now`.
-    pub fn next(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub(crate) fn next(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         if !SCHEDULED_YEARS.contains(&now.year()) {
             return None;
         }
@@ -72,7 +72,7 @@ impl CronSchedule {
 }
 
 /// The years in which schedules are evaluated; outside them no schedule applies.
-pub const SCHEDULED_YEARS: std::ops::RangeInclusive<i32> = 1971..=9998;
+pub(crate) const SCHEDULED_YEARS: std::ops::RangeInclusive<i32> = 1971..=9998;
 
 #[cfg(test)]
 mod tests {

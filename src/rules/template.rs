@@ -9,7 +9,7 @@ pub struct Template {
 
 impl Template {
     /// Checks every `{name}` against `valid`; `{{` and `}}` stand for literal braces.
-    pub fn parse(
+    pub(crate) fn parse(
         text: &str,
         valid: &dyn Fn(&str) -> bool,
         valid_list: &str,
@@ -45,7 +45,7 @@ impl Template {
 
     /// A hint when the text uses Prometheus' `{{ $labels.x }}` or `{{ $value }}`, which
     /// poolpilot renders literally (`{{` is a literal brace here): the right spelling.
-    pub fn prometheus_habit(&self, valid: &dyn Fn(&str) -> bool) -> Option<String> {
+    pub(crate) fn prometheus_habit(&self, valid: &dyn Fn(&str) -> bool) -> Option<String> {
         let i = self.text.find("{{")?;
         let rest = &self.text[i + 2..];
         let end = rest.find("}}")?;
@@ -65,12 +65,8 @@ impl Template {
         ))
     }
 
-    pub fn text(&self) -> &str {
-        &self.text
-    }
-
     /// The names of its placeholders.
-    pub fn placeholders(&self) -> Vec<String> {
+    pub(crate) fn placeholders(&self) -> Vec<String> {
         let mut out = Vec::new();
         let mut rest = self.text.as_str();
         while let Some(i) = rest.find(['{', '}']) {
@@ -92,7 +88,7 @@ impl Template {
     }
 
     /// Fills placeholders with `lookup`; unknown names render empty.
-    pub fn render(&self, lookup: &dyn Fn(&str) -> Option<String>) -> String {
+    pub(crate) fn render(&self, lookup: &dyn Fn(&str) -> Option<String>) -> String {
         let mut out = String::with_capacity(self.text.len() + 32);
         let mut rest = self.text.as_str();
         while let Some(i) = rest.find(['{', '}']) {

@@ -1,6 +1,10 @@
 //! Loader tests: a valid file with every section, and every class of error with its place.
 
+use std::time::Duration;
+
 use super::*;
+use crate::e2b::EventType;
+use crate::rules::TriggerAction;
 
 const GOOD: &str = r#"
 notifiers:

@@ -1,0 +1,366 @@
+//! The `pools` section: a pool's bounds, how a member is created (`sandbox`), when a member
+//! is busy, how it scales (`scale`: target tracking, steps, cooldown, stabilization, largest
+//! step) and which members go first when it shrinks (`scale_in`). Its `schedules` are checked
+//! in [`super::schedules`].
+//!
+//! A pool that loads has `min <= max`, compiled expressions, and every duration and count
+//! within its field's range: the engine relies on that (a schedule, too, keeps `min <= max`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use super::Checker;
+use super::schedules::{RawSchedule, check_schedules};
+use super::values::{DAY, MAX_COUNT, RawNumber, SECOND, count, duration, opt_count};
+use crate::duration::HumanDuration;
+use crate::e2b::Metadata;
+use crate::expr::{Expr, Kind};
+use crate::rules::scopes::{POOL, SANDBOX};
+use crate::rules::{OnMissing, Pool, SandboxSettings, Step, Target, UpDown, Victims};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSandbox {
+    #[serde(default)]
+    timeout: Option<Spanned<HumanDuration>>,
+    #[serde(default)]
+    metadata: Metadata,
+    #[serde(default)]
+    env_vars: BTreeMap<String, String>,
+    #[serde(default)]
+    auto_pause: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    metric: Spanned<String>,
+    value: Spanned<f64>,
+    #[serde(default = "default_tolerance")]
+    tolerance: Spanned<f64>,
+}
+
+fn default_tolerance() -> Spanned<f64> {
+    Spanned {
+        value: 0.1,
+        referenced: serde_saphyr::Location::UNKNOWN,
+        defined: serde_saphyr::Location::UNKNOWN,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    when: Spanned<String>,
+    #[serde(default)]
+    add: Option<Spanned<RawNumber>>,
+    #[serde(default)]
+    remove: Option<Spanned<RawNumber>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, bound(deserialize = "T: Deserialize<'de>"))]
+pub(super) struct RawUpDown<T> {
+    #[serde(default)]
+    up: Option<T>,
+    #[serde(default)]
+    down: Option<T>,
+}
+
+impl<T> Default for RawUpDown<T> {
+    fn default() -> Self {
+        RawUpDown {
+            up: None,
+            down: None,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScale {
+    #[serde(default)]
+    interval: Option<Spanned<HumanDuration>>,
+    #[serde(default)]
+    target: Option<RawTarget>,
+    #[serde(default)]
+    steps: Vec<RawStep>,
+    #[serde(default)]
+    cooldown: RawUpDown<Spanned<HumanDuration>>,
+    #[serde(default)]
+    stabilization: RawUpDown<Spanned<HumanDuration>>,
+    #[serde(default)]
+    max_step: RawUpDown<Spanned<RawNumber>>,
+    #[serde(default)]
+    on_missing_metrics: Option<OnMissing>,
+    #[serde(default)]
+    stale_after: Option<Spanned<HumanDuration>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScaleIn {
+    #[serde(default)]
+    victims: Option<Victims>,
+    #[serde(default)]
+    min_age: Option<Spanned<HumanDuration>>,
+    #[serde(default)]
+    protect: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPool {
+    pub(super) name: Spanned<String>,
+    #[serde(default)]
+    template: Option<String>,
+    min: Spanned<RawNumber>,
+    max: Spanned<RawNumber>,
+    #[serde(default)]
+    sandbox: RawSandbox,
+    #[serde(default)]
+    busy: Option<Spanned<String>>,
+    #[serde(default)]
+    scale: RawScale,
+    #[serde(default)]
+    scale_in: RawScaleIn,
+    #[serde(default)]
+    schedules: Vec<RawSchedule>,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// A pool, or `None` after reporting every problem it has.
+pub(super) fn check_pool(c: &mut Checker, p: &RawPool) -> Option<Pool> {
+    let ctx = format!("pool {:?}", p.name.value);
+    let before = c.diags.len();
+    if p.name.value.trim().is_empty() {
+        c.at(p.name.referenced, "pool name must not be empty".into());
+    }
+    let (min, max) = check_pool_bounds(c, &ctx, p);
+    let busy = check_busy(c, &ctx, p);
+    let target = p
+        .scale
+        .target
+        .as_ref()
+        .and_then(|t| check_target(c, &ctx, t));
+    let steps = check_steps(c, &ctx, &p.scale.steps);
+    let protect = p
+        .scale_in
+        .protect
+        .as_ref()
+        .and_then(|e| c.expr(e, &SANDBOX, Kind::Bool, &format!("{ctx}: scale_in.protect")));
+    let schedules = check_schedules(c, &ctx, &p.schedules, min.zip(max));
+    let max_step = check_max_step(c, &ctx, &p.scale.max_step);
+    let sandbox = check_sandbox(c, &ctx, &p.sandbox);
+    let timing = check_timing(c, &ctx, p);
+    if c.diags.len() > before {
+        return None;
+    }
+    Some(Pool {
+        name: p.name.value.clone(),
+        template: p.template.clone().unwrap_or_else(|| "base".into()),
+        min: min?,
+        max: max?,
+        sandbox: sandbox?,
+        busy: busy?,
+        interval: timing.interval,
+        target,
+        steps,
+        cooldown: timing.cooldown,
+        stabilization: timing.stabilization,
+        max_step: max_step?,
+        on_missing: p.scale.on_missing_metrics.unwrap_or(OnMissing::Hold),
+        stale_after: timing.stale_after,
+        victims: p.scale_in.victims.unwrap_or(Victims::IdleFirst),
+        min_age: timing.min_age,
+        protect,
+        schedules,
+        dry_run: p.dry_run,
+    })
+}
+
+/// The per-sandbox `busy` predicate; by default `cpu_used_pct > 80`, placed at the pool's name.
+fn check_busy(c: &mut Checker, ctx: &str, p: &RawPool) -> Option<Expr> {
+    let busy_src = p.busy.clone().unwrap_or(Spanned {
+        value: "cpu_used_pct > 80".into(),
+        referenced: p.name.referenced,
+        defined: p.name.referenced,
+    });
+    c.expr(&busy_src, &SANDBOX, Kind::Bool, &format!("{ctx}: busy"))
+}
+
+/// `scale.max_step`: the most members one decision may add or remove; absent is no limit.
+fn check_max_step(
+    c: &mut Checker,
+    ctx: &str,
+    m: &RawUpDown<Spanned<RawNumber>>,
+) -> Option<UpDown<Option<u32>>> {
+    let up = opt_count(c, ctx, "scale.max_step.up", &m.up, (1, MAX_COUNT));
+    let down = opt_count(c, ctx, "scale.max_step.down", &m.down, (1, MAX_COUNT));
+    Some(UpDown {
+        up: up?,
+        down: down?,
+    })
+}
+
+/// A pool's durations, each defaulted and bounded.
+struct Timing {
+    interval: Duration,
+    cooldown: UpDown<Duration>,
+    stabilization: UpDown<Duration>,
+    stale_after: Duration,
+    min_age: Duration,
+}
+
+fn check_timing(c: &mut Checker, ctx: &str, p: &RawPool) -> Timing {
+    let (sc, si) = (&p.scale, &p.scale_in);
+    let mut d = |field: &str, v: &Option<Spanned<HumanDuration>>, default: u64, range| {
+        duration(c, ctx, field, v, Duration::from_secs(default), range)
+    };
+    let interval = d("scale.interval", &sc.interval, 15, (SECOND, DAY));
+    let cooldown = UpDown {
+        up: d(
+            "scale.cooldown.up",
+            &sc.cooldown.up,
+            0,
+            (Duration::ZERO, DAY),
+        ),
+        down: d(
+            "scale.cooldown.down",
+            &sc.cooldown.down,
+            0,
+            (Duration::ZERO, DAY),
+        ),
+    };
+    let stabilization = UpDown {
+        up: d(
+            "scale.stabilization.up",
+            &sc.stabilization.up,
+            0,
+            (Duration::ZERO, DAY),
+        ),
+        down: d(
+            "scale.stabilization.down",
+            &sc.stabilization.down,
+            300,
+            (Duration::ZERO, DAY),
+        ),
+    };
+    let stale_after = d("scale.stale_after", &sc.stale_after, 30, (SECOND, DAY));
+    let min_age = d("scale_in.min_age", &si.min_age, 0, (Duration::ZERO, DAY));
+    Timing {
+        interval,
+        cooldown,
+        stabilization,
+        stale_after,
+        min_age,
+    }
+}
+
+/// E2B's longest sandbox lifetime: a create asking for more is refused with a 400.
+pub(super) const MAX_SANDBOX_TIMEOUT: Duration = DAY;
+
+/// `sandbox`: how a new member is created.
+fn check_sandbox(c: &mut Checker, ctx: &str, s: &RawSandbox) -> Option<SandboxSettings> {
+    let before = c.diags.len();
+    let timeout = s.timeout.as_ref().map(|_| {
+        duration(
+            c,
+            ctx,
+            "sandbox.timeout",
+            &s.timeout,
+            Duration::ZERO,
+            (SECOND, MAX_SANDBOX_TIMEOUT),
+        )
+    });
+    if c.diags.len() > before {
+        return None;
+    }
+    Some(SandboxSettings {
+        timeout,
+        metadata: s.metadata.clone(),
+        env_vars: s.env_vars.clone(),
+        auto_pause: s.auto_pause,
+    })
+}
+
+/// `min` and `max`, each in range, with `min <= max`.
+fn check_pool_bounds(c: &mut Checker, ctx: &str, p: &RawPool) -> (Option<u32>, Option<u32>) {
+    let min = count(c, ctx, "min", &p.min, (0, MAX_COUNT));
+    let max = count(c, ctx, "max", &p.max, (1, MAX_COUNT));
+    if let (Some(lo), Some(hi)) = (min, max)
+        && lo > hi
+    {
+        c.at(
+            p.min.referenced,
+            format!("{ctx}: min {lo} is greater than max {hi}"),
+        );
+    }
+    (min, max)
+}
+
+/// `scale.target`: target tracking on a pool expression.
+fn check_target(c: &mut Checker, ctx: &str, t: &RawTarget) -> Option<Target> {
+    let metric = c.expr(
+        &t.metric,
+        &POOL,
+        Kind::Number,
+        &format!("{ctx}: scale.target.metric"),
+    );
+    let mut ok = true;
+    if !(t.value.value.is_finite() && t.value.value > 0.0) {
+        ok = false;
+        c.at(
+            t.value.referenced,
+            format!(
+                "{ctx}: scale.target.value must be a number above 0, got {}",
+                t.value.value
+            ),
+        );
+    }
+    if !(0.0..1.0).contains(&t.tolerance.value) {
+        ok = false;
+        c.at(
+            t.tolerance.referenced,
+            format!(
+                "{ctx}: scale.target.tolerance must be from 0 to 1 (0.1 = ±10 %), got {}",
+                t.tolerance.value
+            ),
+        );
+    }
+    metric.filter(|_| ok).map(|metric| Target {
+        metric,
+        value: t.value.value,
+        tolerance: t.tolerance.value,
+    })
+}
+
+/// `scale.steps`: each adds or removes a positive number of members when its condition holds.
+fn check_steps(c: &mut Checker, ctx: &str, raw: &[RawStep]) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for (i, s) in raw.iter().enumerate() {
+        let what = format!("{ctx}: scale.steps[{i}]");
+        let change = match (&s.add, &s.remove) {
+            (Some(a), None) => count(c, &what, "add", a, (1, MAX_COUNT)).map(i64::from),
+            (None, Some(r)) => count(c, &what, "remove", r, (1, MAX_COUNT)).map(|n| -i64::from(n)),
+            _ => {
+                c.at(
+                    s.when.referenced,
+                    format!(
+                        "{what}: give exactly one of `add: N` or `remove: N`, with N at least 1"
+                    ),
+                );
+                None
+            }
+        };
+        let when = c.expr(&s.when, &POOL, Kind::Bool, &format!("{what}.when"));
+        if let (Some(when), Some(change)) = (when, change) {
+            steps.push(Step { when, change });
+        }
+    }
+    steps
+}
