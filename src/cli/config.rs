@@ -1,7 +1,7 @@
 //! `poolpilot config print`: the configuration `run` would use, as YAML, each setting
 //! commented with where it came from. It prints where secrets are read from, never a secret.
 
-use clap::{ArgMatches, Subcommand};
+use clap::Subcommand;
 
 use super::run::{CONFIG_HELP, ConfigArgs};
 
@@ -18,10 +18,10 @@ pub(crate) enum ConfigCommand {
 
 /// `poolpilot config print`: prints what it can, then fails as `run` would when a secret
 /// `run` needs cannot be read.
-pub(crate) fn run(command: &ConfigCommand, m: Option<&ArgMatches>) -> anyhow::Result<()> {
+pub(crate) fn run(command: &ConfigCommand) -> anyhow::Result<()> {
     match command {
         ConfigCommand::Print(args) => {
-            let eff = args.resolve(m)?;
+            let eff = args.resolve()?;
             print!("{}", eff.to_yaml());
             eff.require_secrets()?;
             Ok(())

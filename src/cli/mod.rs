@@ -29,7 +29,7 @@ mod values;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 use crate::agent::config::ConfigError;
 use crate::telemetry::{self, LogFormat};
@@ -108,17 +108,7 @@ pub(crate) enum Command {
 
 /// Parses the command line and runs it.
 pub fn main() -> ExitCode {
-    let matches = Cli::command().get_matches();
-    let cli = match Cli::from_arg_matches(&matches) {
-        Ok(c) => c,
-        Err(e) => e.exit(),
-    };
-    // The matches of the subcommand that takes `ConfigArgs`, for each setting's origin.
-    let config_matches = matches.subcommand_matches("run").or_else(|| {
-        matches
-            .subcommand_matches("config")
-            .and_then(|m| m.subcommand_matches("print"))
-    });
+    let cli = Cli::parse();
     let demo_log = init_logs(&cli);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -129,8 +119,8 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => run::run(args, config_matches).await.map(|()| true),
-            Command::Config(command) => config::run(&command, config_matches).map(|()| true),
+            Command::Run(args) => run::run(args).await.map(|()| true),
+            Command::Config(command) => config::run(&command).map(|()| true),
             Command::Demo(args) => demo::run(&args, demo_log.as_deref()).await.map(|()| true),
             Command::Health(args) => Ok(health::run(&args).await),
             Command::Emulator(args) => emulator::run(args).await.map(|()| true),
