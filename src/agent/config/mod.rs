@@ -737,3 +737,19 @@ impl Effective {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_are_found_in_block_and_flow_sections_and_at_the_top() {
+        let text = "rules: [r]\nstate_dir: s\npoll:\n  metrics: 7s\nlimits: { seen_ids: 5 }\nwebhook: null\n";
+        let at = positions(text);
+        assert_eq!(at.get("rules"), Some(&(1, 8)));
+        assert_eq!(at.get("poll.metrics"), Some(&(4, 12)));
+        assert_eq!(at.get("limits.seen_ids"), Some(&(5, 21)));
+        assert_eq!(at.get("poll.events"), None);
+        assert_eq!(at.get("webhook.name"), None);
+    }
+}

@@ -800,3 +800,36 @@ fn print(
     };
     rows.push((format!("{key}: {value}"), comment));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_setting_is_declared_once_with_its_own_flag_and_variable() {
+        let mut names: Vec<_> = SETTINGS.iter().map(|s| s.name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), SETTINGS.len(), "a setting is declared twice");
+        for s in SETTINGS {
+            if let Some(f) = &s.flag {
+                assert!(f.long.starts_with("--"), "{}", s.name);
+                assert!(f.env.starts_with("POOLPILOT_"), "{}", s.name);
+                assert!(f.help.contains(&format!("[file: {}", s.name)), "{}", s.name);
+            }
+        }
+        for n in REPORT_ORDER {
+            assert!(SETTINGS.iter().any(|s| s.name == n), "{n} is not a setting");
+        }
+    }
+
+    #[test]
+    fn a_switch_comes_before_the_settings_it_holds() {
+        for (i, s) in SETTINGS.iter().enumerate() {
+            if let Some(switch) = s.switch() {
+                let at = SETTINGS.iter().position(|x| x.name == switch.name);
+                assert!(at.is_some_and(|at| at < i), "{}", s.name);
+            }
+        }
+    }
+}
