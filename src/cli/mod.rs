@@ -1,15 +1,15 @@
 //! The command line: the `poolpilot` flags, logging setup, dispatch to one file per command,
 //! and how an error becomes an exit code. Each command's flags live with its body:
 //!
-//! - [`run`]: `poolpilot run`, the agent, and `ConfigArgs` (its flags, shared with `config`);
-//! - [`config`]: `poolpilot config print`;
-//! - [`demo`]: `poolpilot demo`, the agent against the embedded emulator, live;
-//! - [`health`]: `poolpilot health`, for container health checks;
-//! - [`emulator`]: `poolpilot emulator`, a local E2B-compatible server;
-//! - [`check`]: `poolpilot check`, rule and rule test validation;
-//! - [`test`]: `poolpilot test`, rule unit tests;
-//! - [`simulate`]: `poolpilot simulate`, rules against a scenario in virtual time;
-//! - [`values`]: value parsers that several commands' flags share.
+//! - `run`: `poolpilot run`, the agent, and `ConfigArgs` (its flags, shared with `config`);
+//! - `config`: `poolpilot config print`;
+//! - `demo`: `poolpilot demo`, the agent against the embedded emulator, live;
+//! - `health`: `poolpilot health`, for container health checks;
+//! - `emulator`: `poolpilot emulator`, a local E2B-compatible server;
+//! - `check`: `poolpilot check`, rule and rule test validation;
+//! - `test`: `poolpilot test`, rule unit tests;
+//! - `simulate`: `poolpilot simulate`, rules against a scenario in virtual time;
+//! - `values`: value parsers that several commands' flags share.
 //!
 //! Nothing here decides or acts: a command's body calls into the library and prints.
 //!

@@ -1,14 +1,14 @@
 //! The agent's configuration (`poolpilot run`), documented in docs/config.md.
 //!
 //! A setting's value comes from, in order: a flag, its `POOLPILOT_*` environment variable, the
-//! config file, E2B's own variable (`E2B_API_URL`), the default. [`resolve`] applies that
+//! config file, E2B's own variable (`E2B_API_URL`), the default. `resolve` applies that
 //! order and remembers where each value came from, for `poolpilot config print`. Secrets come
 //! from the environment or from files (systemd credentials), never from the config file or a
-//! flag, and are never printed: [`SecretSource`] says where one would be read, not what it is.
+//! flag, and are never printed: `SecretSource` says where one would be read, not what it is.
 //!
 //! [`Config`] is the file format: each setting's type and default. Everything else about a
 //! setting (its flag, variable, bounds, and how `config print` shows it) is its one entry in
-//! [`settings::SETTINGS`], from which resolution, checks and printing are derived.
+//! `settings::SETTINGS`, from which resolution, checks and printing are derived.
 
 mod settings;
 
