@@ -21,16 +21,15 @@
 //! - [`simulate`]: rules against the emulator core in virtual time, with an SVG chart.
 //! - [`notify`]: notifiers (Slack, webhook, Alertmanager, log) with bounded queues and retries.
 //! - [`agent`]: `poolpilot run`: config, the control loop, HTTP endpoints, webhook receiver.
-//! - [`demo`]: `poolpilot demo`, the agent against the embedded emulator, live.
 //! - `fuzz` (hidden, not a public promise): the bodies of the fuzz targets in `fuzz/` and of
 //!   `tests/fuzz_slice.rs`; see docs/fuzzing.md.
-//! - [`cli`]: the command line (`emulator`, `check`, `test`, `simulate`). `main.rs` only calls it.
+//! - [`cli`]: the command line, one file per command (`run`, `config`, `demo`, `health`,
+//!   `emulator`, `check`, `test`, `simulate`). `main.rs` only calls it.
 //!
 //! Data flows one way: sources -> observations -> engine -> decisions -> actions.
 
 pub mod agent;
 pub mod cli;
-pub mod demo;
 pub mod duration;
 pub mod e2b;
 pub mod emulator;

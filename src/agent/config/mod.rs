@@ -1,16 +1,27 @@
 //! The agent's configuration (`poolpilot run`), documented in docs/config.md.
 //!
 //! A setting's value comes from, in order: a flag, its `POOLPILOT_*` environment variable, the
-//! config file, E2B's own variable (`E2B_API_URL`), the default. [`resolve`] applies that
+//! config file, E2B's own variable (`E2B_API_URL`), the default. `resolve` applies that
 //! order and remembers where each value came from, for `poolpilot config print`. Secrets come
 //! from the environment or from files (systemd credentials), never from the config file or a
-//! flag, and are never printed: [`SecretSource`] says where one would be read, not what it is.
+//! flag, and are never printed: `SecretSource` says where one would be read, not what it is.
+//!
+//! [`Config`] is the file format: each setting's type and default. Everything else about a
+//! setting (its flag, variable, bounds, and how `config print` shows it) is its one entry in
+//! `settings::SETTINGS`, from which resolution, checks and printing are derived.
+
+mod settings;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_saphyr::Spanned;
+
+pub(crate) use self::settings::{Flags, Overrides};
+use self::settings::{Problem, SETTINGS};
 
 use crate::duration::HumanDuration;
 
@@ -106,6 +117,17 @@ fn default_webhook_name() -> String {
     "poolpilot".into()
 }
 
+impl Default for WebhookSettings {
+    /// What a webhook setting given by flag or variable starts from.
+    fn default() -> Self {
+        WebhookSettings {
+            secret_file: None,
+            public_url: None,
+            name: default_webhook_name(),
+        }
+    }
+}
+
 /// Bounds on connections, slow clients and the dedup window.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -150,31 +172,6 @@ impl Default for LimitsConfig {
     }
 }
 
-impl LimitsConfig {
-    /// Each bound out of its range, named by its setting.
-    fn problems(&self, bad: &mut impl FnMut(&'static str, String)) {
-        let counts: [(&'static str, usize, usize, usize); 3] = [
-            ("limits.max_connections", self.max_connections, 1, 1_000_000),
-            ("limits.seen_ids", self.seen_ids, 1, 100_000_000),
-            ("limits.seen_bytes", self.seen_bytes, 1024, 1 << 36),
-        ];
-        for (name, v, lo, hi) in counts {
-            if !(lo..=hi).contains(&v) {
-                bad(name, format!("must be from {lo} to {hi}, got {v}"));
-            }
-        }
-        let range = (Duration::from_millis(10), Duration::from_secs(3600));
-        for (name, d) in [
-            ("limits.header_timeout", self.header_timeout),
-            ("limits.body_timeout", self.body_timeout),
-        ] {
-            if let Err(e) = check_duration(d.0, range) {
-                bad(name, e);
-            }
-        }
-    }
-}
-
 /// A configuration problem. Each message names where the bad value came from: `--flag`,
 /// `POOLPILOT_X`, or `file:line:col`.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -189,12 +186,12 @@ pub enum ConfigError {
 
 impl ConfigError {
     /// One problem.
-    pub fn invalid(message: impl Into<String>) -> ConfigError {
+    pub(crate) fn invalid(message: impl Into<String>) -> ConfigError {
         ConfigError::Invalid(vec![message.into()])
     }
 
     /// Each problem, one line each.
-    pub fn messages(&self) -> Vec<&str> {
+    pub(crate) fn messages(&self) -> Vec<&str> {
         match self {
             ConfigError::Usage(m) => vec![m.as_str()],
             ConfigError::Invalid(ms) => ms.iter().map(String::as_str).collect(),
@@ -202,7 +199,7 @@ impl ConfigError {
     }
 
     /// The process exit code, as docs/operations.md documents: 2 for a usage error, else 1.
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         match self {
             ConfigError::Usage(_) => 2,
             ConfigError::Invalid(_) => 1,
@@ -235,59 +232,8 @@ impl Config {
         }
     }
 
-    /// Every problem that the file format cannot catch: required settings, values in range.
-    /// Each problem names the setting it is about, for [`blame`] to say where it was given.
-    fn problems(&self) -> Vec<Problem> {
-        let mut out = Vec::new();
-        let mut bad =
-            |setting: &'static str, message: String| out.push(Problem { setting, message });
-        if self.rules.is_empty() {
-            bad("rules", "is required: name at least one rule file or directory in the config file (`rules:`), by --rules, or by POOLPILOT_RULES".into());
-        }
-        if self.state_dir.as_os_str().is_empty() {
-            bad("state_dir", "is required: give a folder in the config file (`state_dir:`), by --state-dir, or by POOLPILOT_STATE_DIR".into());
-        }
-        if let Some(r) = self.api.create_rate
-            && let Err(e) = check_create_rate(r)
-        {
-            bad("api.create_rate", e);
-        }
-        if let Err(e) = check_duration(self.poll.metrics.0, POLL_METRICS_RANGE) {
-            bad("poll.metrics", e);
-        }
-        if let Err(e) = check_duration(self.poll.events.0, POLL_EVENTS_RANGE) {
-            bad("poll.events", e);
-        }
-        if let Err(e) = check_listen(&self.listen) {
-            bad("listen", e);
-        }
-        if let Some(u) = &self.api.url
-            && let Err(e) = check_url(u)
-        {
-            bad("api.url", e);
-        }
-        if let Some(w) = &self.webhook {
-            if let Some(u) = &w.public_url
-                && let Err(e) = check_url(u)
-            {
-                bad("webhook.public_url", e);
-            }
-            if w.name.trim().is_empty()
-                || w.name.len() > 128
-                || w.name.chars().any(char::is_control)
-            {
-                bad(
-                    "webhook.name",
-                    "must be 1 to 128 printable characters, such as \"poolpilot\"".into(),
-                );
-            }
-        }
-        self.limits.problems(&mut bad);
-        out
-    }
-
-    /// Parses a config file's text without [`Config::problems`]: flags may still supply what it
-    /// lacks.
+    /// Parses a config file's text without [`settings::problems`]: flags may still supply
+    /// what it lacks.
     fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         let mut cfg: Config = serde_saphyr::from_str(text).map_err(|e| {
             let (l, c) = e
@@ -301,30 +247,24 @@ impl Config {
             ))
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let abs = |p: &PathBuf| {
+        settings::map_paths(&mut cfg, |p| {
             if p.is_absolute() {
-                p.clone()
+                p.to_path_buf()
             } else {
                 base.join(p)
             }
-        };
-        cfg.rules = cfg.rules.iter().map(abs).collect();
-        cfg.state_dir = abs(&cfg.state_dir);
-        if let Some(k) = &cfg.api.key_file {
-            cfg.api.key_file = Some(abs(k));
-        }
-        if let Some(w) = &mut cfg.webhook
-            && let Some(f) = &w.secret_file
-        {
-            w.secret_file = Some(abs(f));
-        }
+        });
         Ok(cfg)
     }
 }
 
 /// Reads a secret, trimmed: from `file` when given; else from the systemd credential
 /// `$CREDENTIALS_DIRECTORY/<credential>` when it exists (`LoadCredential=`); else from `env`.
-pub fn secret(file: Option<&Path>, credential: &str, env: &str) -> Result<String, ConfigError> {
+pub(crate) fn secret(
+    file: Option<&Path>,
+    credential: &str,
+    env: &str,
+) -> Result<String, ConfigError> {
     let from_credentials = std::env::var_os("CREDENTIALS_DIRECTORY")
         .map(|d| PathBuf::from(d).join(credential))
         .filter(|p| p.exists());
@@ -347,66 +287,21 @@ pub fn secret(file: Option<&Path>, credential: &str, env: &str) -> Result<String
     Ok(value)
 }
 
-/// Settings given by flag or environment variable; each wins over the config file.
-#[derive(Debug, Clone, Default)]
-pub struct Overrides {
-    pub api_url: Option<String>,
-    pub api_key_file: Option<PathBuf>,
-    pub create_rate: Option<f64>,
-    /// Replaces the file's `rules` list when not empty.
-    pub rules: Vec<PathBuf>,
-    pub state_dir: Option<PathBuf>,
-    pub listen: Option<String>,
-    pub poll_metrics: Option<HumanDuration>,
-    pub poll_events: Option<HumanDuration>,
-    /// Turns the webhook receiver on (as does any other webhook setting) or off.
-    pub webhook: Option<bool>,
-    pub webhook_secret_file: Option<PathBuf>,
-    pub webhook_public_url: Option<String>,
-    pub webhook_name: Option<String>,
-    pub dry_run: Option<bool>,
-    /// Where each given override came from ("flag --listen", "env POOLPILOT_LISTEN"), by
-    /// setting name ("listen", "api.url", ...).
-    pub origins: BTreeMap<&'static str, Origin>,
-}
-
-/// Every setting, by the name the config file and `config print` use.
-pub const SETTINGS: &[&str] = &[
-    "api.url",
-    "api.key_file",
-    "api.create_rate",
-    "rules",
-    "state_dir",
-    "listen",
-    "poll.metrics",
-    "poll.events",
-    "webhook",
-    "webhook.secret_file",
-    "webhook.public_url",
-    "webhook.name",
-    "limits.max_connections",
-    "limits.header_timeout",
-    "limits.body_timeout",
-    "limits.seen_ids",
-    "limits.seen_bytes",
-    "dry_run",
-];
-
 /// The configuration in force, with where each setting came from.
 #[derive(Debug, Clone)]
-pub struct Effective {
-    pub config: Config,
+pub(crate) struct Effective {
+    pub(crate) config: Config,
     /// By setting name: "flag --x", "env POOLPILOT_X", "file <path>", "env E2B_API_URL" or
     /// "default".
-    pub origins: BTreeMap<&'static str, Origin>,
-    pub api_key: SecretSource,
-    /// None while the webhook receiver is off.
-    pub webhook_secret: Option<SecretSource>,
+    pub(crate) origins: BTreeMap<&'static str, Origin>,
+    /// Where each secret in force would be read from, by the setting that names its file
+    /// (`api.key_file`; `webhook.secret_file` while the webhook receiver is on).
+    pub(crate) secrets: BTreeMap<&'static str, SecretSource>,
 }
 
 /// Where a secret would be read from; never its value.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretSource {
+pub(crate) enum SecretSource {
     File(PathBuf),
     Env(String),
     /// No file, no credential and the variable unset: `run` will refuse to start.
@@ -427,7 +322,7 @@ impl std::fmt::Display for SecretSource {
 }
 
 /// Finds where a secret would come from, in the order [`secret`] reads it.
-pub fn secret_source(
+pub(crate) fn secret_source(
     file: Option<&Path>,
     credential: &str,
     env_name: &str,
@@ -453,7 +348,7 @@ pub fn secret_source(
 /// the process environment (a parameter so that tests need not change it). Relative paths in
 /// the file are taken from the file's folder; those given by flag or variable, from the
 /// working directory. Every invalid setting is reported, each blamed on where it was given.
-pub fn resolve(
+pub(crate) fn resolve(
     file: Option<&Path>,
     o: &Overrides,
     env: &dyn Fn(&str) -> Option<String>,
@@ -467,43 +362,40 @@ pub fn resolve(
         ),
     };
     // An origin is known exactly for each setting given by flag or variable.
-    for (name, origin) in &o.origins {
+    for (name, origin) in o.origins() {
         origins.insert(name, origin.clone());
     }
-    apply_overrides(&mut cfg, o, &mut origins);
+    o.apply(&mut cfg, &mut origins);
     fill_from_environment(&mut cfg, &mut origins, env);
-    let problems = cfg.problems();
+    let problems = settings::problems(&cfg);
     if !problems.is_empty() {
-        let messages = problems
-            .into_iter()
-            .map(|p| match blame(origins.get(p.setting), at.get(p.setting)) {
-                Some(source) => format!("{source}: `{}` {}", p.setting, p.message),
-                None => format!("`{}` {}", p.setting, p.message),
-            })
-            .collect();
-        return Err(ConfigError::Invalid(messages));
+        return Err(blamed(problems, &origins, &at));
     }
     make_paths_absolute(&mut cfg);
-    let api_key = secret_source(
-        cfg.api.key_file.as_deref(),
-        "e2b-api-key",
-        "E2B_API_KEY",
-        env,
-    );
-    let webhook_secret = cfg.webhook.as_ref().map(|w| {
-        secret_source(
-            w.secret_file.as_deref(),
-            "webhook-secret",
-            "POOLPILOT_WEBHOOK_SECRET",
-            env,
-        )
-    });
+    let secrets = settings::secrets(&cfg)
+        .map(|(name, file, s)| (name, secret_source(file, s.credential, s.env, env)))
+        .collect();
     Ok(Effective {
         config: cfg,
         origins,
-        api_key,
-        webhook_secret,
+        secrets,
     })
+}
+
+/// The error for `problems`, each message starting with where its value came from.
+fn blamed(
+    problems: Vec<Problem>,
+    origins: &BTreeMap<&'static str, Origin>,
+    at: &BTreeMap<&'static str, (u64, u64)>,
+) -> ConfigError {
+    let messages = problems
+        .into_iter()
+        .map(|p| match blame(origins.get(p.setting), at.get(p.setting)) {
+            Some(source) => format!("{source}: `{}` {}", p.setting, p.message),
+            None => format!("`{}` {}", p.setting, p.message),
+        })
+        .collect();
+    ConfigError::Invalid(messages)
 }
 
 /// Reads and parses a config file: the config, each setting's origin, and where in the file
@@ -526,7 +418,7 @@ fn read_file(
     let tree: serde_json::Value = serde_saphyr::from_str(&text).unwrap_or_default();
     let present: BTreeMap<&'static str, ()> = SETTINGS
         .iter()
-        .copied()
+        .map(|s| s.name)
         .filter(|name| {
             name.split('.')
                 .try_fold(&tree, |v, k| v.get(k))
@@ -544,87 +436,14 @@ fn default_origins(
 ) -> BTreeMap<&'static str, Origin> {
     SETTINGS
         .iter()
-        .map(|name| {
+        .map(|s| {
             let origin = match file {
-                Some(f) if present.contains_key(name) => Origin::File(f.to_path_buf()),
+                Some(f) if present.contains_key(s.name) => Origin::File(f.to_path_buf()),
                 _ => Origin::Default,
             };
-            (*name, origin)
+            (s.name, origin)
         })
         .collect()
-}
-
-/// Puts each flag and variable over the file's value.
-fn apply_overrides(cfg: &mut Config, o: &Overrides, origins: &mut BTreeMap<&'static str, Origin>) {
-    if let Some(v) = &o.api_url {
-        cfg.api.url = Some(v.clone());
-    }
-    if let Some(v) = &o.api_key_file {
-        cfg.api.key_file = Some(v.clone());
-    }
-    if let Some(v) = o.create_rate {
-        cfg.api.create_rate = Some(v);
-    }
-    if !o.rules.is_empty() {
-        cfg.rules = o.rules.clone();
-    }
-    if let Some(v) = &o.state_dir {
-        cfg.state_dir = v.clone();
-    }
-    if let Some(v) = &o.listen {
-        cfg.listen = v.clone();
-    }
-    if let Some(v) = o.poll_metrics {
-        cfg.poll.metrics = v;
-    }
-    if let Some(v) = o.poll_events {
-        cfg.poll.events = v;
-    }
-    apply_webhook_overrides(cfg, o, origins);
-    if let Some(d) = o.dry_run {
-        cfg.dry_run = d;
-    }
-}
-
-/// The webhook receiver: on by `--webhook` or by any other webhook setting, off by
-/// `--webhook false`.
-fn apply_webhook_overrides(
-    cfg: &mut Config,
-    o: &Overrides,
-    origins: &mut BTreeMap<&'static str, Origin>,
-) {
-    let any_webhook = o.webhook == Some(true)
-        || o.webhook_secret_file.is_some()
-        || o.webhook_public_url.is_some()
-        || o.webhook_name.is_some();
-    if any_webhook && cfg.webhook.is_none() {
-        cfg.webhook = Some(WebhookSettings {
-            secret_file: None,
-            public_url: None,
-            name: default_webhook_name(),
-        });
-        if o.webhook != Some(true)
-            && let Some(by) = ["webhook.secret_file", "webhook.public_url", "webhook.name"]
-                .iter()
-                .find_map(|n| o.origins.get(n))
-        {
-            origins.insert("webhook", Origin::ImpliedBy(Box::new(by.clone())));
-        }
-    }
-    if let Some(w) = &mut cfg.webhook {
-        if let Some(v) = &o.webhook_secret_file {
-            w.secret_file = Some(v.clone());
-        }
-        if let Some(v) = &o.webhook_public_url {
-            w.public_url = Some(v.clone());
-        }
-        if let Some(v) = &o.webhook_name {
-            w.name = v.clone();
-        }
-    }
-    if o.webhook == Some(false) {
-        cfg.webhook = None;
-    }
 }
 
 /// Fills what nothing set: the URL from E2B's own `E2B_API_URL`, else the default; the
@@ -650,43 +469,17 @@ fn fill_from_environment(
 
 /// Absolute paths: the same meaning wherever the output of `config print` is saved.
 fn make_paths_absolute(cfg: &mut Config) {
-    let abs = |p: &mut PathBuf| {
-        if let Ok(a) = std::path::absolute(&*p) {
-            *p = a;
-        }
-    };
-    cfg.rules.iter_mut().for_each(abs);
-    abs(&mut cfg.state_dir);
-    if let Some(k) = &mut cfg.api.key_file {
-        abs(k);
-    }
-    if let Some(w) = &mut cfg.webhook
-        && let Some(f) = &mut w.secret_file
-    {
-        abs(f);
-    }
+    settings::map_paths(cfg, |p| {
+        std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+    });
 }
 
 /// Creates per second when none is set (E2B's Pro tier).
-pub const DEFAULT_CREATE_RATE: f64 = 5.0;
+pub(crate) const DEFAULT_CREATE_RATE: f64 = 5.0;
 
 /// Creates per second that `api.create_rate` accepts: one create every 100 s up to 1,000 a
 /// second. Outside it the pacer's interval would be absurd (or overflow).
-pub const CREATE_RATE_RANGE: (f64, f64) = (0.01, 1000.0);
-/// What `poll.metrics` accepts: the loop's turn, from 100 ms to an hour.
-pub const POLL_METRICS_RANGE: (Duration, Duration) =
-    (Duration::from_millis(100), Duration::from_secs(3600));
-/// What `poll.events` accepts: from 1 s (E2B's API is not a stream) to an hour.
-pub const POLL_EVENTS_RANGE: (Duration, Duration) =
-    (Duration::from_secs(1), Duration::from_secs(3600));
-
-/// One setting's problem, before it is blamed on where the value came from.
-#[derive(Debug)]
-struct Problem {
-    setting: &'static str,
-    message: String,
-}
-
+pub(crate) const CREATE_RATE_RANGE: (f64, f64) = (0.01, 1000.0);
 /// Says which setting a bare "invalid u64" (a number the field's type cannot hold) is about,
 /// from the key on that line; docs/config.md gives every setting's range.
 fn explain_number(message: String, text: &str, line: u64) -> String {
@@ -708,7 +501,7 @@ fn explain_number(message: String, text: &str, line: u64) -> String {
 }
 
 /// Checks a create rate against [`CREATE_RATE_RANGE`]; the error says what is valid.
-pub fn check_create_rate(r: f64) -> Result<(), String> {
+pub(crate) fn check_create_rate(r: f64) -> Result<(), String> {
     let (lo, hi) = CREATE_RATE_RANGE;
     if r.is_finite() && (lo..=hi).contains(&r) {
         return Ok(());
@@ -719,7 +512,7 @@ pub fn check_create_rate(r: f64) -> Result<(), String> {
 }
 
 /// Checks a duration against an inclusive range; the error says what is valid.
-pub fn check_duration(d: Duration, (lo, hi): (Duration, Duration)) -> Result<(), String> {
+pub(crate) fn check_duration(d: Duration, (lo, hi): (Duration, Duration)) -> Result<(), String> {
     if (lo..=hi).contains(&d) {
         return Ok(());
     }
@@ -733,7 +526,7 @@ pub fn check_duration(d: Duration, (lo, hi): (Duration, Duration)) -> Result<(),
 
 /// Checks a listen address: `HOST:PORT` with an IP address, a bracketed IPv6 address or a
 /// host name, and a port from 0 to 65535.
-pub fn check_listen(listen: &str) -> Result<(), String> {
+pub(crate) fn check_listen(listen: &str) -> Result<(), String> {
     let valid = listen.parse::<std::net::SocketAddr>().is_ok()
         || listen.rsplit_once(':').is_some_and(|(host, port)| {
             port.parse::<u16>().is_ok()
@@ -751,9 +544,17 @@ pub fn check_listen(listen: &str) -> Result<(), String> {
     ))
 }
 
+/// Checks a webhook's name: printable, 1 to 128 characters.
+pub(crate) fn check_webhook_name(name: &str) -> Result<(), String> {
+    if name.trim().is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+        return Err("must be 1 to 128 printable characters, such as \"poolpilot\"".into());
+    }
+    Ok(())
+}
+
 /// Checks a URL: http or https with a host. The value is not repeated, since a URL may carry
 /// credentials.
-pub fn check_url(u: &str) -> Result<(), String> {
+pub(crate) fn check_url(u: &str) -> Result<(), String> {
     match url::Url::parse(u) {
         Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Ok(()),
         Ok(url) => Err(format!(
@@ -766,110 +567,85 @@ pub fn check_url(u: &str) -> Result<(), String> {
     }
 }
 
-/// Parses a duration given by flag or variable; `source` (`--flag` or `POOLPILOT_X`) is named
-/// in the error, which is a usage error.
-pub fn parse_duration_override(raw: &str, source: &str) -> Result<HumanDuration, ConfigError> {
-    raw.parse()
-        .map_err(|e| ConfigError::Usage(format!("{source}: {e}")))
-}
-
-/// Parses a create rate given by flag or variable, naming `source` in the usage error.
-pub fn parse_rate_override(raw: &str, source: &str) -> Result<f64, ConfigError> {
-    let (lo, hi) = CREATE_RATE_RANGE;
-    raw.trim().parse().map_err(|_| {
-        ConfigError::Usage(format!(
-            "{source}: invalid value {raw:?}: expected creates per second, a number from {lo} to {hi} such as 5"
-        ))
-    })
-}
-
-/// Parses a boolean given by flag or variable, as clap's boolish values: true, yes, on, 1, y,
-/// t and false, no, off, 0, n, f, in any case.
-pub fn parse_bool_override(raw: &str, source: &str) -> Result<bool, ConfigError> {
-    match raw.trim().to_ascii_lowercase().as_str() {
-        "true" | "yes" | "on" | "1" | "y" | "t" => Ok(true),
-        "false" | "no" | "off" | "0" | "n" | "f" => Ok(false),
-        _ => Err(ConfigError::Usage(format!(
-            "{source}: invalid value {raw:?}: expected true or false (also 1/0, yes/no, on/off)"
-        ))),
-    }
-}
-
 /// Where each setting of a config file's text is written, as (line, column) of its value.
 fn positions(text: &str) -> BTreeMap<&'static str, (u64, u64)> {
-    use serde::de::IgnoredAny;
-    use serde_saphyr::Spanned;
-    type At = Option<Spanned<IgnoredAny>>;
-    #[derive(Deserialize, Default)]
-    #[serde(default)]
-    struct ApiAt {
-        url: At,
-        key_file: At,
-        create_rate: At,
+    let top: BTreeMap<String, Spanned<Section>> = serde_saphyr::from_str(text).unwrap_or_default();
+    SETTINGS
+        .iter()
+        .filter_map(|s| {
+            let at = match s.name.split_once('.') {
+                None => &top.get(s.name)?.referenced,
+                Some((section, key)) => &top.get(section)?.value.0.get(key)?.referenced,
+            };
+            Some((s.name, (at.line(), at.column())))
+        })
+        .collect()
+}
+
+/// A YAML value, kept only as where each value of a mapping is written: a section of the
+/// config file, for [`positions`]. Anything but a mapping is read and forgotten.
+#[derive(Default)]
+struct Section(BTreeMap<String, Spanned<IgnoredAny>>);
+
+impl<'de> Deserialize<'de> for Section {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Section, D::Error> {
+        d.deserialize_any(SectionVisitor)
     }
-    #[derive(Deserialize, Default)]
-    #[serde(default)]
-    struct PollAt {
-        metrics: At,
-        events: At,
+}
+
+struct SectionVisitor;
+
+/// The visitor methods of values that are not a mapping: each gives an empty section.
+macro_rules! not_a_mapping {
+    ($($method:ident($t:ty)),*) => {
+        $(fn $method<E: serde::de::Error>(self, _: $t) -> Result<Section, E> {
+            Ok(Section::default())
+        })*
+    };
+}
+
+impl<'de> serde::de::Visitor<'de> for SectionVisitor {
+    type Value = Section;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any YAML value")
     }
-    #[derive(Deserialize, Default)]
-    #[serde(default)]
-    struct WebhookAt {
-        secret_file: At,
-        public_url: At,
-        name: At,
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Section, A::Error> {
+        let mut at = BTreeMap::new();
+        while let Some((key, value)) = map.next_entry::<String, Spanned<IgnoredAny>>()? {
+            at.insert(key, value);
+        }
+        Ok(Section(at))
     }
-    #[derive(Deserialize, Default)]
-    #[serde(default)]
-    struct LimitsAt {
-        max_connections: At,
-        header_timeout: At,
-        body_timeout: At,
-        seen_ids: At,
-        seen_bytes: At,
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Section, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Section::default())
     }
-    #[derive(Deserialize, Default)]
-    #[serde(default)]
-    struct FileAt {
-        api: Option<ApiAt>,
-        limits: Option<LimitsAt>,
-        rules: At,
-        state_dir: At,
-        listen: At,
-        poll: Option<PollAt>,
-        webhook: Option<WebhookAt>,
-        dry_run: At,
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Section, D::Error> {
+        Section::deserialize(d)
     }
-    let f: FileAt = serde_saphyr::from_str(text).unwrap_or_default();
-    let (api, poll, hook, limits) = (
-        f.api.unwrap_or_default(),
-        f.poll.unwrap_or_default(),
-        f.webhook.unwrap_or_default(),
-        f.limits.unwrap_or_default(),
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<Section, E> {
+        Ok(Section::default())
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Section, E> {
+        Ok(Section::default())
+    }
+
+    not_a_mapping!(
+        visit_bool(bool),
+        visit_i64(i64),
+        visit_u64(u64),
+        visit_i128(i128),
+        visit_u128(u128),
+        visit_f64(f64),
+        visit_str(&str),
+        visit_bytes(&[u8])
     );
-    [
-        ("api.url", api.url),
-        ("api.key_file", api.key_file),
-        ("api.create_rate", api.create_rate),
-        ("rules", f.rules),
-        ("state_dir", f.state_dir),
-        ("listen", f.listen),
-        ("poll.metrics", poll.metrics),
-        ("poll.events", poll.events),
-        ("webhook.secret_file", hook.secret_file),
-        ("webhook.public_url", hook.public_url),
-        ("webhook.name", hook.name),
-        ("dry_run", f.dry_run),
-        ("limits.max_connections", limits.max_connections),
-        ("limits.header_timeout", limits.header_timeout),
-        ("limits.body_timeout", limits.body_timeout),
-        ("limits.seen_ids", limits.seen_ids),
-        ("limits.seen_bytes", limits.seen_bytes),
-    ]
-    .into_iter()
-    .filter_map(|(name, at)| at.map(|s| (name, (s.referenced.line(), s.referenced.column()))))
-    .collect()
 }
 
 /// Where a setting's value came from, as a message prefix: `--flag`, `POOLPILOT_X`,
@@ -889,7 +665,7 @@ fn blame(origin: Option<&Origin>, at: Option<&(u64, u64)>) -> Option<String> {
 
 /// Where a setting's value came from; `config print` shows it, errors name it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
+pub(crate) enum Origin {
     /// A command-line flag, such as `--listen`.
     Flag(&'static str),
     /// A `POOLPILOT_*` variable.
@@ -929,21 +705,12 @@ fn qp(p: &Path) -> String {
 impl Effective {
     /// Reads every secret `run` needs, as `run` does, and forgets it: Ok when `run` would find
     /// them all. The messages are `run`'s own.
-    pub fn require_secrets(&self) -> Result<(), ConfigError> {
+    pub(crate) fn require_secrets(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
-        let c = &self.config;
-        let mut need = |file: Option<&Path>, credential: &str, env: &str| {
-            if let Err(e) = secret(file, credential, env) {
+        for (_, file, s) in settings::secrets(&self.config) {
+            if let Err(e) = secret(file, s.credential, s.env) {
                 problems.extend(e.messages().into_iter().map(String::from));
             }
-        };
-        need(c.api.key_file.as_deref(), "e2b-api-key", "E2B_API_KEY");
-        if let Some(w) = &c.webhook {
-            need(
-                w.secret_file.as_deref(),
-                "webhook-secret",
-                "POOLPILOT_WEBHOOK_SECRET",
-            );
         }
         if problems.is_empty() {
             Ok(())
@@ -955,96 +722,8 @@ impl Effective {
     /// The effective configuration as a config file, each setting commented with its origin.
     /// Secrets appear only as where they are read from. The output loads back as a config
     /// file that gives the same configuration.
-    pub fn to_yaml(&self) -> String {
-        let c = &self.config;
-        let o = |name: &str| {
-            self.origins
-                .get(name)
-                .map(ToString::to_string)
-                .unwrap_or_default()
-        };
-        let mut rows: Vec<(String, String)> = Vec::new();
-        let mut row = |line: String, comment: String| rows.push((line, comment));
-        row("api:".into(), String::new());
-        row(
-            format!("  url: {}", q(c.api.url.as_deref().unwrap_or_default())),
-            o("api.url"),
-        );
-        row(
-            match &c.api.key_file {
-                Some(p) => format!("  key_file: {}", qp(p)),
-                None => "  key_file: null".into(),
-            },
-            format!("{}; the API key is {}", o("api.key_file"), self.api_key),
-        );
-        row(
-            format!(
-                "  create_rate: {}",
-                c.api.create_rate.unwrap_or(DEFAULT_CREATE_RATE)
-            ),
-            o("api.create_rate"),
-        );
-        row("rules:".into(), o("rules"));
-        for r in &c.rules {
-            row(format!("  - {}", qp(r)), String::new());
-        }
-        row(format!("state_dir: {}", qp(&c.state_dir)), o("state_dir"));
-        row(format!("listen: {}", q(&c.listen)), o("listen"));
-        row("poll:".into(), String::new());
-        row(
-            format!("  metrics: {}", q(&c.poll.metrics.to_string())),
-            o("poll.metrics"),
-        );
-        row(
-            format!("  events: {}", q(&c.poll.events.to_string())),
-            o("poll.events"),
-        );
-        match (&c.webhook, &self.webhook_secret) {
-            (Some(w), secret) => {
-                row("webhook:".into(), o("webhook"));
-                row(
-                    match &w.secret_file {
-                        Some(p) => format!("  secret_file: {}", qp(p)),
-                        None => "  secret_file: null".into(),
-                    },
-                    format!(
-                        "{}; the signature secret is {}",
-                        o("webhook.secret_file"),
-                        secret.as_ref().map(ToString::to_string).unwrap_or_default()
-                    ),
-                );
-                row(
-                    match &w.public_url {
-                        Some(u) => format!("  public_url: {}", q(u)),
-                        None => "  public_url: null".into(),
-                    },
-                    o("webhook.public_url"),
-                );
-                row(format!("  name: {}", q(&w.name)), o("webhook.name"));
-            }
-            (None, _) => row("webhook: null".into(), "off: no POST /webhooks/e2b".into()),
-        }
-        row("limits:".into(), String::new());
-        let l = &c.limits;
-        row(
-            format!("  max_connections: {}", l.max_connections),
-            o("limits.max_connections"),
-        );
-        for (name, d) in [
-            ("header_timeout", l.header_timeout),
-            ("body_timeout", l.body_timeout),
-        ] {
-            row(
-                format!("  {name}: {}", q(&d.to_string())),
-                o(&format!("limits.{name}")),
-            );
-        }
-        row(format!("  seen_ids: {}", l.seen_ids), o("limits.seen_ids"));
-        row(
-            format!("  seen_bytes: {}", l.seen_bytes),
-            o("limits.seen_bytes"),
-        );
-        row(format!("dry_run: {}", c.dry_run), o("dry_run"));
+    pub(crate) fn to_yaml(&self) -> String {
+        let rows = settings::rows(self);
         let width = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
         let mut out = String::from("# poolpilot: the effective configuration (secrets redacted)\n");
         for (line, comment) in rows {
@@ -1056,5 +735,21 @@ impl Effective {
             out.push('\n');
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_are_found_in_block_and_flow_sections_and_at_the_top() {
+        let text = "rules: [r]\nstate_dir: s\npoll:\n  metrics: 7s\nlimits: { seen_ids: 5 }\nwebhook: null\n";
+        let at = positions(text);
+        assert_eq!(at.get("rules"), Some(&(1, 8)));
+        assert_eq!(at.get("poll.metrics"), Some(&(4, 12)));
+        assert_eq!(at.get("limits.seen_ids"), Some(&(5, 21)));
+        assert_eq!(at.get("poll.events"), None);
+        assert_eq!(at.get("webhook.name"), None);
     }
 }
