@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use super::{ObservedSandbox, time};
 use crate::e2b::SandboxState;
 use crate::expr::{Bindings, Meta, Text};
-use crate::rules::scopes::{AGGREGATED, pool as ps, sandbox as ss};
+use crate::rules::scopes::{AGGREGATED, AGGREGATED_SLOTS, pool as ps, sandbox as ss};
 use crate::rules::{AlertScope, Pool, RuleSet};
 
 pub(crate) struct PreparedSandbox<'a> {
@@ -163,35 +163,27 @@ pub(crate) fn bind_sandbox<'b>(
     true
 }
 
-/// Running sums of the aggregated sandbox metrics.
+/// Running sums of the [`AGGREGATED`] sandbox metrics, in that order.
 pub(crate) struct Agg {
     pub n: usize,
-    sum: [f64; 6],
-    min: [f64; 6],
-    max: [f64; 6],
+    sum: [f64; AGGREGATED.len()],
+    min: [f64; AGGREGATED.len()],
+    max: [f64; AGGREGATED.len()],
 }
 
 impl Agg {
     pub fn new() -> Self {
         Agg {
             n: 0,
-            sum: [0.0; 6],
-            min: [f64::INFINITY; 6],
-            max: [f64::NEG_INFINITY; 6],
+            sum: [0.0; AGGREGATED.len()],
+            min: [f64::INFINITY; AGGREGATED.len()],
+            max: [f64::NEG_INFINITY; AGGREGATED.len()],
         }
     }
 
     pub fn add(&mut self, b: &Bindings<'_>) {
-        const SLOTS: [usize; 6] = [
-            ss::CPU_USED_PCT,
-            ss::MEM_USED,
-            ss::MEM_USED_PCT,
-            ss::DISK_USED,
-            ss::DISK_USED_PCT,
-            ss::AGE_S,
-        ];
         self.n += 1;
-        for (i, slot) in SLOTS.iter().enumerate() {
+        for (i, slot) in AGGREGATED_SLOTS.iter().enumerate() {
             let v = b.num_at(*slot).unwrap_or(0.0);
             self.sum[i] += v;
             self.min[i] = self.min[i].min(v);
