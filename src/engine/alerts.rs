@@ -1,4 +1,17 @@
-//! Alert evaluation: one state machine per (alert, subject).
+//! Alert evaluation: one state machine per (alert, subject), moved by [`transition`].
+//!
+//! ```text
+//!  inactive ──true──► pending ──true for `for`──► firing ──repeat_interval──► firing (repeat)
+//!     ▲                  │                           │
+//!     │ false: dropped,  │                           │ false for `keep_firing_for`, or the
+//!     │ nothing sent     │                           │ subject is gone: resolved
+//!     └──────────────────┴───────────────────────────┘
+//! ```
+//!
+//! With a zero `for`, a true condition goes from inactive straight to firing.
+//!
+//! Missing data never moves the machine: it keeps whatever state there is, so a silent
+//! sandbox neither fires nor resolves.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -14,7 +27,7 @@ use crate::rules::scopes::{POOL, SANDBOX, TEAM, team as ts};
 use crate::rules::{Alert, AlertScope, RuleSet};
 
 /// Samples older than this do not count for sandbox and team alerts.
-pub const ALERT_STALE_AFTER: Duration = Duration::from_secs(30);
+pub(crate) const ALERT_STALE_AFTER: Duration = Duration::from_secs(30);
 
 /// One subject's evaluation: Some(condition) and the value it saw, or None without data.
 struct Outcome {
@@ -43,6 +56,7 @@ fn render(alert: &Alert, b: &Bindings<'_>, subject: &str, value: f64) -> String 
     })
 }
 
+/// Evaluates every alert over its subjects at `now`, then resolves the subjects that are gone.
 pub(super) fn run(
     rules: &RuleSet,
     states: &mut BTreeMap<String, BTreeMap<String, AlertState>>,

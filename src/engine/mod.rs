@@ -191,7 +191,7 @@ impl Engine {
     }
 
     /// Resumes from persisted state.
-    pub fn with_state(rules: Arc<RuleSet>, state: EngineState) -> Self {
+    pub(crate) fn with_state(rules: Arc<RuleSet>, state: EngineState) -> Self {
         Engine {
             needs: prepare::Needs::of(&rules),
             needs_membership: needs_membership(&rules),
@@ -200,16 +200,16 @@ impl Engine {
         }
     }
 
-    pub fn rules(&self) -> &Arc<RuleSet> {
+    pub(crate) fn rules(&self) -> &Arc<RuleSet> {
         &self.rules
     }
 
-    pub fn state(&self) -> &EngineState {
+    pub(crate) fn state(&self) -> &EngineState {
         &self.state
     }
 
     /// Swaps in a new rule set, keeping the state of pools and alerts that still exist.
-    pub fn set_rules(&mut self, rules: Arc<RuleSet>) {
+    pub(crate) fn set_rules(&mut self, rules: Arc<RuleSet>) {
         self.state
             .pools
             .retain(|name, _| rules.pool(name).is_some());
