@@ -33,18 +33,18 @@ pub(super) fn recommend(
 
 /// `on_missing: hold`: some member has no fresh sample, so no metric-driven change.
 fn hold_for_missing(pool: &Pool, missing: usize, running: u32, acc: &mut Account) -> u32 {
+    let note = format!(
+        "{missing} of {running} members have no sample newer than {}; holding",
+        humantime::format_duration(pool.stale_after)
+    );
+    hold(acc, note)
+}
+
+/// No metric-driven change at this evaluation: the size stays, and the clamp says why.
+fn hold(acc: &mut Account, note: String) -> u32 {
     let size = acc.size;
     acc.hold = true;
-    acc.clamp(
-        ClampKind::MissingData,
-        size,
-        size,
-        None,
-        format!(
-            "{missing} of {running} members have no sample newer than {}; holding",
-            humantime::format_duration(pool.stale_after)
-        ),
-    );
+    acc.clamp(ClampKind::MissingData, size, size, None, note);
     size
 }
 
@@ -124,20 +124,12 @@ fn strongest(recs: &[u32], size: u32) -> u32 {
 
 /// A rule without a finite value: no metric-driven change, and the cause says why.
 fn hold_on(acc: &mut Account, field: &str, why: &EvalError) -> u32 {
-    acc.hold = true;
     acc.reasons.clear();
-    let size = acc.size;
-    acc.clamp(
-        ClampKind::MissingData,
-        size,
-        size,
-        None,
-        format!(
-            "{field} {:?} has no value ({}); holding",
-            why.text, why.reason
-        ),
+    let note = format!(
+        "{field} {:?} has no value ({}); holding",
+        why.text, why.reason
     );
-    size
+    hold(acc, note)
 }
 
 /// HPA's `ceil(size * value / target)` outside the tolerance band, or an error when the
