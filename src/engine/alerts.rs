@@ -1,20 +1,33 @@
-//! Alert evaluation: one state machine per (alert, subject).
+//! Alert evaluation: one state machine per (alert, subject), moved by [`transition`].
+//!
+//! ```text
+//!  inactive ──true──► pending ──true for `for`──► firing ──repeat_interval──► firing (repeat)
+//!     ▲                  │                           │
+//!     │ false: dropped,  │                           │ false for `keep_firing_for`, or the
+//!     │ nothing sent     │                           │ subject is gone: resolved
+//!     └──────────────────┴───────────────────────────┘
+//! ```
+//!
+//! With a zero `for`, a true condition goes from inactive straight to firing.
+//!
+//! Missing data never moves the machine: it keeps whatever state there is, so a silent
+//! sandbox neither fires nor resolves.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::pools::{Agg, Prepared, bind_sandbox, bounds};
+use super::prepare::{Agg, PoolTexts, PoolView, Prepared, bind_sandbox, bounds};
 use super::time;
 use super::{Action, AlertNotice, AlertPhase, AlertState, AlertStatus, Cause, Decision};
 use crate::e2b::SandboxState;
-use crate::expr::{Bindings, Text, format_number};
-use crate::rules::scopes::{POOL, SANDBOX, TEAM, pool as ps, team as ts};
+use crate::expr::{Bindings, format_number};
+use crate::rules::scopes::{POOL, SANDBOX, TEAM, team as ts};
 use crate::rules::{Alert, AlertScope, RuleSet};
 
 /// Samples older than this do not count for sandbox and team alerts.
-pub const ALERT_STALE_AFTER: Duration = Duration::from_secs(30);
+pub(crate) const ALERT_STALE_AFTER: Duration = Duration::from_secs(30);
 
 /// One subject's evaluation: Some(condition) and the value it saw, or None without data.
 struct Outcome {
@@ -43,6 +56,7 @@ fn render(alert: &Alert, b: &Bindings<'_>, subject: &str, value: f64) -> String 
     })
 }
 
+/// Evaluates every alert over its subjects at `now`, then resolves the subjects that are gone.
 pub(super) fn run(
     rules: &RuleSet,
     states: &mut BTreeMap<String, BTreeMap<String, AlertState>>,
@@ -54,124 +68,154 @@ pub(super) fn run(
         let st = states.entry(alert.name.clone()).or_default();
         // Subjects seen this step, by reference: no allocation per sandbox.
         let mut seen: HashSet<&str> = HashSet::new();
+        let mut at = Subjects {
+            alert,
+            st,
+            now,
+            seen: &mut seen,
+            out,
+        };
         match alert.scope {
-            AlertScope::Sandbox => {
-                let mut b = Bindings::new(&SANDBOX);
-                for s in &prepared.sandboxes {
-                    if s.obs.state != SandboxState::Running {
-                        continue;
-                    }
-                    if alert
-                        .pool
-                        .as_deref()
-                        .is_some_and(|p| s.obs.pool() != Some(p))
-                    {
-                        continue;
-                    }
-                    let fresh = bind_sandbox(&mut b, s, now, ALERT_STALE_AFTER);
-                    let o = evaluate(alert, &b, fresh);
-                    seen.insert(&s.obs.id);
-                    transition(alert, st, now, &s.obs.id, o, &b, out);
-                }
-            }
-            AlertScope::Pool => {
-                for pool in rules
-                    .pools
-                    .iter()
-                    .filter(|p| alert.pool.as_ref().is_none_or(|a| a == &p.name))
-                {
-                    let members: &[usize] = prepared
-                        .by_pool
-                        .get(pool.name.as_str())
-                        .map(Vec::as_slice)
-                        .unwrap_or(&[]);
-                    let mut sb = Bindings::new(&SANDBOX);
-                    let mut agg = Agg::new();
-                    let mut busy = 0usize;
-                    for &i in members {
-                        if bind_sandbox(&mut sb, &prepared.sandboxes[i], now, pool.stale_after) {
-                            agg.add(&sb);
-                            busy += usize::from(pool.busy.eval_bool(&sb).unwrap_or(false));
-                        }
-                    }
-                    let (min, max, _) = bounds(pool, now);
-                    let (name, tpl) = (Text::new(&pool.name), Text::new(&pool.template));
-                    let mut b = Bindings::new(&POOL);
-                    b.set_num(ps::SIZE, members.len() as f64);
-                    b.set_num(ps::RUNNING, members.len() as f64);
-                    b.set_num(ps::PENDING_CREATES, 0.0);
-                    b.set_num(ps::MIN, min as f64);
-                    b.set_num(ps::MAX, max as f64);
-                    b.set_num(ps::BUSY_COUNT, busy as f64);
-                    b.set_num(
-                        ps::BUSY_RATIO,
-                        if agg.n == 0 {
-                            0.0
-                        } else {
-                            busy as f64 / agg.n as f64
-                        },
-                    );
-                    b.set_num(ps::WITH_DATA, agg.n as f64);
-                    agg.write(&mut b, ps::AVG, ps::MIN_OF, ps::MAX_OF);
-                    b.set_text(ps::POOL, &name);
-                    b.set_text(ps::TEMPLATE, &tpl);
-                    // A pool with members but none reporting has no data.
-                    let has_data = members.is_empty() || agg.n > 0;
-                    let o = evaluate(alert, &b, has_data);
-                    seen.insert(&pool.name);
-                    transition(alert, st, now, &pool.name, o, &b, out);
-                }
-            }
-            AlertScope::Team => {
-                let mut sb = Bindings::new(&SANDBOX);
-                let mut agg = Agg::new();
-                let (mut running, mut paused) = (0usize, 0usize);
-                for s in &prepared.sandboxes {
-                    match s.obs.state {
-                        SandboxState::Running => running += 1,
-                        SandboxState::Paused => {
-                            paused += 1;
-                            continue;
-                        }
-                    }
-                    if bind_sandbox(&mut sb, s, now, ALERT_STALE_AFTER) {
-                        agg.add(&sb);
-                    }
-                }
-                let mut b = Bindings::new(&TEAM);
-                b.set_num(ts::RUNNING, running as f64);
-                b.set_num(ts::PAUSED, paused as f64);
-                b.set_num(ts::WITH_DATA, agg.n as f64);
-                agg.write(&mut b, ts::AVG, ts::MIN_OF, ts::MAX_OF);
-                let o = evaluate(alert, &b, true);
-                seen.insert("team");
-                transition(alert, st, now, "team", o, &b, out);
+            AlertScope::Sandbox => each_sandbox(&mut at, prepared),
+            AlertScope::Pool => each_pool(&mut at, rules, prepared),
+            AlertScope::Team => the_team(&mut at, prepared),
+        }
+        resolve_gone(alert, st, now, &seen, out);
+    }
+}
+
+/// One alert's evaluation over its subjects at one step.
+struct Subjects<'s, 'a> {
+    alert: &'s Alert,
+    st: &'s mut BTreeMap<String, AlertState>,
+    now: DateTime<Utc>,
+    seen: &'s mut HashSet<&'a str>,
+    out: &'s mut Vec<Decision>,
+}
+
+impl<'a> Subjects<'_, 'a> {
+    /// Evaluates the alert for one subject and moves its state machine.
+    fn evaluate(&mut self, subject: &'a str, b: &Bindings<'_>, has_data: bool) {
+        let o = evaluate(self.alert, b, has_data);
+        self.seen.insert(subject);
+        transition(self.alert, self.st, self.now, subject, o, b, self.out);
+    }
+}
+
+/// Sandbox scope: every running sandbox (of the alert's pool, when it names one). A sandbox
+/// without a sample newer than [`ALERT_STALE_AFTER`] has no data.
+fn each_sandbox<'a>(at: &mut Subjects<'_, 'a>, prepared: &'a Prepared<'_>) {
+    let mut b = Bindings::new(&SANDBOX);
+    for s in &prepared.sandboxes {
+        if s.obs.state != SandboxState::Running {
+            continue;
+        }
+        if at
+            .alert
+            .pool
+            .as_deref()
+            .is_some_and(|p| s.obs.pool() != Some(p))
+        {
+            continue;
+        }
+        let fresh = bind_sandbox(&mut b, s, at.now, ALERT_STALE_AFTER);
+        at.evaluate(&s.obs.id, &b, fresh);
+    }
+}
+
+/// Pool scope: every pool (or the alert's one), over its running members. Unlike pool
+/// evaluation, pending creates are not counted and a member whose `busy` has no value counts
+/// as not busy. A pool with members but none reporting has no data.
+fn each_pool<'a>(at: &mut Subjects<'_, 'a>, rules: &'a RuleSet, prepared: &Prepared<'_>) {
+    let alert = at.alert;
+    for pool in rules
+        .pools
+        .iter()
+        .filter(|p| alert.pool.as_ref().is_none_or(|a| a == &p.name))
+    {
+        let members = prepared.members(&pool.name);
+        let mut sb = Bindings::new(&SANDBOX);
+        let mut agg = Agg::new();
+        let mut busy = 0usize;
+        for &i in members {
+            if bind_sandbox(&mut sb, &prepared.sandboxes[i], at.now, pool.stale_after) {
+                agg.add(&sb);
+                busy += usize::from(pool.busy.eval_bool(&sb).unwrap_or(false));
             }
         }
-        // Subjects that are gone: a firing alert resolves, a pending one is dropped.
-        if st.len() > seen.len() || st.keys().any(|k| !seen.contains(k.as_str())) {
-            let gone: Vec<String> = st
-                .keys()
-                .filter(|k| !seen.contains(k.as_str()))
-                .cloned()
-                .collect();
-            for subject in gone {
-                if let Some(s) = st.remove(&subject)
-                    && s.phase == AlertPhase::Firing
-                {
-                    let message = format!("{} resolved: {subject} is gone", alert.name);
-                    out.push(notice(
-                        alert,
-                        now,
-                        &subject,
-                        AlertStatus::Resolved,
-                        false,
-                        message,
-                        &s,
-                        "the subject disappeared",
-                    ));
-                }
+        let bounds = bounds(pool, at.now);
+        let view = PoolView {
+            running: u32::try_from(members.len()).unwrap_or(u32::MAX),
+            pending_creates: 0,
+            bounds: &bounds,
+            busy,
+            agg: &agg,
+        };
+        let texts = PoolTexts::of(pool);
+        let mut b = Bindings::new(&POOL);
+        view.bind(&mut b, &texts);
+        let has_data = members.is_empty() || agg.n > 0;
+        at.evaluate(&pool.name, &b, has_data);
+    }
+}
+
+/// Team scope: one subject, `team`, over every sandbox; paused ones are counted, not
+/// aggregated.
+fn the_team(at: &mut Subjects<'_, '_>, prepared: &Prepared<'_>) {
+    let mut sb = Bindings::new(&SANDBOX);
+    let mut agg = Agg::new();
+    let (mut running, mut paused) = (0usize, 0usize);
+    for s in &prepared.sandboxes {
+        match s.obs.state {
+            SandboxState::Running => running += 1,
+            SandboxState::Paused => {
+                paused += 1;
+                continue;
             }
+        }
+        if bind_sandbox(&mut sb, s, at.now, ALERT_STALE_AFTER) {
+            agg.add(&sb);
+        }
+    }
+    let mut b = Bindings::new(&TEAM);
+    b.set_num(ts::RUNNING, running as f64);
+    b.set_num(ts::PAUSED, paused as f64);
+    b.set_num(ts::WITH_DATA, agg.n as f64);
+    agg.write(&mut b, ts::AVG, ts::MIN_OF, ts::MAX_OF);
+    at.evaluate("team", &b, true);
+}
+
+/// Subjects that are gone: a firing alert resolves, a pending one is dropped.
+fn resolve_gone(
+    alert: &Alert,
+    st: &mut BTreeMap<String, AlertState>,
+    now: DateTime<Utc>,
+    seen: &HashSet<&str>,
+    out: &mut Vec<Decision>,
+) {
+    if st.len() <= seen.len() && st.keys().all(|k| seen.contains(k.as_str())) {
+        return;
+    }
+    let gone: Vec<String> = st
+        .keys()
+        .filter(|k| !seen.contains(k.as_str()))
+        .cloned()
+        .collect();
+    for subject in gone {
+        if let Some(s) = st.remove(&subject)
+            && s.phase == AlertPhase::Firing
+        {
+            let message = format!("{} resolved: {subject} is gone", alert.name);
+            out.push(notice(
+                alert,
+                now,
+                &subject,
+                AlertStatus::Resolved,
+                false,
+                message,
+                &s,
+                "the subject disappeared",
+            ));
         }
     }
 }
@@ -222,6 +266,7 @@ fn notice(
     }
 }
 
+/// Moves one subject's state machine: inactive -> pending -> firing -> resolved.
 fn transition(
     alert: &Alert,
     st: &mut BTreeMap<String, AlertState>,
@@ -234,109 +279,138 @@ fn transition(
     let Some(active) = o.active else {
         return; // No data: keep whatever state there is; missing data never resolves.
     };
+    let seen = Seen {
+        alert,
+        now,
+        subject,
+        value: o.value,
+        b,
+    };
     match (st.get_mut(subject), active) {
         (None, false) => {}
         (None, true) => {
-            let mut s = AlertState {
-                phase: AlertPhase::Pending,
-                active_since: now,
-                fired_at: None,
-                last_notified: None,
-                false_since: None,
-                value: o.value,
-            };
-            if alert.for_.is_zero() {
+            let s = seen.became_true(out);
+            st.insert(subject.to_string(), s);
+        }
+        (Some(s), true) => seen.still_true(s, out),
+        (Some(s), false) => {
+            if seen.false_long_enough(s) {
+                let gone = st.remove(subject);
+                if let Some(s) = gone.filter(|s| s.phase == AlertPhase::Firing) {
+                    out.push(seen.resolve(s));
+                }
+            }
+        }
+    }
+}
+
+/// What one evaluation saw of one subject, for the transitions it may cause.
+struct Seen<'s> {
+    alert: &'s Alert,
+    now: DateTime<Utc>,
+    subject: &'s str,
+    value: f64,
+    b: &'s Bindings<'s>,
+}
+
+impl Seen<'_> {
+    /// Inactive -> pending, or straight to firing (and notifying) when `for` is zero.
+    fn became_true(&self, out: &mut Vec<Decision>) -> AlertState {
+        let mut s = AlertState {
+            phase: AlertPhase::Pending,
+            active_since: self.now,
+            fired_at: None,
+            last_notified: None,
+            false_since: None,
+            value: self.value,
+        };
+        if self.alert.for_.is_zero() {
+            s.phase = AlertPhase::Firing;
+            s.fired_at = Some(self.now);
+            s.last_notified = Some(self.now);
+            out.push(self.firing(&s, false, "condition true"));
+        }
+        s
+    }
+
+    /// Pending -> firing once true for `for`; a firing alert repeats after `repeat_interval`.
+    fn still_true(&self, s: &mut AlertState, out: &mut Vec<Decision>) {
+        let (alert, now) = (self.alert, self.now);
+        s.value = self.value;
+        s.false_since = None;
+        match s.phase {
+            AlertPhase::Pending if now >= time::after(s.active_since, alert.for_) => {
                 s.phase = AlertPhase::Firing;
                 s.fired_at = Some(now);
                 s.last_notified = Some(now);
-                out.push(notice(
-                    alert,
-                    now,
-                    subject,
-                    AlertStatus::Firing,
-                    false,
-                    render(alert, b, subject, o.value),
-                    &s,
-                    "condition true",
-                ));
+                let why = format!("true for {}", humantime::format_duration(alert.for_));
+                out.push(self.firing(s, false, &why));
             }
-            st.insert(subject.to_string(), s);
+            AlertPhase::Firing
+                if s.last_notified
+                    .is_none_or(|t| now >= time::after(t, alert.repeat_interval)) =>
+            {
+                s.last_notified = Some(now);
+                out.push(self.firing(s, true, "repeat_interval passed"));
+            }
+            _ => {}
         }
-        (Some(s), true) => {
-            s.value = o.value;
-            s.false_since = None;
-            match s.phase {
-                AlertPhase::Pending if now >= time::after(s.active_since, alert.for_) => {
-                    s.phase = AlertPhase::Firing;
-                    s.fired_at = Some(now);
-                    s.last_notified = Some(now);
-                    let why = format!("true for {}", humantime::format_duration(alert.for_));
-                    out.push(notice(
-                        alert,
-                        now,
-                        subject,
-                        AlertStatus::Firing,
-                        false,
-                        render(alert, b, subject, o.value),
-                        s,
-                        &why,
-                    ));
-                }
-                AlertPhase::Firing
-                    if s.last_notified
-                        .is_none_or(|t| now >= time::after(t, alert.repeat_interval)) =>
-                {
-                    s.last_notified = Some(now);
-                    out.push(notice(
-                        alert,
-                        now,
-                        subject,
-                        AlertStatus::Firing,
-                        true,
-                        render(alert, b, subject, o.value),
-                        s,
-                        "repeat_interval passed",
-                    ));
-                }
-                _ => {}
-            }
-        }
-        (Some(s), false) => match s.phase {
-            AlertPhase::Pending => {
-                st.remove(subject);
-            }
+    }
+
+    /// Whether a subject whose condition is false leaves its state now: a pending one at once
+    /// (sending nothing), a firing one once false for `keep_firing_for`.
+    fn false_long_enough(&self, s: &mut AlertState) -> bool {
+        match s.phase {
+            AlertPhase::Pending => true,
             AlertPhase::Firing => {
-                let since = *s.false_since.get_or_insert(now);
-                if now >= time::after(since, alert.keep_firing_for)
-                    && let Some(mut s) = st.remove(subject)
-                {
-                    // The resolve reports the value that made it resolve, not the last one
-                    // that kept it firing.
-                    s.value = o.value;
-                    let why = if alert.keep_firing_for.is_zero() {
-                        "condition false".to_string()
-                    } else {
-                        format!(
-                            "false for {}",
-                            humantime::format_duration(alert.keep_firing_for)
-                        )
-                    };
-                    out.push(notice(
-                        alert,
-                        now,
-                        subject,
-                        AlertStatus::Resolved,
-                        false,
-                        format!(
-                            "{} resolved: {}",
-                            alert.name,
-                            render(alert, b, subject, o.value)
-                        ),
-                        &s,
-                        &why,
-                    ));
-                }
+                let since = *s.false_since.get_or_insert(self.now);
+                self.now >= time::after(since, self.alert.keep_firing_for)
             }
-        },
+        }
+    }
+
+    /// The resolve of a firing alert that has been false long enough.
+    fn resolve(&self, mut s: AlertState) -> Decision {
+        let alert = self.alert;
+        // The resolve reports the value that made it resolve, not the last one that kept it
+        // firing.
+        s.value = self.value;
+        let why = if alert.keep_firing_for.is_zero() {
+            "condition false".to_string()
+        } else {
+            format!(
+                "false for {}",
+                humantime::format_duration(alert.keep_firing_for)
+            )
+        };
+        let message = format!("{} resolved: {}", alert.name, self.render());
+        notice(
+            alert,
+            self.now,
+            self.subject,
+            AlertStatus::Resolved,
+            false,
+            message,
+            &s,
+            &why,
+        )
+    }
+
+    fn firing(&self, s: &AlertState, repeat: bool, why: &str) -> Decision {
+        let message = self.render();
+        notice(
+            self.alert,
+            self.now,
+            self.subject,
+            AlertStatus::Firing,
+            repeat,
+            message,
+            s,
+            why,
+        )
+    }
+
+    fn render(&self) -> String {
+        render(self.alert, self.b, self.subject, self.value)
     }
 }

@@ -2,9 +2,13 @@
 //! reads and no tokio, so the agent, `simulate`, `test` and unit tests all run the same logic.
 //!
 //! ```text
-//!  observations ──► triggers (events) ──► pools (due ones) ──► alerts ──► decisions
-//!                         │ replacements count as pending creates │
+//!  observations ──► prepare ──► triggers (events) ──► pools (due ones) ──► alerts ──► decisions
+//!                                  │ replacements count as pending creates │
 //! ```
+//!
+//! `prepare` converts what the rules read of each sandbox once per step; `pools/` is the pool
+//! evaluation as named steps (see its module doc), `alerts` and `triggers` the other two rule
+//! kinds, `state` what survives a restart and `time` checked instant arithmetic.
 //!
 //! Pools: a raw recommendation from target tracking and step rules (up beats none beats down;
 //! within a direction the larger change wins), then clamps in this order, each recorded with
@@ -22,6 +26,7 @@
 
 mod alerts;
 mod pools;
+mod prepare;
 mod state;
 pub(crate) mod time;
 mod triggers;
@@ -35,7 +40,6 @@ use serde::{Deserialize, Serialize};
 use crate::e2b::{LifecycleEvent, Metadata, SandboxMetric, SandboxState};
 use crate::rules::RuleSet;
 pub use state::{AlertPhase, AlertState, EngineState, Membership, PoolState, PoolStatus};
-pub use triggers::{EVENT_MAX_AGE, EVENT_MAX_SKEW, MAX_REMEMBERED, MEMBER_MEMORY};
 
 /// One sandbox as the agent (or a simulation) sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -174,7 +178,7 @@ pub struct Engine {
     rules: Arc<RuleSet>,
     state: EngineState,
     /// Which sandbox texts the rules read, computed once per rule set.
-    needs: pools::Needs,
+    needs: prepare::Needs,
     /// Whether some trigger acts for a pool, and so needs to know which pool a sandbox that
     /// an event names was in; otherwise membership is not tracked (it costs a map update per
     /// observed sandbox per step).
@@ -187,32 +191,32 @@ impl Engine {
     }
 
     /// Resumes from persisted state.
-    pub fn with_state(rules: Arc<RuleSet>, state: EngineState) -> Self {
+    pub(crate) fn with_state(rules: Arc<RuleSet>, state: EngineState) -> Self {
         Engine {
-            needs: pools::Needs::of(&rules),
+            needs: prepare::Needs::of(&rules),
             needs_membership: needs_membership(&rules),
             rules,
             state,
         }
     }
 
-    pub fn rules(&self) -> &Arc<RuleSet> {
+    pub(crate) fn rules(&self) -> &Arc<RuleSet> {
         &self.rules
     }
 
-    pub fn state(&self) -> &EngineState {
+    pub(crate) fn state(&self) -> &EngineState {
         &self.state
     }
 
     /// Swaps in a new rule set, keeping the state of pools and alerts that still exist.
-    pub fn set_rules(&mut self, rules: Arc<RuleSet>) {
+    pub(crate) fn set_rules(&mut self, rules: Arc<RuleSet>) {
         self.state
             .pools
             .retain(|name, _| rules.pool(name).is_some());
         self.state
             .alerts
             .retain(|name, _| rules.alerts.iter().any(|a| &a.name == name));
-        self.needs = pools::Needs::of(&rules);
+        self.needs = prepare::Needs::of(&rules);
         self.needs_membership = needs_membership(&rules);
         if !self.needs_membership {
             self.state.members.clear();
@@ -222,7 +226,7 @@ impl Engine {
 
     /// Decides what to do at `now` given what is observed.
     pub fn step(&mut self, now: DateTime<Utc>, obs: &Observations<'_>) -> Vec<Decision> {
-        let prepared = pools::prepare(obs.sandboxes, self.needs);
+        let prepared = prepare::prepare(obs.sandboxes, self.needs);
         let mut decisions = Vec::new();
         let mut pending = obs.pending_creates.clone();
         if self.needs_membership {

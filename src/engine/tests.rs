@@ -382,16 +382,16 @@ pools:
 fn bindings_are_cleared_for_sandboxes_without_data() {
     use crate::expr::Bindings;
     let s = pool_of("p", &[Some(90.0), None], t0());
-    let prepared = super::pools::prepare(&s, super::pools::Needs::default());
+    let prepared = super::prepare::prepare(&s, super::prepare::Needs::default());
     let mut b = Bindings::new(&crate::rules::scopes::SANDBOX);
-    assert!(super::pools::bind_sandbox(
+    assert!(super::prepare::bind_sandbox(
         &mut b,
         &prepared.sandboxes[0],
         t0(),
         Duration::from_secs(30)
     ));
     assert_eq!(b.num("cpu_used_pct"), Some(90.0));
-    assert!(!super::pools::bind_sandbox(
+    assert!(!super::prepare::bind_sandbox(
         &mut b,
         &prepared.sandboxes[1],
         t0(),

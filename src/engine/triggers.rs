@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::pools::Prepared;
+use super::prepare::{Prepared, bounds};
 use super::state::Membership;
 use super::{
     Action, AlertNotice, AlertStatus, Cause, Decision, EngineState, Observations, ObservedSandbox,
@@ -24,14 +24,14 @@ use crate::rules::{POOL_KEY, RuleSet, Trigger, TriggerAction};
 
 /// Events older than this are not acted on: far beyond the agent's event look-back (a minute
 /// before its cursor), so only a replay or a broken clock produces them.
-pub const EVENT_MAX_AGE: Duration = Duration::from_secs(3600);
+pub(crate) const EVENT_MAX_AGE: Duration = Duration::from_secs(3600);
 /// How far in the future an event may be stamped (clock skew between E2B and the agent).
-pub const EVENT_MAX_SKEW: Duration = Duration::from_secs(120);
+pub(crate) const EVENT_MAX_SKEW: Duration = Duration::from_secs(120);
 /// How long a sandbox's pool is remembered after it was last observed, to attribute events
 /// that carry no metadata. Events older than [`EVENT_MAX_AGE`] are ignored anyway.
-pub const MEMBER_MEMORY: Duration = EVENT_MAX_AGE;
+pub(crate) const MEMBER_MEMORY: Duration = EVENT_MAX_AGE;
 /// At most this many sandboxes are remembered; the least recently seen go first.
-pub const MAX_REMEMBERED: usize = 100_000;
+pub(crate) const MAX_REMEMBERED: usize = 100_000;
 
 /// Why an event was not acted on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -132,6 +132,8 @@ pub(crate) fn owner<'a>(
         .or_else(|| members.get(&ev.sandbox_id).map(|m| m.pool.as_str()))
 }
 
+/// Acts on each new event that some trigger matches: plausible events only, each matching
+/// trigger whose pool owns the sandbox and whose `when` holds.
 pub(super) fn run(
     rules: &RuleSet,
     state: &EngineState,
@@ -158,29 +160,36 @@ pub(super) fn run(
         let ctx = EventContext::new(ev, owner);
         let b = ctx.bindings();
         for t in triggers {
-            if let Some(p) = &t.pool
-                && owner != Some(p.as_str())
+            if applies(t, ev, owner, &b)
+                && let Some(d) = decide(rules, t, ev, &b, now, prepared, pending)
             {
-                tracing::debug!(
-                    trigger = %t.name,
-                    event = %ev.id,
-                    "event of {} ignored: the sandbox is not a member of pool {p} (owner: {})",
-                    ev.sandbox_id,
-                    owner.unwrap_or("none known")
-                );
-                continue;
-            }
-            match t.when.as_ref().map(|w| w.eval_bool(&b)) {
-                None | Some(Ok(true)) => {}
-                Some(Ok(false)) => continue,
-                Some(Err(e)) => {
-                    tracing::debug!(trigger = %t.name, event = %ev.id, "no value, not acted on: {e}");
-                    continue;
-                }
-            }
-            if let Some(d) = decide(rules, t, ev, &b, now, prepared, pending) {
                 out.push(d);
             }
+        }
+    }
+}
+
+/// Whether a trigger acts on an event it matches: the event's sandbox belongs to the trigger's
+/// pool (when it names one), and `when` (if any) holds. Each "no" is logged at debug.
+fn applies(t: &Trigger, ev: &LifecycleEvent, owner: Option<&str>, b: &Bindings<'_>) -> bool {
+    if let Some(p) = &t.pool
+        && owner != Some(p.as_str())
+    {
+        tracing::debug!(
+            trigger = %t.name,
+            event = %ev.id,
+            "event of {} ignored: the sandbox is not a member of pool {p} (owner: {})",
+            ev.sandbox_id,
+            owner.unwrap_or("none known")
+        );
+        return false;
+    }
+    match t.when.as_ref().map(|w| w.eval_bool(b)) {
+        None | Some(Ok(true)) => true,
+        Some(Ok(false)) => false,
+        Some(Err(e)) => {
+            tracing::debug!(trigger = %t.name, event = %ev.id, "no value, not acted on: {e}");
+            false
         }
     }
 }
@@ -249,22 +258,7 @@ fn decide(
     let pool = t.pool.clone().unwrap_or_default();
     let action = match &t.action {
         TriggerAction::Alert => Action::Alert(alert_notice(t, ev, b)),
-        TriggerAction::Replace => {
-            let def = rules.pool(&pool)?;
-            let members = prepared.by_pool.get(pool.as_str()).map_or(0, Vec::len);
-            let members = u32::try_from(members).unwrap_or(u32::MAX);
-            let queued = pending.entry(pool.clone()).or_default();
-            let (_, max, _) = super::pools::bounds(def, now);
-            if members.saturating_add(*queued) >= max {
-                // The pool is full: a replacement would break max.
-                return None;
-            }
-            *queued += 1;
-            Action::Create {
-                pool: pool.clone(),
-                count: 1,
-            }
-        }
+        TriggerAction::Replace => replace(rules, &pool, now, prepared, pending)?,
         TriggerAction::SetTimeout(d) => Action::SetTimeout {
             pool: pool.clone(),
             sandbox_id: ev.sandbox_id.clone(),
@@ -279,15 +273,7 @@ fn decide(
             sandbox_id: ev.sandbox_id.clone(),
         },
     };
-    let verb = match &action {
-        Action::Create { .. } => format!("create 1 in pool {pool}"),
-        Action::Kill { .. } => format!("kill {}", ev.sandbox_id),
-        Action::SetTimeout { timeout_s, .. } => {
-            format!("set the timeout of {} to {timeout_s}s", ev.sandbox_id)
-        }
-        Action::Pause { .. } => format!("pause {}", ev.sandbox_id),
-        Action::Alert(_) => "alert".to_string(),
-    };
+    let verb = verb(&action, &pool, ev);
     Some(Decision {
         at: now,
         rule: t.name.clone(),
@@ -298,6 +284,42 @@ fn decide(
             ..Cause::default()
         },
     })
+}
+
+/// One create in the pool, counted as pending so later triggers and the pool's evaluation at
+/// this step see it; none when the pool is full (members plus pending creates at max).
+fn replace(
+    rules: &RuleSet,
+    pool: &str,
+    now: DateTime<Utc>,
+    prepared: &Prepared<'_>,
+    pending: &mut BTreeMap<String, u32>,
+) -> Option<Action> {
+    let def = rules.pool(pool)?;
+    let members = u32::try_from(prepared.members(pool).len()).unwrap_or(u32::MAX);
+    let queued = pending.entry(pool.to_string()).or_default();
+    if members.saturating_add(*queued) >= bounds(def, now).max {
+        // The pool is full: a replacement would break max.
+        return None;
+    }
+    *queued += 1;
+    Some(Action::Create {
+        pool: pool.to_string(),
+        count: 1,
+    })
+}
+
+/// What the action does, for the cause's sentence.
+fn verb(action: &Action, pool: &str, ev: &LifecycleEvent) -> String {
+    match action {
+        Action::Create { .. } => format!("create 1 in pool {pool}"),
+        Action::Kill { .. } => format!("kill {}", ev.sandbox_id),
+        Action::SetTimeout { timeout_s, .. } => {
+            format!("set the timeout of {} to {timeout_s}s", ev.sandbox_id)
+        }
+        Action::Pause { .. } => format!("pause {}", ev.sandbox_id),
+        Action::Alert(_) => "alert".to_string(),
+    }
 }
 
 fn alert_notice(t: &Trigger, ev: &LifecycleEvent, b: &Bindings<'_>) -> AlertNotice {

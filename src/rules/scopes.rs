@@ -1,177 +1,206 @@
 //! The variables each kind of rule can read. These lists are the rule language's contract and
 //! are documented in docs/rules.md; the engine fills them in this order.
+//!
+//! Each scope is declared once, with the `scope!` macro below: every line names a slot constant, the
+//! variable's name and its type, so the list a rule is checked against and the slots the
+//! engine writes cannot drift apart. A line `AVG: aggregated "avg_"` stands for the
+//! `avg_<metric>` variable of every [`AGGREGATED`] metric, in order, and names the first slot.
+//! This module only declares: it never evaluates.
 
 use crate::expr::{Scope, VarType};
 
 use VarType::{Number as N, Text as T};
 
-/// Per sandbox: `busy`, `protect`, and sandbox-scope alerts.
-pub static SANDBOX: Scope = Scope {
-    name: "sandbox",
-    vars: &[
-        ("cpu_used_pct", N),
-        ("cpu_count", N),
-        ("mem_used", N),
-        ("mem_total", N),
-        ("mem_used_pct", N),
-        ("disk_used", N),
-        ("disk_total", N),
-        ("disk_used_pct", N),
-        ("age_s", N),
-        ("time_left_s", N),
-        ("template", T),
-        ("sandbox_id", T),
-        ("pool", T),
-    ],
-    metadata: true,
-};
+/// Declares a [`Scope`] static and a module of its slot constants from one table.
+///
+/// ```text
+/// scope! {
+///     /// docs of the static
+///     static NAME = "name", metadata: true;
+///     /// docs of the module
+///     mod slots {
+///         CONST: "variable" N,            // one variable, its slot
+///         FIRST: aggregated "prefix_",    // the prefixed AGGREGATED metrics; the first slot
+///     }
+/// }
+/// ```
+macro_rules! scope {
+    (
+        $(#[$doc:meta])*
+        static $scope:ident = $name:literal, metadata: $meta:literal;
+        $(#[$mdoc:meta])*
+        mod $module:ident { $($body:tt)* }
+    ) => {
+        scope! { @munch [$(#[$doc])* $scope $name $meta $(#[$mdoc])* $module]
+            vars [] consts [] at (0); $($body)* }
+    };
+    // One variable.
+    (@munch $head:tt vars [$($v:tt)*] consts [$($c:tt)*] at ($at:expr);
+        $konst:ident: $var:literal $ty:ident, $($rest:tt)*) => {
+        scope! { @munch $head vars [$($v)* ($var, $ty),] consts [$($c)* $konst = $at;]
+            at ($at + 1); $($rest)* }
+    };
+    // The aggregates: fetch the metric names, then expand them.
+    (@munch $head:tt vars $v:tt consts [$($c:tt)*] at ($at:expr);
+        $konst:ident: aggregated $prefix:literal, $($rest:tt)*) => {
+        with_aggregated! { @expand $head vars $v consts [$($c)* $konst = $at;]
+            at ($at + AGGREGATED.len()) prefix $prefix; $($rest)* }
+    };
+    (@with [$($m:literal),*] @expand $head:tt vars [$($v:tt)*] consts $c:tt at $at:tt
+        prefix $prefix:literal; $($rest:tt)*) => {
+        scope! { @munch $head vars [$($v)* $((concat!($prefix, $m), N),)*] consts $c at $at;
+            $($rest)* }
+    };
+    (@with [$($m:literal),*] list) => {
+        [$($m),*]
+    };
+    // The table is read: declare the static and the slots.
+    (@munch [$(#[$doc:meta])* $scope:ident $name:literal $meta:literal $(#[$mdoc:meta])* $module:ident]
+        vars [$($v:tt)*] consts [$($konst:ident = $at:expr;)*] at ($end:expr);) => {
+        $(#[$doc])*
+        pub static $scope: Scope = Scope {
+            name: $name,
+            vars: &[$($v)*],
+            metadata: $meta,
+        };
 
-/// Slots of [`SANDBOX`], in order.
-pub mod sandbox {
-    pub const CPU_USED_PCT: usize = 0;
-    pub const CPU_COUNT: usize = 1;
-    pub const MEM_USED: usize = 2;
-    pub const MEM_TOTAL: usize = 3;
-    pub const MEM_USED_PCT: usize = 4;
-    pub const DISK_USED: usize = 5;
-    pub const DISK_TOTAL: usize = 6;
-    pub const DISK_USED_PCT: usize = 7;
-    pub const AGE_S: usize = 8;
-    pub const TIME_LEFT_S: usize = 9;
-    pub const TEMPLATE: usize = 10;
-    pub const SANDBOX_ID: usize = 11;
-    pub const POOL: usize = 12;
+        $(#[$mdoc])*
+        pub mod $module {
+            #[allow(unused_imports)]
+            use super::AGGREGATED;
+            $(pub const $konst: usize = $at;)*
+        }
+    };
+}
+
+/// The aggregated sandbox metrics, named once: calls `scope!` with them in front.
+macro_rules! with_aggregated {
+    ($($args:tt)*) => {
+        scope! { @with [
+            "cpu_used_pct",
+            "mem_used",
+            "mem_used_pct",
+            "disk_used",
+            "disk_used_pct",
+            "age_s"
+        ] $($args)* }
+    };
 }
 
 /// The sandbox metrics aggregated per pool (and per team) as `avg_`, `min_` and `max_`.
-pub const AGGREGATED: [&str; 6] = [
-    "cpu_used_pct",
-    "mem_used",
-    "mem_used_pct",
-    "disk_used",
-    "disk_used_pct",
-    "age_s",
-];
+pub const AGGREGATED: [&str; 6] = with_aggregated! { list };
 
-/// Per pool: step `when`, target `metric`, pool-scope alerts.
-pub static POOL: Scope = Scope {
-    name: "pool",
-    vars: &[
-        ("size", N),
-        ("running", N),
-        ("pending_creates", N),
-        ("min", N),
-        ("max", N),
-        ("busy_count", N),
-        ("busy_ratio", N),
-        ("with_data", N),
-        ("avg_cpu_used_pct", N),
-        ("avg_mem_used", N),
-        ("avg_mem_used_pct", N),
-        ("avg_disk_used", N),
-        ("avg_disk_used_pct", N),
-        ("avg_age_s", N),
-        ("min_cpu_used_pct", N),
-        ("min_mem_used", N),
-        ("min_mem_used_pct", N),
-        ("min_disk_used", N),
-        ("min_disk_used_pct", N),
-        ("min_age_s", N),
-        ("max_cpu_used_pct", N),
-        ("max_mem_used", N),
-        ("max_mem_used_pct", N),
-        ("max_disk_used", N),
-        ("max_disk_used_pct", N),
-        ("max_age_s", N),
-        ("pool", T),
-        ("template", T),
-    ],
-    metadata: false,
-};
-
-/// Slots of [`POOL`], in order; the aggregates start at `AVG`, `MIN` and `MAX` and follow
-/// [`AGGREGATED`].
-pub mod pool {
-    pub const SIZE: usize = 0;
-    pub const RUNNING: usize = 1;
-    pub const PENDING_CREATES: usize = 2;
-    pub const MIN: usize = 3;
-    pub const MAX: usize = 4;
-    pub const BUSY_COUNT: usize = 5;
-    pub const BUSY_RATIO: usize = 6;
-    pub const WITH_DATA: usize = 7;
-    pub const AVG: usize = 8;
-    pub const MIN_OF: usize = 14;
-    pub const MAX_OF: usize = 20;
-    pub const POOL: usize = 26;
-    pub const TEMPLATE: usize = 27;
+scope! {
+    /// Per sandbox: `busy`, `protect`, and sandbox-scope alerts.
+    static SANDBOX = "sandbox", metadata: true;
+    /// Slots of [`SANDBOX`], in order.
+    mod sandbox {
+        CPU_USED_PCT: "cpu_used_pct" N,
+        CPU_COUNT: "cpu_count" N,
+        MEM_USED: "mem_used" N,
+        MEM_TOTAL: "mem_total" N,
+        MEM_USED_PCT: "mem_used_pct" N,
+        DISK_USED: "disk_used" N,
+        DISK_TOTAL: "disk_total" N,
+        DISK_USED_PCT: "disk_used_pct" N,
+        AGE_S: "age_s" N,
+        TIME_LEFT_S: "time_left_s" N,
+        TEMPLATE: "template" T,
+        SANDBOX_ID: "sandbox_id" T,
+        POOL: "pool" T,
+    }
 }
 
-/// Across every sandbox the agent sees: team-scope alerts.
-pub static TEAM: Scope = Scope {
-    name: "team",
-    vars: &[
-        ("running", N),
-        ("paused", N),
-        ("with_data", N),
-        ("avg_cpu_used_pct", N),
-        ("avg_mem_used", N),
-        ("avg_mem_used_pct", N),
-        ("avg_disk_used", N),
-        ("avg_disk_used_pct", N),
-        ("avg_age_s", N),
-        ("min_cpu_used_pct", N),
-        ("min_mem_used", N),
-        ("min_mem_used_pct", N),
-        ("min_disk_used", N),
-        ("min_disk_used_pct", N),
-        ("min_age_s", N),
-        ("max_cpu_used_pct", N),
-        ("max_mem_used", N),
-        ("max_mem_used_pct", N),
-        ("max_disk_used", N),
-        ("max_disk_used_pct", N),
-        ("max_age_s", N),
-    ],
-    metadata: false,
+/// The [`SANDBOX`] slots of the [`AGGREGATED`] metrics, in order: what the aggregates are
+/// summed from. A metric missing from [`SANDBOX`] fails the build.
+pub(crate) const AGGREGATED_SLOTS: [usize; AGGREGATED.len()] = {
+    let mut slots = [0; AGGREGATED.len()];
+    let mut i = 0;
+    while i < AGGREGATED.len() {
+        slots[i] = slot_of(SANDBOX.vars, AGGREGATED[i]);
+        i += 1;
+    }
+    slots
 };
 
-/// Slots of [`TEAM`].
-pub mod team {
-    pub const RUNNING: usize = 0;
-    pub const PAUSED: usize = 1;
-    pub const WITH_DATA: usize = 2;
-    pub const AVG: usize = 3;
-    pub const MIN_OF: usize = 9;
-    pub const MAX_OF: usize = 15;
+/// The slot of `name` among `vars`, at compile time.
+const fn slot_of(vars: &[(&str, VarType)], name: &str) -> usize {
+    let mut i = 0;
+    while i < vars.len() {
+        if same(vars[i].0, name) {
+            return i;
+        }
+        i += 1;
+    }
+    panic!("an aggregated metric is not a sandbox variable");
 }
 
-/// Per lifecycle event: trigger `when`.
-pub static EVENT: Scope = Scope {
-    name: "event",
-    vars: &[
-        ("type", T),
-        ("kill_reason", T),
-        ("template", T),
-        ("sandbox_id", T),
-        ("pool", T),
-        ("execution_time_s", N),
-        ("vcpu_count", N),
-        ("memory_mb", N),
-    ],
-    metadata: true,
-};
+/// `a == b`, at compile time.
+const fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
 
-/// Slots of [`EVENT`].
-pub mod event {
-    pub const TYPE: usize = 0;
-    pub const KILL_REASON: usize = 1;
-    pub const TEMPLATE: usize = 2;
-    pub const SANDBOX_ID: usize = 3;
-    pub const POOL: usize = 4;
-    pub const EXECUTION_TIME_S: usize = 5;
-    pub const VCPU_COUNT: usize = 6;
-    pub const MEMORY_MB: usize = 7;
+scope! {
+    /// Per pool: step `when`, target `metric`, pool-scope alerts.
+    static POOL = "pool", metadata: false;
+    /// Slots of [`POOL`], in order; the aggregates start at `AVG`, `MIN_OF` and `MAX_OF` and
+    /// follow [`AGGREGATED`].
+    mod pool {
+        SIZE: "size" N,
+        RUNNING: "running" N,
+        PENDING_CREATES: "pending_creates" N,
+        MIN: "min" N,
+        MAX: "max" N,
+        BUSY_COUNT: "busy_count" N,
+        BUSY_RATIO: "busy_ratio" N,
+        WITH_DATA: "with_data" N,
+        AVG: aggregated "avg_",
+        MIN_OF: aggregated "min_",
+        MAX_OF: aggregated "max_",
+        POOL: "pool" T,
+        TEMPLATE: "template" T,
+    }
+}
+
+scope! {
+    /// Across every sandbox the agent sees: team-scope alerts.
+    static TEAM = "team", metadata: false;
+    /// Slots of [`TEAM`].
+    mod team {
+        RUNNING: "running" N,
+        PAUSED: "paused" N,
+        WITH_DATA: "with_data" N,
+        AVG: aggregated "avg_",
+        MIN_OF: aggregated "min_",
+        MAX_OF: aggregated "max_",
+    }
+}
+
+scope! {
+    /// Per lifecycle event: trigger `when`.
+    static EVENT = "event", metadata: true;
+    /// Slots of [`EVENT`].
+    mod event {
+        TYPE: "type" T,
+        KILL_REASON: "kill_reason" T,
+        TEMPLATE: "template" T,
+        SANDBOX_ID: "sandbox_id" T,
+        POOL: "pool" T,
+        EXECUTION_TIME_S: "execution_time_s" N,
+        VCPU_COUNT: "vcpu_count" N,
+        MEMORY_MB: "memory_mb" N,
+    }
 }
 
 #[cfg(test)]

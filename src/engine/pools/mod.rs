@@ -1,0 +1,120 @@
+//! Pool evaluation, as a chain of named steps a reader can follow from [`run`]:
+//!
+//! ```text
+//!  due? -> members -> recommend -> stabilize -> limit step -> cool down -> bounds
+//!       -> resize (victims) -> start cooldown -> record
+//! ```
+//!
+//! Each step takes the size the previous one settled on and records in the [`Account`] every
+//! limit it applied (a [`Clamp`]), so the cause of a decision lists them in the order they
+//! applied. Min and max come last and always hold. This module never observes anything itself:
+//! it reads the step's [`Prepared`] sandboxes and the pool's [`PoolState`].
+
+mod bounds;
+mod members;
+mod recommend;
+mod record;
+mod stabilize;
+mod victims;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+
+use super::prepare::{self, PoolTexts, PoolView, Prepared};
+use super::{Cause, Clamp, ClampKind, Decision, PoolState, time};
+use crate::expr::Bindings;
+use crate::rules::Pool;
+use crate::rules::scopes::POOL;
+
+/// The running account of one evaluation: the clamps applied and the reasons given.
+struct Account {
+    size: u32,
+    clamps: Vec<Clamp>,
+    reasons: Vec<String>,
+    cause: Cause,
+    /// Metric-driven changes are off for this evaluation (missing or non-finite data).
+    hold: bool,
+}
+
+impl Account {
+    fn new(size: u32) -> Self {
+        Account {
+            size,
+            clamps: Vec::new(),
+            reasons: Vec::new(),
+            cause: Cause {
+                current: Some(size),
+                ..Cause::default()
+            },
+            hold: false,
+        }
+    }
+
+    fn clamp(
+        &mut self,
+        kind: ClampKind,
+        from: u32,
+        to: u32,
+        until: Option<DateTime<Utc>>,
+        note: String,
+    ) {
+        self.clamps.push(Clamp {
+            kind,
+            from,
+            to,
+            until,
+            note,
+        });
+    }
+}
+
+/// Evaluates one pool if it is due: recommendation, clamps, victims, and its status.
+pub(super) fn run(
+    pool: &Pool,
+    st: &mut PoolState,
+    now: DateTime<Utc>,
+    prepared: &Prepared<'_>,
+    pending: &BTreeMap<String, u32>,
+    out: &mut Vec<Decision>,
+) {
+    if !due(pool, st, now) {
+        return;
+    }
+    st.last_eval = Some(now);
+    let first_eval = *st.first_eval.get_or_insert(now);
+    let member_ids = prepared.members(&pool.name);
+    let members = members::observe(pool, prepared, member_ids, now);
+    let bounds = prepare::bounds(pool, now);
+    let view = PoolView {
+        running: u32::try_from(member_ids.len()).unwrap_or(u32::MAX),
+        pending_creates: pending.get(&pool.name).copied().unwrap_or(0),
+        bounds: &bounds,
+        busy: members.busy,
+        agg: &members.agg,
+    };
+    let texts = PoolTexts::of(pool);
+    let mut pb = Bindings::new(&POOL);
+    view.bind(&mut pb, &texts);
+
+    let mut acc = Account::new(view.size());
+    let raw = recommend::recommend(pool, &pb, members.missing, view.running, &mut acc);
+    acc.cause.raw = Some(raw);
+    let to = stabilize::stabilize(pool, st, now, first_eval, raw, &mut acc);
+    let to = bounds::limit_step(pool, to, &mut acc);
+    let to = stabilize::cool_down(st, now, to, &mut acc);
+    let to = bounds::enforce_bounds(&bounds, to, &mut acc);
+    let (to, action) = victims::resize(pool, now, prepared, &members.cpu, to, &mut acc);
+    stabilize::start_cooldown(pool, st, now, raw, acc.size, action.as_ref());
+    let verdict = record::Verdict { raw, to, action };
+    let busy_ratio = view.busy_ratio();
+    out.extend(record::record(
+        pool, st, now, &bounds, busy_ratio, verdict, acc,
+    ));
+}
+
+/// Whether a whole `interval` has passed since the pool's last evaluation.
+fn due(pool: &Pool, st: &PoolState, now: DateTime<Utc>) -> bool {
+    st.last_eval
+        .is_none_or(|t| now >= time::after(t, pool.interval))
+}

@@ -1,0 +1,187 @@
+//! The recommend step: the raw size that target tracking and step rules ask for, before any
+//! limit. Up beats none beats down; within a direction the larger change wins. Missing or stale
+//! metrics never read as 0: under `hold` they stop metric-driven changes, under `up_only` they
+//! stop scale-down; a rule with no finite value holds.
+
+use super::Account;
+use crate::engine::{Cause, ClampKind};
+use crate::expr::{Bindings, EvalError, Expr, format_number};
+use crate::rules::{OnMissing, Pool, Step, Target};
+
+/// The raw recommendation from target tracking and step rules: up beats none beats down,
+/// within a direction the larger change wins. Missing data, or a rule with no finite value,
+/// holds (or, under `up_only` with some members reporting, blocks scale-down).
+pub(super) fn recommend(
+    pool: &Pool,
+    pb: &Bindings<'_>,
+    missing: usize,
+    running: u32,
+    acc: &mut Account,
+) -> u32 {
+    if missing > 0 && pool.on_missing == OnMissing::Hold {
+        return hold_for_missing(pool, missing, running, acc);
+    }
+    let mut recs = match rule_recommendations(pool, pb, acc) {
+        Ok(recs) => recs,
+        Err((field, why)) => return hold_on(acc, &field, &why),
+    };
+    if missing > 0 {
+        block_scale_down(&mut recs, missing, acc);
+    }
+    strongest(&recs, acc.size)
+}
+
+/// `on_missing: hold`: some member has no fresh sample, so no metric-driven change.
+fn hold_for_missing(pool: &Pool, missing: usize, running: u32, acc: &mut Account) -> u32 {
+    let note = format!(
+        "{missing} of {running} members have no sample newer than {}; holding",
+        humantime::format_duration(pool.stale_after)
+    );
+    hold(acc, note)
+}
+
+/// No metric-driven change at this evaluation: the size stays, and the clamp says why.
+fn hold(acc: &mut Account, note: String) -> u32 {
+    let size = acc.size;
+    acc.hold = true;
+    acc.clamp(ClampKind::MissingData, size, size, None, note);
+    size
+}
+
+/// What the target and each step rule that fires recommend, with their reasons in the account;
+/// or the field of the first rule that has no value.
+fn rule_recommendations(
+    pool: &Pool,
+    pb: &Bindings<'_>,
+    acc: &mut Account,
+) -> Result<Vec<u32>, (String, EvalError)> {
+    let size = acc.size;
+    let mut recs: Vec<u32> = Vec::new();
+    if let Some(t) = &pool.target {
+        let (rec, reason) = target_recommendation(t, pb, size)
+            .map_err(|why| ("scale.target.metric".to_string(), why))?;
+        note_values(&t.metric, pb, &mut acc.cause);
+        acc.reasons.push(reason);
+        recs.push(rec);
+    }
+    for (i, step) in pool.steps.iter().enumerate() {
+        let fired = step
+            .when
+            .eval_bool(pb)
+            .map_err(|why| (format!("scale.steps[{i}].when"), why))?;
+        if fired {
+            recs.push(step_recommendation(step, pb, acc));
+        }
+    }
+    Ok(recs)
+}
+
+/// A step rule whose `when` holds: its change applied to the size, and why.
+fn step_recommendation(step: &Step, pb: &Bindings<'_>, acc: &mut Account) -> u32 {
+    let size = acc.size;
+    note_values(&step.when, pb, &mut acc.cause);
+    let rec = u32::try_from((i64::from(size) + step.change).max(0)).unwrap_or(u32::MAX);
+    let shown: Vec<String> = step
+        .when
+        .variables()
+        .filter_map(|v| pb.num(v).map(|x| format!("{v} {}", format_number(x))))
+        .collect();
+    acc.reasons.push(format!(
+        "{} ({}), {}",
+        step.when,
+        shown.join(", "),
+        signed(rec, size)
+    ));
+    rec
+}
+
+/// `on_missing: up_only` with some members missing: never shrink on partial data.
+fn block_scale_down(recs: &mut Vec<u32>, missing: usize, acc: &mut Account) {
+    let size = acc.size;
+    if recs.iter().any(|r| *r < size) {
+        let lowest = recs.iter().copied().min().unwrap_or(size);
+        acc.clamp(
+            ClampKind::MissingData,
+            lowest,
+            size,
+            None,
+            format!("{missing} members have no fresh sample; scale-down blocked"),
+        );
+    }
+    recs.retain(|r| *r >= size);
+}
+
+/// Up beats none beats down; within a direction the larger change wins. No rule: the size.
+fn strongest(recs: &[u32], size: u32) -> u32 {
+    if let Some(up) = recs.iter().copied().filter(|r| *r > size).max() {
+        up
+    } else if recs.contains(&size) || recs.is_empty() {
+        size
+    } else {
+        recs.iter().copied().min().unwrap_or(size)
+    }
+}
+
+/// A rule without a finite value: no metric-driven change, and the cause says why.
+fn hold_on(acc: &mut Account, field: &str, why: &EvalError) -> u32 {
+    acc.reasons.clear();
+    let note = format!(
+        "{field} {:?} has no value ({}); holding",
+        why.text, why.reason
+    );
+    hold(acc, note)
+}
+
+/// HPA's `ceil(size * value / target)` outside the tolerance band, or an error when the
+/// metric (or the ratio) is not a finite number.
+fn target_recommendation(
+    t: &Target,
+    pb: &Bindings<'_>,
+    size: u32,
+) -> Result<(u32, String), EvalError> {
+    let v = t.metric.eval_f64(pb)?;
+    let ratio = v / t.value;
+    let scaled = (size as f64 * ratio).ceil();
+    if !ratio.is_finite() || !scaled.is_finite() {
+        return Err(EvalError {
+            text: t.metric.text().to_string(),
+            reason: format!(
+                "{} / {} is not a finite ratio",
+                format_number(v),
+                format_number(t.value)
+            ),
+            non_finite: Some(scaled),
+        });
+    }
+    let rec = if (1.0 - ratio).abs() <= t.tolerance || size == 0 {
+        size
+    } else {
+        // Saturating float-to-int: negative reads as 0, beyond u32 as u32::MAX.
+        scaled.max(0.0).min(u32::MAX as f64) as u32
+    };
+    let reason = format!(
+        "{} {} vs target {} (ratio {}), {}",
+        t.metric,
+        format_number(v),
+        format_number(t.value),
+        format_number(ratio),
+        signed(rec, size)
+    );
+    Ok((rec, reason))
+}
+
+fn note_values(e: &Expr, pb: &Bindings<'_>, cause: &mut Cause) {
+    for v in e.variables() {
+        if let Some(x) = pb.num(v) {
+            cause.values.insert(v.to_string(), x);
+        }
+    }
+}
+
+fn signed(rec: u32, size: u32) -> String {
+    match rec.cmp(&size) {
+        std::cmp::Ordering::Greater => format!("+{}", rec - size),
+        std::cmp::Ordering::Less => format!("-{}", size - rec),
+        std::cmp::Ordering::Equal => "hold".to_string(),
+    }
+}
