@@ -31,7 +31,7 @@ use crate::duration::HumanDuration;
 use crate::e2b::Metadata;
 
 /// E2B's default template.
-pub const DEFAULT_TEMPLATE: &str = "base";
+pub(crate) const DEFAULT_TEMPLATE: &str = "base";
 
 /// A whole scenario.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -326,7 +326,7 @@ impl Scenario {
     }
 
     /// The templates the emulator knows: `base` plus the scenario's own.
-    pub fn all_templates(&self) -> BTreeMap<String, TemplateSpec> {
+    pub(crate) fn all_templates(&self) -> BTreeMap<String, TemplateSpec> {
         let mut t = BTreeMap::new();
         t.insert(DEFAULT_TEMPLATE.to_string(), TemplateSpec::default());
         t.extend(self.templates.clone());

@@ -1,7 +1,7 @@
 //! The emulator's core: E2B's control plane as pure state in virtual time.
 //!
 //! It holds sandboxes, their metric samples, lifecycle events, webhooks, rate limits and the
-//! load model, and moves only when told: [`Core::advance_to`] runs every scheduled thing
+//! load model, and moves only when told: `Core::advance_to` runs every scheduled thing
 //! (boot, metric sample, expiry, scenario fault) up to a time, in order. It does no I/O and
 //! reads no clock, so the HTTP server drives it from the wall clock, `simulate` and tests
 //! drive it as fast as they like, and the same seed gives the same run.
@@ -58,7 +58,7 @@ use self::webhooks::Webhooks;
 /// The envd version the emulator reports: the lowest that raises no SDK warning.
 pub(crate) const ENVD_VERSION: &str = "0.2.4";
 /// Longest timeout E2B accepts (Pro): 24 hours.
-pub const MAX_TIMEOUT_SECS: u64 = 24 * 3600;
+pub(crate) const MAX_TIMEOUT_SECS: u64 = 24 * 3600;
 
 /// Settings of the emulated team and API.
 #[derive(Debug, Clone, PartialEq)]
@@ -277,15 +277,11 @@ impl Core {
         }
     }
 
-    pub fn config(&self) -> &CoreConfig {
-        &self.cfg
-    }
-
     pub fn now(&self) -> DateTime<Utc> {
         self.now
     }
 
-    pub fn start(&self) -> DateTime<Utc> {
+    pub(crate) fn start(&self) -> DateTime<Utc> {
         self.start
     }
 
@@ -306,7 +302,7 @@ impl Core {
 
     /// Runs everything scheduled up to `t`, in time order, and moves the clock to `t`.
     /// Times in the past are ignored: virtual time never goes back.
-    pub fn advance_to(&mut self, t: DateTime<Utc>) {
+    pub(crate) fn advance_to(&mut self, t: DateTime<Utc>) {
         if t <= self.now {
             return;
         }
@@ -328,7 +324,7 @@ impl Core {
     }
 
     /// Advances by a duration, or answers 400 when that passes the latest representable time.
-    pub fn try_advance(&mut self, by: Duration) -> Res<DateTime<Utc>> {
+    pub(crate) fn try_advance(&mut self, by: Duration) -> Res<DateTime<Utc>> {
         let t = later(self.now, by).ok_or_else(|| {
             Rejection::bad_request(format!(
                 "by: {} from {} is past the latest time the emulator can represent",

@@ -185,7 +185,7 @@ impl Core {
     }
 
     /// `GET /sandboxes/{id}/metrics`: samples in [start, end], bucketed like E2B over long ranges.
-    pub fn metrics(
+    pub(crate) fn metrics(
         &self,
         id: &str,
         start: Option<i64>,
@@ -221,7 +221,7 @@ impl Core {
     }
 
     /// `GET /sandboxes/metrics`: the latest sample of each live sandbox asked for.
-    pub fn metrics_batch(&self, ids: &[String]) -> Res<BTreeMap<String, SandboxMetric>> {
+    pub(crate) fn metrics_batch(&self, ids: &[String]) -> Res<BTreeMap<String, SandboxMetric>> {
         if ids.len() > 100 {
             return Err(Rejection::bad_request(
                 "Too many sandboxes requested, maximum is 100",

@@ -407,7 +407,7 @@ impl Core {
     }
 
     /// `DELETE /sandboxes/{id}`.
-    pub fn kill(&mut self, id: &str) -> Res<()> {
+    pub(crate) fn kill(&mut self, id: &str) -> Res<()> {
         let key = self.resolve(id)?;
         self.kill_key(key, kill_reason::REQUEST);
         Ok(())
@@ -421,7 +421,7 @@ impl Core {
     }
 
     /// `POST /sandboxes/{id}/timeout`.
-    pub fn set_timeout(&mut self, id: &str, timeout: u64) -> Res<()> {
+    pub(crate) fn set_timeout(&mut self, id: &str, timeout: u64) -> Res<()> {
         let end = end_after(self.now, timeout)?;
         let key = self.resolve(id)?;
         let s = &self.sandboxes.live[&key];
@@ -450,7 +450,7 @@ impl Core {
     }
 
     /// `POST /sandboxes/{id}/pause`: 409 when already paused.
-    pub fn pause(&mut self, id: &str) -> Res<()> {
+    pub(crate) fn pause(&mut self, id: &str) -> Res<()> {
         let key = self.resolve(id)?;
         let s = &self.sandboxes.live[&key];
         if s.state == SandboxState::Paused {
@@ -465,7 +465,7 @@ impl Core {
 
     /// `POST /sandboxes/{id}/connect`: resumes a paused sandbox (resumed = true), or extends a
     /// running one's end time, never shortening it.
-    pub fn connect(&mut self, id: &str, timeout: u64) -> Res<(Sandbox, bool)> {
+    pub(crate) fn connect(&mut self, id: &str, timeout: u64) -> Res<(Sandbox, bool)> {
         let key = self.resolve(id)?;
         let wanted = end_after(self.now, timeout)?;
         if self.sandboxes.live[&key].state == SandboxState::Paused {
@@ -479,7 +479,7 @@ impl Core {
     }
 
     /// `POST /sandboxes/{id}/resume` (deprecated): 409 when running.
-    pub fn resume(&mut self, id: &str, timeout: u64) -> Res<Sandbox> {
+    pub(crate) fn resume(&mut self, id: &str, timeout: u64) -> Res<Sandbox> {
         let key = self.resolve(id)?;
         if self.sandboxes.live[&key].state == SandboxState::Running {
             return Err(Rejection::new(

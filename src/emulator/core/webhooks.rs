@@ -160,7 +160,7 @@ impl Core {
     }
 
     /// `GET /events/webhooks`, oldest first.
-    pub fn list_webhooks(&self) -> Vec<Webhook> {
+    pub(crate) fn list_webhooks(&self) -> Vec<Webhook> {
         let mut v: Vec<Webhook> = self
             .webhooks
             .registered
@@ -172,7 +172,7 @@ impl Core {
     }
 
     /// `GET /events/webhooks/{id}`.
-    pub fn get_webhook(&self, id: &str) -> Res<Webhook> {
+    pub(crate) fn get_webhook(&self, id: &str) -> Res<Webhook> {
         self.webhooks
             .registered
             .get(id)
@@ -181,7 +181,7 @@ impl Core {
     }
 
     /// `PATCH /events/webhooks/{id}`: any subset of the fields.
-    pub fn update_webhook(&mut self, id: &str, patch: &WebhookPatch) -> Res<Webhook> {
+    pub(crate) fn update_webhook(&mut self, id: &str, patch: &WebhookPatch) -> Res<Webhook> {
         let current = self.get_webhook(id)?;
         let url = patch.url.clone().unwrap_or(current.url);
         let events = patch.events.clone().unwrap_or(current.events);
@@ -208,7 +208,7 @@ impl Core {
     }
 
     /// `DELETE /events/webhooks/{id}`.
-    pub fn delete_webhook(&mut self, id: &str) -> Res<()> {
+    pub(crate) fn delete_webhook(&mut self, id: &str) -> Res<()> {
         self.webhooks
             .registered
             .remove(id)
