@@ -36,14 +36,14 @@ impl Default for DeliveryPolicy {
 
 /// Delivery outcomes, shown at `GET /_emulator/stats`.
 #[derive(Debug, Default)]
-pub struct DeliveryStats {
+pub(crate) struct DeliveryStats {
     pub attempts: AtomicU64,
     pub delivered: AtomicU64,
     pub failed: AtomicU64,
     pub in_flight: AtomicU64,
 }
 
-/// A snapshot of [`DeliveryStats`].
+/// A snapshot of `DeliveryStats`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct DeliveryReport {
     pub attempts: u64,
@@ -53,7 +53,7 @@ pub struct DeliveryReport {
 }
 
 impl DeliveryStats {
-    pub fn report(&self) -> DeliveryReport {
+    pub(crate) fn report(&self) -> DeliveryReport {
         DeliveryReport {
             attempts: self.attempts.load(Ordering::Relaxed),
             delivered: self.delivered.load(Ordering::Relaxed),
@@ -64,7 +64,7 @@ impl DeliveryStats {
 }
 
 /// Receives deliveries and posts each in its own task until the channel closes.
-pub async fn run(
+pub(crate) async fn run(
     mut rx: mpsc::UnboundedReceiver<Delivery>,
     policy: DeliveryPolicy,
     stats: Arc<DeliveryStats>,

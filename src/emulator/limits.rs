@@ -11,41 +11,41 @@ use std::fmt::Display;
 use std::time::Duration;
 
 /// Fastest wall clock: virtual seconds per wall-clock second (`--speed`).
-pub const MAX_SPEED: f64 = 100_000.0;
+pub(crate) const MAX_SPEED: f64 = 100_000.0;
 /// Longest duration the emulator takes anywhere (a scenario's times, `advance`, a fault's
 /// `for`, webhook backoff): one year (365.25 days, as humantime counts it), far inside
 /// chrono's range.
-pub const MAX_SPAN: Duration = Duration::from_secs(31_557_600);
+pub(crate) const MAX_SPAN: Duration = Duration::from_secs(31_557_600);
 /// Shortest and longest metric sampling interval (`--metrics-interval`).
-pub const MIN_METRICS_INTERVAL: Duration = Duration::from_millis(100);
-pub const MAX_METRICS_INTERVAL: Duration = Duration::from_secs(3600);
+pub(crate) const MIN_METRICS_INTERVAL: Duration = Duration::from_millis(100);
+pub(crate) const MAX_METRICS_INTERVAL: Duration = Duration::from_secs(3600);
 /// Highest create rate, per second (`--create-rate`); 0 means unlimited.
-pub const MAX_CREATE_RATE: f64 = 10_000.0;
+pub(crate) const MAX_CREATE_RATE: f64 = 10_000.0;
 /// Most running sandboxes (`--max-concurrent`). E2B's largest plan allows 1,100; benchmarks
 /// want far more, and a high cap costs nothing.
-pub const MAX_CONCURRENT: usize = 100_000_000;
+pub(crate) const MAX_CONCURRENT: usize = 100_000_000;
 /// Most tries of one webhook delivery (`--webhook-attempts`).
-pub const MAX_WEBHOOK_ATTEMPTS: u32 = 100;
+pub(crate) const MAX_WEBHOOK_ATTEMPTS: u32 = 100;
 /// Longest `Retry-After` an injected fault may send, in seconds.
-pub const MAX_RETRY_AFTER_SECS: u64 = 24 * 3600;
+pub(crate) const MAX_RETRY_AFTER_SECS: u64 = 24 * 3600;
 /// Most requests one injected fault may fail (`count`).
-pub const MAX_FAULT_COUNT: u64 = 1_000_000_000;
+pub(crate) const MAX_FAULT_COUNT: u64 = 1_000_000_000;
 /// Most sandboxes a scenario may start with, over all its `initial` entries.
-pub const MAX_INITIAL_SANDBOXES: u64 = 10_000;
+pub(crate) const MAX_INITIAL_SANDBOXES: u64 = 10_000;
 /// Most sandboxes one scenario fault may kill.
-pub const MAX_FAULT_KILLS: u32 = 100_000;
+pub(crate) const MAX_FAULT_KILLS: u32 = 100_000;
 /// Most busy cores a load curve may ask for.
-pub const MAX_DEMAND_CORES: f64 = 1_000_000.0;
+pub(crate) const MAX_DEMAND_CORES: f64 = 1_000_000.0;
 /// Template sizes: vCPUs, memory and disk in MiB.
-pub const MAX_CPU_COUNT: u32 = 256;
-pub const MIN_MEMORY_MB: u32 = 128;
-pub const MAX_MEMORY_MB: u32 = 1024 * 1024;
-pub const MAX_DISK_MB: u32 = 16 * 1024 * 1024;
+pub(crate) const MAX_CPU_COUNT: u32 = 256;
+pub(crate) const MIN_MEMORY_MB: u32 = 128;
+pub(crate) const MAX_MEMORY_MB: u32 = 1024 * 1024;
+pub(crate) const MAX_DISK_MB: u32 = 16 * 1024 * 1024;
 
 /// A value outside its valid range.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {value} is out of range; expected {expected}")]
-pub struct OutOfRange {
+pub(crate) struct OutOfRange {
     /// The flag, file field or request field, as the user wrote it (`--speed`, `faults[0].at`).
     pub field: String,
     pub value: String,
@@ -54,7 +54,11 @@ pub struct OutOfRange {
 }
 
 impl OutOfRange {
-    pub fn new(field: impl Into<String>, value: impl Display, expected: impl Into<String>) -> Self {
+    pub(crate) fn new(
+        field: impl Into<String>,
+        value: impl Display,
+        expected: impl Into<String>,
+    ) -> Self {
         OutOfRange {
             field: field.into(),
             value: value.to_string(),
@@ -77,7 +81,7 @@ fn short(v: f64) -> String {
 }
 
 /// `d` when `min <= d <= max`.
-pub fn duration(
+pub(crate) fn duration(
     field: &str,
     d: Duration,
     min: Duration,
@@ -94,12 +98,12 @@ pub fn duration(
 }
 
 /// `d` when it is at most [`MAX_SPAN`].
-pub fn span(field: &str, d: Duration) -> Result<Duration, OutOfRange> {
+pub(crate) fn span(field: &str, d: Duration) -> Result<Duration, OutOfRange> {
     duration(field, d, Duration::ZERO, MAX_SPAN)
 }
 
 /// `v` when it is a finite number in `min..=max` (above `min` when `min_exclusive`).
-pub fn number(
+pub(crate) fn number(
     field: &str,
     v: f64,
     min: f64,
@@ -123,7 +127,7 @@ pub fn number(
 }
 
 /// `v` when it is in `min..=max`.
-pub fn integer<T: PartialOrd + Display + Copy>(
+pub(crate) fn integer<T: PartialOrd + Display + Copy>(
     field: &str,
     v: T,
     min: T,
@@ -140,7 +144,7 @@ pub fn integer<T: PartialOrd + Display + Copy>(
 }
 
 /// `--speed`: finite, above 0, at most [`MAX_SPEED`].
-pub fn speed(field: &str, v: f64) -> Result<f64, OutOfRange> {
+pub(crate) fn speed(field: &str, v: f64) -> Result<f64, OutOfRange> {
     number(field, v, 0.0, MAX_SPEED, true)
 }
 

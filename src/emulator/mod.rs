@@ -4,13 +4,17 @@
 //! - [`scenario`]: the scenario file format that drives the load model.
 //! - [`http`]: serves the core over E2B's HTTP API with axum, plus `/_emulator/*` controls.
 //! - [`delivery`]: posts signed webhook deliveries, retrying with backoff.
-//! - [`limits`]: the bounds on every number and duration a user gives the emulator.
+//! - `limits`: the bounds on every number and duration a user gives the emulator.
 //! - [`InProcess`]: the [`E2bApi`] trait over the core, with no HTTP, for `simulate` and tests.
+//!
+//! The emulator plays E2B: it uses `e2b` (the types and the API trait it serves) and the
+//! helpers of floor 0 (`duration`, `files`, `sync`), never the engine, the agent or anything
+//! else that drives it.
 
 pub mod core;
 pub mod delivery;
 pub mod http;
-pub mod limits;
+pub(crate) mod limits;
 pub mod scenario;
 
 use std::collections::BTreeMap;

@@ -31,7 +31,7 @@ use crate::duration::HumanDuration;
 use crate::e2b::Metadata;
 
 /// E2B's default template.
-pub const DEFAULT_TEMPLATE: &str = "base";
+pub(crate) const DEFAULT_TEMPLATE: &str = "base";
 
 /// A whole scenario.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -326,25 +326,24 @@ impl Scenario {
     }
 
     /// The templates the emulator knows: `base` plus the scenario's own.
-    pub fn all_templates(&self) -> BTreeMap<String, TemplateSpec> {
+    pub(crate) fn all_templates(&self) -> BTreeMap<String, TemplateSpec> {
         let mut t = BTreeMap::new();
         t.insert(DEFAULT_TEMPLATE.to_string(), TemplateSpec::default());
         t.extend(self.templates.clone());
         t
     }
 
+    /// The checks the parser cannot make, in order: templates, load curves, initial
+    /// sandboxes, faults. The first problem is the error.
     fn validate(&self) -> Result<(), String> {
         let templates = self.all_templates();
-        let known = |name: &str, at: &str| -> Result<(), String> {
-            if templates.contains_key(name) {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{at}: unknown template {name:?}; known templates: {}",
-                    templates.keys().cloned().collect::<Vec<_>>().join(", ")
-                ))
-            }
-        };
+        self.check_templates()?;
+        self.check_load(&templates)?;
+        self.check_initial(&templates)?;
+        self.check_faults(&templates)
+    }
+
+    fn check_templates(&self) -> Result<(), String> {
         for (name, t) in &self.templates {
             if t.cpu_count == 0 {
                 return Err(format!("templates.{name}.cpu_count: must be at least 1"));
@@ -355,10 +354,15 @@ impl Scenario {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// One curve per known template, each with points in increasing time and noise in 0..=1.
+    fn check_load(&self, templates: &BTreeMap<String, TemplateSpec>) -> Result<(), String> {
         let mut seen = std::collections::BTreeSet::new();
         for (i, l) in self.load.iter().enumerate() {
             let at = format!("load[{i}]");
-            known(&l.template, &at)?;
+            known_template(templates, &l.template, &at)?;
             if !seen.insert(l.template.as_str()) {
                 return Err(format!(
                     "{at}: template {:?} has a load curve already; give one curve per template",
@@ -376,22 +380,15 @@ impl Scenario {
                     l.noise
                 ));
             }
-            for (j, (t, v)) in l.points.iter().enumerate() {
-                if !v.is_finite() || *v < 0.0 {
-                    return Err(format!(
-                        "{at}.points[{j}]: demand {v} must be a finite number of cores >= 0"
-                    ));
-                }
-                if j > 0 && *t <= l.points[j - 1].0 {
-                    return Err(format!(
-                        "{at}.points[{j}]: time {t} is not after the previous point's {}; times must increase",
-                        l.points[j - 1].0
-                    ));
-                }
-            }
+            check_points(&at, &l.points)?;
         }
+        Ok(())
+    }
+
+    /// Known templates, and no more initial sandboxes in all than the emulator takes.
+    fn check_initial(&self, templates: &BTreeMap<String, TemplateSpec>) -> Result<(), String> {
         for (i, s) in self.initial.iter().enumerate() {
-            known(&s.template, &format!("initial[{i}]"))?;
+            known_template(templates, &s.template, &format!("initial[{i}]"))?;
         }
         let total: u64 = self.initial.iter().map(|s| u64::from(s.count)).sum();
         limits::integer(
@@ -401,6 +398,11 @@ impl Scenario {
             limits::MAX_INITIAL_SANDBOXES,
         )
         .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// Each fault is exactly one of a kill (of a known template) or an API error status.
+    fn check_faults(&self, templates: &BTreeMap<String, TemplateSpec>) -> Result<(), String> {
         for (i, f) in self.faults.iter().enumerate() {
             let at = format!("faults[{i}]");
             match (&f.kill, &f.api_error) {
@@ -411,7 +413,8 @@ impl Scenario {
                     if *n == 0 {
                         return Err(format!("{at}.kill: must be at least 1"));
                     }
-                    known(f.template.as_deref().unwrap_or(DEFAULT_TEMPLATE), &at)?;
+                    let template = f.template.as_deref().unwrap_or(DEFAULT_TEMPLATE);
+                    known_template(templates, template, &at)?;
                 }
                 (None, Some(e)) => {
                     if !(400..=599).contains(&e.status) {
@@ -425,6 +428,40 @@ impl Scenario {
         }
         Ok(())
     }
+}
+
+/// The error for a template the scenario does not define, listing the ones it does.
+fn known_template(
+    templates: &BTreeMap<String, TemplateSpec>,
+    name: &str,
+    at: &str,
+) -> Result<(), String> {
+    if templates.contains_key(name) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{at}: unknown template {name:?}; known templates: {}",
+            templates.keys().cloned().collect::<Vec<_>>().join(", ")
+        ))
+    }
+}
+
+/// A curve's points: finite, non-negative demand at strictly increasing times.
+fn check_points(at: &str, points: &[(HumanDuration, f64)]) -> Result<(), String> {
+    for (j, (t, v)) in points.iter().enumerate() {
+        if !v.is_finite() || *v < 0.0 {
+            return Err(format!(
+                "{at}.points[{j}]: demand {v} must be a finite number of cores >= 0"
+            ));
+        }
+        if j > 0 && *t <= points[j - 1].0 {
+            return Err(format!(
+                "{at}.points[{j}]: time {t} is not after the previous point's {}; times must increase",
+                points[j - 1].0
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The parser's message without its own `error: line N column M: ` prefix, since

@@ -1,6 +1,13 @@
 //! Unit tests of the emulator core, all in virtual time.
 
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
 use super::*;
+use crate::e2b::{
+    EventQuery, EventType, ListQuery, Metadata, NewSandbox, NewWebhook, SandboxState, WebhookPatch,
+};
 use crate::emulator::scenario::Scenario;
 
 fn t0() -> DateTime<Utc> {
