@@ -5,12 +5,13 @@
 //! A sandbox of `cpu_count` vCPUs serves up to `cpu_count` busy cores (the emulator's load
 //! model caps each sample at 100 %), so at each instant the floor is
 //! `ceil(demand / cpu_count)` sandboxes of the template. Demand is the scenario's piecewise
-//! linear curve itself (noise only touches samples), integrated in steps of [`STEP_S`] taken
+//! linear curve itself, read by the emulator's own [`Curve`] (noise only touches samples), integrated in steps of [`STEP_S`] taken
 //! at their midpoints. Pure: no emulator, no clock.
 
 use std::collections::BTreeMap;
 
 use crate::emulator::Scenario;
+use crate::emulator::core::Curve;
 
 /// The integration step, in seconds: fine against curves whose points are seconds apart.
 const STEP_S: f64 = 1.0;
@@ -24,13 +25,9 @@ pub fn floor(scenario: &Scenario, duration_s: f64) -> BTreeMap<String, f64> {
             .get(&load.template)
             .map_or(2, |t| t.cpu_count)
             .max(1) as f64;
-        let points: Vec<(f64, f64)> = load
-            .points
-            .iter()
-            .map(|(t, v)| (t.0.as_secs_f64(), *v))
-            .collect();
+        let curve = Curve::of(load);
         *out.entry(load.template.clone()).or_insert(0.0) +=
-            integrate(duration_s, |s| (demand_at(&points, s) / cpu).ceil());
+            integrate(duration_s, |s| (curve.at(s) / cpu).ceil());
     }
     out
 }
@@ -46,28 +43,6 @@ fn integrate(duration_s: f64, f: impl Fn(f64) -> f64) -> f64 {
         t += dt;
     }
     total
-}
-
-/// A piecewise linear curve at `s`, flat before its first point and after its last, as the
-/// emulator's load model reads it.
-fn demand_at(points: &[(f64, f64)], s: f64) -> f64 {
-    let (Some(&(t0, v0)), Some(&(_, v_last))) = (points.first(), points.last()) else {
-        return 0.0;
-    };
-    if s <= t0 {
-        return v0;
-    }
-    for w in points.windows(2) {
-        let ((a, va), (b, vb)) = (w[0], w[1]);
-        if s <= b {
-            return if b <= a {
-                vb
-            } else {
-                va + (vb - va) * (s - a) / (b - a)
-            };
-        }
-    }
-    v_last
 }
 
 #[cfg(test)]

@@ -37,16 +37,30 @@ pub(super) fn templates(
         .collect()
 }
 
-/// Demand of one template over time, in busy cores; piecewise linear.
+/// Demand of one template over time, in busy cores; piecewise linear. `simulate`'s floor reads
+/// the same curve, so that it and the emulator never disagree on what the demand was.
 #[derive(Debug, Clone)]
-struct Curve {
+pub(crate) struct Curve {
     /// (seconds since start, cores), times strictly increasing; no points is no demand.
     points: Vec<(f64, f64)>,
     noise: f64,
 }
 
 impl Curve {
-    fn at(&self, s: f64) -> f64 {
+    /// A scenario's load line as a curve.
+    pub(crate) fn of(l: &crate::emulator::scenario::LoadSpec) -> Curve {
+        Curve {
+            points: l
+                .points
+                .iter()
+                .map(|(t, v)| (t.as_secs_f64(), *v))
+                .collect(),
+            noise: l.noise,
+        }
+    }
+
+    /// Busy cores `s` seconds after the start: flat before the first point and after the last.
+    pub(crate) fn at(&self, s: f64) -> f64 {
         let (Some(&(first_t, first_v)), Some(&(_, last_v))) =
             (self.points.first(), self.points.last())
         else {
@@ -116,18 +130,7 @@ impl Load {
         let curves = scenario
             .load
             .iter()
-            .map(|l| {
-                let points = l
-                    .points
-                    .iter()
-                    .map(|(t, v)| (t.as_secs_f64(), *v))
-                    .collect();
-                let curve = Curve {
-                    points,
-                    noise: l.noise,
-                };
-                (l.template.clone(), curve)
-            })
+            .map(|l| (l.template.clone(), Curve::of(l)))
             .collect();
         Load {
             curves,

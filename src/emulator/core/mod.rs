@@ -29,6 +29,7 @@
 
 mod faults;
 mod load;
+pub(crate) use load::Curve;
 mod queries;
 mod quota;
 mod sandboxes;
