@@ -9,11 +9,9 @@
 //! - a create carries an Idempotency-Key (the client retries it safely), also written into
 //!   the sandbox's metadata so that an observation can match it;
 //! - kill, pause and set_timeout only touch sandboxes whose metadata names the deciding pool
-//!   ([`act`]);
+//!   ([`super::act`]);
 //! - a failed observation makes no decision at all: missing data never reads as 0;
 //! - in dry run nothing is changed, and every decision is logged once, as "would".
-
-mod act;
 
 use crate::sync::lock;
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -25,9 +23,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use act::CreateReturned;
-pub use act::{ActionResult, Outcome};
-
+use super::act::{self, ActionResult, CreateReturned};
 use super::creates::Creates;
 use super::dedup::Dedup;
 use super::state::StateStore;
@@ -394,27 +390,18 @@ impl Agent {
             if self.dry_run && !matches!(d.action, Action::Alert(_)) {
                 d.dry_run = true;
             }
-            let outcome = match &d.action {
-                Action::Alert(n) => self.notify(n, now),
-                _ if d.dry_run => Outcome {
-                    result: ActionResult::DryRun,
-                    detail: "dry run: not carried out".into(),
-                    sandbox_ids: Vec::new(),
-                    counted: vec![ActionResult::DryRun],
-                },
-                _ => {
-                    let rules = self.engine.rules().clone();
-                    let mut actor = act::Actor {
-                        api: &self.api,
-                        creates: &self.creates,
-                        returned: &self.returned_tx,
-                        in_flight: &mut self.in_flight,
-                        observed,
-                        rules: &rules,
-                    };
-                    actor.act(seq, &d).await
-                }
-            };
+            let outcome = act::Actor {
+                api: &self.api,
+                creates: &self.creates,
+                returned: &self.returned_tx,
+                in_flight: &mut self.in_flight,
+                observed,
+                rules: self.engine.rules(),
+                dispatcher: self.dispatcher.as_ref(),
+                now,
+            }
+            .act(seq, &d)
+            .await;
             if let Action::Kill { .. } = &d.action {
                 self.killed.extend(outcome.sandbox_ids.iter().cloned());
             }
@@ -443,34 +430,6 @@ impl Agent {
                 _ => self.append_to_file(&entry),
             }
             self.log(entry);
-        }
-    }
-
-    /// Queues a notice to every notifier.
-    fn notify(&self, n: &crate::engine::AlertNotice, now: DateTime<Utc>) -> Outcome {
-        let Some(disp) = &self.dispatcher else {
-            return Outcome {
-                result: ActionResult::Refused,
-                detail: "refused: no notifiers".into(),
-                sandbox_ids: Vec::new(),
-                counted: vec![ActionResult::Refused],
-            };
-        };
-        let errs = disp.send_all(n, now);
-        let (result, detail) = if errs.is_empty() {
-            (ActionResult::Ok, "queued".to_string())
-        } else {
-            let why: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
-            (
-                ActionResult::Refused,
-                format!("refused: {}", why.join("; ")),
-            )
-        };
-        Outcome {
-            result,
-            detail,
-            sandbox_ids: Vec::new(),
-            counted: vec![result],
         }
     }
 

@@ -16,6 +16,7 @@
 //! - [`state`]: what survives a restart (`state.json`, the journal of ids acted on), written
 //!   durably, and set aside rather than trusted when it cannot be read.
 
+pub mod act;
 pub mod config;
 pub mod control;
 pub mod creates;
