@@ -27,5 +27,6 @@ pub mod run;
 pub mod serve;
 pub mod server;
 pub mod state;
+pub(crate) mod status;
 pub mod systemd;
 pub mod webhooks;

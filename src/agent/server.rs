@@ -8,9 +8,9 @@
 //! Prometheus's `increase()` sees their first rise.
 
 use crate::sync::lock;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
@@ -21,35 +21,10 @@ use axum::{Json, Router};
 use serde::Serialize;
 
 use super::control::LoggedDecision;
-use super::health::Health;
+use super::status::Status;
 use super::webhooks::WebhookStats;
 use crate::engine::{AlertPhase, EngineState};
 use crate::notify::Dispatcher;
-
-/// What the server shows, updated by the loop after each tick.
-#[derive(Default)]
-pub struct Status {
-    /// Whether E2B can be seen: `/readyz` and `poolpilot_up`.
-    pub health: Mutex<Health>,
-    /// The whole agent runs in dry run.
-    pub dry_run: AtomicBool,
-    /// Pools with their own `dry_run: true`.
-    pub dry_run_pools: Mutex<BTreeSet<String>>,
-    pub ticks: AtomicU64,
-    pub tick_failures: AtomicU64,
-    pub reloads: AtomicU64,
-    pub reload_failures: AtomicU64,
-    /// The last rule reload error, as `file:line:col: message` lines.
-    pub last_reload_error: Mutex<Option<String>>,
-    pub engine: Mutex<EngineState>,
-    /// Running members per pool, as last observed.
-    pub actual: Mutex<BTreeMap<String, u32>>,
-    pub pending: Mutex<BTreeMap<String, u32>>,
-    /// Actions by kind and outcome.
-    pub actions: Mutex<BTreeMap<(String, String), u64>>,
-    pub last_tick_seconds: Mutex<f64>,
-    pub recent: Mutex<Arc<Mutex<VecDeque<LoggedDecision>>>>,
-}
 
 /// Action kinds of `poolpilot_actions_total`, written at 0 from the start.
 pub(crate) const ACTION_KINDS: [&str; 5] = ["create", "kill", "set_timeout", "pause", "notify"];
@@ -70,7 +45,7 @@ struct Histogram {
 
 /// E2B API requests by endpoint and status, with latency histograms per endpoint.
 #[derive(Default)]
-pub struct ApiMetrics {
+pub(crate) struct ApiMetrics {
     requests: Mutex<BTreeMap<(String, String), u64>>,
     latency: Mutex<BTreeMap<String, Histogram>>,
 }
@@ -152,7 +127,7 @@ impl ApiMetrics {
 
 /// Everything the handlers read.
 #[derive(Clone)]
-pub struct ServerState {
+pub(crate) struct ServerState {
     pub status: Arc<Status>,
     pub api: Arc<ApiMetrics>,
     pub webhooks: Arc<WebhookStats>,
@@ -160,7 +135,7 @@ pub struct ServerState {
 }
 
 /// The router; merge the webhook router into it when webhooks are on.
-pub fn router(state: ServerState) -> Router {
+pub(crate) fn router(state: ServerState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -182,8 +157,7 @@ async fn readyz(State(s): State<ServerState>) -> Response {
 }
 
 async fn decisions(State(s): State<ServerState>) -> Response {
-    let recent = lock(&s.status.recent).clone();
-    let list: Vec<LoggedDecision> = lock(&recent).iter().cloned().collect();
+    let list: Vec<LoggedDecision> = lock(&s.status.recent).iter().cloned().collect();
     Json(list).into_response()
 }
 
