@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use poolpilot::agent::control::{Agent, AgentOptions};
 use poolpilot::agent::dedup::Dedup;
-use poolpilot::agent::webhooks::{self, WebhookConfig, WebhookStats};
+use poolpilot::agent::http::webhooks::{self, WebhookConfig, WebhookStats};
 use poolpilot::e2b::{E2bApi, EventType, ListQuery, NewSandbox, NewWebhook};
 use poolpilot::emulator::{Clock, RunningEmulator, Scenario};
 use poolpilot::rules::load_str;

@@ -33,11 +33,12 @@ use super::config::{Config, secret};
 use super::control::{Agent, AgentOptions, TickReport};
 use super::dedup::{Dedup, Limits};
 use super::health::Health;
-use super::serve::{self, ServeLimits};
-use super::server::{self, ServerState};
+use super::http::accept::{self, ServeLimits};
+use super::http::metrics::ApiMetrics;
+use super::http::webhooks::{self, Delivered, WebhookConfig, WebhookStats};
+use super::http::{self, ServerState};
 use super::status::{Publisher, Status};
 use super::systemd::Watchdog;
-use super::webhooks::{self, Delivered, WebhookConfig, WebhookStats};
 use crate::e2b::{ClientConfig, E2bApi, HttpClient};
 use crate::notify::{Dispatcher, NotifyConfig};
 use crate::rules::{self, RuleSet};
@@ -73,7 +74,7 @@ pub async fn run(
     let status = Arc::new(Status::new(health, cfg.dry_run, agent.recent.clone()));
     let publisher = Publisher::new(status.clone());
     publisher.dry_run_pools(&rules);
-    let mut app = server::router(ServerState {
+    let mut app = http::router(ServerState {
         status,
         api: e2b.metrics,
         webhooks: webhook_stats,
@@ -104,7 +105,7 @@ pub async fn run(
 /// The E2B client, and what it tells `/metrics` about its requests.
 struct E2b {
     api: Arc<dyn E2bApi>,
-    metrics: Arc<server::ApiMetrics>,
+    metrics: Arc<ApiMetrics>,
     url: String,
 }
 
@@ -123,7 +124,7 @@ fn connect(cfg: &Config) -> anyhow::Result<E2b> {
             .create_rate
             .unwrap_or(super::config::DEFAULT_CREATE_RATE),
     );
-    let metrics = Arc::new(server::ApiMetrics::default());
+    let metrics = Arc::new(ApiMetrics::default());
     client_cfg.observer = Some(metrics.clone());
     let api: Arc<dyn E2bApi> = Arc::new(HttpClient::new(client_cfg)?);
     Ok(E2b { api, metrics, url })
@@ -215,7 +216,7 @@ impl Server {
         };
         // The agent's own descriptors: the listener, E2B and notifier clients, state files, logs.
         const OWN_FDS: u64 = 128;
-        if let Some(soft) = serve::raise_fd_limit()
+        if let Some(soft) = accept::raise_fd_limit()
             && (limits.max_connections as u64).saturating_add(OWN_FDS) > soft
         {
             tracing::warn!(
@@ -225,7 +226,7 @@ impl Server {
             );
         }
         let (stop, stop_rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve::serve(listener, app, limits, async {
+        let task = tokio::spawn(accept::serve(listener, app, limits, async {
             let _ = stop_rx.await;
         }));
         Server { stop, task }

@@ -11,9 +11,9 @@
 //!    starts with byte 0x80, so an extension is never valid JSON whitespace and serde would
 //!    refuse it anyway; we refuse every trailing byte regardless, because E2B sends the event
 //!    alone and a rule with no exception is one a reader can check;
-//! 4. the event must have a plausible id (at most [`super::dedup::MAX_ID_LEN`] printable bytes)
-//!    and a timestamp no more than [`super::dedup::MAX_CLOCK_SKEW`] ahead (400 otherwise);
-//! 5. the dedup window decides (see [`super::dedup`] for why this is exactly once): a
+//! 4. the event must have a plausible id (at most [`dedup::MAX_ID_LEN`] printable bytes) and a
+//!    timestamp no more than [`dedup::MAX_CLOCK_SKEW`] ahead (400 otherwise);
+//! 5. the dedup window decides (see [`dedup`] for why this is exactly once): a
 //!    duplicate, or an event older than the horizon, is acknowledged with 200 and not processed;
 //!    a full window answers 503 so that E2B retries;
 //! 6. the event is queued for the agent and acknowledged with 202 at once. A full queue answers
@@ -35,7 +35,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::dedup::{Dedup, Verdict};
+use crate::agent::dedup::{self, Dedup, Verdict};
 use crate::e2b::{LifecycleEvent, signature};
 
 /// Where the receiver reads the time (to refuse events from the future): the wall clock, or a
@@ -286,19 +286,19 @@ fn verify_and_parse(
         Box::new(error(StatusCode::BAD_REQUEST, message))
     };
     let event = parse_exactly_one(body).map_err(|m| malformed(&m))?;
-    if !super::dedup::valid_id(&event.id) {
+    if !dedup::valid_id(&event.id) {
         return Err(malformed(&format!(
             "event id must be 1 to {} printable ASCII characters without spaces",
-            super::dedup::MAX_ID_LEN
+            dedup::MAX_ID_LEN
         )));
     }
     let delivery_id = match headers.get("e2b-delivery-id").map(|v| v.to_str()) {
         None => None,
-        Some(Ok(id)) if super::dedup::valid_id(id) => Some(id.to_string()),
+        Some(Ok(id)) if dedup::valid_id(id) => Some(id.to_string()),
         Some(_) => {
             return Err(malformed(&format!(
                 "e2b-delivery-id must be 1 to {} printable ASCII characters without spaces",
-                super::dedup::MAX_ID_LEN
+                dedup::MAX_ID_LEN
             )));
         }
     };
@@ -334,7 +334,7 @@ fn take(
 ) -> Response {
     let now = (r.cfg.clock)();
     let slot = {
-        let mut d = r.dedup.lock().unwrap_or_else(|p| p.into_inner());
+        let mut d = crate::sync::lock(&r.dedup);
         match d.check_delivery(&event.id, event.timestamp, now) {
             Verdict::New => {}
             Verdict::Duplicate => {
@@ -360,7 +360,7 @@ fn take(
                     &format!(
                         "event timestamp {} is more than {} minutes ahead of this host's clock",
                         event.timestamp,
-                        super::dedup::MAX_CLOCK_SKEW.num_minutes()
+                        dedup::MAX_CLOCK_SKEW.num_minutes()
                     ),
                 );
             }

@@ -1,28 +1,25 @@
-//! The agent's HTTP server: `/healthz` (the process answers), `/readyz` (it can see E2B, by
-//! the rule in [`super::health`], with the reason as JSON), `/metrics` (Prometheus text
-//! format), `/api/v1/decisions`, `/api/v1/pools`, `/api/v1/alerts`, and the webhook receiver.
-//! It listens on loopback unless told otherwise.
+//! `/metrics`, in Prometheus text format: one named step per group of metric families, in
+//! the order they are written. Also [`ApiMetrics`], which the E2B client feeds with every
+//! request it makes.
 //!
 //! Counters whose labels are known up front (actions by kind and result, ticks, reloads,
 //! webhook outcomes, each notifier's results) are written from the start at 0, so that
-//! Prometheus's `increase()` sees their first rise.
+//! Prometheus's `increase()` sees their first rise. Only reads: what it shows comes from the
+//! [`Status`] the loop publishes and from the counters of the client, receiver and notifiers.
 
 use crate::sync::lock;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+use std::sync::Mutex;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
-use serde::Serialize;
 
-use super::control::LoggedDecision;
-use super::status::Status;
-use super::webhooks::WebhookStats;
+use super::ServerState;
+use super::webhooks::WebhookReport;
+use crate::agent::status::Status;
 use crate::engine::{AlertPhase, EngineState};
 use crate::notify::Dispatcher;
 
@@ -77,6 +74,7 @@ impl crate::e2b::RequestObserver for ApiMetrics {
 }
 
 impl ApiMetrics {
+    /// `poolpilot_api_requests_total` and `poolpilot_api_request_seconds`.
     fn render(&self, out: &mut String) {
         family(
             out,
@@ -125,76 +123,6 @@ impl ApiMetrics {
     }
 }
 
-/// Everything the handlers read.
-#[derive(Clone)]
-pub(crate) struct ServerState {
-    pub status: Arc<Status>,
-    pub api: Arc<ApiMetrics>,
-    pub webhooks: Arc<WebhookStats>,
-    pub notify: Option<Dispatcher>,
-}
-
-/// The router; merge the webhook router into it when webhooks are on.
-pub(crate) fn router(state: ServerState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/api/v1/decisions", get(decisions))
-        .route("/api/v1/pools", get(pools))
-        .route("/api/v1/alerts", get(alerts))
-        .with_state(state)
-}
-
-async fn readyz(State(s): State<ServerState>) -> Response {
-    let r = lock(&s.status.health).readiness(chrono::Utc::now());
-    let code = if r.ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (code, Json(r)).into_response()
-}
-
-async fn decisions(State(s): State<ServerState>) -> Response {
-    let list: Vec<LoggedDecision> = lock(&s.status.recent).iter().cloned().collect();
-    Json(list).into_response()
-}
-
-#[derive(Serialize)]
-struct PoolView {
-    name: String,
-    actual: u32,
-    pending_creates: u32,
-    #[serde(flatten)]
-    status: Option<crate::engine::PoolStatus>,
-    cooldown_up_until: Option<chrono::DateTime<chrono::Utc>>,
-    cooldown_down_until: Option<chrono::DateTime<chrono::Utc>>,
-}
-
-async fn pools(State(s): State<ServerState>) -> Response {
-    let engine = lock(&s.status.engine).clone();
-    let actual = lock(&s.status.actual).clone();
-    let pending = lock(&s.status.pending).clone();
-    let views: Vec<PoolView> = engine
-        .pools
-        .iter()
-        .map(|(name, p)| PoolView {
-            name: name.clone(),
-            actual: actual.get(name).copied().unwrap_or(0),
-            pending_creates: pending.get(name).copied().unwrap_or(0),
-            status: p.status.clone(),
-            cooldown_up_until: p.cooldown_up_until,
-            cooldown_down_until: p.cooldown_down_until,
-        })
-        .collect();
-    Json(views).into_response()
-}
-
-async fn alerts(State(s): State<ServerState>) -> Response {
-    Json(lock(&s.status.engine).alerts.clone()).into_response()
-}
-
 /// Writes a metric family's `# HELP` and `# TYPE` lines.
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -206,11 +134,35 @@ fn esc(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-async fn metrics(State(s): State<ServerState>) -> Response {
+/// `GET /metrics`.
+pub(super) async fn metrics(State(s): State<ServerState>) -> Response {
+    let out = render(&s);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// Every metric family, in order.
+fn render(s: &ServerState) -> String {
     let st = &s.status;
     let mut out = String::new();
+    render_build_and_up(&mut out, st);
+    let engine = lock(&st.engine).clone();
+    render_pool_sizes(&mut out, st, &engine);
+    render_dry_run(&mut out, st, &engine);
+    render_actions(&mut out, &lock(&st.actions));
+    render_alerts_firing(&mut out, &engine);
+    render_loop(&mut out, st);
+    render_webhooks(&mut out, &s.webhooks.report());
+    if let Some(d) = &s.notify {
+        render_notifications(&mut out, d);
+    }
+    s.api.render(&mut out);
+    out
+}
+
+/// `poolpilot_build_info` and `poolpilot_up` (what `/readyz` says, now).
+fn render_build_and_up(out: &mut String, st: &Status) {
     family(
-        &mut out,
+        out,
         "poolpilot_build_info",
         "gauge",
         "Always 1; the labels say which build runs.",
@@ -221,18 +173,22 @@ async fn metrics(State(s): State<ServerState>) -> Response {
         esc(env!("CARGO_PKG_VERSION"))
     );
     family(
-        &mut out,
+        out,
         "poolpilot_up",
         "gauge",
         "1 while the agent can see E2B (what /readyz says), 0 otherwise.",
     );
     let ready = lock(&st.health).readiness(chrono::Utc::now()).ready;
     let _ = writeln!(out, "poolpilot_up {}", u8::from(ready));
-    let engine = lock(&st.engine).clone();
+}
+
+/// `poolpilot_pool_size` by pool and kind: desired, min and max from the last decision (once
+/// there is one), actual and pending always.
+fn render_pool_sizes(out: &mut String, st: &Status, engine: &EngineState) {
     let actual = lock(&st.actual).clone();
     let pending = lock(&st.pending).clone();
     family(
-        &mut out,
+        out,
         "poolpilot_pool_size",
         "gauge",
         "Pool sizes: desired (last decision), actual (running members), pending (creates in flight).",
@@ -240,133 +196,25 @@ async fn metrics(State(s): State<ServerState>) -> Response {
     for (name, p) in &engine.pools {
         let n = esc(name);
         if let Some(status) = &p.status {
-            let _ = writeln!(
-                out,
-                "poolpilot_pool_size{{pool=\"{n}\",kind=\"desired\"}} {}",
-                status.desired
-            );
-            let _ = writeln!(
-                out,
-                "poolpilot_pool_size{{pool=\"{n}\",kind=\"min\"}} {}",
-                status.min
-            );
-            let _ = writeln!(
-                out,
-                "poolpilot_pool_size{{pool=\"{n}\",kind=\"max\"}} {}",
-                status.max
-            );
-        }
-        let _ = writeln!(
-            out,
-            "poolpilot_pool_size{{pool=\"{n}\",kind=\"actual\"}} {}",
-            actual.get(name).copied().unwrap_or(0)
-        );
-        let _ = writeln!(
-            out,
-            "poolpilot_pool_size{{pool=\"{n}\",kind=\"pending\"}} {}",
-            pending.get(name).copied().unwrap_or(0)
-        );
-    }
-    render_dry_run(&mut out, st, &engine);
-    render_actions(&mut out, &lock(&st.actions));
-    family(
-        &mut out,
-        "poolpilot_alerts_firing",
-        "gauge",
-        "Alert instances firing, by alert.",
-    );
-    for (name, subjects) in &engine.alerts {
-        let firing = subjects
-            .values()
-            .filter(|a| a.phase == AlertPhase::Firing)
-            .count();
-        let _ = writeln!(
-            out,
-            "poolpilot_alerts_firing{{alert=\"{}\"}} {firing}",
-            esc(name)
-        );
-    }
-    family(
-        &mut out,
-        "poolpilot_ticks_total",
-        "counter",
-        "Control loop turns, and those whose observation failed.",
-    );
-    let _ = writeln!(
-        out,
-        "poolpilot_ticks_total{{result=\"ok\"}} {}",
-        st.ticks.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "poolpilot_ticks_total{{result=\"failed\"}} {}",
-        st.tick_failures.load(Ordering::Relaxed)
-    );
-    family(
-        &mut out,
-        "poolpilot_rule_evaluation_seconds",
-        "gauge",
-        "Duration of the last control loop turn.",
-    );
-    let _ = writeln!(
-        out,
-        "poolpilot_rule_evaluation_seconds {}",
-        *lock(&st.last_tick_seconds)
-    );
-    family(
-        &mut out,
-        "poolpilot_rule_reloads_total",
-        "counter",
-        "Rule reloads by result.",
-    );
-    let _ = writeln!(
-        out,
-        "poolpilot_rule_reloads_total{{result=\"ok\"}} {}",
-        st.reloads.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "poolpilot_rule_reloads_total{{result=\"failed\"}} {}",
-        st.reload_failures.load(Ordering::Relaxed)
-    );
-    let w = s.webhooks.report();
-    family(
-        &mut out,
-        "poolpilot_webhook_deliveries_total",
-        "counter",
-        "Webhook deliveries by outcome.",
-    );
-    for (k, v) in w.outcomes() {
-        let _ = writeln!(
-            out,
-            "poolpilot_webhook_deliveries_total{{outcome=\"{k}\"}} {v}"
-        );
-    }
-    if let Some(d) = &s.notify {
-        family(
-            &mut out,
-            "poolpilot_notifications_total",
-            "counter",
-            "Notifications by notifier and result.",
-        );
-        for (name, n) in d.stats() {
-            let name = esc(&name);
-            for (k, v) in [
-                ("sent", n.sent),
-                ("failed", n.failed),
-                ("retried", n.retries),
-                ("resent", n.resent),
-                ("queue_full", n.queue_full),
+            for (kind, v) in [
+                ("desired", status.desired),
+                ("min", status.min),
+                ("max", status.max),
             ] {
                 let _ = writeln!(
                     out,
-                    "poolpilot_notifications_total{{notifier=\"{name}\",result=\"{k}\"}} {v}"
+                    "poolpilot_pool_size{{pool=\"{n}\",kind=\"{kind}\"}} {v}"
                 );
             }
         }
+        for (kind, sizes) in [("actual", &actual), ("pending", &pending)] {
+            let v = sizes.get(name).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "poolpilot_pool_size{{pool=\"{n}\",kind=\"{kind}\"}} {v}"
+            );
+        }
     }
-    s.api.render(&mut out);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
 /// `poolpilot_dry_run` per pool: 1 when nothing is changed for it (the agent or the pool in
@@ -416,6 +264,107 @@ fn render_actions(out: &mut String, actions: &BTreeMap<(String, String), u64>) {
             esc(&key.0),
             esc(&key.1)
         );
+    }
+}
+
+/// `poolpilot_alerts_firing`: the instances of each alert now firing.
+fn render_alerts_firing(out: &mut String, engine: &EngineState) {
+    family(
+        out,
+        "poolpilot_alerts_firing",
+        "gauge",
+        "Alert instances firing, by alert.",
+    );
+    for (name, subjects) in &engine.alerts {
+        let firing = subjects
+            .values()
+            .filter(|a| a.phase == AlertPhase::Firing)
+            .count();
+        let _ = writeln!(
+            out,
+            "poolpilot_alerts_firing{{alert=\"{}\"}} {firing}",
+            esc(name)
+        );
+    }
+}
+
+/// The loop itself: `poolpilot_ticks_total`, `poolpilot_rule_evaluation_seconds` and
+/// `poolpilot_rule_reloads_total`.
+fn render_loop(out: &mut String, st: &Status) {
+    family(
+        out,
+        "poolpilot_ticks_total",
+        "counter",
+        "Control loop turns, and those whose observation failed.",
+    );
+    for (result, n) in [("ok", &st.ticks), ("failed", &st.tick_failures)] {
+        let n = n.load(Ordering::Relaxed);
+        let _ = writeln!(out, "poolpilot_ticks_total{{result=\"{result}\"}} {n}");
+    }
+    family(
+        out,
+        "poolpilot_rule_evaluation_seconds",
+        "gauge",
+        "Duration of the last control loop turn.",
+    );
+    let _ = writeln!(
+        out,
+        "poolpilot_rule_evaluation_seconds {}",
+        *lock(&st.last_tick_seconds)
+    );
+    family(
+        out,
+        "poolpilot_rule_reloads_total",
+        "counter",
+        "Rule reloads by result.",
+    );
+    for (result, n) in [("ok", &st.reloads), ("failed", &st.reload_failures)] {
+        let n = n.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "poolpilot_rule_reloads_total{{result=\"{result}\"}} {n}"
+        );
+    }
+}
+
+/// `poolpilot_webhook_deliveries_total`: every outcome, from 0.
+fn render_webhooks(out: &mut String, w: &WebhookReport) {
+    family(
+        out,
+        "poolpilot_webhook_deliveries_total",
+        "counter",
+        "Webhook deliveries by outcome.",
+    );
+    for (k, v) in w.outcomes() {
+        let _ = writeln!(
+            out,
+            "poolpilot_webhook_deliveries_total{{outcome=\"{k}\"}} {v}"
+        );
+    }
+}
+
+/// `poolpilot_notifications_total`: each notifier's results, from 0.
+fn render_notifications(out: &mut String, d: &Dispatcher) {
+    family(
+        out,
+        "poolpilot_notifications_total",
+        "counter",
+        "Notifications by notifier and result.",
+    );
+    for (name, n) in d.stats() {
+        let name = esc(&name);
+        for (k, v) in [
+            ("sent", n.sent),
+            ("failed", n.failed),
+            ("retried", n.retries),
+            ("resent", n.resent),
+            ("queue_full", n.queue_full),
+        ] {
+            let _ = writeln!(
+                out,
+                "poolpilot_notifications_total{{notifier=\"{name}\",result=\"{k}\"}} {v}"
+            );
+        }
     }
 }
 
