@@ -46,7 +46,7 @@ pub enum ActionResult {
 
 impl ActionResult {
     /// The `result` label of `poolpilot_actions_total`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ActionResult::Ok => "ok",
             ActionResult::Sent => "sent",
@@ -59,15 +59,15 @@ impl ActionResult {
 
 /// What came of one decision.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Outcome {
-    pub result: ActionResult,
+pub(crate) struct Outcome {
+    pub(crate) result: ActionResult,
     /// A sentence: `killed a, b`, `failed: ...`, `refused: ...`.
-    pub detail: String,
+    pub(crate) detail: String,
     /// The sandboxes it touched.
-    pub sandbox_ids: Vec<String>,
+    pub(crate) sandbox_ids: Vec<String>,
     /// One result per thing acted on (each sandbox of a kill), for counting. Empty for
     /// creates sent: they are counted when they return.
-    pub counted: Vec<ActionResult>,
+    pub(crate) counted: Vec<ActionResult>,
 }
 
 impl Outcome {
@@ -84,14 +84,14 @@ impl Outcome {
 /// A create that returned: sent by decision `seq`, logged and counted (at the time the agent
 /// takes it) by the agent.
 #[derive(Debug, Clone)]
-pub struct CreateReturned {
-    pub seq: u64,
-    pub decision: Decision,
-    pub result: Result<String, Error>,
+pub(crate) struct CreateReturned {
+    pub(crate) seq: u64,
+    pub(crate) decision: Decision,
+    pub(crate) result: Result<String, Error>,
 }
 
 /// The action's kind, the `kind` label of `poolpilot_actions_total`.
-pub fn kind(action: &Action) -> &'static str {
+pub(crate) fn kind(action: &Action) -> &'static str {
     match action {
         Action::Create { .. } => "create",
         Action::Kill { .. } => "kill",
@@ -103,15 +103,15 @@ pub fn kind(action: &Action) -> &'static str {
 
 /// Everything carrying out needs, borrowed from the agent for one decision.
 pub(crate) struct Actor<'a> {
-    pub api: &'a Arc<dyn E2bApi>,
-    pub creates: &'a Arc<Creates>,
-    pub returned: &'a mpsc::UnboundedSender<CreateReturned>,
-    pub in_flight: &'a mut Vec<tokio::task::JoinHandle<()>>,
-    pub observed: &'a [ObservedSandbox],
-    pub rules: &'a crate::rules::RuleSet,
+    pub(crate) api: &'a Arc<dyn E2bApi>,
+    pub(crate) creates: &'a Arc<Creates>,
+    pub(crate) returned: &'a mpsc::UnboundedSender<CreateReturned>,
+    pub(crate) in_flight: &'a mut Vec<tokio::task::JoinHandle<()>>,
+    pub(crate) observed: &'a [ObservedSandbox],
+    pub(crate) rules: &'a crate::rules::RuleSet,
     /// Where alerts go; None refuses them.
-    pub dispatcher: Option<&'a Dispatcher>,
-    pub now: chrono::DateTime<chrono::Utc>,
+    pub(crate) dispatcher: Option<&'a Dispatcher>,
+    pub(crate) now: chrono::DateTime<chrono::Utc>,
 }
 
 impl Actor<'_> {
@@ -122,7 +122,7 @@ impl Actor<'_> {
     }
 
     /// Carries out decision number `seq`: queues an alert, or (unless in dry run) calls E2B.
-    pub async fn act(&mut self, seq: u64, d: &Decision) -> Outcome {
+    pub(crate) async fn act(&mut self, seq: u64, d: &Decision) -> Outcome {
         match &d.action {
             Action::Alert(n) => self.notify(n),
             _ if d.dry_run => Outcome::one(ActionResult::DryRun, "dry run: not carried out"),

@@ -73,7 +73,7 @@ pub struct TickReport {
     pub decisions: usize,
     pub error: Option<String>,
     /// Running members per pool, as observed.
-    pub actual: BTreeMap<String, u32>,
+    pub(crate) actual: BTreeMap<String, u32>,
     /// (action kind, result) of each action whose outcome became known in this turn.
     pub actions: Vec<(&'static str, ActionResult)>,
 }
@@ -106,7 +106,7 @@ pub struct Agent {
     pub recent: Arc<Mutex<VecDeque<LoggedDecision>>>,
     seq: u64,
     /// True after the first successful observation.
-    pub ready: bool,
+    pub(crate) ready: bool,
     /// The last observation, for reacting to webhooks between ticks.
     last_observed: Vec<ObservedSandbox>,
 }
@@ -175,7 +175,7 @@ impl Agent {
         })
     }
 
-    pub fn engine(&self) -> &Engine {
+    pub(crate) fn engine(&self) -> &Engine {
         &self.engine
     }
 

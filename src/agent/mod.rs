@@ -2,8 +2,8 @@
 //! - [`config`]: the configuration file and secrets (from files or the environment);
 //! - [`control`]: the control loop, one [`control::Agent::tick`] at a time: observe, take
 //!   events, decide; and [`control::Agent::react`] to webhooks between ticks;
-//! - [`act`]: carrying decisions out (E2B calls, notices), each ending in a typed
-//!   [`act::Outcome`]; the only place a decision becomes a call to E2B;
+//! - [`act`]: carrying decisions out (E2B calls, notices), each ending in a typed `Outcome`
+//!   with its [`act::ActionResult`]; the only place a decision becomes a call to E2B;
 //! - [`creates`]: the ledger of creates sent and not yet observed, which a pool's size counts;
 //! - [`status`]: what the agent shows about itself, and the one publisher that writes it after
 //!   every tick, reaction and reload;
@@ -21,12 +21,12 @@
 pub mod act;
 pub mod config;
 pub mod control;
-pub mod creates;
+pub(crate) mod creates;
 pub mod dedup;
-pub mod health;
+pub(crate) mod health;
 pub mod http;
 pub mod register;
 pub mod run;
-pub mod state;
+pub(crate) mod state;
 pub(crate) mod status;
-pub mod systemd;
+pub(crate) mod systemd;

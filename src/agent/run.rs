@@ -44,11 +44,11 @@ use crate::notify::{Dispatcher, NotifyConfig};
 use crate::rules::{self, RuleSet};
 
 /// How long in-flight work may take after a shutdown request.
-pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+pub(crate) const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 
 /// How long one turn of work (a tick, a webhook reaction) may take before it is cut off and
 /// counted as a failed observation. Well above a turn that retries E2B's slow answers.
-pub const TURN_DEADLINE: Duration = Duration::from_secs(120);
+pub(crate) const TURN_DEADLINE: Duration = Duration::from_secs(120);
 
 /// Runs the agent until `shutdown` completes. `reload` requests a rule reload (SIGHUP).
 pub async fn run(

@@ -29,26 +29,26 @@ use crate::rules::RuleSet;
 /// What the server shows, published by the loop after each turn.
 pub(crate) struct Status {
     /// Whether E2B can be seen: `/readyz` and `poolpilot_up`.
-    pub health: Mutex<Health>,
+    pub(crate) health: Mutex<Health>,
     /// The whole agent runs in dry run.
-    pub dry_run: AtomicBool,
+    pub(crate) dry_run: AtomicBool,
     /// Pools with their own `dry_run: true`.
-    pub dry_run_pools: Mutex<BTreeSet<String>>,
-    pub ticks: AtomicU64,
-    pub tick_failures: AtomicU64,
-    pub reloads: AtomicU64,
-    pub reload_failures: AtomicU64,
+    pub(crate) dry_run_pools: Mutex<BTreeSet<String>>,
+    pub(crate) ticks: AtomicU64,
+    pub(crate) tick_failures: AtomicU64,
+    pub(crate) reloads: AtomicU64,
+    pub(crate) reload_failures: AtomicU64,
     /// The last rule reload error, as `file:line:col: message` lines.
-    pub last_reload_error: Mutex<Option<String>>,
-    pub engine: Mutex<EngineState>,
+    pub(crate) last_reload_error: Mutex<Option<String>>,
+    pub(crate) engine: Mutex<EngineState>,
     /// Running members per pool, as last observed.
-    pub actual: Mutex<BTreeMap<String, u32>>,
-    pub pending: Mutex<BTreeMap<String, u32>>,
+    pub(crate) actual: Mutex<BTreeMap<String, u32>>,
+    pub(crate) pending: Mutex<BTreeMap<String, u32>>,
     /// Actions by kind and outcome.
-    pub actions: Mutex<BTreeMap<(String, String), u64>>,
-    pub last_tick_seconds: Mutex<f64>,
+    pub(crate) actions: Mutex<BTreeMap<(String, String), u64>>,
+    pub(crate) last_tick_seconds: Mutex<f64>,
     /// The agent's newest decisions: the same buffer as its [`Agent::recent`].
-    pub recent: Arc<Mutex<VecDeque<LoggedDecision>>>,
+    pub(crate) recent: Arc<Mutex<VecDeque<LoggedDecision>>>,
 }
 
 impl Status {

@@ -27,10 +27,10 @@ use webhooks::WebhookStats;
 /// Everything the handlers read.
 #[derive(Clone)]
 pub(crate) struct ServerState {
-    pub status: Arc<Status>,
-    pub api: Arc<ApiMetrics>,
-    pub webhooks: Arc<WebhookStats>,
-    pub notify: Option<Dispatcher>,
+    pub(crate) status: Arc<Status>,
+    pub(crate) api: Arc<ApiMetrics>,
+    pub(crate) webhooks: Arc<WebhookStats>,
+    pub(crate) notify: Option<Dispatcher>,
 }
 
 /// The read-only routes; merge the webhook router into it when webhooks are on.

@@ -45,7 +45,7 @@ pub type Clock = Arc<dyn Fn() -> chrono::DateTime<chrono::Utc> + Send + Sync>;
 /// The receiver's settings.
 #[derive(Clone)]
 pub struct WebhookConfig {
-    pub secret: SecretString,
+    pub(crate) secret: SecretString,
     /// Largest body accepted, in bytes.
     pub max_body: usize,
     /// How long the body may take to arrive once the headers have: a sender slower than this
@@ -78,18 +78,18 @@ impl WebhookConfig {
 /// Delivery outcomes, for `/metrics`.
 #[derive(Debug, Default)]
 pub struct WebhookStats {
-    pub accepted: AtomicU64,
-    pub duplicate: AtomicU64,
-    pub bad_signature: AtomicU64,
-    pub malformed: AtomicU64,
-    pub too_large: AtomicU64,
-    pub queue_full: AtomicU64,
+    pub(crate) accepted: AtomicU64,
+    pub(crate) duplicate: AtomicU64,
+    pub(crate) bad_signature: AtomicU64,
+    pub(crate) malformed: AtomicU64,
+    pub(crate) too_large: AtomicU64,
+    pub(crate) queue_full: AtomicU64,
     /// Older than the dedup horizon: acknowledged, not processed.
-    pub stale: AtomicU64,
+    pub(crate) stale: AtomicU64,
     /// The dedup window was full of live ids: asked to retry.
-    pub window_full: AtomicU64,
+    pub(crate) window_full: AtomicU64,
     /// The body did not arrive within the body timeout.
-    pub timeout: AtomicU64,
+    pub(crate) timeout: AtomicU64,
 }
 
 /// A snapshot of [`WebhookStats`].
@@ -125,7 +125,7 @@ impl WebhookStats {
 
 impl WebhookReport {
     /// Every outcome with its count, by the `outcome` label `/metrics` gives it.
-    pub fn outcomes(&self) -> [(&'static str, u64); 9] {
+    pub(crate) fn outcomes(&self) -> [(&'static str, u64); 9] {
         [
             ("accepted", self.accepted),
             ("duplicate", self.duplicate),
@@ -170,7 +170,7 @@ pub fn router(
 }
 
 /// Like [`router`], notifying `wake` after each accepted event.
-pub fn router_with_wake(
+pub(crate) fn router_with_wake(
     cfg: WebhookConfig,
     tx: mpsc::Sender<Delivered>,
     dedup: Arc<Mutex<Dedup>>,
