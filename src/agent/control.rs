@@ -1,6 +1,8 @@
-//! The agent's control loop, one tick at a time: observe, take events, decide, act, notify,
-//! log, persist. [`Agent::tick`] takes `now`, so tests drive it step by step against the
-//! emulator's manual clock; `poolpilot run` calls it on a timer.
+//! The agent's control loop, one tick at a time: observe, take events, decide, have the
+//! decisions carried out ([`super::act`]), log, persist. [`Agent::tick`] takes `now`, so tests
+//! drive it step by step against the emulator's manual clock; `poolpilot run` calls it on a
+//! timer, and [`Agent::react`] between ticks when a webhook arrives. What the agent shows the
+//! world is published from each turn's [`TickReport`] by [`super::status`].
 //!
 //! Safety rules held here, whatever the engine decides:
 //! - a pool's size is its observed members plus every create not yet seen in an observation

@@ -335,57 +335,16 @@ fn take(
     let now = (r.cfg.clock)();
     let slot = {
         let mut d = crate::sync::lock(&r.dedup);
-        match d.check_delivery(&event.id, event.timestamp, now) {
-            Verdict::New => {}
-            Verdict::Duplicate => {
-                drop(d);
-                r.stats.duplicate.fetch_add(1, Ordering::Relaxed);
-                return status_json(StatusCode::OK, r#"{"status":"duplicate"}"#);
-            }
-            Verdict::Stale => {
-                drop(d);
-                r.stats.stale.fetch_add(1, Ordering::Relaxed);
-                return status_json(StatusCode::OK, r#"{"status":"stale"}"#);
-            }
-            Verdict::BadId => {
-                drop(d);
-                r.stats.malformed.fetch_add(1, Ordering::Relaxed);
-                return error(StatusCode::BAD_REQUEST, "event id is not a valid id");
-            }
-            Verdict::Future => {
-                drop(d);
-                r.stats.malformed.fetch_add(1, Ordering::Relaxed);
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    &format!(
-                        "event timestamp {} is more than {} minutes ahead of this host's clock",
-                        event.timestamp,
-                        dedup::MAX_CLOCK_SKEW.num_minutes()
-                    ),
-                );
-            }
-            Verdict::Full => {
-                drop(d);
-                r.stats.window_full.fetch_add(1, Ordering::Relaxed);
-                return error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "dedup window full of recent events; retry later",
-                );
-            }
+        let verdict = d.check_delivery(&event.id, event.timestamp, now);
+        if verdict != Verdict::New {
+            drop(d);
+            return not_new(r, verdict, &event);
         }
         // A queue slot is taken before the id is remembered: with the queue full, the
         // delivery is refused with 503 and nothing is remembered, so E2B's retry is taken.
         let Ok(slot) = r.tx.try_reserve() else {
             drop(d);
-            // Logged once per burst, not per delivery: a flood must not become a log flood.
-            if r.stats
-                .queue_full
-                .fetch_add(1, Ordering::Relaxed)
-                .is_multiple_of(1000)
-            {
-                tracing::warn!(event = %event.id, "webhook queue full; asking E2B to retry (logged once per 1,000)");
-            }
-            return error(StatusCode::SERVICE_UNAVAILABLE, "busy; retry later");
+            return queue_full(r, &event);
         };
         d.remember(&event.id, event.timestamp);
         slot
@@ -400,4 +359,54 @@ fn take(
         w.notify_one();
     }
     status_json(StatusCode::ACCEPTED, r#"{"status":"accepted"}"#)
+}
+
+/// The answer to an event the dedup window did not take as new, counted by why.
+fn not_new(r: &Receiver, verdict: Verdict, event: &LifecycleEvent) -> Response {
+    match verdict {
+        // `take` takes a new event and never asks here; were it to, not taking it again is safe.
+        Verdict::Duplicate | Verdict::New => {
+            r.stats.duplicate.fetch_add(1, Ordering::Relaxed);
+            status_json(StatusCode::OK, r#"{"status":"duplicate"}"#)
+        }
+        Verdict::Stale => {
+            r.stats.stale.fetch_add(1, Ordering::Relaxed);
+            status_json(StatusCode::OK, r#"{"status":"stale"}"#)
+        }
+        Verdict::BadId => {
+            r.stats.malformed.fetch_add(1, Ordering::Relaxed);
+            error(StatusCode::BAD_REQUEST, "event id is not a valid id")
+        }
+        Verdict::Future => {
+            r.stats.malformed.fetch_add(1, Ordering::Relaxed);
+            error(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "event timestamp {} is more than {} minutes ahead of this host's clock",
+                    event.timestamp,
+                    dedup::MAX_CLOCK_SKEW.num_minutes()
+                ),
+            )
+        }
+        Verdict::Full => {
+            r.stats.window_full.fetch_add(1, Ordering::Relaxed);
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "dedup window full of recent events; retry later",
+            )
+        }
+    }
+}
+
+/// The answer when the agent's queue is full: 503, so that E2B retries.
+fn queue_full(r: &Receiver, event: &LifecycleEvent) -> Response {
+    // Logged once per burst, not per delivery: a flood must not become a log flood.
+    if r.stats
+        .queue_full
+        .fetch_add(1, Ordering::Relaxed)
+        .is_multiple_of(1000)
+    {
+        tracing::warn!(event = %event.id, "webhook queue full; asking E2B to retry (logged once per 1,000)");
+    }
+    error(StatusCode::SERVICE_UNAVAILABLE, "busy; retry later")
 }
