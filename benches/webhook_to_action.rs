@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use poolpilot::agent::control::{Agent, AgentOptions};
 use poolpilot::agent::dedup::Dedup;
-use poolpilot::agent::webhooks::{self, WebhookConfig, WebhookStats};
+use poolpilot::agent::http::webhooks::{self, WebhookConfig, WebhookStats};
 use poolpilot::e2b::{ClientConfig, E2bApi, HttpClient, signature};
 use poolpilot::emulator::{Clock, CoreConfig, EmulatorOptions, RunningEmulator};
 use poolpilot::rules::load_str;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use poolpilot::agent::dedup::Dedup;
-use poolpilot::agent::webhooks::{self, WebhookConfig, WebhookStats};
+use poolpilot::agent::http::webhooks::{self, WebhookConfig, WebhookStats};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -332,7 +332,7 @@ pub fn webhook(data: &[u8]) {
 /// Posts one delivery to a fresh receiver and returns its status and body.
 fn deliver(secret: &str, signature: Vec<u8>, delivery: &[u8], body: Vec<u8>) -> (u16, Vec<u8>) {
     use crate::agent::dedup::Dedup;
-    use crate::agent::webhooks::{WebhookConfig, router};
+    use crate::agent::http::webhooks::{WebhookConfig, router};
     use axum::http::{HeaderValue, Request};
     use tower::ServiceExt;
     thread_local! {

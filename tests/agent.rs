@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use poolpilot::agent::control::{Agent, AgentOptions};
 use poolpilot::agent::dedup::Dedup;
-use poolpilot::agent::webhooks::{self, WebhookConfig, WebhookStats};
+use poolpilot::agent::http::webhooks::{self, WebhookConfig, WebhookStats};
 use poolpilot::e2b::{E2bApi, EventType, ListQuery, NewSandbox, NewWebhook};
 use poolpilot::emulator::{Clock, RunningEmulator, Scenario};
 use poolpilot::rules::load_str;
@@ -579,7 +579,7 @@ async fn a_webhook_between_ticks_never_counts_finished_creates_as_missing() {
         .iter()
         .find(|d| matches!(d.decision.action, poolpilot::engine::Action::Create { .. }))
         .unwrap();
-    assert_eq!(create.result, poolpilot::agent::control::ActionResult::Ok);
+    assert_eq!(create.result, poolpilot::agent::act::ActionResult::Ok);
     assert_eq!(create.sandbox_ids.len(), 3, "{create:?}");
 }
 
@@ -630,7 +630,7 @@ async fn a_dry_run_logs_each_decision_once_and_says_so() {
     assert_eq!(members(&emu, "w").await, 0, "nothing changed");
     assert_eq!(
         report.actions,
-        vec![("create", poolpilot::agent::control::ActionResult::DryRun)]
+        vec![("create", poolpilot::agent::act::ActionResult::DryRun)]
     );
     let log = std::fs::read_to_string(dir.join("decisions.jsonl")).unwrap();
     let lines: Vec<serde_json::Value> = log
@@ -665,16 +665,13 @@ async fn creates_are_counted_when_they_return_failed_under_a_503_storm() {
     assert_eq!(
         returned.actions,
         vec![
-            ("create", poolpilot::agent::control::ActionResult::Failed),
-            ("create", poolpilot::agent::control::ActionResult::Failed)
+            ("create", poolpilot::agent::act::ActionResult::Failed),
+            ("create", poolpilot::agent::act::ActionResult::Failed)
         ]
     );
     let log = a.recent.lock().unwrap().clone();
     assert_eq!(log.len(), 1);
-    assert_eq!(
-        log[0].result,
-        poolpilot::agent::control::ActionResult::Failed
-    );
+    assert_eq!(log[0].result, poolpilot::agent::act::ActionResult::Failed);
     assert!(
         log[0].outcome.contains("2 create(s) failed"),
         "{:?}",

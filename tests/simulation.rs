@@ -29,7 +29,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use poolpilot::agent::control::{Agent, AgentOptions, TickReport};
 use poolpilot::agent::dedup::Dedup;
-use poolpilot::agent::webhooks::{self, Delivered, WebhookConfig, WebhookStats};
+use poolpilot::agent::http::webhooks::{self, Delivered, WebhookConfig, WebhookStats};
 use poolpilot::e2b::{
     Connected, E2bApi, Error, EventQuery, EventType, LifecycleEvent, ListQuery, NewSandbox,
     NewWebhook, Page, Result, Sandbox, SandboxInfo, SandboxMetric, SandboxState, Webhook,

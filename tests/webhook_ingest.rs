@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use poolpilot::agent::dedup::Dedup;
-use poolpilot::agent::webhooks::{self, Delivered, WebhookConfig, WebhookStats};
+use poolpilot::agent::http::webhooks::{self, Delivered, WebhookConfig, WebhookStats};
 use poolpilot::e2b::{E2bApi, EventType, NewSandbox, NewWebhook, signature};
 use tokio::sync::mpsc;
 

@@ -1,6 +1,8 @@
-//! The agent's control loop, one tick at a time: observe, take events, decide, act, notify,
-//! log, persist. [`Agent::tick`] takes `now`, so tests drive it step by step against the
-//! emulator's manual clock; `poolpilot run` calls it on a timer.
+//! The agent's control loop, one tick at a time: observe, take events, decide, have the
+//! decisions carried out ([`super::act`]), log, persist. [`Agent::tick`] takes `now`, so tests
+//! drive it step by step against the emulator's manual clock; `poolpilot run` calls it on a
+//! timer, and [`Agent::react`] between ticks when a webhook arrives. What the agent shows the
+//! world is published from each turn's [`TickReport`] by [`super::status`].
 //!
 //! Safety rules held here, whatever the engine decides:
 //! - a pool's size is its observed members plus every create not yet seen in an observation
@@ -9,11 +11,9 @@
 //! - a create carries an Idempotency-Key (the client retries it safely), also written into
 //!   the sandbox's metadata so that an observation can match it;
 //! - kill, pause and set_timeout only touch sandboxes whose metadata names the deciding pool
-//!   ([`act`]);
+//!   ([`super::act`]);
 //! - a failed observation makes no decision at all: missing data never reads as 0;
 //! - in dry run nothing is changed, and every decision is logged once, as "would".
-
-mod act;
 
 use crate::sync::lock;
 use std::collections::{BTreeMap, HashSet, VecDeque};
@@ -25,13 +25,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use act::CreateReturned;
-pub use act::{ActionResult, Outcome};
-
+use super::act::{self, ActionResult, CreateReturned};
 use super::creates::Creates;
 use super::dedup::Dedup;
+use super::http::webhooks::Delivered;
 use super::state::StateStore;
-use super::webhooks::Delivered;
 use crate::e2b::{E2bApi, EventQuery, LifecycleEvent};
 use crate::engine::time::before;
 use crate::engine::{Action, Decision, Engine, Observations, ObservedSandbox};
@@ -77,7 +75,7 @@ pub struct TickReport {
     pub decisions: usize,
     pub error: Option<String>,
     /// Running members per pool, as observed.
-    pub actual: BTreeMap<String, u32>,
+    pub(crate) actual: BTreeMap<String, u32>,
     /// (action kind, result) of each action whose outcome became known in this turn.
     pub actions: Vec<(&'static str, ActionResult)>,
 }
@@ -110,7 +108,7 @@ pub struct Agent {
     pub recent: Arc<Mutex<VecDeque<LoggedDecision>>>,
     seq: u64,
     /// True after the first successful observation.
-    pub ready: bool,
+    pub(crate) ready: bool,
     /// The last observation, for reacting to webhooks between ticks.
     last_observed: Vec<ObservedSandbox>,
 }
@@ -179,7 +177,7 @@ impl Agent {
         })
     }
 
-    pub fn engine(&self) -> &Engine {
+    pub(crate) fn engine(&self) -> &Engine {
         &self.engine
     }
 
@@ -394,27 +392,18 @@ impl Agent {
             if self.dry_run && !matches!(d.action, Action::Alert(_)) {
                 d.dry_run = true;
             }
-            let outcome = match &d.action {
-                Action::Alert(n) => self.notify(n, now),
-                _ if d.dry_run => Outcome {
-                    result: ActionResult::DryRun,
-                    detail: "dry run: not carried out".into(),
-                    sandbox_ids: Vec::new(),
-                    counted: vec![ActionResult::DryRun],
-                },
-                _ => {
-                    let rules = self.engine.rules().clone();
-                    let mut actor = act::Actor {
-                        api: &self.api,
-                        creates: &self.creates,
-                        returned: &self.returned_tx,
-                        in_flight: &mut self.in_flight,
-                        observed,
-                        rules: &rules,
-                    };
-                    actor.act(seq, &d).await
-                }
-            };
+            let outcome = act::Actor {
+                api: &self.api,
+                creates: &self.creates,
+                returned: &self.returned_tx,
+                in_flight: &mut self.in_flight,
+                observed,
+                rules: self.engine.rules(),
+                dispatcher: self.dispatcher.as_ref(),
+                now,
+            }
+            .act(seq, &d)
+            .await;
             if let Action::Kill { .. } = &d.action {
                 self.killed.extend(outcome.sandbox_ids.iter().cloned());
             }
@@ -443,34 +432,6 @@ impl Agent {
                 _ => self.append_to_file(&entry),
             }
             self.log(entry);
-        }
-    }
-
-    /// Queues a notice to every notifier.
-    fn notify(&self, n: &crate::engine::AlertNotice, now: DateTime<Utc>) -> Outcome {
-        let Some(disp) = &self.dispatcher else {
-            return Outcome {
-                result: ActionResult::Refused,
-                detail: "refused: no notifiers".into(),
-                sandbox_ids: Vec::new(),
-                counted: vec![ActionResult::Refused],
-            };
-        };
-        let errs = disp.send_all(n, now);
-        let (result, detail) = if errs.is_empty() {
-            (ActionResult::Ok, "queued".to_string())
-        } else {
-            let why: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
-            (
-                ActionResult::Refused,
-                format!("refused: {}", why.join("; ")),
-            )
-        };
-        Outcome {
-            result,
-            detail,
-            sandbox_ids: Vec::new(),
-            counted: vec![result],
         }
     }
 

@@ -29,14 +29,14 @@ use crate::engine::ObservedSandbox;
 
 /// Metadata key under which each create carries its Idempotency-Key, so an observation can
 /// match a sandbox to the create that made it even when the create's answer was lost.
-pub const CREATE_KEY: &str = "poolpilot_create";
+pub(crate) const CREATE_KEY: &str = "poolpilot_create";
 
 /// Observations an ambiguous create stays counted for before it is given up.
-pub const UNKNOWN_GRACE: u64 = 3;
+pub(crate) const UNKNOWN_GRACE: u64 = 3;
 
 /// Creates in flight taken back from saved state at most: more than every pool's max together
 /// can only come from a damaged file.
-pub const MAX_RESTORED: usize = 10_000;
+pub(crate) const MAX_RESTORED: usize = 10_000;
 
 /// Where one create stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,10 +52,10 @@ enum Status {
 
 /// One create in flight.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InFlight {
-    pub pool: String,
+pub(crate) struct InFlight {
+    pub(crate) pool: String,
     /// The Idempotency-Key, also written into the sandbox's metadata under [`CREATE_KEY`].
-    pub key: String,
+    pub(crate) key: String,
     #[serde(flatten)]
     status: Status,
 }
@@ -69,13 +69,13 @@ struct Ledger {
 
 /// The shared ledger of creates in flight.
 #[derive(Debug, Default)]
-pub struct Creates {
+pub(crate) struct Creates {
     ledger: Mutex<Ledger>,
 }
 
 /// How a create ended, as far as the ledger is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Returned {
+pub(crate) enum Returned {
     Created(String),
     /// E2B surely created nothing.
     Refused,
@@ -85,7 +85,7 @@ pub enum Returned {
 
 impl Returned {
     /// Classifies a failed create: only an answer that says no for certain is a refusal.
-    pub fn from_error(e: &Error) -> Returned {
+    pub(crate) fn from_error(e: &Error) -> Returned {
         match e.status() {
             Some(408) | Some(500..=599) | None => Returned::Unknown,
             Some(_) => Returned::Refused,
@@ -99,7 +99,7 @@ impl Creates {
     }
 
     /// Records a create about to be sent.
-    pub fn sent(&self, pool: &str, key: &str) {
+    pub(crate) fn sent(&self, pool: &str, key: &str) {
         self.ledger().entries.insert(
             key.to_string(),
             InFlight {
@@ -111,7 +111,7 @@ impl Creates {
     }
 
     /// Records a create's answer.
-    pub fn returned(&self, key: &str, how: Returned) {
+    pub(crate) fn returned(&self, key: &str, how: Returned) {
         let mut l = self.ledger();
         let epoch = l.epoch;
         match how {
@@ -133,7 +133,7 @@ impl Creates {
 
     /// Marks the start of an observation; call it before the list request is sent, and hand
     /// the returned epoch to [`Creates::observed`] with what that observation saw.
-    pub fn observation_started(&self) -> u64 {
+    pub(crate) fn observation_started(&self) -> u64 {
         let mut l = self.ledger();
         l.epoch += 1;
         l.epoch
@@ -142,7 +142,7 @@ impl Creates {
     /// Settles the ledger against an observation of epoch `epoch`: creates it shows are
     /// members now; creates it should show and does not are gone. Returns the keys given up
     /// (gone or unknown for too long), for the log.
-    pub fn observed(&self, epoch: u64, sandboxes: &[ObservedSandbox]) -> Vec<InFlight> {
+    pub(crate) fn observed(&self, epoch: u64, sandboxes: &[ObservedSandbox]) -> Vec<InFlight> {
         let seen_keys: HashSet<&str> = sandboxes
             .iter()
             .filter_map(|s| s.metadata.get(CREATE_KEY).map(String::as_str))
@@ -176,7 +176,7 @@ impl Creates {
     }
 
     /// Creates in flight per pool (sending, created but not yet observed, or unknown).
-    pub fn per_pool(&self) -> BTreeMap<String, u32> {
+    pub(crate) fn per_pool(&self) -> BTreeMap<String, u32> {
         let mut out: BTreeMap<String, u32> = BTreeMap::new();
         for e in self.ledger().entries.values() {
             *out.entry(e.pool.clone()).or_default() += 1;
@@ -185,7 +185,7 @@ impl Creates {
     }
 
     /// Every create in flight, for saving across a restart.
-    pub fn snapshot(&self) -> Vec<InFlight> {
+    pub(crate) fn snapshot(&self) -> Vec<InFlight> {
         self.ledger().entries.values().cloned().collect()
     }
 
@@ -193,7 +193,7 @@ impl Creates {
     /// had returned with its sandbox is settled by the first observation (shown: a member;
     /// not shown: it died meanwhile); one still being sent may yet be made, so it counts as
     /// unknown until an observation shows it or the grace runs out.
-    pub fn restore(&self, saved: Vec<InFlight>) {
+    pub(crate) fn restore(&self, saved: Vec<InFlight>) {
         let mut l = self.ledger();
         let epoch = l.epoch;
         if saved.len() > MAX_RESTORED {

@@ -37,10 +37,10 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeDelta, Utc};
 
 /// The longest id taken. E2B's event ids are UUIDs (36 bytes); anything far longer is not one.
-pub const MAX_ID_LEN: usize = 128;
+pub(crate) const MAX_ID_LEN: usize = 128;
 
 /// How far in the future an event's timestamp may be (clock skew between E2B and the agent).
-pub const MAX_CLOCK_SKEW: TimeDelta = TimeDelta::minutes(5);
+pub(crate) const MAX_CLOCK_SKEW: TimeDelta = TimeDelta::minutes(5);
 
 /// The most ids the set is sized for up front; past it, it grows as needed.
 const PRESIZE_MAX: usize = 1 << 20;
@@ -51,16 +51,16 @@ const ENTRY_OVERHEAD: usize = 64;
 
 /// Bounds of the window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Ids at most.
-    pub ids: usize,
+    pub(crate) ids: usize,
     /// Bytes at most (ids plus [`ENTRY_OVERHEAD`] each).
-    pub bytes: usize,
+    pub(crate) bytes: usize,
 }
 
 impl Limits {
     /// `ids` ids, and as many bytes as that many ids of the longest length take.
-    pub fn ids(ids: usize) -> Limits {
+    pub(crate) fn ids(ids: usize) -> Limits {
         let ids = ids.max(1);
         Limits {
             ids,
@@ -81,7 +81,7 @@ impl Default for Limits {
 
 /// What the window says about an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Not seen: take it.
     New,
     /// Already taken.
@@ -97,7 +97,7 @@ pub enum Verdict {
 }
 
 /// True when `id` can be an event id: 1 to [`MAX_ID_LEN`] bytes of printable ASCII, no spaces.
-pub fn valid_id(id: &str) -> bool {
+pub(crate) fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= MAX_ID_LEN && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
@@ -122,7 +122,7 @@ impl Dedup {
         Dedup::with_limits(Limits::ids(capacity))
     }
 
-    pub fn with_limits(limits: Limits) -> Self {
+    pub(crate) fn with_limits(limits: Limits) -> Self {
         Dedup {
             limits: Limits {
                 ids: limits.ids.max(1),
@@ -137,35 +137,42 @@ impl Dedup {
         }
     }
 
-    pub fn limits(&self) -> Limits {
+    pub(crate) fn limits(&self) -> Limits {
         self.limits
     }
 
     /// The oldest event time still taken; None before the first poll.
-    pub fn horizon(&self) -> Option<DateTime<Utc>> {
+    pub(crate) fn horizon(&self) -> Option<DateTime<Utc>> {
         self.horizon
     }
 
-    pub fn contains(&self, id: &str) -> bool {
+    #[cfg(test)]
+    pub(crate) fn contains(&self, id: &str) -> bool {
         self.set.contains(id)
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.set.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.set.is_empty()
     }
 
     /// Bytes the window accounts for (ids plus a fixed overhead each).
-    pub fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }
 
     /// What a webhook delivery of event `id` stamped `at` would be, at `now`. Changes nothing:
     /// the receiver remembers the id only once the event is queued.
-    pub fn check_delivery(&self, id: &str, at: DateTime<Utc>, now: DateTime<Utc>) -> Verdict {
+    pub(crate) fn check_delivery(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Verdict {
         match self.check(id, at, now) {
             Verdict::New if self.is_full_for(id) => Verdict::Full,
             v => v,
@@ -174,7 +181,7 @@ impl Dedup {
 
     /// Takes a webhook delivery the receiver has queued (after [`Dedup::check_delivery`] said
     /// [`Verdict::New`] under the same lock).
-    pub fn remember(&mut self, id: &str, at: DateTime<Utc>) {
+    pub(crate) fn remember(&mut self, id: &str, at: DateTime<Utc>) {
         if self.set.contains(id) {
             return;
         }
@@ -189,7 +196,12 @@ impl Dedup {
 
     /// Takes an event from the events poll: true when it is new and is now remembered. Never
     /// refuses for lack of room (invariant 4).
-    pub fn record_polled(&mut self, id: &str, at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    pub(crate) fn record_polled(
+        &mut self,
+        id: &str,
+        at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> bool {
         match self.check(id, at, now) {
             Verdict::New => {
                 self.remember(id, at);
@@ -220,7 +232,7 @@ impl Dedup {
 
     /// Every id with its event time, oldest first: what the state journal writes when it
     /// compacts.
-    pub fn entries(&self) -> impl Iterator<Item = (i64, &str)> {
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (i64, &str)> {
         self.by_time
             .iter()
             .flat_map(|(t, ids)| ids.iter().map(move |id| (*t, &**id)))

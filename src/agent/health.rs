@@ -19,26 +19,26 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 
 /// Polls (ticks) in a row that fail to observe E2B before the agent is not ready.
-pub const FAILED_POLLS_UNREADY: u32 = 3;
+pub(crate) const FAILED_POLLS_UNREADY: u32 = 3;
 
 /// What `/readyz` answers, as JSON.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Readiness {
-    pub ready: bool,
+pub(crate) struct Readiness {
+    pub(crate) ready: bool,
     /// Why, in a sentence.
-    pub reason: String,
+    pub(crate) reason: String,
     /// When the last successful observation began.
-    pub last_success: Option<DateTime<Utc>>,
+    pub(crate) last_success: Option<DateTime<Utc>>,
     /// Polls in a row that failed.
-    pub failed_polls: u32,
+    pub(crate) failed_polls: u32,
     /// The last observation error, while polls fail.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
+    pub(crate) last_error: Option<String>,
 }
 
 /// The outcomes of recent observations.
 #[derive(Debug, Clone)]
-pub struct Health {
+pub(crate) struct Health {
     /// How old the last success may be before the backstop says not ready.
     stale_after: TimeDelta,
     last_success: Option<DateTime<Utc>>,
@@ -54,7 +54,7 @@ impl Default for Health {
 
 impl Health {
     /// Health for a loop that observes every `poll` and cuts a turn off after `deadline`.
-    pub fn new(poll: Duration, deadline: Duration) -> Self {
+    pub(crate) fn new(poll: Duration, deadline: Duration) -> Self {
         let stale = poll
             .saturating_mul(FAILED_POLLS_UNREADY)
             .saturating_add(deadline);
@@ -67,20 +67,20 @@ impl Health {
     }
 
     /// A turn that began at `at` observed E2B.
-    pub fn observed(&mut self, at: DateTime<Utc>) {
+    pub(crate) fn observed(&mut self, at: DateTime<Utc>) {
         self.last_success = Some(self.last_success.map_or(at, |t| t.max(at)));
         self.failed_polls = 0;
         self.last_error = None;
     }
 
     /// A turn failed to observe E2B, for `error`.
-    pub fn failed(&mut self, error: impl Into<String>) {
+    pub(crate) fn failed(&mut self, error: impl Into<String>) {
         self.failed_polls = self.failed_polls.saturating_add(1);
         self.last_error = Some(error.into());
     }
 
     /// Whether the agent can see E2B at `now`, and why.
-    pub fn readiness(&self, now: DateTime<Utc>) -> Readiness {
+    pub(crate) fn readiness(&self, now: DateTime<Utc>) -> Readiness {
         let (ready, reason) = self.judge(now);
         Readiness {
             ready,

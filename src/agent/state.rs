@@ -41,9 +41,9 @@ use super::dedup::{Dedup, Limits, valid_id};
 use crate::engine::EngineState;
 
 /// The engine state and events cursor.
-pub const STATE_FILE: &str = "state.json";
+pub(crate) const STATE_FILE: &str = "state.json";
 /// The ids of events acted on.
-pub const JOURNAL_FILE: &str = "seen.journal";
+pub(crate) const JOURNAL_FILE: &str = "seen.journal";
 /// A larger `state.json` is not read (the engine state is a few kilobytes).
 const MAX_STATE_BYTES: u64 = 64 << 20;
 /// A journal line is at most this long: 20 digits, a space, an id, a newline.
@@ -55,7 +55,7 @@ const COMPACT_MIN_LINES: u64 = 10_000;
 
 /// A state file that could not be read, written, or set aside.
 #[derive(Debug, thiserror::Error)]
-pub enum StateError {
+pub(crate) enum StateError {
     #[error("cannot read {path}: {source}")]
     Read {
         path: PathBuf,
@@ -76,12 +76,12 @@ pub enum StateError {
 /// `state.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct PersistedState {
-    pub engine: EngineState,
+    pub(crate) engine: EngineState,
     /// Newest event time taken from the events API.
-    pub event_cursor: Option<DateTime<Utc>>,
+    pub(crate) event_cursor: Option<DateTime<Utc>>,
     /// Creates sent and not yet seen, counted again after a restart until they are.
     #[serde(default)]
-    pub creates: Vec<InFlight>,
+    pub(crate) creates: Vec<InFlight>,
     /// The seen ids as versions before the journal saved them: read, never written.
     #[serde(default, skip_serializing)]
     dedup: Option<LegacyDedup>,
@@ -99,18 +99,18 @@ struct LegacyDedup {
 
 /// What was found on disk.
 #[derive(Debug)]
-pub struct Restored {
-    pub engine: Option<EngineState>,
-    pub cursor: Option<DateTime<Utc>>,
+pub(crate) struct Restored {
+    pub(crate) engine: Option<EngineState>,
+    pub(crate) cursor: Option<DateTime<Utc>>,
     /// Creates sent before the restart and not yet seen.
-    pub creates: Vec<InFlight>,
+    pub(crate) creates: Vec<InFlight>,
     /// The window of ids acted on, with its horizon, under the configured limits.
-    pub dedup: Dedup,
+    pub(crate) dedup: Dedup,
 }
 
 /// The open state folder.
 #[derive(Debug)]
-pub struct StateStore {
+pub(crate) struct StateStore {
     dir: PathBuf,
     /// The bytes of the last `state.json` written, to skip writing an unchanged one.
     last_saved: Option<Vec<u8>>,
@@ -143,7 +143,7 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
 impl StateStore {
     /// Opens `dir` (creating it), reading what a previous run saved. Anything that cannot be
     /// trusted is set aside and logged; only a folder that cannot be used at all is an error.
-    pub fn open(
+    pub(crate) fn open(
         dir: &Path,
         now: DateTime<Utc>,
         limits: Limits,
@@ -185,7 +185,10 @@ impl StateStore {
     /// deliveries that arrive during a sync are taken together at the next record (group
     /// commit). A failure is logged: the events are still acted on, and only a crash before
     /// the next successful record could then handle them again.
-    pub async fn record<'a>(&mut self, events: impl IntoIterator<Item = (&'a str, DateTime<Utc>)>) {
+    pub(crate) async fn record<'a>(
+        &mut self,
+        events: impl IntoIterator<Item = (&'a str, DateTime<Utc>)>,
+    ) {
         let mut buf = String::new();
         let mut seconds = Vec::new();
         for (id, at) in events {
@@ -227,7 +230,7 @@ impl StateStore {
 
     /// Writes `state.json` when it changed, and compacts the journal when it is due, dropping
     /// the ids older than `horizon`. Failures are logged; the next turn tries again.
-    pub fn save(
+    pub(crate) fn save(
         &mut self,
         engine: &EngineState,
         cursor: Option<DateTime<Utc>>,

@@ -19,12 +19,12 @@ fn send(states: &[NotifyState]) {
 }
 
 /// Startup is done: the first poll succeeded.
-pub fn ready(status: &str) {
+pub(crate) fn ready(status: &str) {
     send(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
 /// A reload starts; call [`ready`] when it ends, whatever its outcome.
-pub fn reloading() {
+pub(crate) fn reloading() {
     match NotifyState::monotonic_usec_now() {
         Ok(now) => send(&[NotifyState::Reloading, now]),
         Err(_) => send(&[NotifyState::Reloading]),
@@ -32,29 +32,29 @@ pub fn reloading() {
 }
 
 /// A short human-readable status, shown by `systemctl status`.
-pub fn status(line: &str) {
+pub(crate) fn status(line: &str) {
     send(&[NotifyState::Status(line)]);
 }
 
 /// The loop is alive.
-pub fn watchdog() {
+pub(crate) fn watchdog() {
     send(&[NotifyState::Watchdog]);
 }
 
 /// Shutdown has begun.
-pub fn stopping() {
+pub(crate) fn stopping() {
     send(&[NotifyState::Stopping]);
 }
 
 /// How often systemd wants watchdog keep-alives, if it asked for them: half its
 /// `WatchdogSec=`, as sd_watchdog_enabled(3) recommends.
-pub fn watchdog_every() -> Option<Duration> {
+pub(crate) fn watchdog_every() -> Option<Duration> {
     sd_notify::watchdog_enabled().map(|d| (d / 2).max(Duration::from_millis(10)))
 }
 
 /// Watchdog keep-alives, at most one per half period however often the loop turns.
 #[derive(Debug)]
-pub struct Watchdog {
+pub(crate) struct Watchdog {
     every: Option<Duration>,
     last: Option<tokio::time::Instant>,
     /// Keep-alives sent so far.
@@ -63,7 +63,7 @@ pub struct Watchdog {
 
 impl Watchdog {
     /// Keep-alives as systemd asked for them (`WATCHDOG_USEC`); none when it did not.
-    pub fn from_env() -> Self {
+    pub(crate) fn from_env() -> Self {
         Watchdog::with_period(watchdog_every())
     }
 
@@ -77,17 +77,18 @@ impl Watchdog {
     }
 
     /// Keep-alives sent so far.
-    pub fn sent(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn sent(&self) -> u64 {
         self.sent
     }
 
     /// How often a keep-alive is due, if at all.
-    pub fn every(&self) -> Option<Duration> {
+    pub(crate) fn every(&self) -> Option<Duration> {
         self.every
     }
 
     /// The loop is alive: sends `WATCHDOG=1` unless one went out less than a period ago.
-    pub fn beat(&mut self) {
+    pub(crate) fn beat(&mut self) {
         let Some(every) = self.every else { return };
         let now = tokio::time::Instant::now();
         if self.last.is_none_or(|t| now.duration_since(t) >= every) {

@@ -4,8 +4,9 @@
 //! `result` label), a sentence for people, and the sandboxes it touched. Creates run in the
 //! background, so their decision's outcome is [`ActionResult::Sent`] and each create's own
 //! result arrives later as a [`CreateReturned`], which the agent logs and counts when it
-//! takes it (see [`super::Agent::take_returned_creates`]). An action is counted once, when
-//! its outcome is known.
+//! takes it (see `Agent::take_returned_creates` in [`super::control`]). An action is counted
+//! once, when its outcome is known. Alerts are queued to the notifiers here too; a decision in
+//! dry run ends here as [`ActionResult::DryRun`], with nothing called.
 //!
 //! Safety rules held here, whatever the engine decided:
 //! - kill, pause and set_timeout touch only sandboxes the last observation showed with the
@@ -13,15 +14,19 @@
 //! - every create carries a fresh Idempotency-Key, written into the sandbox's metadata too,
 //!   and is in the creates ledger before it is sent (so it counts toward the pool's size at
 //!   once) until an observation settles it.
+//!
+//! This is the only place a [`Decision`] becomes a call to E2B. It never decides: it carries
+//! out what the engine said, or refuses.
 
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::super::creates::{CREATE_KEY, Creates, Returned};
+use super::creates::{CREATE_KEY, Creates, Returned};
 use crate::e2b::{E2bApi, Error};
-use crate::engine::{Action, Decision, ObservedSandbox};
+use crate::engine::{Action, AlertNotice, Decision, ObservedSandbox};
+use crate::notify::Dispatcher;
 
 /// What came of an action, in one word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -41,7 +46,7 @@ pub enum ActionResult {
 
 impl ActionResult {
     /// The `result` label of `poolpilot_actions_total`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ActionResult::Ok => "ok",
             ActionResult::Sent => "sent",
@@ -54,15 +59,15 @@ impl ActionResult {
 
 /// What came of one decision.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Outcome {
-    pub result: ActionResult,
+pub(crate) struct Outcome {
+    pub(crate) result: ActionResult,
     /// A sentence: `killed a, b`, `failed: ...`, `refused: ...`.
-    pub detail: String,
+    pub(crate) detail: String,
     /// The sandboxes it touched.
-    pub sandbox_ids: Vec<String>,
+    pub(crate) sandbox_ids: Vec<String>,
     /// One result per thing acted on (each sandbox of a kill), for counting. Empty for
     /// creates sent: they are counted when they return.
-    pub counted: Vec<ActionResult>,
+    pub(crate) counted: Vec<ActionResult>,
 }
 
 impl Outcome {
@@ -79,14 +84,14 @@ impl Outcome {
 /// A create that returned: sent by decision `seq`, logged and counted (at the time the agent
 /// takes it) by the agent.
 #[derive(Debug, Clone)]
-pub struct CreateReturned {
-    pub seq: u64,
-    pub decision: Decision,
-    pub result: Result<String, Error>,
+pub(crate) struct CreateReturned {
+    pub(crate) seq: u64,
+    pub(crate) decision: Decision,
+    pub(crate) result: Result<String, Error>,
 }
 
 /// The action's kind, the `kind` label of `poolpilot_actions_total`.
-pub fn kind(action: &Action) -> &'static str {
+pub(crate) fn kind(action: &Action) -> &'static str {
     match action {
         Action::Create { .. } => "create",
         Action::Kill { .. } => "kill",
@@ -97,13 +102,16 @@ pub fn kind(action: &Action) -> &'static str {
 }
 
 /// Everything carrying out needs, borrowed from the agent for one decision.
-pub(super) struct Actor<'a> {
-    pub api: &'a Arc<dyn E2bApi>,
-    pub creates: &'a Arc<Creates>,
-    pub returned: &'a mpsc::UnboundedSender<CreateReturned>,
-    pub in_flight: &'a mut Vec<tokio::task::JoinHandle<()>>,
-    pub observed: &'a [ObservedSandbox],
-    pub rules: &'a crate::rules::RuleSet,
+pub(crate) struct Actor<'a> {
+    pub(crate) api: &'a Arc<dyn E2bApi>,
+    pub(crate) creates: &'a Arc<Creates>,
+    pub(crate) returned: &'a mpsc::UnboundedSender<CreateReturned>,
+    pub(crate) in_flight: &'a mut Vec<tokio::task::JoinHandle<()>>,
+    pub(crate) observed: &'a [ObservedSandbox],
+    pub(crate) rules: &'a crate::rules::RuleSet,
+    /// Where alerts go; None refuses them.
+    pub(crate) dispatcher: Option<&'a Dispatcher>,
+    pub(crate) now: chrono::DateTime<chrono::Utc>,
 }
 
 impl Actor<'_> {
@@ -113,9 +121,11 @@ impl Actor<'_> {
             .any(|s| s.id == id && s.pool() == Some(pool))
     }
 
-    /// Carries out a sandbox action (not an alert, not a dry run).
-    pub async fn act(&mut self, seq: u64, d: &Decision) -> Outcome {
+    /// Carries out decision number `seq`: queues an alert, or (unless in dry run) calls E2B.
+    pub(crate) async fn act(&mut self, seq: u64, d: &Decision) -> Outcome {
         match &d.action {
+            Action::Alert(n) => self.notify(n),
+            _ if d.dry_run => Outcome::one(ActionResult::DryRun, "dry run: not carried out"),
             Action::Create { pool, count } => self.create(seq, d, pool, *count),
             Action::Kill { pool, sandbox_ids } => self.kill(pool, sandbox_ids).await,
             Action::SetTimeout {
@@ -130,8 +140,23 @@ impl Actor<'_> {
                 let call = self.api.pause_sandbox(sandbox_id);
                 self.on_owned(pool, sandbox_id, "paused", call).await
             }
-            Action::Alert(_) => Outcome::one(ActionResult::Refused, "refused: not an action"),
         }
+    }
+
+    /// Queues a notice to every notifier.
+    fn notify(&self, n: &AlertNotice) -> Outcome {
+        let Some(disp) = self.dispatcher else {
+            return Outcome::one(ActionResult::Refused, "refused: no notifiers");
+        };
+        let errs = disp.send_all(n, self.now);
+        if errs.is_empty() {
+            return Outcome::one(ActionResult::Ok, "queued");
+        }
+        let why: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        Outcome::one(
+            ActionResult::Refused,
+            format!("refused: {}", why.join("; ")),
+        )
     }
 
     /// Sends `count` creates in the background, each in the ledger before it is sent.

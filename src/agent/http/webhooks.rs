@@ -11,9 +11,9 @@
 //!    starts with byte 0x80, so an extension is never valid JSON whitespace and serde would
 //!    refuse it anyway; we refuse every trailing byte regardless, because E2B sends the event
 //!    alone and a rule with no exception is one a reader can check;
-//! 4. the event must have a plausible id (at most [`super::dedup::MAX_ID_LEN`] printable bytes)
-//!    and a timestamp no more than [`super::dedup::MAX_CLOCK_SKEW`] ahead (400 otherwise);
-//! 5. the dedup window decides (see [`super::dedup`] for why this is exactly once): a
+//! 4. the event must have a plausible id (at most [`dedup::MAX_ID_LEN`] printable bytes) and a
+//!    timestamp no more than [`dedup::MAX_CLOCK_SKEW`] ahead (400 otherwise);
+//! 5. the dedup window decides (see [`dedup`] for why this is exactly once): a
 //!    duplicate, or an event older than the horizon, is acknowledged with 200 and not processed;
 //!    a full window answers 503 so that E2B retries;
 //! 6. the event is queued for the agent and acknowledged with 202 at once. A full queue answers
@@ -35,7 +35,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::dedup::{Dedup, Verdict};
+use crate::agent::dedup::{self, Dedup, Verdict};
 use crate::e2b::{LifecycleEvent, signature};
 
 /// Where the receiver reads the time (to refuse events from the future): the wall clock, or a
@@ -45,7 +45,7 @@ pub type Clock = Arc<dyn Fn() -> chrono::DateTime<chrono::Utc> + Send + Sync>;
 /// The receiver's settings.
 #[derive(Clone)]
 pub struct WebhookConfig {
-    pub secret: SecretString,
+    pub(crate) secret: SecretString,
     /// Largest body accepted, in bytes.
     pub max_body: usize,
     /// How long the body may take to arrive once the headers have: a sender slower than this
@@ -78,18 +78,18 @@ impl WebhookConfig {
 /// Delivery outcomes, for `/metrics`.
 #[derive(Debug, Default)]
 pub struct WebhookStats {
-    pub accepted: AtomicU64,
-    pub duplicate: AtomicU64,
-    pub bad_signature: AtomicU64,
-    pub malformed: AtomicU64,
-    pub too_large: AtomicU64,
-    pub queue_full: AtomicU64,
+    pub(crate) accepted: AtomicU64,
+    pub(crate) duplicate: AtomicU64,
+    pub(crate) bad_signature: AtomicU64,
+    pub(crate) malformed: AtomicU64,
+    pub(crate) too_large: AtomicU64,
+    pub(crate) queue_full: AtomicU64,
     /// Older than the dedup horizon: acknowledged, not processed.
-    pub stale: AtomicU64,
+    pub(crate) stale: AtomicU64,
     /// The dedup window was full of live ids: asked to retry.
-    pub window_full: AtomicU64,
+    pub(crate) window_full: AtomicU64,
     /// The body did not arrive within the body timeout.
-    pub timeout: AtomicU64,
+    pub(crate) timeout: AtomicU64,
 }
 
 /// A snapshot of [`WebhookStats`].
@@ -125,7 +125,7 @@ impl WebhookStats {
 
 impl WebhookReport {
     /// Every outcome with its count, by the `outcome` label `/metrics` gives it.
-    pub fn outcomes(&self) -> [(&'static str, u64); 9] {
+    pub(crate) fn outcomes(&self) -> [(&'static str, u64); 9] {
         [
             ("accepted", self.accepted),
             ("duplicate", self.duplicate),
@@ -170,7 +170,7 @@ pub fn router(
 }
 
 /// Like [`router`], notifying `wake` after each accepted event.
-pub fn router_with_wake(
+pub(crate) fn router_with_wake(
     cfg: WebhookConfig,
     tx: mpsc::Sender<Delivered>,
     dedup: Arc<Mutex<Dedup>>,
@@ -286,19 +286,19 @@ fn verify_and_parse(
         Box::new(error(StatusCode::BAD_REQUEST, message))
     };
     let event = parse_exactly_one(body).map_err(|m| malformed(&m))?;
-    if !super::dedup::valid_id(&event.id) {
+    if !dedup::valid_id(&event.id) {
         return Err(malformed(&format!(
             "event id must be 1 to {} printable ASCII characters without spaces",
-            super::dedup::MAX_ID_LEN
+            dedup::MAX_ID_LEN
         )));
     }
     let delivery_id = match headers.get("e2b-delivery-id").map(|v| v.to_str()) {
         None => None,
-        Some(Ok(id)) if super::dedup::valid_id(id) => Some(id.to_string()),
+        Some(Ok(id)) if dedup::valid_id(id) => Some(id.to_string()),
         Some(_) => {
             return Err(malformed(&format!(
                 "e2b-delivery-id must be 1 to {} printable ASCII characters without spaces",
-                super::dedup::MAX_ID_LEN
+                dedup::MAX_ID_LEN
             )));
         }
     };
@@ -334,58 +334,17 @@ fn take(
 ) -> Response {
     let now = (r.cfg.clock)();
     let slot = {
-        let mut d = r.dedup.lock().unwrap_or_else(|p| p.into_inner());
-        match d.check_delivery(&event.id, event.timestamp, now) {
-            Verdict::New => {}
-            Verdict::Duplicate => {
-                drop(d);
-                r.stats.duplicate.fetch_add(1, Ordering::Relaxed);
-                return status_json(StatusCode::OK, r#"{"status":"duplicate"}"#);
-            }
-            Verdict::Stale => {
-                drop(d);
-                r.stats.stale.fetch_add(1, Ordering::Relaxed);
-                return status_json(StatusCode::OK, r#"{"status":"stale"}"#);
-            }
-            Verdict::BadId => {
-                drop(d);
-                r.stats.malformed.fetch_add(1, Ordering::Relaxed);
-                return error(StatusCode::BAD_REQUEST, "event id is not a valid id");
-            }
-            Verdict::Future => {
-                drop(d);
-                r.stats.malformed.fetch_add(1, Ordering::Relaxed);
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    &format!(
-                        "event timestamp {} is more than {} minutes ahead of this host's clock",
-                        event.timestamp,
-                        super::dedup::MAX_CLOCK_SKEW.num_minutes()
-                    ),
-                );
-            }
-            Verdict::Full => {
-                drop(d);
-                r.stats.window_full.fetch_add(1, Ordering::Relaxed);
-                return error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "dedup window full of recent events; retry later",
-                );
-            }
+        let mut d = crate::sync::lock(&r.dedup);
+        let verdict = d.check_delivery(&event.id, event.timestamp, now);
+        if verdict != Verdict::New {
+            drop(d);
+            return not_new(r, verdict, &event);
         }
         // A queue slot is taken before the id is remembered: with the queue full, the
         // delivery is refused with 503 and nothing is remembered, so E2B's retry is taken.
         let Ok(slot) = r.tx.try_reserve() else {
             drop(d);
-            // Logged once per burst, not per delivery: a flood must not become a log flood.
-            if r.stats
-                .queue_full
-                .fetch_add(1, Ordering::Relaxed)
-                .is_multiple_of(1000)
-            {
-                tracing::warn!(event = %event.id, "webhook queue full; asking E2B to retry (logged once per 1,000)");
-            }
-            return error(StatusCode::SERVICE_UNAVAILABLE, "busy; retry later");
+            return queue_full(r, &event);
         };
         d.remember(&event.id, event.timestamp);
         slot
@@ -400,4 +359,54 @@ fn take(
         w.notify_one();
     }
     status_json(StatusCode::ACCEPTED, r#"{"status":"accepted"}"#)
+}
+
+/// The answer to an event the dedup window did not take as new, counted by why.
+fn not_new(r: &Receiver, verdict: Verdict, event: &LifecycleEvent) -> Response {
+    match verdict {
+        // `take` takes a new event and never asks here; were it to, not taking it again is safe.
+        Verdict::Duplicate | Verdict::New => {
+            r.stats.duplicate.fetch_add(1, Ordering::Relaxed);
+            status_json(StatusCode::OK, r#"{"status":"duplicate"}"#)
+        }
+        Verdict::Stale => {
+            r.stats.stale.fetch_add(1, Ordering::Relaxed);
+            status_json(StatusCode::OK, r#"{"status":"stale"}"#)
+        }
+        Verdict::BadId => {
+            r.stats.malformed.fetch_add(1, Ordering::Relaxed);
+            error(StatusCode::BAD_REQUEST, "event id is not a valid id")
+        }
+        Verdict::Future => {
+            r.stats.malformed.fetch_add(1, Ordering::Relaxed);
+            error(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "event timestamp {} is more than {} minutes ahead of this host's clock",
+                    event.timestamp,
+                    dedup::MAX_CLOCK_SKEW.num_minutes()
+                ),
+            )
+        }
+        Verdict::Full => {
+            r.stats.window_full.fetch_add(1, Ordering::Relaxed);
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "dedup window full of recent events; retry later",
+            )
+        }
+    }
+}
+
+/// The answer when the agent's queue is full: 503, so that E2B retries.
+fn queue_full(r: &Receiver, event: &LifecycleEvent) -> Response {
+    // Logged once per burst, not per delivery: a flood must not become a log flood.
+    if r.stats
+        .queue_full
+        .fetch_add(1, Ordering::Relaxed)
+        .is_multiple_of(1000)
+    {
+        tracing::warn!(event = %event.id, "webhook queue full; asking E2B to retry (logged once per 1,000)");
+    }
+    error(StatusCode::SERVICE_UNAVAILABLE, "busy; retry later")
 }

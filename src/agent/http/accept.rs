@@ -28,11 +28,11 @@ use tower::Service as _;
 
 /// How much the server holds.
 #[derive(Debug, Clone, Copy)]
-pub struct ServeLimits {
+pub(crate) struct ServeLimits {
     /// Connections held at most.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// Time a client has to send a request's headers.
-    pub header_timeout: Duration,
+    pub(crate) header_timeout: Duration,
 }
 
 impl Default for ServeLimits {
@@ -89,7 +89,7 @@ fn millis_since(start: Instant) -> u64 {
 }
 
 /// Serves `app` on `listener` until `shutdown` completes, then lets open requests finish.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ServeLimits,
@@ -188,7 +188,7 @@ async fn serve_connection(
 
 /// Raises the soft limit of open files to the hard limit, so that `max_connections`, the E2B
 /// client and the state files fit; returns the soft limit now in force (None when unknown).
-pub fn raise_fd_limit() -> Option<u64> {
+pub(crate) fn raise_fd_limit() -> Option<u64> {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let now = getrlimit(Resource::Nofile);
     let (Some(soft), hard) = (now.current, now.maximum) else {

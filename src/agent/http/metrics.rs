@@ -1,0 +1,396 @@
+//! `/metrics`, in Prometheus text format: one named step per group of metric families, in
+//! the order they are written. Also [`ApiMetrics`], which the E2B client feeds with every
+//! request it makes.
+//!
+//! Counters whose labels are known up front (actions by kind and result, ticks, reloads,
+//! webhook outcomes, each notifier's results) are written from the start at 0, so that
+//! Prometheus's `increase()` sees their first rise. Only reads: what it shows comes from the
+//! [`Status`] the loop publishes and from the counters of the client, receiver and notifiers.
+
+use crate::sync::lock;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+use super::ServerState;
+use super::webhooks::WebhookReport;
+use crate::agent::status::Status;
+use crate::engine::{AlertPhase, EngineState};
+use crate::notify::Dispatcher;
+
+/// Action kinds of `poolpilot_actions_total`, written at 0 from the start.
+pub(crate) const ACTION_KINDS: [&str; 5] = ["create", "kill", "set_timeout", "pause", "notify"];
+/// Action results of `poolpilot_actions_total`, written at 0 from the start.
+pub(crate) const ACTION_RESULTS: [&str; 4] = ["ok", "failed", "refused", "dry_run"];
+
+/// Latency buckets of `poolpilot_api_request_seconds`, in seconds.
+const BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Default, Clone)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+/// E2B API requests by endpoint and status, with latency histograms per endpoint.
+#[derive(Default)]
+pub(crate) struct ApiMetrics {
+    requests: Mutex<BTreeMap<(String, String), u64>>,
+    latency: Mutex<BTreeMap<String, Histogram>>,
+}
+
+impl crate::e2b::RequestObserver for ApiMetrics {
+    fn observe(
+        &self,
+        method: &str,
+        route: &str,
+        status: Option<u16>,
+        elapsed: std::time::Duration,
+    ) {
+        let endpoint = format!("{method} {route}");
+        let status = status.map_or_else(|| "error".to_string(), |s| s.to_string());
+        *lock(&self.requests)
+            .entry((endpoint.clone(), status))
+            .or_default() += 1;
+        let mut l = lock(&self.latency);
+        let h = l.entry(endpoint).or_default();
+        let secs = elapsed.as_secs_f64();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                h.counts[i] += 1;
+            }
+        }
+        h.sum += secs;
+        h.count += 1;
+    }
+}
+
+impl ApiMetrics {
+    /// `poolpilot_api_requests_total` and `poolpilot_api_request_seconds`.
+    fn render(&self, out: &mut String) {
+        family(
+            out,
+            "poolpilot_api_requests_total",
+            "counter",
+            "E2B API requests by endpoint and status (error: no answer).",
+        );
+        for ((endpoint, status), n) in lock(&self.requests).iter() {
+            let _ = writeln!(
+                out,
+                "poolpilot_api_requests_total{{endpoint=\"{}\",status=\"{status}\"}} {n}",
+                esc(endpoint)
+            );
+        }
+        family(
+            out,
+            "poolpilot_api_request_seconds",
+            "histogram",
+            "E2B API request latency by endpoint.",
+        );
+        for (endpoint, h) in lock(&self.latency).iter() {
+            let e = esc(endpoint);
+            for (i, b) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "poolpilot_api_request_seconds_bucket{{endpoint=\"{e}\",le=\"{b}\"}} {}",
+                    h.counts[i]
+                );
+            }
+            let _ = writeln!(
+                out,
+                "poolpilot_api_request_seconds_bucket{{endpoint=\"{e}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "poolpilot_api_request_seconds_sum{{endpoint=\"{e}\"}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "poolpilot_api_request_seconds_count{{endpoint=\"{e}\"}} {}",
+                h.count
+            );
+        }
+    }
+}
+
+/// Writes a metric family's `# HELP` and `# TYPE` lines.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// `GET /metrics`.
+pub(super) async fn metrics(State(s): State<ServerState>) -> Response {
+    let out = render(&s);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// Every metric family, in order.
+fn render(s: &ServerState) -> String {
+    let st = &s.status;
+    let mut out = String::new();
+    render_build_and_up(&mut out, st);
+    let engine = lock(&st.engine).clone();
+    render_pool_sizes(&mut out, st, &engine);
+    render_dry_run(&mut out, st, &engine);
+    render_actions(&mut out, &lock(&st.actions));
+    render_alerts_firing(&mut out, &engine);
+    render_loop(&mut out, st);
+    render_webhooks(&mut out, &s.webhooks.report());
+    if let Some(d) = &s.notify {
+        render_notifications(&mut out, d);
+    }
+    s.api.render(&mut out);
+    out
+}
+
+/// `poolpilot_build_info` and `poolpilot_up` (what `/readyz` says, now).
+fn render_build_and_up(out: &mut String, st: &Status) {
+    family(
+        out,
+        "poolpilot_build_info",
+        "gauge",
+        "Always 1; the labels say which build runs.",
+    );
+    let _ = writeln!(
+        out,
+        "poolpilot_build_info{{version=\"{}\"}} 1",
+        esc(env!("CARGO_PKG_VERSION"))
+    );
+    family(
+        out,
+        "poolpilot_up",
+        "gauge",
+        "1 while the agent can see E2B (what /readyz says), 0 otherwise.",
+    );
+    let ready = lock(&st.health).readiness(chrono::Utc::now()).ready;
+    let _ = writeln!(out, "poolpilot_up {}", u8::from(ready));
+}
+
+/// `poolpilot_pool_size` by pool and kind: desired, min and max from the last decision (once
+/// there is one), actual and pending always.
+fn render_pool_sizes(out: &mut String, st: &Status, engine: &EngineState) {
+    let actual = lock(&st.actual).clone();
+    let pending = lock(&st.pending).clone();
+    family(
+        out,
+        "poolpilot_pool_size",
+        "gauge",
+        "Pool sizes: desired (last decision), actual (running members), pending (creates in flight).",
+    );
+    for (name, p) in &engine.pools {
+        let n = esc(name);
+        if let Some(status) = &p.status {
+            for (kind, v) in [
+                ("desired", status.desired),
+                ("min", status.min),
+                ("max", status.max),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "poolpilot_pool_size{{pool=\"{n}\",kind=\"{kind}\"}} {v}"
+                );
+            }
+        }
+        for (kind, sizes) in [("actual", &actual), ("pending", &pending)] {
+            let v = sizes.get(name).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "poolpilot_pool_size{{pool=\"{n}\",kind=\"{kind}\"}} {v}"
+            );
+        }
+    }
+}
+
+/// `poolpilot_dry_run` per pool: 1 when nothing is changed for it (the agent or the pool in
+/// dry run), so that alerts on pool sizes can leave it out.
+fn render_dry_run(out: &mut String, st: &Status, engine: &EngineState) {
+    family(
+        out,
+        "poolpilot_dry_run",
+        "gauge",
+        "1 for a pool in dry run (the agent's or its own): decisions are logged, not carried out.",
+    );
+    let all = st.dry_run.load(Ordering::Relaxed);
+    let pools = lock(&st.dry_run_pools);
+    for name in engine.pools.keys() {
+        let on = all || pools.contains(name);
+        let _ = writeln!(
+            out,
+            "poolpilot_dry_run{{pool=\"{}\"}} {}",
+            esc(name),
+            u8::from(on)
+        );
+    }
+}
+
+/// `poolpilot_actions_total`: every known kind and result from the start, then any other.
+fn render_actions(out: &mut String, actions: &BTreeMap<(String, String), u64>) {
+    family(
+        out,
+        "poolpilot_actions_total",
+        "counter",
+        "Actions by kind and result.",
+    );
+    let mut keys: BTreeSet<(String, String)> = ACTION_KINDS
+        .iter()
+        .flat_map(|k| {
+            ACTION_RESULTS
+                .iter()
+                .map(|r| (k.to_string(), r.to_string()))
+        })
+        .collect();
+    keys.extend(actions.keys().cloned());
+    for key in &keys {
+        let n = actions.get(key).copied().unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "poolpilot_actions_total{{kind=\"{}\",result=\"{}\"}} {n}",
+            esc(&key.0),
+            esc(&key.1)
+        );
+    }
+}
+
+/// `poolpilot_alerts_firing`: the instances of each alert now firing.
+fn render_alerts_firing(out: &mut String, engine: &EngineState) {
+    family(
+        out,
+        "poolpilot_alerts_firing",
+        "gauge",
+        "Alert instances firing, by alert.",
+    );
+    for (name, subjects) in &engine.alerts {
+        let firing = subjects
+            .values()
+            .filter(|a| a.phase == AlertPhase::Firing)
+            .count();
+        let _ = writeln!(
+            out,
+            "poolpilot_alerts_firing{{alert=\"{}\"}} {firing}",
+            esc(name)
+        );
+    }
+}
+
+/// The loop itself: `poolpilot_ticks_total`, `poolpilot_rule_evaluation_seconds` and
+/// `poolpilot_rule_reloads_total`.
+fn render_loop(out: &mut String, st: &Status) {
+    family(
+        out,
+        "poolpilot_ticks_total",
+        "counter",
+        "Control loop turns, and those whose observation failed.",
+    );
+    for (result, n) in [("ok", &st.ticks), ("failed", &st.tick_failures)] {
+        let n = n.load(Ordering::Relaxed);
+        let _ = writeln!(out, "poolpilot_ticks_total{{result=\"{result}\"}} {n}");
+    }
+    family(
+        out,
+        "poolpilot_rule_evaluation_seconds",
+        "gauge",
+        "Duration of the last control loop turn.",
+    );
+    let _ = writeln!(
+        out,
+        "poolpilot_rule_evaluation_seconds {}",
+        *lock(&st.last_tick_seconds)
+    );
+    family(
+        out,
+        "poolpilot_rule_reloads_total",
+        "counter",
+        "Rule reloads by result.",
+    );
+    for (result, n) in [("ok", &st.reloads), ("failed", &st.reload_failures)] {
+        let n = n.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "poolpilot_rule_reloads_total{{result=\"{result}\"}} {n}"
+        );
+    }
+}
+
+/// `poolpilot_webhook_deliveries_total`: every outcome, from 0.
+fn render_webhooks(out: &mut String, w: &WebhookReport) {
+    family(
+        out,
+        "poolpilot_webhook_deliveries_total",
+        "counter",
+        "Webhook deliveries by outcome.",
+    );
+    for (k, v) in w.outcomes() {
+        let _ = writeln!(
+            out,
+            "poolpilot_webhook_deliveries_total{{outcome=\"{k}\"}} {v}"
+        );
+    }
+}
+
+/// `poolpilot_notifications_total`: each notifier's results, from 0.
+fn render_notifications(out: &mut String, d: &Dispatcher) {
+    family(
+        out,
+        "poolpilot_notifications_total",
+        "counter",
+        "Notifications by notifier and result.",
+    );
+    for (name, n) in d.stats() {
+        let name = esc(&name);
+        for (k, v) in [
+            ("sent", n.sent),
+            ("failed", n.failed),
+            ("retried", n.retries),
+            ("resent", n.resent),
+            ("queue_full", n.queue_full),
+        ] {
+            let _ = writeln!(
+                out,
+                "poolpilot_notifications_total{{notifier=\"{name}\",result=\"{k}\"}} {v}"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_known_action_series_is_there_from_the_start() {
+        let mut out = String::new();
+        render_actions(&mut out, &BTreeMap::new());
+        let zeros = out.lines().filter(|l| l.ends_with("} 0")).count();
+        assert_eq!(zeros, ACTION_KINDS.len() * ACTION_RESULTS.len(), "{out}");
+        assert!(out.contains("poolpilot_actions_total{kind=\"create\",result=\"failed\"} 0"));
+    }
+
+    #[test]
+    fn counted_and_unknown_actions_are_written_with_their_counts() {
+        let mut out = String::new();
+        let counted = BTreeMap::from([
+            (("create".to_string(), "failed".to_string()), 35),
+            (("replace".to_string(), "ok".to_string()), 1),
+        ]);
+        render_actions(&mut out, &counted);
+        assert!(out.contains("poolpilot_actions_total{kind=\"create\",result=\"failed\"} 35"));
+        assert!(out.contains("poolpilot_actions_total{kind=\"replace\",result=\"ok\"} 1"));
+        assert!(out.contains("poolpilot_actions_total{kind=\"create\",result=\"ok\"} 0"));
+    }
+}

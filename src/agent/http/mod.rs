@@ -1,0 +1,46 @@
+//! The agent's HTTP side, one file per job:
+//! - [`accept`]: the accept loop: header timeouts, a connection limit that makes room for new
+//!   clients, the open files limit. It never reads a request or knows a route;
+//! - [`api`]: `/healthz`, `/readyz` and the read API (`/api/v1/decisions`, `/pools`, `/alerts`);
+//! - [`metrics`]: `/metrics` in Prometheus text format, and the E2B client's request counts;
+//! - [`webhooks`]: the signed E2B webhook receiver, `POST /webhooks/e2b`.
+//!
+//! Every handler only reads: what it shows comes from the [`Status`] the loop publishes (see
+//! [`super::status`]) and from counters the client, receiver and notifiers keep. The server
+//! listens on loopback unless told otherwise.
+
+pub(crate) mod accept;
+mod api;
+pub(crate) mod metrics;
+pub mod webhooks;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+
+use super::status::Status;
+use crate::notify::Dispatcher;
+use metrics::ApiMetrics;
+use webhooks::WebhookStats;
+
+/// Everything the handlers read.
+#[derive(Clone)]
+pub(crate) struct ServerState {
+    pub(crate) status: Arc<Status>,
+    pub(crate) api: Arc<ApiMetrics>,
+    pub(crate) webhooks: Arc<WebhookStats>,
+    pub(crate) notify: Option<Dispatcher>,
+}
+
+/// The read-only routes; merge the webhook router into it when webhooks are on.
+pub(crate) fn router(state: ServerState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(api::readyz))
+        .route("/metrics", get(metrics::metrics))
+        .route("/api/v1/decisions", get(api::decisions))
+        .route("/api/v1/pools", get(api::pools))
+        .route("/api/v1/alerts", get(api::alerts))
+        .with_state(state)
+}
