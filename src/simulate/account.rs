@@ -12,7 +12,8 @@ use chrono::{DateTime, Utc};
 
 use super::world::World;
 use super::{Frame, Mark, SimReport, Totals};
-use crate::agent::control::{ActionResult, LoggedDecision, TickReport};
+use crate::agent::act::ActionResult;
+use crate::agent::control::{LoggedDecision, TickReport};
 use crate::e2b::{E2bApi, ListQuery};
 use crate::engine::{Action, AlertNotice, AlertStatus};
 use crate::rules::{POOL_KEY, RuleSet};

@@ -16,7 +16,7 @@ use tower::ServiceExt;
 use super::api::Modeled;
 use crate::agent::control::{Agent, AgentOptions, TickReport};
 use crate::agent::dedup::Dedup;
-use crate::agent::webhooks::{self, Delivered, WebhookConfig, WebhookStats};
+use crate::agent::http::webhooks::{self, Delivered, WebhookConfig, WebhookStats};
 use crate::e2b::{E2bApi, EventType, NewWebhook, signature};
 use crate::emulator::core::Delivery;
 use crate::emulator::{Core, CoreConfig, Scenario};
