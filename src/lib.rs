@@ -3,30 +3,39 @@
 //!
 //! # Layout
 //!
-//! - [`e2b`]: the E2B API. Wire types, typed errors, webhook signatures, retry and create
-//!   pacing, the [`e2b::E2bApi`] trait and its HTTP implementation. The only module that
-//!   knows E2B's URLs and JSON shapes (besides the emulator, which plays E2B).
-//! - [`emulator`]: a local control plane that speaks E2B's HTTP API. Its [`emulator::core`]
-//!   is pure state in virtual time (sandboxes, metrics from a load model, lifecycle events,
-//!   webhooks, rate limits); [`emulator::http`] serves it with axum; [`emulator::delivery`]
-//!   posts signed webhooks; [`emulator::InProcess`] implements [`e2b::E2bApi`] over the core
-//!   with no HTTP at all.
-//! - [`files`]: reading the files a user names: regular files only, bounded in size.
-//! - [`expr`]: rule expressions; the only module that imports evalexpr.
-//! - [`rules`]: the YAML rule language loaded into a checked [`rules::RuleSet`]; schedules
-//!   (the only user of croner), message templates, and rule unit tests.
-//! - [`observe`]: one observation of E2B (sandboxes and their latest samples), for the agent
-//!   and `simulate` alike.
-//! - [`engine`]: the pure decision engine, `step(now, observations) -> decisions`.
-//! - [`simulate`]: rules against the emulator core in virtual time, with an SVG chart.
-//! - [`notify`]: notifiers (Slack, webhook, Alertmanager, log) with bounded queues and retries.
-//! - [`agent`]: `poolpilot run`: config, the control loop, HTTP endpoints, webhook receiver.
-//! - `fuzz` (hidden, not a public promise): the bodies of the fuzz targets in `fuzz/` and of
-//!   `tests/fuzz_slice.rs`; see docs/fuzzing.md.
-//! - [`cli`]: the command line, one file per command (`run`, `config`, `demo`, `health`,
-//!   `emulator`, `check`, `test`, `simulate`). `main.rs` only calls it.
+//! By floor: a module uses the floors below it, never those above (docs/architecture.md draws
+//! the picture and the tree).
 //!
-//! Data flows one way: sources -> observations -> engine -> decisions -> actions.
+//! 0. `duration`, [`files`] (regular files only, bounded), `sync` (poison-proof locks),
+//!    [`telemetry`] (logging setup).
+//! 1. [`e2b`]: the E2B API. Wire types, typed errors, webhook signatures, retry and create
+//!    pacing, the [`e2b::E2bApi`] trait and its HTTP implementation; the only module that
+//!    knows E2B's URLs and JSON shapes (besides the emulator, which plays E2B).
+//!    [`expr`]: rule expressions; the only module that imports evalexpr.
+//! 2. [`rules`]: the rule file format, loaded into a checked [`rules::RuleSet`] (one file per
+//!    section under `rules/load/`); schedules (the only user of croner), message templates.
+//!    [`emulator`]: a local E2B. Its [`emulator::core`] is pure state in virtual time, one file
+//!    per concern (load, sandboxes, queries, webhooks, quota, faults, stats); `emulator::http`
+//!    serves it, one file per endpoint family; [`emulator::InProcess`] is
+//!    [`e2b::E2bApi`] over the core with no HTTP.
+//! 3. [`engine`]: the pure decision engine, `step(now, observations) -> decisions`:
+//!    `prepare`, then pools (a chain of named steps in `engine/pools/`), alerts, triggers.
+//! 4. `ruletest`: rule unit tests (promtool's place: format, series, run), above the engine.
+//!    [`observe`]: one observation of E2B (sandboxes and their latest samples).
+//!    [`notify`]: notifiers (Slack, webhook, Alertmanager, log), one worker and queue each.
+//! 5. [`agent`]: `poolpilot run`: config (every setting declared once), the control loop
+//!    (`control`), carrying out decisions (`act`), the ledger of creates in flight, status,
+//!    state, HTTP (`agent/http/`: accept loop, API, metrics, webhook receiver).
+//! 6. [`simulate`]: the real agent against the emulator in virtual time, with E2B's costs
+//!    modeled, the floor of a scenario and an SVG chart.
+//! 7. [`cli`]: the command line, one file per command (`run`, `config`, `demo`, `health`,
+//!    `emulator`, `check`, `test`, `simulate`). `main.rs` only calls it.
+//!
+//! `fuzz` (hidden, not a public promise): the bodies of the fuzz targets in `fuzz/` and of
+//! `tests/fuzz_slice.rs`; see docs/fuzzing.md.
+//!
+//! Data flows one way: sources -> observations -> engine -> decisions -> actions ->
+//! notifications and history.
 
 pub mod agent;
 pub mod cli;

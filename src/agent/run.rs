@@ -29,6 +29,7 @@ use chrono::Utc;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::config::settings::{API_KEY, WEBHOOK_SECRET};
 use super::config::{Config, secret};
 use super::control::{Agent, AgentOptions, TickReport};
 use super::dedup::{Dedup, Limits};
@@ -111,7 +112,7 @@ struct E2b {
 
 /// The E2B client, with the API key and create pacing from the config.
 fn connect(cfg: &Config) -> anyhow::Result<E2b> {
-    let key = secret(cfg.api.key_file.as_deref(), "e2b-api-key", "E2B_API_KEY")?;
+    let key = secret(cfg.api.key_file.as_deref(), API_KEY.credential, API_KEY.env)?;
     // Config::load and config::resolve fill both; a Config built in code may leave them out.
     let url = cfg
         .api
@@ -154,8 +155,8 @@ async fn open_webhooks(
     };
     let secret = secret(
         w.secret_file.as_deref(),
-        "webhook-secret",
-        "POOLPILOT_WEBHOOK_SECRET",
+        WEBHOOK_SECRET.credential,
+        WEBHOOK_SECRET.env,
     )?;
     let (tx, rx) = mpsc::channel(10_000);
     let mut hook_cfg = WebhookConfig::new(secret.clone());

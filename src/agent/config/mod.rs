@@ -10,7 +10,7 @@
 //! setting (its flag, variable, bounds, and how `config print` shows it) is its one entry in
 //! `settings::SETTINGS`, from which resolution, checks and printing are derived.
 
-mod settings;
+pub(crate) mod settings;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

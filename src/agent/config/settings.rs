@@ -64,6 +64,21 @@ pub(crate) struct Secret {
     pub(crate) env: &'static str,
 }
 
+/// The E2B API key: `api.key_file`, else the credential `e2b-api-key`, else `E2B_API_KEY`.
+pub(crate) const API_KEY: Secret = Secret {
+    what: "the API key",
+    credential: "e2b-api-key",
+    env: "E2B_API_KEY",
+};
+
+/// The webhook signature secret: `webhook.secret_file`, else the credential `webhook-secret`,
+/// else `POOLPILOT_WEBHOOK_SECRET`.
+pub(crate) const WEBHOOK_SECRET: Secret = Secret {
+    what: "the signature secret",
+    credential: "webhook-secret",
+    env: "POOLPILOT_WEBHOOK_SECRET",
+};
+
 /// A setting's type, with how to read and write it in a [`Config`] and what it must be.
 pub(crate) enum Value {
     /// Text: a URL, an address, a name; `check` says what a valid one is.
@@ -158,11 +173,7 @@ pub(crate) static SETTINGS: &[Setting] = &[
             get: |c| c.api.key_file.as_deref(),
             set: |c, v| c.api.key_file = Some(v),
             required: None,
-            secret: Some(Secret {
-                what: "the API key",
-                credential: "e2b-api-key",
-                env: "E2B_API_KEY",
-            }),
+            secret: Some(API_KEY),
         },
     },
     Setting {
@@ -283,11 +294,7 @@ pub(crate) static SETTINGS: &[Setting] = &[
             get: |c| c.webhook.as_ref().and_then(|w| w.secret_file.as_deref()),
             set: |c, v| webhook(c).secret_file = Some(v),
             required: None,
-            secret: Some(Secret {
-                what: "the signature secret",
-                credential: "webhook-secret",
-                env: "POOLPILOT_WEBHOOK_SECRET",
-            }),
+            secret: Some(WEBHOOK_SECRET),
         },
     },
     Setting {
