@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::prepare::{Agg, PoolTexts, PoolView, Prepared, bind_sandbox, bounds};
+use super::prepare::{Agg, PoolTexts, PoolView, Prepared, PreparedSandbox, bind_sandbox, bounds};
 use super::time;
 use super::{Action, AlertNotice, AlertPhase, AlertState, AlertStatus, Cause, Decision};
 use crate::e2b::SandboxState;
@@ -106,20 +106,26 @@ impl<'a> Subjects<'_, 'a> {
 /// without a sample newer than [`ALERT_STALE_AFTER`] has no data.
 fn each_sandbox<'a>(at: &mut Subjects<'_, 'a>, prepared: &'a Prepared<'_>) {
     let mut b = Bindings::new(&SANDBOX);
-    for s in &prepared.sandboxes {
-        if s.obs.state != SandboxState::Running {
-            continue;
-        }
-        if at
-            .alert
-            .pool
-            .as_deref()
-            .is_some_and(|p| s.obs.pool() != Some(p))
-        {
-            continue;
-        }
+    let mut one = |at: &mut Subjects<'_, 'a>, s: &'a PreparedSandbox<'_>| {
         let fresh = bind_sandbox(&mut b, s, at.now, ALERT_STALE_AFTER);
         at.evaluate(&s.obs.id, &b, fresh);
+    };
+    match at.alert.pool.as_deref() {
+        // A pool's alert reads only its running members, already indexed: not every sandbox.
+        Some(pool) => {
+            for &i in prepared.members(pool) {
+                one(at, &prepared.sandboxes[i]);
+            }
+        }
+        None => {
+            for s in prepared
+                .sandboxes
+                .iter()
+                .filter(|s| s.obs.state == SandboxState::Running)
+            {
+                one(at, s);
+            }
+        }
     }
 }
 
