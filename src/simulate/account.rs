@@ -15,6 +15,7 @@ use super::{Frame, Mark, SimReport, Totals};
 use crate::agent::act::ActionResult;
 use crate::agent::control::{LoggedDecision, TickReport};
 use crate::e2b::{E2bApi, ListQuery};
+use crate::emulator::core::StatsReport;
 use crate::engine::{Action, AlertNotice, AlertStatus};
 use crate::rules::{POOL_KEY, RuleSet};
 use crate::sync::lock;
@@ -244,9 +245,9 @@ impl Accounts {
             .or_else(|| self.owners.get(&n.subject).cloned())
     }
 
-    /// The report: totals over pools, and the emulator's unmet demand per template.
-    pub fn finish(mut self, world: &World) -> SimReport {
-        let stats = lock(&world.core).stats();
+    /// The report: totals over pools, and per template the demand and what went unmet (the
+    /// emulator's integrals in `books`, read at the last tick) against `floors`, the perfect-foresight floor of each template.
+    pub fn finish(mut self, books: &StatsReport, floors: &BTreeMap<String, f64>) -> SimReport {
         let r = &mut self.report;
         r.total.sandbox_seconds = r.pools.values().map(|t| t.sandbox_seconds).sum();
         r.total.peak_pool_size = r
@@ -257,19 +258,54 @@ impl Accounts {
             .unwrap_or(0);
         // Creates are booked when they return: put the decisions back in the order taken.
         r.decisions.sort_by_key(|d| d.at);
-        let mut templates_counted = BTreeSet::new();
-        for pool in &self.rules.pools {
-            let unmet = stats
-                .templates
-                .get(&pool.template)
-                .map_or(0.0, |t| t.totals.unmet_core_seconds);
-            if let Some(t) = r.pools.get_mut(&pool.name) {
-                t.unmet_core_seconds = unmet;
-            }
-            if templates_counted.insert(pool.template.clone()) {
-                r.total.unmet_core_seconds += unmet;
-            }
-        }
+        self.book_templates(books, floors);
         self.report
     }
+
+    /// Gives each pool its template's demand, floor and unmet demand, with the template's
+    /// cost over its floor, and adds each template with a pool once to the total.
+    fn book_templates(&mut self, books: &StatsReport, floors: &BTreeMap<String, f64>) {
+        let r = &mut self.report;
+        let mut on_template: BTreeMap<&str, f64> = BTreeMap::new();
+        for pool in &self.rules.pools {
+            let own = r.pools.get(&pool.name).map_or(0.0, |t| t.sandbox_seconds);
+            *on_template.entry(pool.template.as_str()).or_default() += own;
+        }
+        let mut total = Totals::default();
+        for (template, sandbox_seconds) in &on_template {
+            let book = books.templates.get(*template).map(|t| &t.totals);
+            let mut t = Totals {
+                sandbox_seconds: *sandbox_seconds,
+                floor_sandbox_seconds: floors.get(*template).copied().unwrap_or(0.0),
+                demand_core_seconds: book.map_or(0.0, |b| b.demand_core_seconds),
+                unmet_core_seconds: book.map_or(0.0, |b| b.unmet_core_seconds),
+                ..Totals::default()
+            };
+            set_ratios(&mut t);
+            for pool in self.rules.pools.iter().filter(|p| p.template == *template) {
+                if let Some(p) = r.pools.get_mut(&pool.name) {
+                    p.floor_sandbox_seconds = t.floor_sandbox_seconds;
+                    p.cost_vs_floor = t.cost_vs_floor;
+                    p.demand_core_seconds = t.demand_core_seconds;
+                    p.unmet_core_seconds = t.unmet_core_seconds;
+                    p.unmet_pct = t.unmet_pct;
+                }
+            }
+            total.floor_sandbox_seconds += t.floor_sandbox_seconds;
+            total.demand_core_seconds += t.demand_core_seconds;
+            total.unmet_core_seconds += t.unmet_core_seconds;
+        }
+        r.total.floor_sandbox_seconds = total.floor_sandbox_seconds;
+        r.total.demand_core_seconds = total.demand_core_seconds;
+        r.total.unmet_core_seconds = total.unmet_core_seconds;
+        set_ratios(&mut r.total);
+    }
+}
+
+/// `cost_vs_floor` and `unmet_pct` from the sums they divide, absent where the divisor is 0.
+fn set_ratios(t: &mut Totals) {
+    t.cost_vs_floor =
+        (t.floor_sandbox_seconds > 0.0).then(|| t.sandbox_seconds / t.floor_sandbox_seconds);
+    t.unmet_pct =
+        (t.demand_core_seconds > 0.0).then(|| t.unmet_core_seconds / t.demand_core_seconds * 100.0);
 }

@@ -8,10 +8,12 @@
 //! cap, boot time and pause/resume latency in virtual time on a paused tokio clock.
 //!
 //! Accounting ([`account`]): `sandbox_seconds` per pool integrates its running members as the
-//! agent observes them each tick; `unmet_core_seconds` is the emulator's exact integral of
-//! demand above capacity per template (pools that share a template share its figure; the total
-//! counts each template once). Creates, kills and alerts are counted from the agent's own
-//! decision records, with what came of them.
+//! agent observes them each tick; `demand_core_seconds` and `unmet_core_seconds` are the
+//! emulator's exact integrals of demand, and of demand above capacity, per template; the
+//! perfect-foresight [`floor`] is taken per template over the same span, and `cost_vs_floor`
+//! divides the sandbox-seconds of the template's pools by it (pools that share a template
+//! share its figures; the total counts each template once). Creates, kills and alerts are
+//! counted from the agent's own decision records, with what came of them.
 
 pub mod account;
 pub mod api;
@@ -29,6 +31,7 @@ use serde::Serialize;
 use crate::emulator::{CoreConfig, Scenario};
 use crate::engine::Decision;
 use crate::rules::RuleSet;
+use crate::sync::lock;
 use account::Accounts;
 use world::{AgentSetup, World};
 
@@ -56,10 +59,23 @@ impl Default for SimOptions {
 }
 
 /// Totals for the whole run or one pool.
+///
+/// Demand, its floor and what went unmet belong to a template, not a pool: a pool reports
+/// those of its template, and its `cost_vs_floor` is the sandbox-seconds of every pool on that
+/// template over the template's floor (with one pool per template, as usual, that is the
+/// pool's own). The total counts each template that has a pool once.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Totals {
     pub sandbox_seconds: f64,
+    /// The perfect-foresight floor ([`floor`]): the fewest sandbox-seconds that serve all demand.
+    pub floor_sandbox_seconds: f64,
+    /// `sandbox_seconds / floor_sandbox_seconds`; `None` (JSON null) when the floor is 0.
+    pub cost_vs_floor: Option<f64>,
+    /// The busy core-seconds asked of the template: the emulator's integral of its demand.
+    pub demand_core_seconds: f64,
     pub unmet_core_seconds: f64,
+    /// `unmet_core_seconds / demand_core_seconds x 100`; `None` (JSON null) without demand.
+    pub unmet_pct: Option<f64>,
     pub peak_pool_size: u32,
     pub creates: u64,
     pub kills: u64,
@@ -157,9 +173,21 @@ async fn run(rules: Arc<RuleSet>, scenario: &Scenario, opts: &SimOptions) -> Sim
         let report = world.tick().await;
         accounts.turn(&world, &report, k < steps).await;
     }
+    // The books close at the last tick, the end of the sandbox-seconds billed: the demand and
+    // unmet integrals are read there, before creates still in flight move the clock on, and
+    // the floor is taken over the same span.
+    let horizon = tick * steps;
+    let books = {
+        let mut core = lock(&world.core);
+        if let Some(end) = chrono::TimeDelta::from_std(horizon).ok().map(|d| start + d) {
+            core.advance_to(end);
+        }
+        core.stats()
+    };
+    let floors = floor::floor(scenario, horizon.as_secs_f64());
     world.agent.settle().await;
     accounts.read_decisions(&world);
-    accounts.finish(&world)
+    accounts.finish(&books, &floors)
 }
 
 /// Delivers webhooks every [`WEBHOOK_EVERY`] until `at`, the agent reacting to each batch.
@@ -178,17 +206,22 @@ async fn webhooks_until(world: &mut World, accounts: &mut Accounts, at: tokio::t
 
 /// A few lines for a person.
 pub fn summary(r: &SimReport) -> String {
+    let t = &r.total;
     let mut out = format!(
-        "simulated {} in steps of {}: {:.0} sandbox-seconds, {:.0} unmet core-seconds, peak {} sandboxes, {} creates, {} kills, {} alerts fired, {} resolved",
+        "simulated {} in steps of {}: {:.0} sandbox-seconds = {} the floor of {:.0}, {:.0} unmet core-seconds = {} of {:.0} demanded, peak {} sandboxes, {} creates, {} kills, {} alerts fired, {} resolved",
         humantime::format_duration(Duration::from_secs_f64(r.duration_s)),
         humantime::format_duration(Duration::from_secs_f64(r.tick_s)),
-        r.total.sandbox_seconds,
-        r.total.unmet_core_seconds,
-        r.total.peak_pool_size,
-        r.total.creates,
-        r.total.kills,
-        r.total.alerts_fired,
-        r.total.alerts_resolved
+        t.sandbox_seconds,
+        times(t.cost_vs_floor),
+        t.floor_sandbox_seconds,
+        t.unmet_core_seconds,
+        percent(t.unmet_pct),
+        t.demand_core_seconds,
+        t.peak_pool_size,
+        t.creates,
+        t.kills,
+        t.alerts_fired,
+        t.alerts_resolved
     );
     if r.create_failures > 0 {
         out.push_str(&format!(
@@ -204,9 +237,19 @@ pub fn summary(r: &SimReport) -> String {
     }
     for (name, t) in &r.pools {
         out.push_str(&format!(
-            "\n  pool {name}: {:.0} sandbox-seconds, {:.0} unmet core-seconds (template), peak {}, +{} -{}, alerts {} fired {} resolved",
-            t.sandbox_seconds, t.unmet_core_seconds, t.peak_pool_size, t.creates, t.kills, t.alerts_fired, t.alerts_resolved
+            "\n  pool {name}: {:.0} sandbox-seconds, {:.0} unmet core-seconds (template: {} the floor, {} unmet), peak {}, +{} -{}, alerts {} fired {} resolved",
+            t.sandbox_seconds, t.unmet_core_seconds, times(t.cost_vs_floor), percent(t.unmet_pct), t.peak_pool_size, t.creates, t.kills, t.alerts_fired, t.alerts_resolved
         ));
     }
     out
+}
+
+/// `1.52x`, or `n/a` for a ratio over nothing.
+fn times(ratio: Option<f64>) -> String {
+    ratio.map_or_else(|| "n/a".to_string(), |x| format!("{x:.2}x"))
+}
+
+/// `0.4%`, or `n/a` for a share of nothing.
+fn percent(pct: Option<f64>) -> String {
+    pct.map_or_else(|| "n/a".to_string(), |x| format!("{x:.1}%"))
 }
