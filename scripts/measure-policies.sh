@@ -12,7 +12,7 @@ if [ -z "${BIN:-}" ]; then
   cargo build --quiet
   BIN=target/debug/poolpilot
 fi
-command -v jq >/dev/null || { echo "measure-policies.sh needs jq" >&2; exit 2; }
+command -v jq >/dev/null || { apt-get update -qq && apt-get install -y -qq jq; }
 [ $# -gt 0 ] || set -- examples/rules/recommended.yaml examples/rules/pattern4.yaml
 mkdir -p docs/charts
 
