@@ -27,9 +27,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use poolpilot::agent::control::{Agent, AgentOptions, TickReport};
-use poolpilot::agent::dedup::Dedup;
-use poolpilot::agent::http::webhooks::{self, Delivered, WebhookConfig, WebhookStats};
+use poolpilot::agent::control::{Agent, TickReport};
 use poolpilot::e2b::{
     Connected, E2bApi, Error, EventQuery, EventType, LifecycleEvent, ListQuery, NewSandbox,
     NewWebhook, Page, Result, Sandbox, SandboxInfo, SandboxMetric, SandboxState, Webhook,
@@ -39,8 +37,8 @@ use poolpilot::emulator::core::Delivery;
 use poolpilot::emulator::{Core, CoreConfig, InProcess, Scenario};
 use poolpilot::engine::{Action, Decision};
 use poolpilot::rules::{POOL_KEY, RuleSet, load_str};
-use tokio::sync::{mpsc, watch};
-use tower::ServiceExt;
+use poolpilot::simulate::world::{AgentWiring, InProcessAgent};
+use tokio::sync::watch;
 
 const SECRET: &str = "sim-webhook-secret";
 
@@ -414,34 +412,19 @@ impl E2bApi for Chaos {
 // The agent's side: one process, with its webhook receiver, that can restart.
 // ---------------------------------------------------------------------------------------
 
-/// One running agent process: the agent and its webhook receiver.
-struct Process {
-    agent: Agent,
-    receiver: axum::Router,
-}
-
-fn start(api: &Arc<Chaos>, rules: &Arc<RuleSet>, dir: &std::path::Path) -> Process {
-    let dedup = Arc::new(Mutex::new(Dedup::new(100_000)));
-    let (tx, rx) = mpsc::channel::<Delivered>(10_000);
-    let mut cfg = WebhookConfig::new(SECRET);
+/// One running agent process, wired as `simulate` wires it: the agent and its webhook
+/// receiver, over the faulty API, resuming from the state dir.
+fn start_agent(api: &Arc<Chaos>, rules: &Arc<RuleSet>, dir: &std::path::Path) -> InProcessAgent {
     let core = api.core.clone();
-    cfg.clock = Arc::new(move || lock(&core).now());
-    let receiver = webhooks::router(cfg, tx, dedup.clone(), Arc::new(WebhookStats::default()));
+    let wiring = AgentWiring {
+        secret: SECRET.into(),
+        clock: Arc::new(move || lock(&core).now()),
+        events_every: Duration::from_secs(5),
+        state_dir: Some(dir.to_path_buf()),
+    };
     let api: Arc<dyn E2bApi> = api.clone();
-    let agent = Agent::new(
-        api,
-        rules.clone(),
-        AgentOptions {
-            dispatcher: None,
-            webhooks: Some(rx),
-            dedup,
-            events_every: Duration::from_secs(5),
-            dry_run: false,
-            state_dir: Some(dir.to_path_buf()),
-        },
-    )
-    .unwrap_or_else(|e| panic!("agent cannot start: {e}"));
-    Process { agent, receiver }
+    InProcessAgent::start(api, rules.clone(), wiring)
+        .unwrap_or_else(|e| panic!("agent cannot start: {e}"))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -455,7 +438,7 @@ struct Sim {
     api: Arc<Chaos>,
     step_tx: watch::Sender<u64>,
     step: u64,
-    proc: Option<Process>,
+    proc: Option<InProcessAgent>,
     rules: Arc<RuleSet>,
     dir: std::path::PathBuf,
     /// Deliveries held back: (the step to deliver at, the delivery).
@@ -514,7 +497,7 @@ impl Sim {
             fastrand::u64(..)
         ));
         let _ = std::fs::remove_dir_all(&dir);
-        let proc = Some(start_process(&api, &rules, &dir));
+        let proc = Some(start_agent(&api, &rules, &dir));
         Sim {
             seed,
             rng: fastrand::Rng::with_seed(seed),
@@ -624,21 +607,7 @@ impl Sim {
         if let Ok(e) = serde_json::from_slice::<LifecycleEvent>(&d.body) {
             self.trail.push(format!("deliver {}", e.id));
         }
-        let req = axum::http::Request::post("/webhooks/e2b")
-            .header("content-type", "application/json")
-            .header("e2b-webhook-id", &d.webhook_id)
-            .header("e2b-delivery-id", &d.delivery_id)
-            .header("e2b-signature-version", "v1")
-            .header(
-                "e2b-signature",
-                poolpilot::e2b::signature::sign(&d.secret, &d.body),
-            )
-            .body(axum::body::Body::from(d.body.clone()))
-            .unwrap();
-        let status = match p.receiver.clone().oneshot(req).await {
-            Ok(r) => r.status(),
-            Err(never) => match never {},
-        };
+        let status = p.receiver.post(&d).await;
         if status.is_server_error() {
             let at = self.step + 1;
             self.held.push((at, d));
@@ -740,7 +709,7 @@ impl Sim {
             self.trail.push("restart (abrupt)".into());
         }
         drop(p);
-        self.proc = Some(start_process(&self.api, &self.rules, &self.dir));
+        self.proc = Some(start_agent(&self.api, &self.rules, &self.dir));
         self.checked_seq = 0;
     }
 
@@ -966,10 +935,6 @@ async fn let_tasks_run() {
     for _ in 0..8 {
         tokio::task::yield_now().await;
     }
-}
-
-fn start_process(api: &Arc<Chaos>, rules: &Arc<RuleSet>, dir: &std::path::Path) -> Process {
-    start(api, rules, dir)
 }
 
 fn maxima(rules: &RuleSet) -> BTreeMap<String, u32> {

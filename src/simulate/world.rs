@@ -5,7 +5,12 @@
 //!
 //! Webhooks go the way E2B sends them: the core's outbox, signed, POSTed to the receiver (in
 //! process, through its router), verified, deduplicated and handed to the agent, which reacts.
+//!
+//! [`InProcessAgent`] is that wiring on its own (the agent, its receiver, its dedup window, an
+//! optional state dir), for any [`E2bApi`]: the seeded simulation harness (tests/simulation.rs)
+//! starts, crashes and restarts it over a faulty API, so both run the same agent the same way.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,9 +40,83 @@ pub struct World {
     pub core: Arc<Mutex<Core>>,
     pub api: Arc<Modeled>,
     pub agent: Agent,
-    receiver: axum::Router,
+    receiver: Receiver,
     /// Deliveries the receiver refused for now (a full queue): sent again at the next turn.
     retry: Vec<Delivery>,
+}
+
+/// The agent's webhook receiver, reached through its router with no socket.
+#[derive(Clone)]
+pub struct Receiver(axum::Router);
+
+impl Receiver {
+    /// POSTs one delivery, signed with its secret as E2B signs it; the receiver's answer.
+    pub async fn post(&self, d: &Delivery) -> axum::http::StatusCode {
+        let req = axum::http::Request::post("/webhooks/e2b")
+            .header("content-type", "application/json")
+            .header("e2b-webhook-id", &d.webhook_id)
+            .header("e2b-delivery-id", &d.delivery_id)
+            .header("e2b-signature-version", "v1")
+            .header("e2b-signature", signature::sign(&d.secret, &d.body))
+            .body(axum::body::Body::from(d.body.clone()));
+        let Ok(req) = req else {
+            return axum::http::StatusCode::BAD_REQUEST;
+        };
+        match self.0.clone().oneshot(req).await {
+            Ok(r) => r.status(),
+            Err(never) => match never {},
+        }
+    }
+}
+
+/// The agent as `poolpilot run` wires it, in process: the agent over `api`, and its webhook
+/// receiver feeding it through the same bounded queue and dedup window.
+pub struct InProcessAgent {
+    pub agent: Agent,
+    pub receiver: Receiver,
+}
+
+/// How an [`InProcessAgent`] is set up.
+pub struct AgentWiring {
+    /// The secret the receiver verifies signatures with.
+    pub secret: String,
+    /// The receiver's clock (for the age of deliveries): virtual time in a simulation.
+    pub clock: webhooks::Clock,
+    /// How often the agent reads the events API besides its webhooks.
+    pub events_every: Duration,
+    /// Where state.json and the journal live; None keeps everything in memory.
+    pub state_dir: Option<PathBuf>,
+}
+
+impl InProcessAgent {
+    /// Starts the agent (resuming from the state dir, if any) and its receiver.
+    pub fn start(
+        api: Arc<dyn E2bApi>,
+        rules: Arc<RuleSet>,
+        wiring: AgentWiring,
+    ) -> std::io::Result<InProcessAgent> {
+        let dedup = Arc::new(Mutex::new(Dedup::new(SEEN)));
+        let (tx, rx) = mpsc::channel::<Delivered>(QUEUE);
+        let mut cfg = WebhookConfig::new(wiring.secret);
+        cfg.clock = wiring.clock;
+        let router = webhooks::router(cfg, tx, dedup.clone(), Arc::new(WebhookStats::default()));
+        let agent = Agent::new(
+            api,
+            rules,
+            AgentOptions {
+                dispatcher: None,
+                webhooks: Some(rx),
+                dedup,
+                events_every: wiring.events_every,
+                dry_run: false,
+                state_dir: wiring.state_dir,
+            },
+        )?;
+        Ok(InProcessAgent {
+            agent,
+            receiver: Receiver(router),
+        })
+    }
 }
 
 /// How the agent in a world is set up.
@@ -69,31 +148,21 @@ impl World {
         });
         let core = Arc::new(Mutex::new(core));
         let api = Arc::new(Modeled::new(core.clone(), scenario, create_rate));
-        let dedup = Arc::new(Mutex::new(Dedup::new(SEEN)));
-        let (tx, rx) = mpsc::channel::<Delivered>(QUEUE);
-        let mut cfg = WebhookConfig::new(SECRET);
         let clock = api.clone();
-        cfg.clock = Arc::new(move || clock.now());
-        let receiver = webhooks::router(cfg, tx, dedup.clone(), Arc::new(WebhookStats::default()));
         let as_api: Arc<dyn E2bApi> = api.clone();
-        let agent = Agent::new(
-            as_api,
-            rules,
-            AgentOptions {
-                dispatcher: None,
-                webhooks: Some(rx),
-                dedup,
-                events_every: setup.events_every,
-                dry_run: false,
-                state_dir: None,
-            },
-        )
-        .unwrap_or_else(|e| unreachable!("an agent without a state dir opens no file: {e}"));
+        let wiring = AgentWiring {
+            secret: SECRET.into(),
+            clock: Arc::new(move || clock.now()),
+            events_every: setup.events_every,
+            state_dir: None,
+        };
+        let started = InProcessAgent::start(as_api, rules, wiring)
+            .unwrap_or_else(|e| unreachable!("an agent without a state dir opens no file: {e}"));
         World {
             core,
             api,
-            agent,
-            receiver,
+            agent: started.agent,
+            receiver: started.receiver,
             retry: Vec::new(),
         }
     }
@@ -121,20 +190,10 @@ impl World {
         Some(self.agent.react(now).await)
     }
 
-    /// One delivery through the receiver's router; false when it should be sent again.
+    /// One delivery through the receiver; false when it should be sent again (E2B retries a
+    /// 5xx answer).
     async fn post(&self, d: &Delivery) -> bool {
-        let req = axum::http::Request::post("/webhooks/e2b")
-            .header("content-type", "application/json")
-            .header("e2b-webhook-id", &d.webhook_id)
-            .header("e2b-delivery-id", &d.delivery_id)
-            .header("e2b-signature-version", "v1")
-            .header("e2b-signature", signature::sign(&d.secret, &d.body))
-            .body(axum::body::Body::from(d.body.clone()));
-        let Ok(req) = req else { return true };
-        match self.receiver.clone().oneshot(req).await {
-            Ok(r) => !r.status().is_server_error(),
-            Err(never) => match never {},
-        }
+        !self.receiver.post(d).await.is_server_error()
     }
 
     /// The agent's tick at the virtual now.
