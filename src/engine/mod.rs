@@ -13,9 +13,11 @@
 //! Pools: a raw recommendation from target tracking and step rules (up beats none beats down;
 //! within a direction the larger change wins), then clamps in this order, each recorded with
 //! its effect: stabilization (HPA: the highest recommendation in the down window, the lowest in
-//! the up window), max step, cooldown, then min and max (which always hold, schedules
-//! included). Missing or stale metrics never read as 0: under `hold` they stop metric-driven
-//! changes, under `up_only` they stop scale-down.
+//! the up window), max step, rate policies (HPA's `behavior` policies, against the size at the
+//! start of each policy's period), cooldown, then min and max (which always hold, schedules
+//! included). A saturated target reading (members at their ceiling) grows the pool by what the
+//! up policies allow, or doubles it, and never shrinks it. Missing or stale metrics never read
+//! as 0: under `hold` they stop metric-driven changes, under `up_only` they stop scale-down.
 //!
 //! Alerts: inactive -> pending (condition true) -> firing (true for `for`) -> resolved (false,
 //! for `keep_firing_for`). A pending alert that clears sends nothing; missing data keeps the
@@ -39,7 +41,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::e2b::{LifecycleEvent, Metadata, SandboxMetric, SandboxState};
 use crate::rules::RuleSet;
-pub use state::{AlertPhase, AlertState, EngineState, Membership, PoolState, PoolStatus};
+pub use state::{
+    AlertPhase, AlertState, EngineState, Membership, PoolState, PoolStatus, SizeRecord,
+};
 
 /// One sandbox as the agent (or a simulation) sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -138,6 +142,8 @@ pub enum ClampKind {
     MissingData,
     Stabilization,
     MaxStep,
+    /// An HPA-style rate policy (`scale.policies`).
+    Policy,
     Cooldown,
     Min,
     Max,

@@ -163,9 +163,13 @@ pub(crate) fn bind_sandbox<'b>(
     true
 }
 
-/// Running sums of the [`AGGREGATED`] sandbox metrics, in that order.
+/// Running sums of the [`AGGREGATED`] sandbox metrics, in that order, and of the cores.
 pub(crate) struct Agg {
     pub n: usize,
+    /// Sum of `cpu_used_pct * cpu_count / 100`: the cores the members keep busy.
+    pub busy_cores: f64,
+    /// Sum of `cpu_count`: the cores the members have.
+    pub capacity_cores: f64,
     sum: [f64; AGGREGATED.len()],
     min: [f64; AGGREGATED.len()],
     max: [f64; AGGREGATED.len()],
@@ -175,6 +179,8 @@ impl Agg {
     pub fn new() -> Self {
         Agg {
             n: 0,
+            busy_cores: 0.0,
+            capacity_cores: 0.0,
             sum: [0.0; AGGREGATED.len()],
             min: [f64::INFINITY; AGGREGATED.len()],
             max: [f64::NEG_INFINITY; AGGREGATED.len()],
@@ -183,6 +189,9 @@ impl Agg {
 
     pub fn add(&mut self, b: &Bindings<'_>) {
         self.n += 1;
+        let cores = b.num_at(ss::CPU_COUNT).unwrap_or(0.0);
+        self.capacity_cores += cores;
+        self.busy_cores += b.num_at(ss::CPU_USED_PCT).unwrap_or(0.0) * cores / 100.0;
         for (i, slot) in AGGREGATED_SLOTS.iter().enumerate() {
             let v = b.num_at(*slot).unwrap_or(0.0);
             self.sum[i] += v;
@@ -291,6 +300,8 @@ impl PoolView<'_> {
         b.set_num(ps::BUSY_COUNT, self.busy as f64);
         b.set_num(ps::BUSY_RATIO, self.busy_ratio());
         b.set_num(ps::WITH_DATA, self.agg.n as f64);
+        b.set_num(ps::BUSY_CORES, self.agg.busy_cores);
+        b.set_num(ps::CAPACITY_CORES, self.agg.capacity_cores);
         self.agg.write(b, ps::AVG, ps::MIN_OF, ps::MAX_OF);
         b.set_text(ps::POOL, &texts.name);
         b.set_text(ps::TEMPLATE, &texts.template);

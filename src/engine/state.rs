@@ -39,6 +39,20 @@ pub struct PoolState {
     pub window: VecDeque<(DateTime<Utc>, i64)>,
     /// The last evaluation, for status pages ("scale-in held by stabilization until ...").
     pub status: Option<PoolStatus>,
+    /// Each recent evaluation's size before and after its decision, oldest first, for rate
+    /// policies (the size at the start of a policy's period). Kept only for pools with
+    /// policies, bounded by their longest period (see `engine::pools::rate`); absent from state
+    /// saved by older versions.
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    pub sizes: VecDeque<SizeRecord>,
+}
+
+/// One evaluation's size before its decision (`from`) and the size it settled on (`to`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SizeRecord {
+    pub at: DateTime<Utc>,
+    pub from: u32,
+    pub to: u32,
 }
 
 /// The outcome of a pool's last evaluation.

@@ -1001,3 +1001,5 @@ fn state_saved_before_membership_was_kept_still_loads() {
     let json = serde_json::to_string(&EngineState::default()).unwrap();
     assert!(!json.contains("members"), "{json}");
 }
+
+mod policies;

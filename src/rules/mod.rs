@@ -138,6 +138,41 @@ pub struct Target {
     pub metric: Expr,
     pub value: f64,
     pub tolerance: f64,
+    /// When it holds, the members run at their ceiling: demand is unknown and above capacity,
+    /// so the pool grows by what its up policies allow (or doubles) and never shrinks.
+    pub saturated_when: Expr,
+}
+
+/// HPA's `selectPolicy`: of several rate policies, the one allowing the largest change (`max`)
+/// or the smallest (`min`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Select {
+    Max,
+    Min,
+}
+
+/// How much one rate policy lets a pool change within its period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimit {
+    /// At most this many members added (or removed).
+    Pods(u32),
+    /// At most this percent of the size at the start of the period.
+    Percent(u32),
+}
+
+/// One HPA-style rate policy: `{pods: N, per: 15s}` or `{percent: P, per: 15s}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RatePolicy {
+    pub limit: RateLimit,
+    pub per: Duration,
+}
+
+/// A direction's rate policies (never empty) and how one is chosen among them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RatePolicies {
+    pub select: Select,
+    pub rules: Vec<RatePolicy>,
 }
 
 /// A step rule: when the condition holds, add (positive) or remove (negative) sandboxes.
@@ -179,6 +214,8 @@ pub struct Pool {
     pub cooldown: UpDown<Duration>,
     pub stabilization: UpDown<Duration>,
     pub max_step: UpDown<Option<u32>>,
+    /// HPA-style rate policies per direction; `None` is no limit.
+    pub policies: UpDown<Option<RatePolicies>>,
     pub on_missing: OnMissing,
     pub stale_after: Duration,
     pub victims: Victims,

@@ -165,6 +165,8 @@ scope! {
         BUSY_COUNT: "busy_count" N,
         BUSY_RATIO: "busy_ratio" N,
         WITH_DATA: "with_data" N,
+        BUSY_CORES: "busy_cores" N,
+        CAPACITY_CORES: "capacity_cores" N,
         AVG: aggregated "avg_",
         MIN_OF: aggregated "min_",
         MAX_OF: aggregated "max_",
@@ -222,6 +224,8 @@ mod tests {
         }
         assert_eq!(POOL.slot("template"), Some(pool::TEMPLATE));
         assert_eq!(POOL.slot("with_data"), Some(pool::WITH_DATA));
+        assert_eq!(POOL.slot("busy_cores"), Some(pool::BUSY_CORES));
+        assert_eq!(POOL.slot("capacity_cores"), Some(pool::CAPACITY_CORES));
         assert_eq!(TEAM.slot("with_data"), Some(team::WITH_DATA));
         assert_eq!(EVENT.slot("memory_mb"), Some(event::MEMORY_MB));
     }

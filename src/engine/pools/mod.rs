@@ -1,17 +1,19 @@
 //! Pool evaluation, as a chain of named steps a reader can follow from [`run`]:
 //!
 //! ```text
-//!  due? -> members -> recommend -> stabilize -> limit step -> cool down -> bounds
-//!       -> resize (victims) -> start cooldown -> record
+//!  due? -> members -> allowances -> recommend -> stabilize -> limit step -> limit rate
+//!       -> cool down -> bounds -> resize (victims) -> start cooldown -> remember size -> record
 //! ```
 //!
 //! Each step takes the size the previous one settled on and records in the [`Account`] every
 //! limit it applied (a [`Clamp`]), so the cause of a decision lists them in the order they
-//! applied. Min and max come last and always hold. This module never observes anything itself:
+//! applied. Min and max come last and always hold. The rate policies' allowances are worked
+//! out before the recommendation, because a saturated target reading grows by them. This module never observes anything itself:
 //! it reads the step's [`Prepared`] sandboxes and the pool's [`PoolState`].
 
 mod bounds;
 mod members;
+mod rate;
 mod recommend;
 mod record;
 mod stabilize;
@@ -98,14 +100,17 @@ pub(super) fn run(
     view.bind(&mut pb, &texts);
 
     let mut acc = Account::new(view.size());
-    let raw = recommend::recommend(pool, &pb, members.missing, view.running, &mut acc);
+    let allow = rate::allowances(pool, st, now, acc.size);
+    let raw = recommend::recommend(pool, &pb, members.missing, view.running, &allow, &mut acc);
     acc.cause.raw = Some(raw);
     let to = stabilize::stabilize(pool, st, now, first_eval, raw, &mut acc);
     let to = bounds::limit_step(pool, to, &mut acc);
+    let to = rate::limit_rate(&allow, to, &mut acc);
     let to = stabilize::cool_down(st, now, to, &mut acc);
     let to = bounds::enforce_bounds(&bounds, to, &mut acc);
     let (to, action) = victims::resize(pool, now, prepared, &members.cpu, to, &mut acc);
     stabilize::start_cooldown(pool, st, now, raw, acc.size, action.as_ref());
+    rate::remember_size(pool, st, now, acc.size, to);
     let verdict = record::Verdict { raw, to, action };
     let busy_ratio = view.busy_ratio();
     out.extend(record::record(

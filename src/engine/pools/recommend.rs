@@ -2,8 +2,14 @@
 //! limit. Up beats none beats down; within a direction the larger change wins. Missing or stale
 //! metrics never read as 0: under `hold` they stop metric-driven changes, under `up_only` they
 //! stop scale-down; a rule with no finite value holds.
+//!
+//! Target tracking knows saturation: when the target's `saturated_when` holds, the members run
+//! at their ceiling and `size * metric / target` understates a demand it cannot see. The target
+//! then recommends what the up policies allow for the period (without up policies, double the
+//! size), never less than the proportional count and never a scale-in.
 
 use super::Account;
+use super::rate::Allowances;
 use crate::engine::{Cause, ClampKind};
 use crate::expr::{Bindings, EvalError, Expr, format_number};
 use crate::rules::{OnMissing, Pool, Step, Target};
@@ -16,12 +22,13 @@ pub(super) fn recommend(
     pb: &Bindings<'_>,
     missing: usize,
     running: u32,
+    allow: &Allowances,
     acc: &mut Account,
 ) -> u32 {
     if missing > 0 && pool.on_missing == OnMissing::Hold {
         return hold_for_missing(pool, missing, running, acc);
     }
-    let mut recs = match rule_recommendations(pool, pb, acc) {
+    let mut recs = match rule_recommendations(pool, pb, allow, acc) {
         Ok(recs) => recs,
         Err((field, why)) => return hold_on(acc, &field, &why),
     };
@@ -53,6 +60,7 @@ fn hold(acc: &mut Account, note: String) -> u32 {
 fn rule_recommendations(
     pool: &Pool,
     pb: &Bindings<'_>,
+    allow: &Allowances,
     acc: &mut Account,
 ) -> Result<Vec<u32>, (String, EvalError)> {
     let size = acc.size;
@@ -60,7 +68,18 @@ fn rule_recommendations(
     if let Some(t) = &pool.target {
         let (rec, reason) = target_recommendation(t, pb, size)
             .map_err(|why| ("scale.target.metric".to_string(), why))?;
+        let saturated = t
+            .saturated_when
+            .eval_bool(pb)
+            .map_err(|why| ("scale.target.saturated_when".to_string(), why))?;
         note_values(&t.metric, pb, &mut acc.cause);
+        let (rec, reason) = if saturated {
+            note_values(&t.saturated_when, pb, &mut acc.cause);
+            acc.cause.values.insert("saturated".into(), 1.0);
+            saturated_recommendation(t, allow, (rec, reason), size)
+        } else {
+            (rec, reason)
+        };
         acc.reasons.push(reason);
         recs.push(rec);
     }
@@ -168,6 +187,27 @@ fn target_recommendation(
         signed(rec, size)
     );
     Ok((rec, reason))
+}
+
+/// A saturated reading: grow by what the up policies allow this period, or double without
+/// them; never less than the proportional count, never below the size.
+fn saturated_recommendation(
+    t: &Target,
+    allow: &Allowances,
+    (proportional, reason): (u32, String),
+    size: u32,
+) -> (u32, String) {
+    let (grown, by) = match &allow.up {
+        Some(a) => (a.limit, "the up policies' limit for the period"),
+        None => (size.saturating_mul(2).max(1), "doubling (no up policies)"),
+    };
+    let rec = grown.max(proportional).max(size);
+    let reason = format!(
+        "{reason}; saturated ({}): demand unknown, growing by {by}, {}",
+        t.saturated_when,
+        signed(rec, size)
+    );
+    (rec, reason)
 }
 
 fn note_values(e: &Expr, pb: &Bindings<'_>, cause: &mut Cause) {

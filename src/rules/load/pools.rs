@@ -19,7 +19,10 @@ use crate::duration::HumanDuration;
 use crate::e2b::Metadata;
 use crate::expr::{Expr, Kind};
 use crate::rules::scopes::{POOL, SANDBOX};
-use crate::rules::{OnMissing, Pool, SandboxSettings, Step, Target, UpDown, Victims};
+use crate::rules::{
+    OnMissing, Pool, RateLimit, RatePolicies, RatePolicy, SandboxSettings, Select, Step, Target,
+    UpDown, Victims,
+};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,7 +44,13 @@ struct RawTarget {
     value: Spanned<f64>,
     #[serde(default = "default_tolerance")]
     tolerance: Spanned<f64>,
+    #[serde(default)]
+    saturated_when: Option<Spanned<String>>,
 }
+
+/// When a target's reading is saturated unless the rule says otherwise: the members' average
+/// CPU at its ceiling (a sample of a busy sandbox reads 95 to 100 %).
+pub(crate) const DEFAULT_SATURATED_WHEN: &str = "avg_cpu_used_pct >= 95";
 
 fn default_tolerance() -> Spanned<f64> {
     Spanned {
@@ -79,6 +88,26 @@ impl<T> Default for RawUpDown<T> {
     }
 }
 
+/// One rate policy as written: `{pods: N, per: 15s}` or `{percent: P, per: 15s}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRatePolicy {
+    #[serde(default)]
+    pods: Option<Spanned<RawNumber>>,
+    #[serde(default)]
+    percent: Option<Spanned<RawNumber>>,
+    per: Spanned<HumanDuration>,
+}
+
+/// A direction's rate policies as written: `{select: max, rules: [...]}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRatePolicies {
+    #[serde(default)]
+    select: Option<Select>,
+    rules: Spanned<Vec<RawRatePolicy>>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawScale {
@@ -94,6 +123,8 @@ struct RawScale {
     stabilization: RawUpDown<Spanned<HumanDuration>>,
     #[serde(default)]
     max_step: RawUpDown<Spanned<RawNumber>>,
+    #[serde(default)]
+    policies: RawUpDown<RawRatePolicies>,
     #[serde(default)]
     on_missing_metrics: Option<OnMissing>,
     #[serde(default)]
@@ -155,6 +186,7 @@ pub(super) fn check_pool(c: &mut Checker, p: &RawPool) -> Option<Pool> {
         .and_then(|e| c.expr(e, &SANDBOX, Kind::Bool, &format!("{ctx}: scale_in.protect")));
     let schedules = check_schedules(c, &ctx, &p.schedules, min.zip(max));
     let max_step = check_max_step(c, &ctx, &p.scale.max_step);
+    let policies = check_policies(c, &ctx, &p.scale.policies);
     let sandbox = check_sandbox(c, &ctx, &p.sandbox);
     let timing = check_timing(c, &ctx, p);
     if c.diags.len() > before {
@@ -173,6 +205,7 @@ pub(super) fn check_pool(c: &mut Checker, p: &RawPool) -> Option<Pool> {
         cooldown: timing.cooldown,
         stabilization: timing.stabilization,
         max_step: max_step?,
+        policies,
         on_missing: p.scale.on_missing_metrics.unwrap_or(OnMissing::Hold),
         stale_after: timing.stale_after,
         victims: p.scale_in.victims.unwrap_or(Victims::IdleFirst),
@@ -205,6 +238,99 @@ fn check_max_step(
         up: up?,
         down: down?,
     })
+}
+
+/// The most rate policies a direction may list (HPA's limit).
+const MAX_POLICIES: usize = 10;
+/// The longest rate policy period (HPA's `periodSeconds` limit, 1800).
+pub(crate) const MAX_POLICY_PERIOD: Duration = Duration::from_secs(30 * 60);
+/// The largest growth one up policy may allow per period: 1000 % is elevenfold.
+const MAX_UP_PERCENT: u32 = 1000;
+
+/// `scale.policies`: per direction, 1 to 10 rate policies and how one is selected (default
+/// `max`, as HPA). Absent is no limit. Every policy is checked, so all problems are reported.
+fn check_policies(
+    c: &mut Checker,
+    ctx: &str,
+    p: &RawUpDown<RawRatePolicies>,
+) -> UpDown<Option<RatePolicies>> {
+    let up =
+        p.up.as_ref()
+            .and_then(|r| check_direction(c, ctx, "up", r, MAX_UP_PERCENT));
+    let down = p
+        .down
+        .as_ref()
+        .and_then(|r| check_direction(c, ctx, "down", r, 100));
+    UpDown { up, down }
+}
+
+/// One direction's policies; `None` after a diagnostic.
+fn check_direction(
+    c: &mut Checker,
+    ctx: &str,
+    dir: &str,
+    raw: &RawRatePolicies,
+    max_percent: u32,
+) -> Option<RatePolicies> {
+    let before = c.diags.len();
+    let list = &raw.rules.value;
+    if list.is_empty() || list.len() > MAX_POLICIES {
+        c.at(
+            raw.rules.referenced,
+            format!(
+                "{ctx}: `scale.policies.{dir}.rules` has {} policies; give 1 to {MAX_POLICIES}, such as [{{ pods: 4, per: 15s }}, {{ percent: 100, per: 15s }}]",
+                list.len()
+            ),
+        );
+    }
+    let rules: Vec<RatePolicy> = list
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let field = format!("scale.policies.{dir}.rules[{i}]");
+            check_rate_policy(c, ctx, &field, r, max_percent)
+        })
+        .collect();
+    (c.diags.len() == before).then(|| RatePolicies {
+        select: raw.select.unwrap_or(Select::Max),
+        rules,
+    })
+}
+
+/// `{pods: N, per: D}` or `{percent: P, per: D}`: exactly one limit, and a period of 1s to 30m.
+fn check_rate_policy(
+    c: &mut Checker,
+    ctx: &str,
+    field: &str,
+    r: &RawRatePolicy,
+    max_percent: u32,
+) -> Option<RatePolicy> {
+    let what = format!("{ctx}: {field}");
+    let limit = match (&r.pods, &r.percent) {
+        (Some(n), None) => count(c, &what, "pods", n, (1, MAX_COUNT)).map(RateLimit::Pods),
+        (None, Some(p)) => count(c, &what, "percent", p, (1, max_percent)).map(RateLimit::Percent),
+        _ => {
+            c.at(
+                r.per.referenced,
+                format!("{what}: give exactly one of `pods: N` or `percent: P` beside `per`"),
+            );
+            None
+        }
+    };
+    let before = c.diags.len();
+    let written = Some(r.per.clone());
+    let per = duration(
+        c,
+        &what,
+        "per",
+        &written,
+        SECOND,
+        (SECOND, MAX_POLICY_PERIOD),
+    );
+    let per_ok = c.diags.len() == before;
+    limit
+        .filter(|_| per_ok)
+        .map(|limit| RatePolicy { limit, per })
 }
 
 /// A pool's durations, each defaulted and bounded.
@@ -311,6 +437,17 @@ fn check_target(c: &mut Checker, ctx: &str, t: &RawTarget) -> Option<Target> {
         Kind::Number,
         &format!("{ctx}: scale.target.metric"),
     );
+    let saturated_src = t.saturated_when.clone().unwrap_or(Spanned {
+        value: DEFAULT_SATURATED_WHEN.into(),
+        referenced: t.metric.referenced,
+        defined: t.metric.referenced,
+    });
+    let saturated_when = c.expr(
+        &saturated_src,
+        &POOL,
+        Kind::Bool,
+        &format!("{ctx}: scale.target.saturated_when"),
+    );
     let mut ok = true;
     if !(t.value.value.is_finite() && t.value.value > 0.0) {
         ok = false;
@@ -332,10 +469,12 @@ fn check_target(c: &mut Checker, ctx: &str, t: &RawTarget) -> Option<Target> {
             ),
         );
     }
-    metric.filter(|_| ok).map(|metric| Target {
+    let (metric, saturated_when) = metric.zip(saturated_when).filter(|_| ok)?;
+    Some(Target {
         metric,
         value: t.value.value,
         tolerance: t.tolerance.value,
+        saturated_when,
     })
 }
 

@@ -480,3 +480,99 @@ fn the_agent_config_in_a_rule_directory_is_skipped_with_a_note() {
     );
     std::fs::remove_dir_all(&d).ok();
 }
+
+#[test]
+fn rate_policies_and_saturation_are_checked_with_the_field_and_what_is_valid() {
+    let pool =
+        |scale: &str| format!("pools:\n  - {{ name: p, min: 0, max: 1, scale: {{ {scale} }} }}\n");
+    let eleven = ["{ pods: 1, per: 1s }"; 11].join(", ");
+    let cases: Vec<(String, &str)> = vec![
+        (
+            pool("policies: { up: { rules: [] } }"),
+            "r.yaml:2:66: pool \"p\": `scale.policies.up.rules` has 0 policies; give 1 to 10, such as [{ pods: 4, per: 15s }, { percent: 100, per: 15s }]",
+        ),
+        (
+            pool(&format!("policies: {{ up: {{ rules: [{eleven}] }} }}")),
+            "`scale.policies.up.rules` has 11 policies; give 1 to 10",
+        ),
+        (
+            pool("policies: { up: { rules: [{ pods: 0, per: 15s }] } }"),
+            "r.yaml:2:75: pool \"p\": scale.policies.up.rules[0]: `pods` is 0; it must be a whole number from 1 to 100000",
+        ),
+        (
+            pool("policies: { up: { rules: [{ percent: -5, per: 15s }] } }"),
+            "scale.policies.up.rules[0]: `percent` is -5; it must be a whole number from 1 to 1000",
+        ),
+        (
+            pool("policies: { up: { rules: [{ percent: 5000, per: 15s }] } }"),
+            "`percent` is 5000; it must be a whole number from 1 to 1000",
+        ),
+        (
+            pool("policies: { down: { rules: [{ percent: 150, per: 15s }] } }"),
+            "scale.policies.down.rules[0]: `percent` is 150; it must be a whole number from 1 to 100",
+        ),
+        (
+            pool("policies: { up: { rules: [{ pods: 4, per: 0s }] } }"),
+            "r.yaml:2:83: pool \"p\": scale.policies.up.rules[0]: `per` is 0s; it must be from 1s to 30m",
+        ),
+        (
+            pool("policies: { up: { rules: [{ pods: 4, per: 2h }] } }"),
+            "`per` is 2h; it must be from 1s to 30m",
+        ),
+        (
+            pool("policies: { up: { rules: [{ pods: 4, percent: 10, per: 15s }] } }"),
+            "scale.policies.up.rules[0]: give exactly one of `pods: N` or `percent: P` beside `per`",
+        ),
+        (
+            pool("policies: { up: { rules: [{ per: 15s }] } }"),
+            "give exactly one of `pods: N` or `percent: P`",
+        ),
+        (
+            pool("policies: { up: { rules: [{ pods: 4 }] } }"),
+            "r.yaml:2:69: missing field `per`",
+        ),
+        (
+            pool("policies: { up: { rules: [{ pod: 4, per: 15s }] } }"),
+            "r.yaml:2:69: unknown field `pod`, expected one of pods, percent, per",
+        ),
+        (
+            pool("policies: { up: { select: most, rules: [{ pods: 4, per: 15s }] } }"),
+            "r.yaml:2:67: unknown variant `most`, expected one of max, min",
+        ),
+        (
+            pool("policies: { sideways: { rules: [{ pods: 4, per: 15s }] } }"),
+            "unknown field `sideways`, expected one of up, down",
+        ),
+        (
+            pool("target: { metric: size, value: 1, saturated_when: size + 1 }"),
+            "r.yaml:2:91: pool \"p\": scale.target.saturated_when: \"size + 1\" is a number, but a boolean condition is needed here",
+        ),
+    ];
+    for (text, want) in &cases {
+        let e = one_error(text);
+        assert!(e.contains(want), "{text}\nwanted {want:?} in {e}");
+    }
+    // Every problem of every policy is reported, not only the first.
+    let two = pool(
+        "policies: { up: { rules: [{ pods: 0, per: 15s }] }, down: { rules: [{ percent: 0, per: 1h }] } }",
+    );
+    assert_eq!(errors(&two).len(), 3, "{:#?}", errors(&two));
+    // The largest loadable values load.
+    let ok = pool(
+        "policies: { up: { select: min, rules: [{ pods: 100000, per: 30m }, { percent: 1000, per: 1s }] }, down: { rules: [{ percent: 100, per: 30m }] } }",
+    );
+    let set = load_str(&[("r.yaml", &ok)]).unwrap();
+    use crate::rules::{RateLimit, RatePolicy, Select};
+    let p = &set.pools[0].policies;
+    let up = p.up.as_ref().unwrap();
+    assert_eq!(up.select, Select::Min);
+    assert_eq!(
+        up.rules[1],
+        RatePolicy {
+            limit: RateLimit::Percent(1000),
+            per: std::time::Duration::from_secs(1)
+        }
+    );
+    // `select` is `max` unless written, as HPA's `selectPolicy`.
+    assert_eq!(p.down.as_ref().unwrap().select, Select::Max);
+}
