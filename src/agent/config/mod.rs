@@ -516,24 +516,28 @@ fn explain_number(message: String, text: &str, line: u64) -> String {
 
 /// Checks a create rate against [`CREATE_RATE_RANGE`]; the error says what is valid.
 pub(crate) fn check_create_rate(r: f64) -> Result<(), String> {
-    let (lo, hi) = CREATE_RATE_RANGE;
-    if r.is_finite() && (lo..=hi).contains(&r) {
-        return Ok(());
-    }
-    Err(format!(
-        "must be from {lo} to {hi} creates per second (E2B allows 1 on Hobby, 5 on Pro), got {r:?}"
-    ))
+    check_number(
+        r,
+        CREATE_RATE_RANGE,
+        "creates per second (E2B allows 1 on Hobby, 5 on Pro)",
+    )
 }
 
 /// Checks a speed against [`SPEED_RANGE`]; the error says what is valid.
 pub(crate) fn check_speed(v: f64) -> Result<(), String> {
-    let (lo, hi) = SPEED_RANGE;
+    check_number(
+        v,
+        SPEED_RANGE,
+        "virtual seconds per second (the emulator's --speed; 1 against E2B)",
+    )
+}
+
+/// Checks a finite number against an inclusive range; `what` names its unit for the error.
+fn check_number(v: f64, (lo, hi): (f64, f64), what: &str) -> Result<(), String> {
     if v.is_finite() && (lo..=hi).contains(&v) {
         return Ok(());
     }
-    Err(format!(
-        "must be from {lo} to {hi} virtual seconds per second (the emulator's --speed; 1 against E2B), got {v:?}"
-    ))
+    Err(format!("must be from {lo} to {hi} {what}, got {v:?}"))
 }
 
 /// Checks a duration against an inclusive range; the error says what is valid.
