@@ -14,7 +14,13 @@
 //! every loop turn and while a turn runs, whatever its outcome: the watchdog says the loop is
 //! alive, readiness says whether it can see E2B.
 //!
-//! [`run`] reads as the process's steps: [`connect`] to E2B, load the rules, [`open_webhooks`],
+//! Time: every turn's `now` and the webhook receiver's clock come from one [`AgentClock`]. It
+//! is the wall clock, unless `speed` is N != 1 (only for running against `poolpilot emulator
+//! --speed N`): it then reads the emulator's virtual now once at start and runs N times
+//! faster from there, and the loop ticks N times as often, so the agent keeps step with the
+//! emulator. Against anything but the emulator such a speed refuses to start.
+//!
+//! [`run`] reads as the process's steps: [`connect`] to E2B, [`start_clock`], load the rules, [`open_webhooks`],
 //! [`open_agent`] (resuming from the state dir), publish its [`Status`] and start the server,
 //! then [`Process::turns`] until shutdown (each turn published by the one
 //! [`Publisher`]), and [`Process::shut_down`].
@@ -25,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
-use chrono::Utc;
+use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -58,6 +64,7 @@ pub async fn run(
     reload: mpsc::Receiver<()>,
 ) -> anyhow::Result<()> {
     let e2b = connect(&cfg)?;
+    let clock = start_clock(&cfg, &e2b.url).await?;
     let rules =
         Arc::new(load_rules(&cfg.rules).map_err(|e| anyhow::anyhow!("invalid rules:\n{e}"))?);
     let (dispatcher, _workers) = Dispatcher::start(&rules.notifiers, NotifyConfig::default());
@@ -67,11 +74,12 @@ pub async fn run(
     })));
     let webhook_stats = Arc::new(WebhookStats::default());
     let wake = Arc::new(Notify::new());
-    let receiver = open_webhooks(&cfg, e2b.api.as_ref(), &dedup, &webhook_stats, &wake).await?;
+    let receiver = open_webhooks(&cfg, e2b.api.as_ref(), &dedup, &webhook_stats, &wake, clock);
+    let receiver = receiver.await?;
     let (receiver, webhook_rx) = receiver.unzip();
     let agent = open_agent(&cfg, e2b.api, &rules, dispatcher.clone(), webhook_rx, dedup)?;
 
-    let health = Health::new(cfg.poll.metrics.0, TURN_DEADLINE);
+    let health = Health::new(clock.wall_span(cfg.poll.metrics.0), TURN_DEADLINE);
     let status = Arc::new(Status::new(health, cfg.dry_run, agent.recent.clone()));
     let publisher = Publisher::new(status.clone());
     publisher.dry_run_pools(&rules);
@@ -87,12 +95,13 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
-    tracing::info!(listen = %cfg.listen, api = %e2b.url, pools = rules.pools.len(), dry_run = cfg.dry_run, "poolpilot running");
+    tracing::info!(listen = %cfg.listen, api = %e2b.url, pools = rules.pools.len(), dry_run = cfg.dry_run, speed = cfg.speed, "poolpilot running");
     let server = Server::start(listener, app, &cfg);
 
     let mut process = Process {
         cfg: &cfg,
         agent,
+        clock,
         publisher,
         watchdog: Watchdog::from_env(),
         rule_files: RuleFiles::look(&cfg.rules),
@@ -110,7 +119,8 @@ struct E2b {
     url: String,
 }
 
-/// The E2B client, with the API key and create pacing from the config.
+/// The E2B client, with the API key and create pacing from the config. At `speed` N the
+/// pacing is N times faster in wall time: the plan's rate in the emulator's virtual time.
 fn connect(cfg: &Config) -> anyhow::Result<E2b> {
     let key = secret(cfg.api.key_file.as_deref(), API_KEY.credential, API_KEY.env)?;
     // Config::load and config::resolve fill both; a Config built in code may leave them out.
@@ -123,7 +133,8 @@ fn connect(cfg: &Config) -> anyhow::Result<E2b> {
     client_cfg.create_rate = Some(
         cfg.api
             .create_rate
-            .unwrap_or(super::config::DEFAULT_CREATE_RATE),
+            .unwrap_or(super::config::DEFAULT_CREATE_RATE)
+            * cfg.speed,
     );
     let metrics = Arc::new(ApiMetrics::default());
     client_cfg.observer = Some(metrics.clone());
@@ -142,13 +153,15 @@ fn load_rules(paths: &[PathBuf]) -> Result<RuleSet, String> {
 
 /// When webhooks are configured: the receiver's router (merged into the server's) and
 /// the queue the agent takes deliveries from; `wake` is notified on each one. Registers the
-/// webhook with E2B when a public URL is set.
+/// webhook with E2B when a public URL is set. The receiver judges event timestamps by the
+/// agent's `clock`.
 async fn open_webhooks(
     cfg: &Config,
     api: &dyn E2bApi,
     dedup: &Arc<Mutex<Dedup>>,
     stats: &Arc<WebhookStats>,
     wake: &Arc<Notify>,
+    clock: AgentClock,
 ) -> anyhow::Result<Option<(axum::Router, mpsc::Receiver<Delivered>)>> {
     let Some(w) = &cfg.webhook else {
         return Ok(None);
@@ -161,6 +174,7 @@ async fn open_webhooks(
     let (tx, rx) = mpsc::channel(10_000);
     let mut hook_cfg = WebhookConfig::new(secret.clone());
     hook_cfg.body_timeout = cfg.limits.body_timeout.0;
+    hook_cfg.clock = Arc::new(move || clock.now());
     let router = webhooks::router_with_wake(
         hook_cfg,
         tx,
@@ -244,6 +258,8 @@ impl Server {
 struct Process<'a> {
     cfg: &'a Config,
     agent: Agent,
+    /// Where each turn's `now` comes from.
+    clock: AgentClock,
     /// The one writer of the [`Status`] the server shows.
     publisher: Publisher,
     watchdog: Watchdog,
@@ -259,7 +275,7 @@ impl Process<'_> {
         mut reload: mpsc::Receiver<()>,
         wake: &Notify,
     ) {
-        let every = self.cfg.poll.metrics.0.max(Duration::from_millis(100));
+        let every = (self.clock).wall_span(self.cfg.poll.metrics.0.max(Duration::from_millis(100)));
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut watch = tokio::time::interval(Duration::from_secs(1));
@@ -285,19 +301,20 @@ impl Process<'_> {
         }
     }
 
-    /// One tick under [`TURN_DEADLINE`], published.
+    /// One tick under [`TURN_DEADLINE`], published. The agent ticks at the agent's time; health
+    /// is judged by the wall clock, as `/readyz` reads it.
     async fn tick(&mut self) {
-        let (now, started) = (Utc::now(), std::time::Instant::now());
-        let report = bounded(self.agent.tick(now), &mut self.watchdog)
+        let (wall, started) = (Utc::now(), std::time::Instant::now());
+        let report = bounded(self.agent.tick(self.clock.at(wall)), &mut self.watchdog)
             .await
             .unwrap_or_else(cut_off);
         self.publisher
-            .tick(&self.agent, &report, started.elapsed(), now);
+            .tick(&self.agent, &report, started.elapsed(), wall);
     }
 
     /// Reacts to the webhook deliveries waiting, under [`TURN_DEADLINE`], published.
     async fn react(&mut self) {
-        let report = bounded(self.agent.react(Utc::now()), &mut self.watchdog).await;
+        let report = bounded(self.agent.react(self.clock.now()), &mut self.watchdog).await;
         if report.is_none() {
             tracing::error!(
                 deadline_s = TURN_DEADLINE.as_secs(),
@@ -384,6 +401,115 @@ pub(crate) fn cut_off() -> TickReport {
     }
 }
 
+/// The agent's time: the wall clock, or at `speed` N != 1 the emulator's virtual time, read
+/// once at start, plus the wall time since, times N.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AgentClock {
+    speed: f64,
+    /// The wall time the emulator's virtual time was read at, and that virtual time; None for
+    /// the wall clock itself.
+    origin: Option<(DateTime<Utc>, DateTime<Utc>)>,
+}
+
+/// The shortest wall-clock interval of the loop at a high speed: below it, a turn's round
+/// trips to the emulator take longer than the interval.
+const MIN_WALL_INTERVAL: Duration = Duration::from_millis(10);
+
+impl AgentClock {
+    /// Real time.
+    pub(crate) fn wall() -> AgentClock {
+        AgentClock {
+            speed: 1.0,
+            origin: None,
+        }
+    }
+
+    /// `speed` times faster than the wall clock, reading `virt0` at wall time `wall0`.
+    pub(crate) fn sped(speed: f64, wall0: DateTime<Utc>, virt0: DateTime<Utc>) -> AgentClock {
+        AgentClock {
+            speed,
+            origin: Some((wall0, virt0)),
+        }
+    }
+
+    /// The agent's time when the wall clock reads `wall`. Past chrono's range it stays at the
+    /// last time it can say; it never panics.
+    pub(crate) fn at(&self, wall: DateTime<Utc>) -> DateTime<Utc> {
+        let Some((wall0, virt0)) = self.origin else {
+            return wall;
+        };
+        let since = (wall - wall0).as_seconds_f64() * self.speed;
+        // The float-to-integer cast saturates: some 292 years either way.
+        let since = TimeDelta::nanoseconds((since * 1e9) as i64);
+        virt0
+            .checked_add_signed(since)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    }
+
+    /// The agent's time now.
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        self.at(Utc::now())
+    }
+
+    /// How long `d` of the agent's time takes on the wall clock: `d` itself in real time, else
+    /// `d` / speed, never below [`MIN_WALL_INTERVAL`].
+    pub(crate) fn wall_span(&self, d: Duration) -> Duration {
+        match self.origin {
+            None => d,
+            Some(_) => d.div_f64(self.speed).max(MIN_WALL_INTERVAL),
+        }
+    }
+}
+
+/// The agent's clock for `cfg.speed`: the wall clock at 1, with no request; else the
+/// emulator's virtual now from `{url}/_emulator/stats`. Only the emulator serves that, so a
+/// speed against E2B (or anything else) refuses to start: it would make no sense.
+async fn start_clock(cfg: &Config, url: &str) -> anyhow::Result<AgentClock> {
+    if cfg.speed == 1.0 {
+        return Ok(AgentClock::wall());
+    }
+    let before = Utc::now();
+    let virt0 = emulator_now(url).await.map_err(|e| {
+        anyhow::anyhow!(
+            "speed {}: {e}; `speed` is only for running against `poolpilot emulator --speed N`, against E2B leave it at 1",
+            cfg.speed
+        )
+    })?;
+    // The emulator read its clock somewhere during the request: take the middle.
+    let wall0 = before + (Utc::now() - before) / 2;
+    tracing::info!(speed = cfg.speed, emulator_now = %virt0, "keeping the emulator's virtual time");
+    Ok(AgentClock::sped(cfg.speed, wall0, virt0))
+}
+
+/// The emulator's virtual now, from its stats.
+async fn emulator_now(url: &str) -> Result<DateTime<Utc>, String> {
+    #[derive(serde::Deserialize)]
+    struct Stats {
+        now: DateTime<Utc>,
+    }
+    let stats = format!("{}/_emulator/stats", url.trim_end_matches('/'));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let answer = client
+        .get(&stats)
+        .send()
+        .await
+        .map_err(|e| format!("{stats} did not answer ({e})"))?;
+    if !answer.status().is_success() {
+        return Err(format!(
+            "{stats} answered {}: this is not `poolpilot emulator`",
+            answer.status()
+        ));
+    }
+    let body: Stats = answer
+        .json()
+        .await
+        .map_err(|e| format!("{stats} is not the emulator's stats ({e})"))?;
+    Ok(body.now)
+}
+
 /// What the rule files look like: paths, sizes and modification times.
 type Fingerprint = Vec<(PathBuf, u64, Option<SystemTime>)>;
 
@@ -448,6 +574,38 @@ mod tests {
         assert_eq!(start.elapsed(), TURN_DEADLINE);
         // One at the start, then one every 10 s until the deadline ends the turn.
         assert_eq!(dog.sent(), 12);
+    }
+
+    fn t(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_767_787_200 + s, 0).unwrap_or_default()
+    }
+
+    #[test]
+    fn the_wall_clock_is_the_wall_clock_and_its_intervals_are_untouched() {
+        let c = AgentClock::wall();
+        assert_eq!(c.at(t(42)), t(42));
+        assert_eq!(c.wall_span(Duration::from_secs(5)), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_sped_clock_runs_from_the_emulator_s_now_n_times_faster() {
+        let virt0 = t(-3600);
+        let c = AgentClock::sped(10.0, t(0), virt0);
+        assert_eq!(c.at(t(0)), virt0);
+        assert_eq!(c.at(t(3)), virt0 + TimeDelta::seconds(30));
+        assert_eq!(
+            c.wall_span(Duration::from_secs(5)),
+            Duration::from_millis(500)
+        );
+        // Never below the floor, however fast.
+        let fast = AgentClock::sped(1000.0, t(0), virt0);
+        assert_eq!(fast.wall_span(Duration::from_secs(1)), MIN_WALL_INTERVAL);
+        // Far past chrono's range it stays at the end, without a panic.
+        let far = DateTime::<Utc>::MAX_UTC - TimeDelta::seconds(1);
+        assert_eq!(
+            AgentClock::sped(1000.0, t(0), far).at(t(100)),
+            DateTime::<Utc>::MAX_UTC
+        );
     }
 
     #[tokio::test(start_paused = true)]

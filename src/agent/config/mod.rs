@@ -48,6 +48,15 @@ pub struct Config {
     /// Decide and log; change nothing.
     #[serde(default)]
     pub dry_run: bool,
+    /// Virtual seconds per wall-clock second, only for running against `poolpilot emulator
+    /// --speed N`: the agent then keeps the emulator's time and polls N times as often.
+    /// 1 (the default) is real time, the only sense against E2B.
+    #[serde(default = "real_time")]
+    pub speed: f64,
+}
+
+fn real_time() -> f64 {
+    1.0
 }
 
 fn default_listen() -> String {
@@ -229,6 +238,7 @@ impl Config {
             webhook: None,
             limits: LimitsConfig::default(),
             dry_run: false,
+            speed: real_time(),
         }
     }
 
@@ -480,6 +490,10 @@ pub(crate) const DEFAULT_CREATE_RATE: f64 = 5.0;
 /// Creates per second that `api.create_rate` accepts: one create every 100 s up to 1,000 a
 /// second. Outside it the pacer's interval would be absurd (or overflow).
 pub(crate) const CREATE_RATE_RANGE: (f64, f64) = (0.01, 1000.0);
+
+/// What `speed` accepts: real time up to 1,000 times faster. Faster, the agent's poll interval
+/// (5 s / 1000 = 5 ms) is shorter than a round trip to the emulator.
+pub(crate) const SPEED_RANGE: (f64, f64) = (1.0, 1000.0);
 /// Says which setting a bare "invalid u64" (a number the field's type cannot hold) is about,
 /// from the key on that line; docs/config.md gives every setting's range.
 fn explain_number(message: String, text: &str, line: u64) -> String {
@@ -502,13 +516,28 @@ fn explain_number(message: String, text: &str, line: u64) -> String {
 
 /// Checks a create rate against [`CREATE_RATE_RANGE`]; the error says what is valid.
 pub(crate) fn check_create_rate(r: f64) -> Result<(), String> {
-    let (lo, hi) = CREATE_RATE_RANGE;
-    if r.is_finite() && (lo..=hi).contains(&r) {
+    check_number(
+        r,
+        CREATE_RATE_RANGE,
+        "creates per second (E2B allows 1 on Hobby, 5 on Pro)",
+    )
+}
+
+/// Checks a speed against [`SPEED_RANGE`]; the error says what is valid.
+pub(crate) fn check_speed(v: f64) -> Result<(), String> {
+    check_number(
+        v,
+        SPEED_RANGE,
+        "virtual seconds per second (the emulator's --speed; 1 against E2B)",
+    )
+}
+
+/// Checks a finite number against an inclusive range; `what` names its unit for the error.
+fn check_number(v: f64, (lo, hi): (f64, f64), what: &str) -> Result<(), String> {
+    if v.is_finite() && (lo..=hi).contains(&v) {
         return Ok(());
     }
-    Err(format!(
-        "must be from {lo} to {hi} creates per second (E2B allows 1 on Hobby, 5 on Pro), got {r:?}"
-    ))
+    Err(format!("must be from {lo} to {hi} {what}, got {v:?}"))
 }
 
 /// Checks a duration against an inclusive range; the error says what is valid.

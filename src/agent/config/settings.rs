@@ -18,8 +18,8 @@ use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches};
 
 use super::{
-    CREATE_RATE_RANGE, Config, ConfigError, DEFAULT_CREATE_RATE, Effective, Origin,
-    WebhookSettings, check_create_rate, check_duration, check_listen, check_url,
+    CREATE_RATE_RANGE, Config, ConfigError, DEFAULT_CREATE_RATE, Effective, Origin, SPEED_RANGE,
+    WebhookSettings, check_create_rate, check_duration, check_listen, check_speed, check_url,
     check_webhook_name, q, qp,
 };
 use crate::duration::HumanDuration;
@@ -119,6 +119,11 @@ pub(crate) enum Value {
     Count {
         get: fn(&Config) -> usize,
         range: (usize, usize),
+    },
+    /// Virtual seconds per wall-clock second, within [`SPEED_RANGE`].
+    Speed {
+        get: fn(&Config) -> f64,
+        set: fn(&mut Config, f64),
     },
     /// True or false.
     Bool {
@@ -380,6 +385,19 @@ pub(crate) static SETTINGS: &[Setting] = &[
             set: |c, v| c.dry_run = v,
         },
     },
+    Setting {
+        name: "speed",
+        flag: Some(Flag {
+            long: "--speed",
+            env: "POOLPILOT_SPEED",
+            value_name: "FACTOR",
+            help: "Virtual seconds per second, only for running against `poolpilot emulator --speed N` [file: speed; default 1]",
+        }),
+        value: Value::Speed {
+            get: |c| c.speed,
+            set: |c, v| c.speed = v,
+        },
+    },
 ];
 
 /// The order problems have always been reported in (docs and scripts compare the output). A
@@ -445,6 +463,7 @@ impl Setting {
             } => get(c).is_empty().then(|| required(what)),
             Value::Duration { get, range, .. } => check_duration(get(c).0, *range).err(),
             Value::Rate { get, .. } => get(c).and_then(|r| check_create_rate(r).err()),
+            Value::Speed { get, .. } => check_speed(get(c)).err(),
             Value::Count {
                 get,
                 range: (lo, hi),
@@ -626,6 +645,7 @@ enum Given {
     Paths(Vec<PathBuf>),
     Duration(HumanDuration),
     Rate(f64),
+    Speed(f64),
     Bool(bool),
 }
 
@@ -664,6 +684,14 @@ fn parse(value: &Value, raw: Raw, source: &str) -> Result<Given, ConfigError> {
             Given::Rate(t.trim().parse().map_err(|_| {
                 usage(format!(
                     "invalid value {t:?}: expected creates per second, a number from {lo} to {hi} such as 5"
+                ))
+            })?)
+        }
+        (Value::Speed { .. }, Raw::Text(t)) => {
+            let (lo, hi) = SPEED_RANGE;
+            Given::Speed(t.trim().parse().map_err(|_| {
+                usage(format!(
+                    "invalid value {t:?}: expected virtual seconds per second, a number from {lo} to {hi} such as 10"
                 ))
             })?)
         }
@@ -722,6 +750,7 @@ fn put(value: &Value, c: &mut Config, given: Given) {
         (Value::Paths { set, .. }, Given::Paths(v)) if !v.is_empty() => set(c, v),
         (Value::Duration { set, .. }, Given::Duration(v)) => set(c, v),
         (Value::Rate { set, .. }, Given::Rate(v)) => set(c, v),
+        (Value::Speed { set, .. }, Given::Speed(v)) => set(c, v),
         (Value::Bool { set, .. } | Value::Switch { set, .. }, Given::Bool(v)) => set(c, v),
         _ => {}
     }
@@ -795,6 +824,7 @@ fn print(
         }
         Value::Duration { get, .. } => (q(&get(c).to_string()), origin),
         Value::Rate { get, .. } => (get(c).unwrap_or(DEFAULT_CREATE_RATE).to_string(), origin),
+        Value::Speed { get, .. } => (get(c).to_string(), origin),
         Value::Count { get, .. } => (get(c).to_string(), origin),
         Value::Bool { get, .. } => (get(c).to_string(), origin),
         Value::Switch { on, off, .. } => {
