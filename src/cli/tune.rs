@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::values::{emulated_create_rate, max_concurrent, number_in, tick_interval};
 use crate::duration::HumanDuration;
 use crate::emulator::{CoreConfig, Scenario};
-use crate::tune::{Space, TuneOptions, TuneReport};
+use crate::tune::{RulesFile, Space, TuneOptions, TuneReport};
 
 /// Flags of `poolpilot tune`.
 #[derive(Debug, Args)]
@@ -55,15 +55,15 @@ fn unmet_budget(raw: &str) -> Result<f64, String> {
 pub(crate) fn run(args: &TuneArgs) -> anyhow::Result<bool> {
     let file = args.rules.display().to_string();
     let text = read(&args.rules)?;
-    let tree = crate::tune::rules_tree(&file, &text).map_err(diagnostics)?;
+    let rules = RulesFile::parse(&file, &text).map_err(diagnostics)?;
     crate::rules::load_str(&[(&file, &text)]).map_err(diagnostics)?;
     let space_file = args.space.display().to_string();
-    let space = Space::load(&space_file, &read(&args.space)?, &tree).map_err(diagnostics)?;
+    let space = Space::load(&space_file, &read(&args.space)?, &rules.tree).map_err(diagnostics)?;
     let mut scenarios = Vec::new();
     for path in &args.scenario {
         scenarios.push((path.display().to_string(), Scenario::load(path)?));
     }
-    let report = crate::tune::tune(&file, &tree, &space, &scenarios, &options(args));
+    let report = crate::tune::tune(&rules, &space, &scenarios, &options(args));
     if let (Some(out), Some(yaml)) = (&args.out, &report.best_rules) {
         let header = format!("# poolpilot tune: {file} with {}\n", chosen(&report));
         std::fs::write(out, header + yaml)

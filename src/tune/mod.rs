@@ -18,9 +18,10 @@ use crate::emulator::Scenario;
 use crate::rules::Diagnostic;
 use crate::simulate::{SimOptions, simulate};
 
+mod edit;
 pub mod space;
 
-pub use space::{MAX_COMBINATIONS, Space};
+pub use space::{MAX_COMBINATIONS, Param, Space};
 
 /// How to search.
 #[derive(Debug, Clone)]
@@ -73,28 +74,42 @@ pub struct TuneReport {
     pub best_rules: Option<String>,
 }
 
-/// A rule file's YAML as a tree, for [`Space::load`] and [`tune`].
-pub fn rules_tree(file: &str, text: &str) -> Result<Value, Vec<Diagnostic>> {
-    serde_saphyr::from_str(text).map_err(|e| {
-        vec![Diagnostic::at(
-            file,
-            e.location(),
-            crate::rules::yaml_message(&e, text),
-        )]
-    })
+/// The rule file searched: its name, its text and its YAML tree.
+#[derive(Debug, Clone)]
+pub struct RulesFile {
+    pub file: String,
+    pub text: String,
+    pub tree: Value,
 }
 
-/// Searches `space` over `scenarios` (name, scenario) with the rules `tree` of `file`.
+impl RulesFile {
+    /// Parses a rule file's YAML (its rules are checked when each combination loads).
+    pub fn parse(file: &str, text: &str) -> Result<RulesFile, Vec<Diagnostic>> {
+        let tree = serde_saphyr::from_str(text).map_err(|e| {
+            vec![Diagnostic::at(
+                file,
+                e.location(),
+                crate::rules::yaml_message(&e, text),
+            )]
+        })?;
+        Ok(RulesFile {
+            file: file.to_string(),
+            text: text.to_string(),
+            tree,
+        })
+    }
+}
+
+/// Searches `space` over `scenarios` (name, scenario) from `rules`.
 pub fn tune(
-    file: &str,
-    tree: &Value,
+    rules: &RulesFile,
     space: &Space,
     scenarios: &[(String, Scenario)],
     opts: &TuneOptions,
 ) -> TuneReport {
     let n = space.count().unwrap_or(0);
     let results = run_all(n, opts.threads, |index| {
-        evaluate(file, tree, space, index, scenarios, &opts.sim)
+        evaluate(rules, space, index, scenarios, &opts.sim)
     });
     let front = pareto_front(&results);
     let best = front.iter().copied().find(|i| {
@@ -103,7 +118,7 @@ pub fn tune(
             .as_ref()
             .is_some_and(|s| s.worst_unmet_pct <= opts.unmet_budget_pct)
     });
-    let best_rules = best.map(|i| rules_yaml(&space.apply(tree, &results[i].values)));
+    let best_rules = best.map(|i| best_text(rules, space, &results[i].values));
     TuneReport {
         params: space.params.iter().map(|p| p.path.clone()).collect(),
         scenarios: scenarios.iter().map(|(name, _)| name.clone()).collect(),
@@ -143,16 +158,15 @@ fn run_all(n: usize, threads: usize, job: impl Fn(usize) -> Outcome + Sync) -> V
 
 /// One combination: set, loaded, and simulated on every scenario.
 fn evaluate(
-    file: &str,
-    tree: &Value,
+    rules: &RulesFile,
     space: &Space,
     index: usize,
     scenarios: &[(String, Scenario)],
     sim: &SimOptions,
 ) -> Outcome {
     let values = space.combination(index);
-    let yaml = rules_yaml(&space.apply(tree, &values));
-    let rules = match crate::rules::load_str(&[(file, &yaml)]) {
+    let yaml = rules_yaml(&space.apply(&rules.tree, &values));
+    let rules = match crate::rules::load_str(&[(&rules.file, &yaml)]) {
         Ok(r) => Arc::new(r),
         Err(diags) => {
             let why: Vec<String> = diags.into_iter().map(|d| d.message).collect();
@@ -210,6 +224,13 @@ fn pareto_front(results: &[Outcome]) -> Vec<usize> {
         }
     }
     front
+}
+
+/// The rule file with `values` set: its own text edited in place (comments kept), or, when
+/// that cannot be done exactly, the tree as plain YAML.
+fn best_text(rules: &RulesFile, space: &Space, values: &[Value]) -> String {
+    let tree = space.apply(&rules.tree, values);
+    edit::rewrite(&rules.text, space, values, &tree).unwrap_or_else(|| rules_yaml(&tree))
 }
 
 /// A rules tree as YAML (comments of the original are not kept).
