@@ -64,6 +64,19 @@ fn a_two_by_two_space_gives_the_same_front_twice() {
     let b = search(TWO_BY_TWO, 100.0);
     assert_eq!(a.results.len(), 4);
     assert!(!a.front.is_empty());
+    // Along the front, each step costs more and leaves less unmet.
+    let scores: Vec<_> = a
+        .front
+        .iter()
+        .map(|i| a.results[*i].score.clone().unwrap())
+        .collect();
+    for w in scores.windows(2) {
+        assert!(w[0].cost_vs_floor <= w[1].cost_vs_floor, "{scores:?}");
+        assert!(
+            w[0].worst_unmet_pct > w[1].worst_unmet_pct + 1e-9,
+            "{scores:?}"
+        );
+    }
     assert_eq!(
         serde_json::to_string(&a).unwrap(),
         serde_json::to_string(&b).unwrap()

@@ -4,69 +4,11 @@
 //! is a block, an alias), the caller falls back to the tree written as plain YAML. It never
 //! reads or writes files.
 
-use serde::Deserialize;
-use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use serde_saphyr::Spanned;
 
 use super::Space;
-
-/// A YAML tree whose every node knows its place in the text.
-enum Node {
-    Map(Vec<(String, Spanned<Node>)>),
-    Seq(Vec<Spanned<Node>>),
-    Scalar(Value),
-}
-
-impl<'de> Deserialize<'de> for Node {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(NodeVisitor)
-    }
-}
-
-struct NodeVisitor;
-
-impl<'de> Visitor<'de> for NodeVisitor {
-    type Value = Node;
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("any YAML value")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
-        let mut out = Vec::new();
-        while let Some(entry) = map.next_entry()? {
-            out.push(entry);
-        }
-        Ok(Node::Map(out))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
-        let mut out = Vec::new();
-        while let Some(item) = seq.next_element()? {
-            out.push(item);
-        }
-        Ok(Node::Seq(out))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Node, E> {
-        Ok(Node::Scalar(Value::String(v.to_string())))
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Node, E> {
-        Ok(Node::Scalar(Value::Bool(v)))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Node, E> {
-        Ok(Node::Scalar(Value::from(v)))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Node, E> {
-        Ok(Node::Scalar(Value::from(v)))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Node, E> {
-        Ok(Node::Scalar(Value::from(v)))
-    }
-    fn visit_unit<E>(self) -> Result<Node, E> {
-        Ok(Node::Scalar(Value::Null))
-    }
-    fn visit_none<E>(self) -> Result<Node, E> {
-        Ok(Node::Scalar(Value::Null))
-    }
-}
+use super::node::Node;
 
 /// `text` with combination `values` of `space` written in place, if that gives exactly
 /// `expected` (the tree the search loaded).
@@ -102,7 +44,10 @@ fn find<'a>(root: &'a Spanned<Node>, path: &str) -> Option<&'a Spanned<Node>> {
     let mut node = root;
     for seg in path.split('.') {
         node = match &node.value {
-            Node::Map(entries) => entries.iter().find(|(k, _)| k == seg).map(|(_, v)| v)?,
+            Node::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| k.value == seg)
+                .map(|(_, v)| v)?,
             Node::Seq(items) => items
                 .iter()
                 .find(|i| name_of(i) == Some(seg))
@@ -119,7 +64,7 @@ fn name_of(item: &Spanned<Node>) -> Option<&str> {
     };
     entries
         .iter()
-        .find(|(k, _)| k == "name")
+        .find(|(k, _)| k.value == "name")
         .and_then(|(_, v)| match &v.value {
             Node::Scalar(Value::String(s)) => Some(s.as_str()),
             _ => None,

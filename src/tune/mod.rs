@@ -19,6 +19,7 @@ use crate::rules::Diagnostic;
 use crate::simulate::{SimOptions, simulate};
 
 mod edit;
+mod node;
 pub mod space;
 
 pub use space::{MAX_COMBINATIONS, Param, Space};
@@ -202,6 +203,11 @@ fn evaluate(
     }
 }
 
+/// Unmet percentages closer than this are the same: sums of the same demand in another order
+/// differ in the last bits, and such a difference must not put a dearer combination on the
+/// front.
+const SAME_UNMET_PCT: f64 = 1e-9;
+
 /// The combinations no other beats on both cost and worst unmet, cheapest first (ties go to
 /// the lower unmet, then the lower index).
 fn pareto_front(results: &[Outcome]) -> Vec<usize> {
@@ -218,7 +224,7 @@ fn pareto_front(results: &[Outcome]) -> Vec<usize> {
     let mut front = Vec::new();
     let mut lowest_unmet = f64::INFINITY;
     for (s, i) in scored {
-        if s.worst_unmet_pct < lowest_unmet {
+        if s.worst_unmet_pct < lowest_unmet - SAME_UNMET_PCT {
             lowest_unmet = s.worst_unmet_pct;
             front.push(i);
         }

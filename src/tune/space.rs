@@ -6,11 +6,10 @@
 //! `name` of an item or its index. It never loads rules (the caller does, with the normal
 //! loader) and never reads files: it gets texts and gives back trees.
 
-use serde::Deserialize;
-use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 use serde_saphyr::Spanned;
 
+use super::node::Node;
 use crate::rules::Diagnostic;
 
 /// The most combinations one search may span: each runs every scenario.
@@ -32,62 +31,35 @@ pub struct Space {
     pub params: Vec<Param>,
 }
 
-/// The space file's entries with their places, in the file's order.
-struct Entries(Vec<(Spanned<String>, Spanned<Vec<Value>>)>);
-
-impl<'de> Deserialize<'de> for Entries {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Entries;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a mapping from a rule path to a list of values")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries, A::Error> {
-                let mut out = Vec::new();
-                while let Some(entry) = map.next_entry()? {
-                    out.push(entry);
-                }
-                Ok(Entries(out))
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
-
 impl Space {
     /// Parses and checks a space file against the rules' tree: every problem, as
     /// `file:line:col`.
     pub fn load(file: &str, text: &str, rules: &Value) -> Result<Space, Vec<Diagnostic>> {
-        let entries: Entries = serde_saphyr::from_str(text).map_err(|e| {
-            vec![Diagnostic::at(
-                file,
-                e.location(),
-                format!("space: {}", crate::rules::yaml_message(&e, text)),
-            )]
+        let root: Spanned<Node> = serde_saphyr::from_str(text).map_err(|e| {
+            let why = crate::rules::yaml_message(&e, text);
+            vec![Diagnostic::at(file, e.location(), format!("space: {why}"))]
         })?;
         let mut diags = Vec::new();
+        let Node::Map(entries) = root.value else {
+            let why = "space: expected a mapping from a rule path to a list of values, e.g. `pools.workers.min: [1, 2]`";
+            return Err(vec![Diagnostic::at(
+                file,
+                Some(root.referenced),
+                why.into(),
+            )]);
+        };
+        if entries.is_empty() || entries.len() > MAX_PATHS {
+            let why = format!(
+                "space: names {} parameters; name 1 to {MAX_PATHS}",
+                entries.len()
+            );
+            diags.push(Diagnostic::at(file, Some(root.referenced), why));
+        }
         let mut params = Vec::new();
-        if entries.0.is_empty() {
-            diags.push(Diagnostic::at(
-                file,
-                None,
-                "space: names no parameter; write `path.in.rules: [value, ...]`".into(),
-            ));
-        }
-        if entries.0.len() > MAX_PATHS {
-            diags.push(Diagnostic::at(
-                file,
-                None,
-                format!("space: {} parameters; at most {MAX_PATHS}", entries.0.len()),
-            ));
-        }
-        for (path, values) in entries.0 {
-            check_param(file, &path, &values, rules, &mut diags);
-            params.push(Param {
-                path: path.value,
-                values: values.value,
-            });
+        for (path, values) in entries {
+            if let Some(param) = check_param(file, path, &values, rules, &mut diags) {
+                params.push(param);
+            }
         }
         let space = Space { params };
         if let (true, Err(m)) = (diags.is_empty(), space.count()) {
@@ -146,32 +118,41 @@ impl Space {
 /// One entry's checks: a path that exists, a non-empty, bounded list of values.
 fn check_param(
     file: &str,
-    path: &Spanned<String>,
-    values: &Spanned<Vec<Value>>,
+    path: Spanned<String>,
+    values: &Spanned<Node>,
     rules: &Value,
     diags: &mut Vec<Diagnostic>,
-) {
+) -> Option<Param> {
+    let mut at = |loc, why: String| {
+        let message = format!("space: `{}`: {why}", path.value);
+        diags.push(Diagnostic::at(file, Some(loc), message));
+    };
     if let Err(missing) = find(rules, &path.value) {
-        diags.push(Diagnostic::at(
-            file,
-            Some(path.referenced),
+        at(
+            path.referenced,
             format!(
-                "space: `{}`: {missing}; a path names keys of the rule file, and a list item by its `name` or index (e.g. pools.workers.scale.target.value), and must already be in the rules",
-                path.value
+                "{missing}; a path names keys of the rule file, and a list item by its `name` or index (e.g. pools.workers.scale.target.value), and must already be in the rules"
             ),
-        ));
+        );
     }
-    if values.value.is_empty() || values.value.len() > MAX_VALUES {
-        diags.push(Diagnostic::at(
-            file,
-            Some(values.referenced),
-            format!(
-                "space: `{}`: {} values; give 1 to {MAX_VALUES}",
-                path.value,
-                values.value.len()
-            ),
-        ));
+    let Node::Seq(items) = &values.value else {
+        at(
+            values.referenced,
+            "expected a list of values to try, e.g. [80, 90]".into(),
+        );
+        return None;
+    };
+    if items.is_empty() || items.len() > MAX_VALUES {
+        at(
+            values.referenced,
+            format!("{} values; give 1 to {MAX_VALUES}", items.len()),
+        );
     }
+    let values = items.iter().map(|i| i.value.to_value()).collect();
+    Some(Param {
+        path: path.value,
+        values,
+    })
 }
 
 /// The node at `path`, or which segment is missing.
