@@ -28,8 +28,10 @@
 //!    state, HTTP (`agent/http/`: accept loop, API, metrics, webhook receiver).
 //! 6. [`simulate`]: the real agent against the emulator in virtual time, with E2B's costs
 //!    modeled, the floor of a scenario and an SVG chart.
-//! 7. [`cli`]: the command line, one file per command (`run`, `config`, `demo`, `health`,
-//!    `emulator`, `check`, `test`, `simulate`). `main.rs` only calls it.
+//! 7. [`tune`]: a search of rule parameters over scenarios with `simulate`: the Pareto front
+//!    of cost against unmet demand.
+//! 8. [`cli`]: the command line, one file per command (`run`, `config`, `demo`, `health`,
+//!    `emulator`, `check`, `test`, `simulate`, `tune`). `main.rs` only calls it.
 //!
 //! `fuzz` (hidden, not a public promise): the bodies of the fuzz targets in `fuzz/` and of
 //! `tests/fuzz_slice.rs`; see docs/fuzzing.md.
@@ -54,3 +56,4 @@ pub(crate) mod ruletest;
 pub mod simulate;
 mod sync;
 pub mod telemetry;
+pub mod tune;

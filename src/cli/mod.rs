@@ -9,6 +9,7 @@
 //! - `check`: `poolpilot check`, rule and rule test validation;
 //! - `test`: `poolpilot test`, rule unit tests;
 //! - `simulate`: `poolpilot simulate`, rules against a scenario in virtual time;
+//! - `tune`: `poolpilot tune`, a search of rule parameters over scenarios;
 //! - `values`: value parsers that several commands' flags share.
 //!
 //! Nothing here decides or acts: a command's body calls into the library and prints.
@@ -24,6 +25,7 @@ mod health;
 mod run;
 mod simulate;
 mod test;
+mod tune;
 mod values;
 
 use std::path::PathBuf;
@@ -104,6 +106,8 @@ pub(crate) enum Command {
     Test(test::TestArgs),
     /// Run rules against a load scenario on the emulator core, in virtual time.
     Simulate(simulate::SimulateArgs),
+    /// Search rule parameters over scenarios: the Pareto front of cost against unmet demand.
+    Tune(tune::TuneArgs),
 }
 
 /// Parses the command line and runs it.
@@ -127,6 +131,7 @@ pub fn main() -> ExitCode {
             Command::Check(args) => Ok(check::run(&args)),
             Command::Test(args) => test::run(&args),
             Command::Simulate(args) => simulate::run(args).await.map(|()| true),
+            Command::Tune(args) => tune::run(&args),
         }
     });
     match result {
