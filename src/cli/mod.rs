@@ -23,6 +23,7 @@ mod demo;
 mod emulator;
 mod health;
 mod run;
+mod sim_flags;
 mod simulate;
 mod test;
 mod tune;

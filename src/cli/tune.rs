@@ -4,14 +4,13 @@
 //! itself is `crate::tune`, in virtual time.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use clap::Args;
 use serde_json::Value;
 
-use super::values::{emulated_create_rate, max_concurrent, number_in, tick_interval};
-use crate::duration::HumanDuration;
-use crate::emulator::{CoreConfig, Scenario};
+use super::sim_flags::SimFlags;
+use super::values::number_in;
+use crate::emulator::Scenario;
 use crate::tune::{RulesFile, Space, TuneOptions, TuneReport};
 
 /// Flags of `poolpilot tune`.
@@ -35,15 +34,8 @@ pub(crate) struct TuneArgs {
     /// Write the best rules here (the rule file with the chosen values set).
     #[arg(long, value_name = "FILE")]
     pub(crate) out: Option<PathBuf>,
-    /// Time between two engine steps (the agent's poll interval).
-    #[arg(long, default_value = "5s", value_name = "DURATION", value_parser = tick_interval)]
-    pub(crate) tick: HumanDuration,
-    /// Sandbox creates per second the emulated team may make; 0 is unlimited.
-    #[arg(long, default_value_t = 5.0, value_name = "PER_SECOND", value_parser = emulated_create_rate)]
-    pub(crate) create_rate: f64,
-    /// Running sandboxes the emulated team may have.
-    #[arg(long, default_value_t = 100, value_name = "N", value_parser = max_concurrent)]
-    pub(crate) max_concurrent: usize,
+    #[command(flatten)]
+    pub(crate) sim: SimFlags,
 }
 
 /// `2%` or `2`: a percentage from 0 to 100.
@@ -84,16 +76,7 @@ pub(crate) fn run(args: &TuneArgs) -> anyhow::Result<bool> {
 fn options(args: &TuneArgs) -> TuneOptions {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     TuneOptions {
-        sim: crate::simulate::SimOptions {
-            tick: args.tick.0,
-            core: CoreConfig {
-                create_rate: args.create_rate,
-                max_concurrent: args.max_concurrent,
-                metrics_interval: Duration::from_secs(5),
-                ..CoreConfig::default()
-            },
-            ..Default::default()
-        },
+        sim: args.sim.options(),
         unmet_budget_pct: args.unmet,
         threads,
     }
