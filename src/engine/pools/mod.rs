@@ -103,7 +103,7 @@ pub(super) fn run(
     let mut acc = Account::new(view.size());
     let allow = rate::allowances(pool, st, now, acc.size);
     let raw = recommend::recommend(pool, &pb, members.missing, view.running, &allow, &mut acc);
-    let raw = predict::predict(pool, st, now, &pb, raw, &mut acc);
+    let raw = predict::predict(pool, st, now, &pb, view.running, raw, &mut acc);
     acc.cause.raw = Some(raw);
     let to = stabilize::stabilize(pool, st, now, first_eval, raw, &mut acc);
     let to = bounds::limit_step(pool, to, &mut acc);

@@ -5,8 +5,10 @@
 //! have asked. Without enough fresh, finite history there is no forecast at all: a pool never
 //! moves on a forecast of bad data.
 //!
-//! Demand is in members: `size * metric / target`, the proportional recommendation before its
-//! ceiling, so the forecast size is `ceil(forecast demand)` with the same target ratio.
+//! Demand is in members: `running * metric / target`, the proportional recommendation before
+//! its ceiling, so the forecast size is `ceil(forecast demand)` with the same target ratio. It
+//! counts the running members, not creates in flight: an average over the members that report
+//! times a size that includes creates would read the forecast's own growth as more demand.
 
 use chrono::{DateTime, TimeDelta, Utc};
 
@@ -30,6 +32,7 @@ pub(super) fn predict(
     st: &mut PoolState,
     now: DateTime<Utc>,
     pb: &Bindings<'_>,
+    running: u32,
     raw: u32,
     acc: &mut Account,
 ) -> u32 {
@@ -39,7 +42,7 @@ pub(super) fn predict(
     };
     let spacing = spacing(pool, p);
     if !acc.hold
-        && let Some(d) = demand(pool, pb, acc.size)
+        && let Some(d) = demand(pool, pb, running)
     {
         remember(st, now, d, spacing);
     }
@@ -82,11 +85,11 @@ fn method_name(m: PredictMethod) -> &'static str {
     }
 }
 
-/// The target's demand in members, `size * metric / target`, when it is a finite number >= 0.
-fn demand(pool: &Pool, pb: &Bindings<'_>, size: u32) -> Option<f64> {
+/// The target's demand in members, `running * metric / target`, when it is a finite number >= 0.
+fn demand(pool: &Pool, pb: &Bindings<'_>, running: u32) -> Option<f64> {
     let t = pool.target.as_ref()?;
     let v = t.metric.eval_f64(pb).ok()?;
-    let d = f64::from(size) * v / t.value;
+    let d = f64::from(running) * v / t.value;
     (d.is_finite() && d >= 0.0).then_some(d)
 }
 
