@@ -95,15 +95,17 @@ fn demand(pool: &Pool, pb: &Bindings<'_>, running: u32) -> Option<f64> {
 
 /// How far back the history reaches: the lookback, and for a seasonal forecast a whole season.
 fn window(p: &Predict) -> TimeDelta {
-    let keep = p.season.map_or(p.lookback, |s| s.max(p.lookback));
-    TimeDelta::from_std(keep).unwrap_or(TimeDelta::MAX)
+    TimeDelta::from_std(keep(p)).unwrap_or(TimeDelta::MAX)
+}
+
+fn keep(p: &Predict) -> std::time::Duration {
+    p.season.map_or(p.lookback, |s| s.max(p.lookback))
 }
 
 /// The least time between two remembered points: one per evaluation, or fewer when the
 /// window would otherwise hold more than [`MAX_POINTS`].
 fn spacing(pool: &Pool, p: &Predict) -> TimeDelta {
-    let keep = p.season.map_or(p.lookback, |s| s.max(p.lookback));
-    let every = pool.interval.max(keep / MAX_POINTS);
+    let every = pool.interval.max(keep(p) / MAX_POINTS);
     TimeDelta::from_std(every).unwrap_or(TimeDelta::MAX)
 }
 
