@@ -31,7 +31,7 @@ fn check_accepts_the_shipped_rules_and_their_tests() {
     assert!(o.status.success(), "{out}{err}");
     assert!(
         out.starts_with(
-            "ok: 6 rule files, 6 test files: 3 pools, 2 alerts, 2 triggers, 1 notifiers"
+            "ok: 7 rule files, 7 test files: 5 pools, 2 alerts, 2 triggers, 1 notifiers"
         ),
         "{out}"
     );
@@ -67,7 +67,7 @@ fn test_runs_the_shipped_rule_tests() {
     let o = poolpilot(&["test", "rules/tests"]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}{err}");
-    assert!(out.ends_with("14 passed, 0 failed\n"), "{out}");
+    assert!(out.ends_with("15 passed, 0 failed\n"), "{out}");
 }
 
 #[test]

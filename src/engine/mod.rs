@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use crate::e2b::{LifecycleEvent, Metadata, SandboxMetric, SandboxState};
 use crate::rules::RuleSet;
 pub use state::{
-    AlertPhase, AlertState, EngineState, Membership, PoolState, PoolStatus, SizeRecord,
+    AlertPhase, AlertState, DemandPoint, EngineState, Membership, PoolState, PoolStatus, SizeRecord,
 };
 
 /// One sandbox as the agent (or a simulation) sees it.

@@ -45,6 +45,18 @@ pub struct PoolState {
     /// saved by older versions.
     #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
     pub sizes: VecDeque<SizeRecord>,
+    /// The demand the target tracked (members' worth, `size * metric / target`), downsampled
+    /// and bounded by the pool's `predict` window, oldest first, for forecasts (see
+    /// `engine::pools::predict`). Absent from state saved by older versions.
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    pub demand: VecDeque<DemandPoint>,
+}
+
+/// The demand the target tracked at one evaluation, in members.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DemandPoint {
+    pub at: DateTime<Utc>,
+    pub value: f64,
 }
 
 /// One evaluation's size before its decision (`from`) and the size it settled on (`to`).

@@ -1003,3 +1003,4 @@ fn state_saved_before_membership_was_kept_still_loads() {
 }
 
 mod policies;
+mod predict;

@@ -198,6 +198,40 @@ pub struct UpDown<T> {
     pub down: T,
 }
 
+/// How a forecast extrapolates a pool's demand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PredictMethod {
+    /// Holt's linear trend over the lookback: level plus slope times the horizon.
+    Trend,
+    /// Seasonal-naive: the demand one season before the forecast time.
+    Seasonal,
+}
+
+/// What a forecast may do (AWS predictive scaling's two modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PredictMode {
+    /// Record what the forecast would have asked; change nothing.
+    ForecastOnly,
+    /// Raise the recommendation to the forecast (a floor): never lower it, never scale in.
+    ForecastAndScale,
+}
+
+/// `scale.predict`: forecast the target's demand `horizon` ahead and raise the floor before a
+/// ramp arrives. Only with a `scale.target`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Predict {
+    pub method: PredictMethod,
+    /// How much history the trend is fitted on.
+    pub lookback: Duration,
+    /// How far ahead the forecast looks (about a boot plus an evaluation).
+    pub horizon: Duration,
+    /// The period of a seasonal forecast; `None` for a trend.
+    pub season: Option<Duration>,
+    pub mode: PredictMode,
+}
+
 /// A pool of sandboxes poolpilot keeps sized.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pool {
@@ -222,6 +256,8 @@ pub struct Pool {
     pub min_age: Duration,
     pub protect: Option<Expr>,
     pub schedules: Vec<Schedule>,
+    /// Forecasting of the target's demand; `None` is purely reactive.
+    pub predict: Option<Predict>,
     pub dry_run: bool,
 }
 

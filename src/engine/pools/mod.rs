@@ -1,7 +1,7 @@
 //! Pool evaluation, as a chain of named steps a reader can follow from [`run`]:
 //!
 //! ```text
-//!  due? -> members -> allowances -> recommend -> stabilize -> limit step -> limit rate
+//!  due? -> members -> allowances -> recommend -> predict -> stabilize -> limit step -> limit rate
 //!       -> cool down -> bounds -> resize (victims) -> start cooldown -> remember size -> record
 //! ```
 //!
@@ -13,6 +13,7 @@
 
 mod bounds;
 mod members;
+mod predict;
 mod rate;
 mod recommend;
 mod record;
@@ -102,6 +103,7 @@ pub(super) fn run(
     let mut acc = Account::new(view.size());
     let allow = rate::allowances(pool, st, now, acc.size);
     let raw = recommend::recommend(pool, &pb, members.missing, view.running, &allow, &mut acc);
+    let raw = predict::predict(pool, st, now, &pb, view.running, raw, &mut acc);
     acc.cause.raw = Some(raw);
     let to = stabilize::stabilize(pool, st, now, first_eval, raw, &mut acc);
     let to = bounds::limit_step(pool, to, &mut acc);

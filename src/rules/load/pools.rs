@@ -14,14 +14,14 @@ use serde_saphyr::Spanned;
 
 use super::Checker;
 use super::schedules::{RawSchedule, check_schedules};
-use super::values::{DAY, MAX_COUNT, RawNumber, SECOND, count, duration, opt_count};
+use super::values::{DAY, MAX_COUNT, RawNumber, SECOND, WEEK, count, duration, opt_count};
 use crate::duration::HumanDuration;
 use crate::e2b::Metadata;
 use crate::expr::{Expr, Kind};
 use crate::rules::scopes::{POOL, SANDBOX};
 use crate::rules::{
-    OnMissing, Pool, RateLimit, RatePolicies, RatePolicy, SandboxSettings, Select, Step, Target,
-    UpDown, Victims,
+    OnMissing, Pool, Predict, PredictMethod, PredictMode, RateLimit, RatePolicies, RatePolicy,
+    SandboxSettings, Select, Step, Target, UpDown, Victims,
 };
 
 #[derive(Debug, Default, Deserialize)]
@@ -129,6 +129,24 @@ struct RawScale {
     on_missing_metrics: Option<OnMissing>,
     #[serde(default)]
     stale_after: Option<Spanned<HumanDuration>>,
+    #[serde(default)]
+    predict: Option<Spanned<RawPredict>>,
+}
+
+/// `scale.predict` as written: `{ method: trend, lookback: 1h, horizon: 2m }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPredict {
+    #[serde(default)]
+    method: Option<Spanned<PredictMethod>>,
+    #[serde(default)]
+    lookback: Option<Spanned<HumanDuration>>,
+    #[serde(default)]
+    horizon: Option<Spanned<HumanDuration>>,
+    #[serde(default)]
+    season: Option<Spanned<HumanDuration>>,
+    #[serde(default)]
+    mode: Option<PredictMode>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -189,6 +207,11 @@ pub(super) fn check_pool(c: &mut Checker, p: &RawPool) -> Option<Pool> {
     let policies = check_policies(c, &ctx, &p.scale.policies);
     let sandbox = check_sandbox(c, &ctx, &p.sandbox);
     let timing = check_timing(c, &ctx, p);
+    let predict = p
+        .scale
+        .predict
+        .as_ref()
+        .and_then(|r| check_predict(c, &ctx, r, p.scale.target.is_some()));
     if c.diags.len() > before {
         return None;
     }
@@ -212,8 +235,114 @@ pub(super) fn check_pool(c: &mut Checker, p: &RawPool) -> Option<Pool> {
         min_age: timing.min_age,
         protect,
         schedules,
+        predict,
         dry_run: p.dry_run,
     })
+}
+
+/// The longest history a forecast may ask for (AWS predictive scaling fits up to 14 days; one
+/// week keeps a pool's downsampled history small).
+const MAX_LOOKBACK: Duration = WEEK;
+/// The furthest a forecast may look ahead: beyond an hour a trend says little.
+const MAX_HORIZON: Duration = Duration::from_secs(3600);
+
+/// `scale.predict`: only beside a `scale.target` (the forecast is of the target's demand);
+/// lookback 1m to 7d (default 1h), horizon 5s to 1h (default 2m), and a `season` of 1m to 7d,
+/// longer than the horizon, exactly when the method is `seasonal`. Default mode `forecast_only`.
+fn check_predict(
+    c: &mut Checker,
+    ctx: &str,
+    raw: &Spanned<RawPredict>,
+    has_target: bool,
+) -> Option<Predict> {
+    let before = c.diags.len();
+    let r = &raw.value;
+    let what = format!("{ctx}: scale.predict");
+    if !has_target {
+        c.at(
+            raw.referenced,
+            format!("{what} forecasts the target's demand, and this pool has no `scale.target`; add one, such as `target: {{ metric: avg_cpu_used_pct, value: 70 }}`, or remove `predict`"),
+        );
+    }
+    let minute = Duration::from_secs(60);
+    let lookback = duration(
+        c,
+        &what,
+        "lookback",
+        &r.lookback,
+        60 * minute,
+        (minute, MAX_LOOKBACK),
+    );
+    let horizon = duration(
+        c,
+        &what,
+        "horizon",
+        &r.horizon,
+        2 * minute,
+        (5 * SECOND, MAX_HORIZON),
+    );
+    let method = r.method.as_ref().map_or(PredictMethod::Trend, |m| m.value);
+    let season = check_season(c, &what, r, method, horizon);
+    (c.diags.len() == before).then(|| Predict {
+        method,
+        lookback,
+        horizon,
+        season,
+        mode: r.mode.unwrap_or(PredictMode::ForecastOnly),
+    })
+}
+
+/// A `seasonal` forecast needs a `season` longer than its horizon; a `trend` takes none.
+fn check_season(
+    c: &mut Checker,
+    what: &str,
+    r: &RawPredict,
+    method: PredictMethod,
+    horizon: Duration,
+) -> Option<Duration> {
+    match (method, &r.season) {
+        (PredictMethod::Trend, None) => None,
+        (PredictMethod::Trend, Some(s)) => {
+            c.at(
+                s.referenced,
+                format!("{what}: `season` is for `method: seasonal`; remove it, or set `method: seasonal`"),
+            );
+            None
+        }
+        (PredictMethod::Seasonal, None) => {
+            let place = r
+                .method
+                .as_ref()
+                .map_or(serde_saphyr::Location::UNKNOWN, |m| m.referenced);
+            c.at(
+                place,
+                format!("{what}: `method: seasonal` needs a `season`, such as `season: 24h`"),
+            );
+            None
+        }
+        (PredictMethod::Seasonal, Some(s)) => {
+            let before = c.diags.len();
+            let season = duration(
+                c,
+                what,
+                "season",
+                &r.season,
+                DAY,
+                (Duration::from_secs(60), MAX_LOOKBACK),
+            );
+            if c.diags.len() == before && season <= horizon {
+                c.at(
+                    s.referenced,
+                    format!(
+                        "{what}: `season` {} must be longer than `horizon` {}: the forecast reads the demand one season before now + horizon",
+                        humantime::format_duration(season),
+                        humantime::format_duration(horizon)
+                    ),
+                );
+            }
+            Some(season)
+        }
+    }
 }
 
 /// The per-sandbox `busy` predicate; by default `cpu_used_pct > 80`, placed at the pool's name.

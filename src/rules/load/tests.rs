@@ -576,3 +576,77 @@ fn rate_policies_and_saturation_are_checked_with_the_field_and_what_is_valid() {
     // `select` is `max` unless written, as HPA's `selectPolicy`.
     assert_eq!(p.down.as_ref().unwrap().select, Select::Max);
 }
+
+#[test]
+fn predict_is_bounded_with_the_field_and_what_is_valid() {
+    let target = "target: { metric: avg_cpu_used_pct, value: 70 }";
+    let pool = |predict: &str| {
+        format!(
+            "pools:\n  - {{ name: p, min: 0, max: 1, scale: {{ {target}, predict: {predict} }} }}\n"
+        )
+    };
+    let cases: Vec<(String, &str)> = vec![
+        (
+            "pools:\n  - { name: p, min: 0, max: 1, scale: { predict: { horizon: 2m } } }\n".into(),
+            "r.yaml:2:50: pool \"p\": scale.predict forecasts the target's demand, and this pool has no `scale.target`; add one",
+        ),
+        (
+            pool("{ lookback: 30s }"),
+            "r.yaml:2:111: pool \"p\": scale.predict: `lookback` is 30s; it must be from 1m to 7days",
+        ),
+        (
+            pool("{ horizon: 2h }"),
+            "pool \"p\": scale.predict: `horizon` is 2h; it must be from 5s to 1h",
+        ),
+        (
+            pool("{ method: seasonal }"),
+            "r.yaml:2:109: pool \"p\": scale.predict: `method: seasonal` needs a `season`, such as `season: 24h`",
+        ),
+        (
+            pool("{ method: seasonal, season: 1m, horizon: 2m }"),
+            "scale.predict: `season` 1m must be longer than `horizon` 2m",
+        ),
+        (
+            pool("{ method: seasonal, season: 30d }"),
+            "scale.predict: `season` is 30days; it must be from 1m to 7days",
+        ),
+        (
+            pool("{ season: 24h }"),
+            "scale.predict: `season` is for `method: seasonal`; remove it, or set `method: seasonal`",
+        ),
+        (
+            pool("{ method: arima }"),
+            "unknown variant `arima`, expected one of trend, seasonal",
+        ),
+        (
+            pool("{ mode: scale }"),
+            "unknown variant `scale`, expected one of forecast_only, forecast_and_scale",
+        ),
+        (pool("{ window: 1h }"), "unknown field `window`"),
+    ];
+    for (text, want) in &cases {
+        let e = one_error(text);
+        assert!(e.contains(want), "{text}\nwanted {want:?} in {e}");
+    }
+    use crate::rules::{Predict, PredictMethod, PredictMode};
+    use std::time::Duration;
+    // Defaults: a trend over 1h, 2m ahead, forecast only (AWS's safe first mode).
+    let set = load_str(&[("r.yaml", &pool("{}"))]).unwrap();
+    assert_eq!(
+        set.pools[0].predict,
+        Some(Predict {
+            method: PredictMethod::Trend,
+            lookback: Duration::from_secs(3600),
+            horizon: Duration::from_secs(120),
+            season: None,
+            mode: PredictMode::ForecastOnly,
+        })
+    );
+    let text = pool(
+        "{ method: seasonal, season: 7d, lookback: 7d, horizon: 1h, mode: forecast_and_scale }",
+    );
+    let set = load_str(&[("r.yaml", &text)]).unwrap();
+    let p = set.pools[0].predict.unwrap();
+    assert_eq!(p.season, Some(Duration::from_secs(7 * 86400)));
+    assert_eq!(p.mode, PredictMode::ForecastAndScale);
+}
