@@ -240,3 +240,32 @@ fn check_walks_a_configmap_with_link_loops_and_notes_the_agent_config() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_output_quietly_not_in_a_panic() {
+    // `poolpilot check rules/ | head -0`: the pipe's read end is closed before anything is
+    // written, so the first write fails with EPIPE.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    for args in [
+        vec!["check", "rules/"],
+        vec!["test", "rules/tests"],
+        vec![
+            "simulate",
+            "--rules",
+            "rules/guide-pool.yaml",
+            "--scenario",
+            "examples/scenarios/spike.yaml",
+        ],
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_poolpilot"))
+            .args(&args)
+            .current_dir(root())
+            .stdout(writer.try_clone().unwrap())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(o.status.code(), Some(141), "{args:?}: {stderr}");
+    }
+}

@@ -115,7 +115,7 @@ fn print_summary(found: &Found, set: &RuleSet) {
         eprintln!("{w}");
     }
     let plural = |n: usize| if n == 1 { "" } else { "s" };
-    println!(
+    outln!(
         "ok: {} rule file{}, {} test file{}: {} pools, {} alerts, {} triggers, {} notifiers",
         found.rule_files.len(),
         plural(found.rule_files.len()),
@@ -133,7 +133,7 @@ fn print_schedules(set: &RuleSet, now: chrono::DateTime<chrono::Utc>) {
     for pool in &set.pools {
         for s in &pool.schedules {
             match s.cron.next(now) {
-                Some(next) => println!(
+                Some(next) => outln!(
                     "  schedule {}/{} ({:?} {}): next {} ({})",
                     pool.name,
                     s.name,
@@ -143,7 +143,7 @@ fn print_schedules(set: &RuleSet, now: chrono::DateTime<chrono::Utc>) {
                         .format("%a %Y-%m-%d %H:%M %Z"),
                     next.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
                 ),
-                None => println!("  schedule {}/{}: never fires again", pool.name, s.name),
+                None => outln!("  schedule {}/{}: never fires again", pool.name, s.name),
             }
         }
     }

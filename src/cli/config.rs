@@ -22,7 +22,7 @@ pub(crate) fn run(command: &ConfigCommand) -> anyhow::Result<()> {
     match command {
         ConfigCommand::Print(args) => {
             let eff = args.resolve()?;
-            print!("{}", eff.to_yaml());
+            out!("{}", eff.to_yaml());
             eff.require_secrets()?;
             Ok(())
         }

@@ -121,20 +121,24 @@ async fn start(speed: f64) -> anyhow::Result<(RunningEmulator, Agent, f64)> {
 
 /// What the demo runs and the column headings of the view.
 fn print_header(emu: &RunningEmulator, speed: f64, log_file: Option<&Path>) {
-    println!(
+    outln!(
         "poolpilot demo: emulator at {} (virtual time x{speed}), rules: the guide's pool pattern, high-CPU alert, crash replacement",
         emu.url()
     );
-    println!(
+    outln!(
         "scenario: an empty pool (min 2), demand of 1 busy core, a spike to 14 cores from minute 5 to 15, a sandbox crash at minute 8"
     );
     match log_file {
-        Some(f) => println!("the agent's log: {}\n", f.display()),
-        None => println!(),
+        Some(f) => outln!("the agent's log: {}\n", f.display()),
+        None => outln!(),
     }
-    println!(
+    outln!(
         "{:>6}  {:>12}  {:>14}  {:>12}  {:>7}",
-        "time", "demand", "capacity", "pool size", "alerts"
+        "time",
+        "demand",
+        "capacity",
+        "pool size",
+        "alerts"
     );
 }
 
@@ -175,7 +179,7 @@ impl View {
         if t - self.last_line >= 60.0 {
             self.last_line = t;
             let b = stats.templates.get("base");
-            println!(
+            outln!(
                 "{:>6}  {:>7.1} cores  {:>8.0} cores  {:>6} sandboxes  {:>4}",
                 clock(t),
                 b.map_or(0.0, |b| b.demand_cores),
@@ -218,14 +222,14 @@ impl View {
                 }
                 _ => continue,
             };
-            println!("{:>6}  {what:<16} {}", clock(t), d.decision.cause.summary);
+            outln!("{:>6}  {what:<16} {}", clock(t), d.decision.cause.summary);
         }
         self.shown = log.len();
     }
 
     /// The last line: what the agent did and what the scenario cost.
     fn print_totals(&self, stats: &StatsReport) {
-        println!(
+        outln!(
             "\ndone: {} creates, {} kills, {} alerts fired, {} resolved; {:.0} sandbox-seconds, {:.0} core-seconds of demand unmet",
             self.creates,
             self.kills,

@@ -97,7 +97,7 @@ pub(crate) async fn run(args: EmulatorArgs) -> anyhow::Result<()> {
         "emulator listening; point clients at it with E2B_API_URL={}",
         running.url()
     );
-    println!("poolpilot emulator listening on {}", running.url());
+    outln!("poolpilot emulator listening on {}", running.url());
     let end = scenario.duration.filter(|_| args.exit_at_end).map(|d| d.0);
     let status_every = (!args.status_every.0.is_zero()).then_some(args.status_every.0);
     tokio::select! {
@@ -146,10 +146,10 @@ async fn watch(
         tick.tick().await;
         let stats = emulator.with_core(|c| c.stats());
         if status_every.is_some() {
-            println!("{}", status_line(&stats));
+            outln!("{}", status_line(&stats));
         }
         if end.is_some_and(|e| stats.elapsed_s >= e.as_secs_f64()) {
-            println!("scenario finished: {}", serde_json::to_string(&stats)?);
+            outln!("scenario finished: {}", serde_json::to_string(&stats)?);
             return Ok(());
         }
     }

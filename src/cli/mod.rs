@@ -15,7 +15,28 @@
 //! Nothing here decides or acts: a command's body calls into the library and prints.
 //!
 //! Exit codes: 0 success; 1 a failure (invalid rules, a failing rule test, a bad scenario, a
-//! port that cannot be bound); 2 a usage error.
+//! port that cannot be bound); 2 a usage error; 141 when whoever reads the output went away
+//! (`poolpilot check | head`), as a Unix tool killed by SIGPIPE.
+//!
+//! Commands print with `outln!` and `out!`, never `println!`, which panics when the reader
+//! of stdout has gone.
+
+/// Prints a line on stdout; a closed pipe ends the command quietly (exit 141).
+macro_rules! outln {
+    () => {
+        $crate::cli::write_out(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::cli::write_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// Prints on stdout without a newline; a closed pipe ends the command quietly (exit 141).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::write_out(format_args!($($arg)*))
+    };
+}
 
 mod check;
 mod config;
@@ -112,6 +133,20 @@ pub(crate) enum Command {
 }
 
 /// Parses the command line and runs it.
+/// Writes to stdout. When the reader has gone (EPIPE), the output is no longer wanted by
+/// anyone: the process ends at once with 141, the shell's code for a death by SIGPIPE, instead
+/// of panicking as `print!` does (Rust ignores SIGPIPE so that the agent's sockets see EPIPE).
+pub(crate) fn write_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let written = stdout.write_fmt(args).and_then(|()| stdout.flush());
+    if let Err(e) = written
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        std::process::exit(141);
+    }
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let demo_log = init_logs(&cli);

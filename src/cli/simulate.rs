@@ -49,11 +49,11 @@ pub(crate) async fn run(args: SimulateArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
     }
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        outln!("{}", serde_json::to_string(&report)?);
     } else {
-        println!("{}", crate::simulate::summary(&report));
+        outln!("{}", crate::simulate::summary(&report));
         if let Some(out) = &args.out {
-            println!("chart written to {}", out.display());
+            outln!("chart written to {}", out.display());
         }
     }
     Ok(())

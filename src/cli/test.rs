@@ -25,7 +25,7 @@ pub(crate) fn run(args: &TestArgs) -> anyhow::Result<bool> {
         passed += p;
         failed += fl;
     }
-    println!("{passed} passed, {failed} failed");
+    outln!("{passed} passed, {failed} failed");
     Ok(failed == 0)
 }
 
@@ -63,11 +63,11 @@ fn run_file(f: &Path) -> (usize, usize) {
         match testing::run_case(&tf.rules, case) {
             Ok(()) => {
                 passed += 1;
-                println!("ok    {}: {}", f.display(), case.name);
+                outln!("ok    {}: {}", f.display(), case.name);
             }
             Err(diff) => {
                 failed += 1;
-                println!("FAIL  {}: {}\n{diff}", f.display(), case.name);
+                outln!("FAIL  {}: {}\n{diff}", f.display(), case.name);
             }
         }
     }

@@ -62,11 +62,11 @@ pub(crate) fn run(args: &TuneArgs) -> anyhow::Result<bool> {
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
     }
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        outln!("{}", serde_json::to_string(&report)?);
     } else {
-        print!("{}", front_table(&report));
+        out!("{}", front_table(&report));
         if let (Some(out), Some(_)) = (&args.out, report.best) {
-            println!("best rules written to {}", out.display());
+            outln!("best rules written to {}", out.display());
         }
     }
     Ok(report.best.is_some())
