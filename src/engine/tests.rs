@@ -1004,3 +1004,30 @@ fn state_saved_before_membership_was_kept_still_loads() {
 
 mod policies;
 mod predict;
+
+/// Whether the pool evaluated at `now`: its status says when it last did.
+fn evaluated_at(e: &mut Engine, now: DateTime<Utc>) -> bool {
+    step(e, now, &pool_of("workers", &[Some(60.0); 4], now));
+    e.state().pools["workers"]
+        .status
+        .as_ref()
+        .is_some_and(|s| s.at == now)
+}
+
+#[test]
+fn evaluations_keep_to_their_grid_on_a_jittery_clock() {
+    let mut e = Engine::new(rules(GUIDE));
+    let ms = TimeDelta::milliseconds;
+    assert!(evaluated_at(&mut e, t0()));
+    // A tick 10 ms early is on time: it does not put the evaluation off by a whole poll.
+    assert!(!evaluated_at(&mut e, at(10)));
+    assert!(evaluated_at(&mut e, at(15) - ms(10)));
+    // A late evaluation (a poll late) delays only itself: the next is due on the grid, 30 s.
+    assert!(!evaluated_at(&mut e, at(25)));
+    assert!(evaluated_at(&mut e, at(35)));
+    assert!(!evaluated_at(&mut e, at(40)));
+    assert!(evaluated_at(&mut e, at(45)));
+    // Well before its time is not due.
+    assert!(!evaluated_at(&mut e, at(60) - ms(100)));
+    assert!(evaluated_at(&mut e, at(60)));
+}

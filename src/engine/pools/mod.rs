@@ -84,7 +84,7 @@ pub(super) fn run(
     if !due(pool, st, now) {
         return;
     }
-    st.last_eval = Some(now);
+    st.last_eval = Some(on_schedule(pool, st.last_eval, now));
     let first_eval = *st.first_eval.get_or_insert(now);
     let member_ids = prepared.members(&pool.name);
     let members = members::observe(pool, prepared, member_ids, now);
@@ -120,8 +120,36 @@ pub(super) fn run(
     ));
 }
 
-/// Whether a whole `interval` has passed since the pool's last evaluation.
+/// Whether a whole `interval` has passed since the pool's last scheduled evaluation, give or
+/// take [`due_slack`]: a live agent's ticks land a few milliseconds either side of their
+/// schedule, and a tick a hair early must not put the evaluation off by a whole poll.
 fn due(pool: &Pool, st: &PoolState, now: DateTime<Utc>) -> bool {
-    st.last_eval
-        .is_none_or(|t| now >= time::after(t, pool.interval))
+    st.last_eval.is_none_or(|t| {
+        let due_at = time::after(t, pool.interval);
+        now >= time::before(due_at, due_slack(pool.interval))
+    })
+}
+
+/// When this evaluation was due: evaluations stay on a grid of `interval` from the first, so a
+/// late tick delays one evaluation, never the ones after it (a live agent's evaluations would
+/// otherwise drift a poll later each time a tick lands early). After a gap of more than one
+/// interval (a restart, an outage), the grid starts again now.
+fn on_schedule(pool: &Pool, last: Option<DateTime<Utc>>, now: DateTime<Utc>) -> DateTime<Utc> {
+    match last {
+        Some(t) => {
+            let due_at = time::after(t, pool.interval);
+            if now < time::after(due_at, pool.interval) {
+                due_at
+            } else {
+                now
+            }
+        }
+        None => now,
+    }
+}
+
+/// How early an evaluation may come: a tenth of the interval, at most 50 ms, half the
+/// shortest poll the agent allows, so an evaluation never comes a whole tick early.
+fn due_slack(interval: std::time::Duration) -> std::time::Duration {
+    (interval / 10).min(std::time::Duration::from_millis(50))
 }
