@@ -617,6 +617,16 @@ triggers:
         creates(&run(&mut e, killed(Some("w"), "unknown"), &full)),
         0
     );
+    // At max as observed, but one of the three is the sandbox the event says is gone (it died
+    // after the observation a reaction works from): two are left, so it is replaced.
+    let mut stale = pool_of("w", &[Some(10.0); 2], t0());
+    let mut dead = stale[0].clone();
+    dead.id = "dead1".into();
+    stale.push(dead);
+    assert_eq!(
+        creates(&run(&mut e, killed(Some("w"), "unknown"), &stale)),
+        1
+    );
 }
 
 #[test]

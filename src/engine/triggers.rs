@@ -258,7 +258,7 @@ fn decide(
     let pool = t.pool.clone().unwrap_or_default();
     let action = match &t.action {
         TriggerAction::Alert => Action::Alert(alert_notice(t, ev, b)),
-        TriggerAction::Replace => replace(rules, &pool, now, prepared, pending)?,
+        TriggerAction::Replace => replace(rules, &pool, &ev.sandbox_id, now, prepared, pending)?,
         TriggerAction::SetTimeout(d) => Action::SetTimeout {
             pool: pool.clone(),
             sandbox_id: ev.sandbox_id.clone(),
@@ -291,12 +291,21 @@ fn decide(
 fn replace(
     rules: &RuleSet,
     pool: &str,
+    gone: &str,
     now: DateTime<Utc>,
     prepared: &Prepared<'_>,
     pending: &mut BTreeMap<String, u32>,
 ) -> Option<Action> {
     let def = rules.pool(pool)?;
-    let members = u32::try_from(prepared.members(pool).len()).unwrap_or(u32::MAX);
+    // The sandbox the event says is gone is not a member, even when the observation the
+    // reaction works from (taken before it died) still lists it: counted, it would make a
+    // full pool of a pool that just lost one.
+    let alive = prepared
+        .members(pool)
+        .iter()
+        .filter(|&&i| prepared.sandboxes[i].obs.id != gone)
+        .count();
+    let members = u32::try_from(alive).unwrap_or(u32::MAX);
     let queued = pending.entry(pool.to_string()).or_default();
     if members.saturating_add(*queued) >= bounds(def, now).max {
         // The pool is full: a replacement would break max.
