@@ -32,6 +32,9 @@ pub struct Accounts {
     firing: BTreeSet<(String, String)>,
     /// Every sandbox's pool as last seen, to attribute alerts about sandboxes already gone.
     owners: BTreeMap<String, String>,
+    /// Whether some alert or trigger has no pool of its own, so that its notices are
+    /// attributed through `owners`; without one, the sandboxes are not listed every turn.
+    needs_owners: bool,
     /// Create decisions whose creates had not all returned when read: the agent updates
     /// their record in place when they have, and they are booked then.
     sent: BTreeSet<u64>,
@@ -67,6 +70,8 @@ impl Accounts {
             last_read: None,
             firing: BTreeSet::new(),
             owners: BTreeMap::new(),
+            needs_owners: rules.alerts.iter().any(|a| a.pool.is_none())
+                || rules.triggers.iter().any(|t| t.pool.is_none()),
             sent: BTreeSet::new(),
         }
     }
@@ -74,7 +79,9 @@ impl Accounts {
     /// After a tick: the decisions it recorded, and a frame with the pool sizes it observed;
     /// with `integrate`, those sizes are billed for the coming tick.
     pub async fn turn(&mut self, world: &World, report: &TickReport, integrate: bool) {
-        self.note_owners(world).await;
+        if self.needs_owners {
+            self.note_owners(world).await;
+        }
         self.read_decisions(world);
         let t_s = (world.now() - self.start).as_seconds_f64();
         let mut frame = Frame {
