@@ -46,7 +46,9 @@ const SECRET: &str = "sim-webhook-secret";
 const MAX_CREATE_DELAY: u64 = 4;
 
 /// Two rule sets the schedule reloads between, and one that never loads. Pool `w` scales on
-/// steps, pool `t` tracks a CPU target; both replace crashed members.
+/// steps, pool `t` tracks a CPU target (saturation on by default); both replace crashed
+/// members. In the second set `t` tracks busy cores under rate policies both ways and a trend
+/// forecast that acts, so reloads and restarts land in the middle of their periods and history.
 const RULES_A: &str = r#"
 pools:
   - name: w
@@ -85,7 +87,11 @@ pools:
     max: 5
     scale:
       interval: 1s
-      target: { metric: avg_cpu_used_pct, value: 30, tolerance: 0.05 }
+      target: { metric: busy_cores / size, value: 0.6, tolerance: 0.05 }
+      policies:
+        up: { rules: [{ pods: 1, per: 2s }, { percent: 50, per: 2s }] }
+        down: { select: min, rules: [{ pods: 1, per: 3s }, { percent: 50, per: 3s }] }
+      predict: { method: trend, lookback: 2m, horizon: 10s, mode: forecast_and_scale }
 triggers:
   - { name: replace-w, on: killed, pool: w, when: 'kill_reason != "request"', action: replace }
 "#;

@@ -64,6 +64,14 @@ pub(super) fn predict(
         size
     );
     match p.mode {
+        // A pool holding on missing or non-finite data does not move, forecast or not: the
+        // forecast's history may be sound, but what the pool is serving now is not known.
+        PredictMode::ForecastAndScale if acc.hold => {
+            acc.reasons.push(format!(
+                "forecast (not applied while holding): {said}, would raise {raw} -> {size}"
+            ));
+            raw
+        }
         PredictMode::ForecastAndScale => {
             acc.reasons
                 .push(format!("forecast: {said}, floor {raw} -> {size}"));
