@@ -81,6 +81,7 @@ fn bench(c: &mut Criterion) {
                 sandboxes: &sandboxes,
                 events: &[],
                 pending_creates: &pending,
+                claims: &poolpilot::engine::NO_CLAIMS,
             };
             engine.step(now, &obs).len()
         })

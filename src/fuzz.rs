@@ -202,6 +202,7 @@ fn step_engine(set: Arc<RuleSet>, state: crate::engine::EngineState) {
             sandboxes: &sandboxes,
             events: if i == 0 { &events } else { &[] },
             pending_creates: &pending,
+            claims: &crate::engine::NO_CLAIMS,
         };
         let _ = engine.step(epoch() + TimeDelta::seconds(s), &obs);
     }

@@ -97,8 +97,22 @@ pub(crate) fn kind(action: &Action) -> &'static str {
         Action::Kill { .. } => "kill",
         Action::SetTimeout { .. } => "set_timeout",
         Action::Pause { .. } => "pause",
+        Action::KeepAlive { .. } => "keepalive",
         Action::Alert(_) => "notify",
     }
+}
+
+/// The worst of several results: failed over refused over the rest; ok when there are none.
+fn worst(counted: &[ActionResult]) -> ActionResult {
+    counted
+        .iter()
+        .copied()
+        .max_by_key(|r| match r {
+            ActionResult::Failed => 2,
+            ActionResult::Refused => 1,
+            _ => 0,
+        })
+        .unwrap_or(ActionResult::Ok)
 }
 
 /// Everything carrying out needs, borrowed from the agent for one decision.
@@ -140,6 +154,46 @@ impl Actor<'_> {
                 let call = self.api.pause_sandbox(sandbox_id);
                 self.on_owned(pool, sandbox_id, "paused", call).await
             }
+            Action::KeepAlive {
+                pool,
+                sandbox_ids,
+                timeout_s,
+            } => self.keep_alive(pool, sandbox_ids, *timeout_s).await,
+        }
+    }
+
+    /// Sets each owned member's timeout to `timeout_s` from now; one result per member. A
+    /// member that has gone meanwhile (404) is not a failure: there is nothing left to keep.
+    async fn keep_alive(&self, pool: &str, ids: &[String], timeout_s: u64) -> Outcome {
+        let (mut kept, mut notes, mut counted) = (Vec::new(), Vec::new(), Vec::new());
+        for id in ids {
+            if !self.owned(pool, id) {
+                notes.push(format!("{id} refused: not owned by pool {pool}"));
+                counted.push(ActionResult::Refused);
+                continue;
+            }
+            match self.api.set_timeout(id, timeout_s).await {
+                Ok(()) => {
+                    kept.push(id.clone());
+                    counted.push(ActionResult::Ok);
+                }
+                Err(Error::NotFound { .. }) => counted.push(ActionResult::Ok),
+                Err(e) => {
+                    notes.push(format!("{id} failed: {e}"));
+                    counted.push(ActionResult::Failed);
+                }
+            }
+        }
+        let mut detail = Vec::new();
+        if !kept.is_empty() {
+            detail.push(format!("kept alive for {timeout_s}s: {}", kept.join(", ")));
+        }
+        detail.extend(notes);
+        Outcome {
+            result: worst(&counted),
+            detail: detail.join("; "),
+            sandbox_ids: kept,
+            counted,
         }
     }
 
@@ -220,15 +274,7 @@ impl Actor<'_> {
                 }
             }
         }
-        let result = counted
-            .iter()
-            .copied()
-            .max_by_key(|r| match r {
-                ActionResult::Failed => 2,
-                ActionResult::Refused => 1,
-                _ => 0,
-            })
-            .unwrap_or(ActionResult::Ok);
+        let result = worst(&counted);
         let mut detail = Vec::new();
         if !killed.is_empty() {
             detail.push(format!("killed {}", killed.join(", ")));

@@ -355,6 +355,7 @@ impl Agent {
                 sandboxes: &observed,
                 events: &events,
                 pending_creates: &pending,
+                claims: &crate::engine::NO_CLAIMS,
             },
         );
         report.decisions = decisions.len();

@@ -75,7 +75,23 @@ pub struct Observations<'a> {
     pub events: &'a [LifecycleEvent],
     /// Creates sent but not yet visible as sandboxes, per pool.
     pub pending_creates: &'a BTreeMap<String, u32>,
+    /// What the claims ledger says, per pool; a pool without claims may be absent.
+    pub claims: &'a BTreeMap<String, PoolClaims>,
 }
+
+/// One pool's claims, as the agent's claims ledger tells the engine at each step.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PoolClaims {
+    /// Each claimed member and when its lease ends. A claimed member is never a scale-in
+    /// victim, never paused, and keep-alive never shortens its life below its lease.
+    pub leases: BTreeMap<String, DateTime<Utc>>,
+    /// Claims granted per second, over the last minute.
+    pub claim_rate: f64,
+}
+
+/// No claims at all: for callers without a claims ledger.
+pub static NO_CLAIMS: std::sync::LazyLock<BTreeMap<String, PoolClaims>> =
+    std::sync::LazyLock::new(BTreeMap::new);
 
 /// What to do.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,6 +113,13 @@ pub enum Action {
     Pause {
         pool: String,
         sandbox_id: String,
+    },
+    /// Keep-alive: set each member's timeout to `timeout_s` from now; only members whose end
+    /// comes sooner (it never shortens a life).
+    KeepAlive {
+        pool: String,
+        sandbox_ids: Vec<String>,
+        timeout_s: u64,
     },
     Alert(AlertNotice),
 }

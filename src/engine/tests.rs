@@ -66,6 +66,7 @@ fn step(e: &mut Engine, now: DateTime<Utc>, sandboxes: &[ObservedSandbox]) -> Ve
             sandboxes,
             events: &[],
             pending_creates: &pending,
+            claims: &crate::engine::NO_CLAIMS,
         },
     )
 }
@@ -592,6 +593,7 @@ triggers:
                 sandboxes: members,
                 events: &[ev],
                 pending_creates: &pending,
+                claims: &crate::engine::NO_CLAIMS,
             },
         )
     };
@@ -916,6 +918,7 @@ proptest! {
                     sandboxes: &sandboxes,
                     events: std::slice::from_ref(&ev),
                     pending_creates: &pending,
+                    claims: &crate::engine::NO_CLAIMS,
                 },
             );
         }
@@ -941,6 +944,7 @@ fn step_with_event(
             sandboxes: members,
             events: &[ev],
             pending_creates: &pending,
+            claims: &crate::engine::NO_CLAIMS,
         },
     )
 }

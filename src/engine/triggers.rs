@@ -327,6 +327,7 @@ fn verb(action: &Action, pool: &str, ev: &LifecycleEvent) -> String {
             format!("set the timeout of {} to {timeout_s}s", ev.sandbox_id)
         }
         Action::Pause { .. } => format!("pause {}", ev.sandbox_id),
+        Action::KeepAlive { .. } => format!("keep {} alive", ev.sandbox_id),
         Action::Alert(_) => "alert".to_string(),
     }
 }

@@ -258,7 +258,82 @@ pub struct Pool {
     pub schedules: Vec<Schedule>,
     /// Forecasting of the target's demand; `None` is purely reactive.
     pub predict: Option<Predict>,
+    /// `idle: {min, max}`: size is claimed + idle, the idle count kept in this band.
+    pub idle: Option<IdleBand>,
+    /// How claims on this pool behave.
+    pub claims: ClaimSettings,
+    /// Keeping members alive past their E2B timeout.
+    pub keepalive: KeepAlive,
+    /// Members older than this are rolled: replaced first, then killed.
+    pub max_age: Option<Duration>,
+    /// `warm: {paused, after}`: idle members beyond `idle.min` paused rather than killed.
+    pub warm: Option<Warm>,
     pub dry_run: bool,
+}
+
+/// `idle: {min, max}`: how many running, unclaimed members a pool keeps ready for claims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdleBand {
+    pub min: u32,
+    pub max: u32,
+}
+
+/// What happens to a member when its claim is released (or its lease expires).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnRelease {
+    /// Killed: a used sandbox is dirty (the default).
+    #[default]
+    Kill,
+    /// Back to the idle set, for the next claim.
+    Return,
+}
+
+/// `claims: {on_release, lease, max_lease}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimSettings {
+    pub on_release: OnRelease,
+    /// The lease a claim gets when it asks for none.
+    pub lease: Duration,
+    /// The longest lease a claim or renewal may ask for.
+    pub max_lease: Duration,
+}
+
+impl Default for ClaimSettings {
+    fn default() -> Self {
+        ClaimSettings {
+            on_release: OnRelease::Kill,
+            lease: Duration::from_secs(600),
+            max_lease: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// `keepalive: {enabled, extend_to}`: an unclaimed member whose end comes within `before` of
+/// now gets its timeout set to `extend_to` from now (never shortening its life).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeepAlive {
+    pub enabled: bool,
+    pub extend_to: Duration,
+    pub before: Duration,
+}
+
+impl Default for KeepAlive {
+    fn default() -> Self {
+        KeepAlive {
+            enabled: true,
+            extend_to: Duration::from_secs(600),
+            before: Duration::from_secs(120),
+        }
+    }
+}
+
+/// `warm: {paused, after}`: up to `paused` idle members kept paused (free, outside the
+/// concurrency cap); an idle member beyond `idle.min` for `after` is paused instead of killed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Warm {
+    pub paused: u32,
+    pub after: Duration,
 }
 
 impl Pool {

@@ -39,6 +39,7 @@ pub(crate) fn run_case(rules: &Arc<RuleSet>, case: &TestCase) -> Result<(), Stri
                 sandboxes: &observed,
                 events: &events,
                 pending_creates: &pending,
+                claims: &crate::engine::NO_CLAIMS,
             },
         );
         members.carry_out(&decisions, now);
@@ -180,7 +181,7 @@ impl Members {
                     }
                 }
                 Action::Pause { sandbox_id, .. } => self.pause(sandbox_id),
-                Action::SetTimeout { .. } | Action::Alert(_) => {}
+                Action::SetTimeout { .. } | Action::KeepAlive { .. } | Action::Alert(_) => {}
             }
         }
     }
@@ -259,6 +260,11 @@ fn short_form(d: &Decision) -> String {
             timeout_s,
         } => format!("{pool} set_timeout {sandbox_id} {timeout_s}s{dry}"),
         Action::Pause { pool, sandbox_id } => format!("{pool} pause {sandbox_id}{dry}"),
+        Action::KeepAlive {
+            pool,
+            sandbox_ids,
+            timeout_s,
+        } => format!("{pool} keepalive {} {timeout_s}s{dry}", sandbox_ids.len()),
         Action::Alert(n) => format!(
             "alert {} {}",
             n.alert,

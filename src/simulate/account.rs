@@ -176,7 +176,7 @@ impl Accounts {
                     self.scaled(pool, t_s, -(d.sandbox_ids.len() as i64));
                 }
                 Action::Alert(n) => self.alerted(n),
-                Action::SetTimeout { .. } | Action::Pause { .. } => {}
+                Action::SetTimeout { .. } | Action::Pause { .. } | Action::KeepAlive { .. } => {}
             }
         }
         self.report.decisions.push(d.decision);

@@ -236,6 +236,11 @@ pub(super) fn check_pool(c: &mut Checker, p: &RawPool) -> Option<Pool> {
         protect,
         schedules,
         predict,
+        idle: None,
+        claims: Default::default(),
+        keepalive: Default::default(),
+        max_age: None,
+        warm: None,
         dry_run: p.dry_run,
     })
 }
