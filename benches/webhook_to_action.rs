@@ -71,6 +71,7 @@ fn bench(c: &mut Criterion) {
                 events_every: Duration::from_secs(3600),
                 dry_run: false,
                 state_dir: None,
+                clock: None,
             },
         )
         .expect("agent");

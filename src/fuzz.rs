@@ -445,6 +445,7 @@ pub fn state(data: &[u8]) {
         events_every: std::time::Duration::from_secs(5),
         dry_run: false,
         state_dir: Some(dir),
+        clock: None,
     };
     // Unreadable state is set aside, never a reason not to start (docs/operations.md).
     let mut agent = match Agent::new(api, shipped_rules(), opts) {

@@ -49,6 +49,7 @@ fn agent(emu: &RunningEmulator, rules: &str, state_dir: Option<std::path::PathBu
             events_every: Duration::from_secs(5),
             dry_run: false,
             state_dir,
+            clock: None,
         },
     )
     .unwrap()
@@ -150,6 +151,7 @@ async fn a_killed_sandbox_is_replaced_on_its_webhook_at_the_next_tick() {
             events_every: Duration::from_secs(3600),
             dry_run: false,
             state_dir: None,
+            clock: None,
         },
     )
     .unwrap();
@@ -532,6 +534,7 @@ fn agent_with(
             events_every: Duration::from_secs(3600),
             dry_run,
             state_dir,
+            clock: None,
         },
     )
     .unwrap()

@@ -471,6 +471,7 @@ alerts:
             events_every: Duration::from_secs(5),
             dry_run: false,
             state_dir: None,
+            clock: None,
         },
     )
     .unwrap();

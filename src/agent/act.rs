@@ -23,6 +23,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use super::claims::Claims;
 use super::creates::{CREATE_KEY, Creates, Returned};
 use crate::e2b::{E2bApi, Error};
 use crate::engine::{Action, AlertNotice, Decision, ObservedSandbox};
@@ -122,6 +123,8 @@ pub(crate) struct Actor<'a> {
     pub(crate) returned: &'a mpsc::UnboundedSender<CreateReturned>,
     pub(crate) in_flight: &'a mut Vec<tokio::task::JoinHandle<()>>,
     pub(crate) observed: &'a [ObservedSandbox],
+    /// Claims: a claimed member is never killed or paused, and a created one is claimable.
+    pub(crate) claims: &'a Arc<Claims>,
     pub(crate) rules: &'a crate::rules::RuleSet,
     /// Where alerts go; None refuses them.
     pub(crate) dispatcher: Option<&'a Dispatcher>,
@@ -150,16 +153,30 @@ impl Actor<'_> {
                 let call = self.api.set_timeout(sandbox_id, *timeout_s);
                 self.on_owned(pool, sandbox_id, "timeout set", call).await
             }
-            Action::Pause { pool, sandbox_id } => {
-                let call = self.api.pause_sandbox(sandbox_id);
-                self.on_owned(pool, sandbox_id, "paused", call).await
-            }
+            Action::Pause { pool, sandbox_id } => self.pause(pool, sandbox_id).await,
             Action::KeepAlive {
                 pool,
                 sandbox_ids,
                 timeout_s,
             } => self.keep_alive(pool, sandbox_ids, *timeout_s).await,
         }
+    }
+
+    /// Pauses a member the pool owns and no claim holds; once paused, a claim may resume it.
+    async fn pause(&self, pool: &str, id: &str) -> Outcome {
+        let ids = [id.to_string()];
+        let (free, _) = self.claims.reserve(pool, &ids);
+        if free.is_empty() {
+            return Outcome::one(ActionResult::Refused, format!("refused: {id} is claimed"));
+        }
+        let call = self.api.pause_sandbox(id);
+        let out = self.on_owned(pool, id, "paused", call).await;
+        if out.result == ActionResult::Ok {
+            self.claims.paused(pool, id);
+        } else {
+            self.claims.unreserve(pool, &ids);
+        }
+        out
     }
 
     /// Sets each owned member's timeout to `timeout_s` from now; one result per member. A
@@ -226,16 +243,26 @@ impl Actor<'_> {
                 .get_or_insert_with(Default::default)
                 .insert(CREATE_KEY.into(), key.clone());
             self.creates.sent(pool, &key);
-            let (api, creates, tx) = (
+            let (api, creates, tx, claims) = (
                 self.api.clone(),
                 self.creates.clone(),
                 self.returned.clone(),
+                self.claims.clone(),
             );
             let decision = d.clone();
+            // E2B's default lifetime when the pool sets none (its create answer has no end).
+            let life = def
+                .sandbox
+                .timeout
+                .unwrap_or(std::time::Duration::from_secs(300));
+            let pool = pool.to_string();
             self.in_flight.push(tokio::spawn(async move {
                 let result = api.create_sandbox(&req, &key).await;
                 let how = match &result {
-                    Ok(s) => Returned::Created(s.sandbox_id.clone()),
+                    Ok(s) => {
+                        claims.added(&pool, &s.sandbox_id, life);
+                        Returned::Created(s.sandbox_id.clone())
+                    }
                     Err(e) => Returned::from_error(e),
                 };
                 creates.returned(&key, how);
@@ -254,21 +281,29 @@ impl Actor<'_> {
         }
     }
 
-    /// Kills each sandbox the pool owns; one result per sandbox.
+    /// Kills each sandbox the pool owns and no claim holds; one result per sandbox.
     async fn kill(&mut self, pool: &str, ids: &[String]) -> Outcome {
         let (mut killed, mut notes, mut counted) = (Vec::new(), Vec::new(), Vec::new());
-        for id in ids {
+        let (free, held) = self.claims.reserve(pool, ids);
+        for id in held {
+            notes.push(format!("{id} refused: claimed"));
+            counted.push(ActionResult::Refused);
+        }
+        for id in &free {
             if !self.owned(pool, id) {
+                self.claims.unreserve(pool, std::slice::from_ref(id));
                 notes.push(format!("{id} refused: not owned by pool {pool}"));
                 counted.push(ActionResult::Refused);
                 continue;
             }
             match self.api.kill_sandbox(id).await {
                 Ok(()) | Err(Error::NotFound { .. }) => {
+                    self.claims.killed(pool, id);
                     killed.push(id.clone());
                     counted.push(ActionResult::Ok);
                 }
                 Err(e) => {
+                    self.claims.unreserve(pool, std::slice::from_ref(id));
                     notes.push(format!("{id} failed: {e}"));
                     counted.push(ActionResult::Failed);
                 }

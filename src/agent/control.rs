@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::act::{self, ActionResult, CreateReturned};
+use super::claims::{Claims, Clock};
 use super::creates::Creates;
 use super::dedup::Dedup;
 use super::http::webhooks::Delivered;
@@ -111,6 +112,8 @@ pub struct Agent {
     pub(crate) ready: bool,
     /// The last observation, for reacting to webhooks between ticks.
     last_observed: Vec<ObservedSandbox>,
+    /// Claims on pool members: what the engine must not take, and what it scales on.
+    claims: Arc<Claims>,
 }
 
 /// How an [`Agent`] is built.
@@ -120,8 +123,10 @@ pub struct AgentOptions {
     pub dedup: Arc<Mutex<Dedup>>,
     pub events_every: std::time::Duration,
     pub dry_run: bool,
-    /// Where state.json and decisions.jsonl go; None keeps everything in memory.
+    /// Where state.json, decisions.jsonl and claims.jsonl go; None keeps everything in memory.
     pub state_dir: Option<PathBuf>,
+    /// The agent's time for claims' leases; None is the wall clock.
+    pub clock: Option<Clock>,
 }
 
 const RECENT: usize = 1000;
@@ -145,12 +150,19 @@ impl Agent {
             *lock(&opts.dedup) = saved.dedup;
             creates.restore(saved.creates);
             if let Some(e) = saved.engine {
-                engine = Engine::with_state(rules, e);
+                engine = Engine::with_state(rules.clone(), e);
                 tracing::info!(dir = %d.display(), "resumed from saved state");
             }
             cursor = saved.cursor;
             store = Some(s);
         }
+        let clock = opts.clock.unwrap_or_else(|| Arc::new(Utc::now));
+        let claims = Arc::new(Claims::open(
+            api.clone(),
+            rules.clone(),
+            clock,
+            opts.state_dir.as_deref(),
+        )?);
         let (returned_tx, returned_rx) = mpsc::unbounded_channel();
         Ok(Agent {
             api,
@@ -174,7 +186,20 @@ impl Agent {
             seq: 0,
             ready: false,
             last_observed: Vec::new(),
+            claims,
         })
+    }
+
+    /// The claims service, shared with the HTTP handlers.
+    pub fn claims(&self) -> Arc<Claims> {
+        self.claims.clone()
+    }
+
+    /// Evaluates `pools` at the next turn, whatever their interval: a claim found none free.
+    pub(crate) fn expedite(&mut self, pools: &[String]) {
+        for p in pools {
+            self.engine.expedite(p);
+        }
     }
 
     pub(crate) fn engine(&self) -> &Engine {
@@ -191,6 +216,7 @@ impl Agent {
                 tracing::info!(added = ?r.added, changed = ?r.changed, removed = ?r.removed, "notifiers reconfigured");
             }
         }
+        self.claims.set_rules(rules.clone());
         self.engine.set_rules(rules);
     }
 
@@ -292,6 +318,7 @@ impl Agent {
         let mut report = TickReport::default();
         self.take_returned_creates(&mut report);
         let epoch = self.creates.observation_started();
+        let claims_epoch = self.claims.observation_started();
         let observed = match observe(self.api.as_ref()).await {
             Ok(o) => o,
             Err(e) => {
@@ -301,6 +328,8 @@ impl Agent {
             }
         };
         self.settle_ledger(epoch, &observed);
+        self.claims.observed(claims_epoch, &observed);
+        self.claims.expire(now);
         self.ready = true;
         report.observed = observed.len();
         for s in &observed {
@@ -349,13 +378,14 @@ impl Agent {
                 .await;
         }
         let pending = self.pending();
+        let claims = self.claims.for_engine(now);
         let decisions = self.engine.step(
             now,
             &Observations {
                 sandboxes: &observed,
                 events: &events,
                 pending_creates: &pending,
-                claims: &crate::engine::NO_CLAIMS,
+                claims: &claims,
             },
         );
         report.decisions = decisions.len();
@@ -399,6 +429,7 @@ impl Agent {
                 returned: &self.returned_tx,
                 in_flight: &mut self.in_flight,
                 observed,
+                claims: &self.claims,
                 rules: self.engine.rules(),
                 dispatcher: self.dispatcher.as_ref(),
                 now,
@@ -530,8 +561,10 @@ impl Agent {
         }
     }
 
-    /// Saves state durably when it changed (see [`super::state`]), with the creates in flight.
+    /// Saves state durably when it changed (see [`super::state`]), with the creates in flight;
+    /// claims are journaled as they change, and synced here.
     pub fn persist(&mut self) {
+        self.claims.sync_if_due();
         let horizon = lock(&self.dedup).horizon();
         if let Some(s) = &mut self.store {
             s.save(

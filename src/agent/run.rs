@@ -35,8 +35,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::config::settings::{API_KEY, WEBHOOK_SECRET};
-use super::config::{Config, secret};
+use super::config::settings::{API_KEY, API_TOKEN, WEBHOOK_SECRET};
+use super::config::{Config, optional_secret, secret};
 use super::control::{Agent, AgentOptions, TickReport};
 use super::dedup::{Dedup, Limits};
 use super::health::Health;
@@ -77,7 +77,15 @@ pub async fn run(
     let receiver = open_webhooks(&cfg, e2b.api.as_ref(), &dedup, &webhook_stats, &wake, clock);
     let receiver = receiver.await?;
     let (receiver, webhook_rx) = receiver.unzip();
-    let agent = open_agent(&cfg, e2b.api, &rules, dispatcher.clone(), webhook_rx, dedup)?;
+    let agent = open_agent(
+        &cfg,
+        e2b.api,
+        &rules,
+        dispatcher.clone(),
+        webhook_rx,
+        dedup,
+        clock,
+    )?;
 
     let health = Health::new(clock.wall_span(cfg.poll.metrics.0), TURN_DEADLINE);
     let status = Arc::new(Status::new(health, cfg.dry_run, agent.recent.clone()));
@@ -88,10 +96,12 @@ pub async fn run(
         api: e2b.metrics,
         webhooks: webhook_stats,
         notify: Some(dispatcher),
+        claims: Some(agent.claims()),
     });
     if let Some(receiver) = receiver {
         app = app.merge(receiver);
     }
+    app = app.merge(claims_api(&cfg, &agent)?);
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
@@ -105,6 +115,7 @@ pub async fn run(
         publisher,
         watchdog: Watchdog::from_env(),
         rule_files: RuleFiles::look(&cfg.rules),
+        last_starved: None,
     };
     process.turns(shutdown, reload, &wake).await;
     process.shut_down().await;
@@ -191,6 +202,24 @@ async fn open_webhooks(
     Ok(Some((router, rx)))
 }
 
+/// The claims API, guarded by the API token when there is one; without one it is served on
+/// loopback only (and refused, with a warning, elsewhere).
+fn claims_api(cfg: &Config, agent: &Agent) -> anyhow::Result<axum::Router> {
+    let token = optional_secret(
+        cfg.token_file.as_deref(),
+        API_TOKEN.credential,
+        API_TOKEN.env,
+    )?;
+    let access = http::claims::Access::new(&cfg.listen, token);
+    if let http::claims::Access::Refused(why) = &access {
+        tracing::warn!(listen = %cfg.listen, "{why}");
+    }
+    Ok(http::claims::router(http::claims::ClaimsState {
+        claims: agent.claims(),
+        access,
+    }))
+}
+
 /// The control loop, resumed from the state dir.
 fn open_agent(
     cfg: &Config,
@@ -199,6 +228,7 @@ fn open_agent(
     dispatcher: Dispatcher,
     webhooks: Option<mpsc::Receiver<Delivered>>,
     dedup: Arc<Mutex<Dedup>>,
+    clock: AgentClock,
 ) -> anyhow::Result<Agent> {
     Agent::new(
         api,
@@ -210,6 +240,7 @@ fn open_agent(
             events_every: cfg.poll.events.0,
             dry_run: cfg.dry_run,
             state_dir: Some(cfg.state_dir.clone()),
+            clock: Some(Arc::new(move || clock.now())),
         },
     )
     .with_context(|| format!("cannot use state dir {}", cfg.state_dir.display()))
@@ -264,6 +295,8 @@ struct Process<'a> {
     publisher: Publisher,
     watchdog: Watchdog,
     rule_files: RuleFiles,
+    /// When a starved claim last brought a tick forward.
+    last_starved: Option<std::time::Instant>,
 }
 
 impl Process<'_> {
@@ -279,12 +312,14 @@ impl Process<'_> {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut watch = tokio::time::interval(Duration::from_secs(1));
+        let starved = self.agent.claims().starved();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = tick.tick() => self.tick().await,
                 _ = wake.notified() => self.react().await,
+                _ = starved.notified() => self.starved().await,
                 Some(()) = reload.recv() => {
                     self.reload();
                     self.rule_files = RuleFiles::look(&self.cfg.rules);
@@ -310,6 +345,21 @@ impl Process<'_> {
             .unwrap_or_else(cut_off);
         self.publisher
             .tick(&self.agent, &report, started.elapsed(), wall);
+    }
+
+    /// A claim found no member free: its pools are evaluated in a tick now rather than at
+    /// their next interval, so they grow toward their `idle` band at once.
+    async fn starved(&mut self) {
+        let pools = self.agent.claims().take_starved();
+        self.agent.expedite(&pools);
+        // At most one such tick a second: under a storm of claims the regular ticks follow
+        // (and evaluate the expedited pools at once).
+        let every = self.clock.wall_span(Duration::from_secs(1));
+        if self.last_starved.is_some_and(|t| t.elapsed() < every) {
+            return;
+        }
+        self.last_starved = Some(std::time::Instant::now());
+        self.tick().await;
     }
 
     /// Reacts to the webhook deliveries waiting, under [`TURN_DEADLINE`], published.
@@ -366,6 +416,7 @@ impl Process<'_> {
             );
         }
         self.agent.persist();
+        self.agent.claims().sync();
     }
 }
 

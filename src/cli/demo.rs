@@ -114,6 +114,7 @@ async fn start(speed: f64) -> anyhow::Result<(RunningEmulator, Agent, f64)> {
             events_every: Duration::from_secs(5),
             dry_run: false,
             state_dir: None,
+            clock: None,
         },
     )?;
     Ok((emu, agent, duration))

@@ -253,6 +253,15 @@ impl Engine {
         self.rules = rules;
     }
 
+    /// Makes `pool` due at the next step, whatever its interval (a claim found no member
+    /// free). Its evaluations start a new grid from then; cooldowns, stabilization and rate
+    /// policies hold as ever.
+    pub(crate) fn expedite(&mut self, pool: &str) {
+        if let Some(st) = self.state.pools.get_mut(pool) {
+            st.last_eval = None;
+        }
+    }
+
     /// Decides what to do at `now` given what is observed.
     pub fn step(&mut self, now: DateTime<Utc>, obs: &Observations<'_>) -> Vec<Decision> {
         let prepared = prepare::prepare(obs.sandboxes, self.needs);

@@ -98,7 +98,7 @@ impl InProcessAgent {
         let dedup = Arc::new(Mutex::new(Dedup::new(SEEN)));
         let (tx, rx) = mpsc::channel::<Delivered>(QUEUE);
         let mut cfg = WebhookConfig::new(wiring.secret);
-        cfg.clock = wiring.clock;
+        cfg.clock = wiring.clock.clone();
         let router = webhooks::router(cfg, tx, dedup.clone(), Arc::new(WebhookStats::default()));
         let agent = Agent::new(
             api,
@@ -110,6 +110,7 @@ impl InProcessAgent {
                 events_every: wiring.events_every,
                 dry_run: false,
                 state_dir: wiring.state_dir,
+                clock: Some(wiring.clock),
             },
         )?;
         Ok(InProcessAgent {

@@ -38,6 +38,10 @@ pub struct Config {
     /// Address of the HTTP server: health, metrics, decisions, webhooks. Loopback by default.
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// File holding the bearer token claim endpoints require; see `API_TOKEN` for the
+    /// credential and variable read when it is absent.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
     #[serde(default)]
     pub poll: PollConfig,
     #[serde(default)]
@@ -234,6 +238,7 @@ impl Config {
             rules: Vec::new(),
             state_dir: PathBuf::new(),
             listen: default_listen(),
+            token_file: None,
             poll: PollConfig::default(),
             webhook: None,
             limits: LimitsConfig::default(),
@@ -270,6 +275,21 @@ impl Config {
 
 /// Reads a secret, trimmed: from `file` when given; else from the systemd credential
 /// `$CREDENTIALS_DIRECTORY/<credential>` when it exists (`LoadCredential=`); else from `env`.
+/// Like [`secret`], for a secret that may be absent: `None` when there is no file, no
+/// credential and no variable; an error when one is given but unreadable or empty.
+pub(crate) fn optional_secret(
+    file: Option<&Path>,
+    credential: &str,
+    env: &str,
+) -> Result<Option<String>, ConfigError> {
+    let credential_there = std::env::var_os("CREDENTIALS_DIRECTORY")
+        .is_some_and(|d| PathBuf::from(d).join(credential).exists());
+    if file.is_none() && !credential_there && std::env::var_os(env).is_none() {
+        return Ok(None);
+    }
+    secret(file, credential, env).map(Some)
+}
+
 pub(crate) fn secret(
     file: Option<&Path>,
     credential: &str,

@@ -79,6 +79,14 @@ pub(crate) const WEBHOOK_SECRET: Secret = Secret {
     env: "POOLPILOT_WEBHOOK_SECRET",
 };
 
+/// The token that claim endpoints require: `token_file`, else the credential `api-token`,
+/// else `POOLPILOT_API_TOKEN`; none of them is no token (claims then only on loopback).
+pub(crate) const API_TOKEN: Secret = Secret {
+    what: "the API token",
+    credential: "api-token",
+    env: "POOLPILOT_API_TOKEN",
+};
+
 /// A setting's type, with how to read and write it in a [`Config`] and what it must be.
 pub(crate) enum Value {
     /// Text: a URL, an address, a name; `check` says what a valid one is.
@@ -221,6 +229,21 @@ pub(crate) static SETTINGS: &[Setting] = &[
             set: |c, v| c.state_dir = v,
             required: Some("give a folder"),
             secret: None,
+        },
+    },
+    Setting {
+        name: "token_file",
+        flag: Some(Flag {
+            long: "--token-file",
+            env: "POOLPILOT_TOKEN_FILE",
+            value_name: "FILE",
+            help: "File holding the bearer token that claim endpoints require [file: token_file]",
+        }),
+        value: Value::Path {
+            get: |c| c.token_file.as_deref(),
+            set: |c, v| c.token_file = Some(v),
+            required: None,
+            secret: Some(API_TOKEN),
         },
     },
     Setting {

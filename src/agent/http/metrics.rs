@@ -124,11 +124,11 @@ impl ApiMetrics {
 }
 
 /// Writes a metric family's `# HELP` and `# TYPE` lines.
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+pub(super) fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-fn esc(v: &str) -> String {
+pub(super) fn esc(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
@@ -156,6 +156,9 @@ fn render(s: &ServerState) -> String {
         render_notifications(&mut out, d);
     }
     s.api.render(&mut out);
+    if let Some(c) = &s.claims {
+        super::claims::render_metrics(&mut out, c);
+    }
     out
 }
 

@@ -3,14 +3,16 @@
 //!   clients, the open files limit. It never reads a request or knows a route;
 //! - [`api`]: `/healthz`, `/readyz` and the read API (`/api/v1/decisions`, `/pools`, `/alerts`);
 //! - [`metrics`]: `/metrics` in Prometheus text format, and the E2B client's request counts;
-//! - [`webhooks`]: the signed E2B webhook receiver, `POST /webhooks/e2b`.
+//! - [`webhooks`]: the signed E2B webhook receiver, `POST /webhooks/e2b`;
+//! - [`claims`]: the claims API (hand-out, renew, release, shared pick), guarded by a token.
 //!
-//! Every handler only reads: what it shows comes from the [`Status`] the loop publishes (see
+//! Apart from webhooks and claims, every handler only reads: what it shows comes from the [`Status`] the loop publishes (see
 //! [`super::status`]) and from counters the client, receiver and notifiers keep. The server
 //! listens on loopback unless told otherwise.
 
 pub(crate) mod accept;
 mod api;
+pub(crate) mod claims;
 pub(crate) mod metrics;
 pub mod webhooks;
 
@@ -31,6 +33,8 @@ pub(crate) struct ServerState {
     pub(crate) api: Arc<ApiMetrics>,
     pub(crate) webhooks: Arc<WebhookStats>,
     pub(crate) notify: Option<Dispatcher>,
+    /// Claims, for their gauges and counters in `/metrics`.
+    pub(crate) claims: Option<Arc<crate::agent::claims::Claims>>,
 }
 
 /// The read-only routes; merge the webhook router into it when webhooks are on.

@@ -1,0 +1,555 @@
+//! The claims ledger: which pool members exist, which are claimed and by whom, as plain data
+//! under one lock. Every hand-out, release and kill reservation is one method call that takes
+//! the lock, changes the maps and returns; nothing here awaits or calls E2B.
+//!
+//! The one promise it keeps: a member is in at most one active claim. A claim takes a member
+//! only if it is known, running (or paused, to be resumed), not claimed and not leaving; a
+//! kill or pause takes a member only through [`Ledger::reserve`], which refuses claimed ones
+//! and marks the rest leaving, so neither can take what the other holds.
+//!
+//! Members come from two places: each observation ([`Ledger::observed`]), and each create that
+//! returns between observations ([`Ledger::added`]): E2B answers a create once the sandbox
+//! runs, so a returned create is ready to hand out. Epochs order the two: a member added
+//! after an observation began is not dropped because that observation missed it.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::e2b::SandboxState;
+use crate::engine::{ObservedSandbox, PoolClaims};
+
+/// One claim: a member handed to one holder until its lease ends or it is released.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    pub claim_id: String,
+    pub pool: String,
+    /// What the application passes to E2B's `Sandbox.connect(id)`.
+    pub sandbox_id: String,
+    pub holder: String,
+    pub claimed_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// The Idempotency-Key it was made with, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// Whether a member runs or is paused, as far as claims care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MemberState {
+    Running,
+    Paused,
+}
+
+/// One known member of a pool.
+#[derive(Debug, Clone)]
+struct Member {
+    started_at: DateTime<Utc>,
+    end_at: DateTime<Utc>,
+    state: MemberState,
+    /// The epoch it was added in; an observation that began after it must show it.
+    epoch: u64,
+    /// Chosen to be killed or paused: never handed out again.
+    leaving: bool,
+}
+
+/// One pool's members and claims.
+#[derive(Debug, Default)]
+struct PoolLedger {
+    members: HashMap<String, Member>,
+    /// Claimed member -> claim id.
+    claimed: HashMap<String, String>,
+    /// When each recent claim was granted, for the claim rate.
+    grants: VecDeque<DateTime<Utc>>,
+}
+
+/// What a claim request found.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Take {
+    /// A running member, now claimed.
+    Running(Claim),
+    /// A paused member, now claimed: resume it before answering; if that fails, undo with
+    /// [`Ledger::undo`].
+    Paused(Claim),
+    /// Nothing free: wait for a member, or give up.
+    Nothing,
+}
+
+/// Why a claim could not be made at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Before the first observation nothing is known of the pool's members.
+    NotReady,
+    /// Another request with this Idempotency-Key is still being served.
+    KeyInProgress,
+}
+
+/// An ended claim and what its pool does with the member.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Ended {
+    pub(crate) claim: Claim,
+    pub(crate) why: EndReason,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EndReason {
+    Released,
+    Expired,
+    /// The member is gone (killed, crashed, timed out) while claimed.
+    Lost,
+}
+
+impl EndReason {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Released => "released",
+            EndReason::Expired => "expired",
+            EndReason::Lost => "lost",
+        }
+    }
+}
+
+/// The youngest free member of `p` in `state` (the most life left): known, not leaving, not
+/// claimed.
+fn youngest_free(p: &PoolLedger, state: MemberState) -> Option<String> {
+    p.members
+        .iter()
+        .filter(|(id, m)| m.state == state && !m.leaving && !p.claimed.contains_key(*id))
+        .max_by(|a, b| (a.1.started_at, a.0).cmp(&(b.1.started_at, b.0)))
+        .map(|(id, _)| id.clone())
+}
+
+/// A window of the claim rate.
+const RATE_WINDOW: TimeDelta = TimeDelta::seconds(60);
+
+/// Idempotency-Keys of ended claims are remembered this long (Stripe's 24 h)...
+const KEY_MEMORY: TimeDelta = TimeDelta::hours(24);
+/// ...and at most this many, oldest forgotten first.
+const MAX_ENDED_KEYS: usize = 100_000;
+
+/// The ledger. See the module doc for its promise.
+#[derive(Debug, Default)]
+pub(crate) struct Ledger {
+    pools: BTreeMap<String, PoolLedger>,
+    claims: HashMap<String, Claim>,
+    /// (pool, Idempotency-Key) -> claim id, for active claims.
+    by_key: HashMap<(String, String), String>,
+    /// Keys whose request is being served now (waiting or resuming).
+    keys_in_progress: HashMap<(String, String), ()>,
+    /// Keys of ended claims: (pool, key) -> (claim id, ended at), oldest first in `ended_order`.
+    ended_keys: HashMap<(String, String), (String, DateTime<Utc>)>,
+    ended_order: VecDeque<(String, String)>,
+    epoch: u64,
+    /// True once an observation has told the ledger the pools' members.
+    ready: bool,
+}
+
+impl Ledger {
+    /// An active claim by id.
+    pub(crate) fn get(&self, id: &str) -> Option<&Claim> {
+        self.claims.get(id)
+    }
+
+    /// The active claims on `pool`, oldest first.
+    pub(crate) fn of_pool(&self, pool: &str) -> Vec<Claim> {
+        let mut v: Vec<Claim> = self
+            .claims
+            .values()
+            .filter(|c| c.pool == pool)
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| (a.claimed_at, &a.claim_id).cmp(&(b.claimed_at, &b.claim_id)));
+        v
+    }
+
+    /// Every active claim.
+    pub(crate) fn all(&self) -> impl Iterator<Item = &Claim> {
+        self.claims.values()
+    }
+
+    /// The claim an Idempotency-Key already made: active, or ended (`Err` with its id).
+    pub(crate) fn by_key(&self, pool: &str, key: &str) -> Option<Result<&Claim, String>> {
+        let k = (pool.to_string(), key.to_string());
+        if let Some(id) = self.by_key.get(&k) {
+            return self.claims.get(id).map(Ok);
+        }
+        self.ended_keys.get(&k).map(|(id, _)| Err(id.clone()))
+    }
+
+    /// Marks `key` as being served, so a concurrent request with it gets a conflict rather
+    /// than a second member. Refused when it already is.
+    pub(crate) fn begin_key(&mut self, pool: &str, key: &str) -> Result<(), Refusal> {
+        let k = (pool.to_string(), key.to_string());
+        if self.keys_in_progress.contains_key(&k) {
+            return Err(Refusal::KeyInProgress);
+        }
+        self.keys_in_progress.insert(k, ());
+        Ok(())
+    }
+
+    /// The request serving `key` is done, whatever came of it.
+    pub(crate) fn end_key(&mut self, pool: &str, key: &str) {
+        self.keys_in_progress
+            .remove(&(pool.to_string(), key.to_string()));
+    }
+
+    /// Claims a free member of `pool` for `claim` (whose sandbox id is filled in): a running
+    /// one first (the youngest, which has the most life left), else a paused one.
+    pub(crate) fn take(&mut self, mut claim: Claim) -> Result<Take, Refusal> {
+        if !self.ready {
+            return Err(Refusal::NotReady);
+        }
+        let Some(p) = self.pools.get(&claim.pool) else {
+            return Ok(Take::Nothing);
+        };
+        let (id, paused) = match youngest_free(p, MemberState::Running) {
+            Some(id) => (id, false),
+            None => match youngest_free(p, MemberState::Paused) {
+                Some(id) => (id, true),
+                None => return Ok(Take::Nothing),
+            },
+        };
+        claim.sandbox_id = id;
+        self.insert(claim.clone());
+        Ok(if paused {
+            Take::Paused(claim)
+        } else {
+            Take::Running(claim)
+        })
+    }
+
+    /// Puts a claim in (a grant, or one read back from the journal).
+    pub(crate) fn insert(&mut self, claim: Claim) {
+        let p = self.pools.entry(claim.pool.clone()).or_default();
+        p.claimed
+            .insert(claim.sandbox_id.clone(), claim.claim_id.clone());
+        p.grants.push_back(claim.claimed_at);
+        if let Some(k) = &claim.idempotency_key {
+            self.by_key
+                .insert((claim.pool.clone(), k.clone()), claim.claim_id.clone());
+        }
+        self.claims.insert(claim.claim_id.clone(), claim);
+    }
+
+    /// A resumed member runs now.
+    pub(crate) fn resumed(&mut self, pool: &str, sandbox_id: &str, end_at: DateTime<Utc>) {
+        if let Some(m) = self
+            .pools
+            .get_mut(pool)
+            .and_then(|p| p.members.get_mut(sandbox_id))
+        {
+            m.state = MemberState::Running;
+            m.end_at = m.end_at.max(end_at);
+        }
+    }
+
+    /// Takes back a claim whose member could not be resumed; the member is left out of later
+    /// hand-outs (it is leaving) until an observation shows it again.
+    pub(crate) fn undo(&mut self, claim: &Claim) {
+        self.remove(&claim.claim_id);
+        if let Some(p) = self.pools.get_mut(&claim.pool) {
+            p.grants.pop_back();
+            if let Some(m) = p.members.get_mut(&claim.sandbox_id) {
+                m.leaving = true;
+            }
+        }
+    }
+
+    /// Ends a claim (released, expired, lost); the caller does what the pool says with the
+    /// member. With `kill`, the member is leaving at once, so no claim takes it meanwhile.
+    pub(crate) fn end(
+        &mut self,
+        id: &str,
+        why: EndReason,
+        kill: bool,
+        now: DateTime<Utc>,
+    ) -> Option<Ended> {
+        let claim = self.remove(id)?;
+        if kill
+            && let Some(m) = self
+                .pools
+                .get_mut(&claim.pool)
+                .and_then(|p| p.members.get_mut(&claim.sandbox_id))
+        {
+            m.leaving = true;
+        }
+        if let Some(k) = &claim.idempotency_key {
+            self.remember_ended_key(&claim.pool, k, &claim.claim_id, now);
+        }
+        Some(Ended { claim, why })
+    }
+
+    fn remove(&mut self, id: &str) -> Option<Claim> {
+        let claim = self.claims.remove(id)?;
+        if let Some(p) = self.pools.get_mut(&claim.pool) {
+            p.claimed.remove(&claim.sandbox_id);
+        }
+        if let Some(k) = &claim.idempotency_key {
+            self.by_key.remove(&(claim.pool.clone(), k.clone()));
+        }
+        Some(claim)
+    }
+
+    fn remember_ended_key(&mut self, pool: &str, key: &str, id: &str, now: DateTime<Utc>) {
+        let k = (pool.to_string(), key.to_string());
+        self.ended_keys.insert(k.clone(), (id.to_string(), now));
+        self.ended_order.push_back(k);
+        while self.ended_order.len() > MAX_ENDED_KEYS {
+            if let Some(old) = self.ended_order.pop_front() {
+                self.ended_keys.remove(&old);
+            }
+        }
+    }
+
+    /// Moves a claim's lease end (a renewal).
+    pub(crate) fn renew(&mut self, id: &str, expires_at: DateTime<Utc>) -> Option<Claim> {
+        let c = self.claims.get_mut(id)?;
+        c.expires_at = expires_at;
+        Some(c.clone())
+    }
+
+    /// The ids of claims whose lease ended by `now`.
+    pub(crate) fn expired(&self, now: DateTime<Utc>) -> Vec<String> {
+        let mut v: Vec<&Claim> = self
+            .claims
+            .values()
+            .filter(|c| c.expires_at <= now)
+            .collect();
+        v.sort_by(|a, b| (a.expires_at, &a.claim_id).cmp(&(b.expires_at, &b.claim_id)));
+        v.into_iter().map(|c| c.claim_id.clone()).collect()
+    }
+
+    /// Starts an observation: members added from now on are newer than it.
+    pub(crate) fn observation_started(&mut self) -> u64 {
+        self.epoch += 1;
+        self.epoch
+    }
+
+    /// A create of `pool` returned `sandbox_id` running: ready to hand out.
+    pub(crate) fn added(
+        &mut self,
+        pool: &str,
+        sandbox_id: &str,
+        started_at: DateTime<Utc>,
+        end_at: DateTime<Utc>,
+    ) {
+        let epoch = self.epoch;
+        self.pools
+            .entry(pool.to_string())
+            .or_default()
+            .members
+            .entry(sandbox_id.to_string())
+            .or_insert(Member {
+                started_at,
+                end_at,
+                state: MemberState::Running,
+                epoch,
+                leaving: false,
+            });
+    }
+
+    /// Takes an observation begun in `epoch` as the members of every pool: members it shows
+    /// are known (running or paused); members it does not show and that were added before it
+    /// began are gone, and so are their claims, returned as [`EndReason::Lost`].
+    pub(crate) fn observed(
+        &mut self,
+        epoch: u64,
+        observed: &[ObservedSandbox],
+        now: DateTime<Utc>,
+    ) -> Vec<Ended> {
+        self.ready = true;
+        let mut seen: BTreeMap<&str, Vec<&ObservedSandbox>> = BTreeMap::new();
+        for s in observed {
+            if let Some(pool) = s.pool() {
+                seen.entry(pool).or_default().push(s);
+            }
+        }
+        for (pool, list) in &seen {
+            let p = self.pools.entry(pool.to_string()).or_default();
+            for s in list {
+                let state = match s.state {
+                    SandboxState::Running => MemberState::Running,
+                    SandboxState::Paused => MemberState::Paused,
+                };
+                let m = p.members.entry(s.id.clone()).or_insert(Member {
+                    started_at: s.started_at,
+                    end_at: s.end_at,
+                    state,
+                    epoch,
+                    leaving: false,
+                });
+                // A member resumed by a claim since the observation began stays running.
+                if !(m.state == MemberState::Running && p.claimed.contains_key(&s.id)) {
+                    m.state = state;
+                }
+                m.end_at = s.end_at;
+                m.epoch = m.epoch.min(epoch);
+            }
+        }
+        self.drop_unseen(epoch, &seen, now)
+    }
+
+    /// Forgets members an observation of `epoch` should have shown and did not, ending their
+    /// claims as lost.
+    fn drop_unseen(
+        &mut self,
+        epoch: u64,
+        seen: &BTreeMap<&str, Vec<&ObservedSandbox>>,
+        now: DateTime<Utc>,
+    ) -> Vec<Ended> {
+        let mut gone: Vec<String> = Vec::new();
+        for (pool, p) in self.pools.iter_mut() {
+            let shown: std::collections::HashSet<&str> = seen
+                .get(pool.as_str())
+                .map(|l| l.iter().map(|s| s.id.as_str()).collect())
+                .unwrap_or_default();
+            p.members.retain(|id, m| {
+                let keep = m.epoch >= epoch || shown.contains(id.as_str());
+                if !keep && let Some(c) = p.claimed.get(id) {
+                    gone.push(c.clone());
+                }
+                keep
+            });
+        }
+        gone.iter()
+            .filter_map(|id| self.end(id, EndReason::Lost, false, now))
+            .collect()
+    }
+
+    /// Of `ids`, the members of `pool` that may be killed or paused: not claimed. Those are
+    /// marked leaving, so no claim takes them from now on. Unknown ids are let through (the
+    /// act path checks ownership against the observation itself).
+    pub(crate) fn reserve(&mut self, pool: &str, ids: &[String]) -> (Vec<String>, Vec<String>) {
+        let Some(p) = self.pools.get_mut(pool) else {
+            return (ids.to_vec(), Vec::new());
+        };
+        let (mut free, mut held) = (Vec::new(), Vec::new());
+        for id in ids {
+            if p.claimed.contains_key(id) {
+                held.push(id.clone());
+                continue;
+            }
+            if let Some(m) = p.members.get_mut(id) {
+                m.leaving = true;
+            }
+            free.push(id.clone());
+        }
+        (free, held)
+    }
+
+    /// A reservation that did not happen (the kill or pause failed): the members may be
+    /// handed out again.
+    pub(crate) fn unreserve(&mut self, pool: &str, ids: &[String]) {
+        if let Some(p) = self.pools.get_mut(pool) {
+            for id in ids {
+                if let Some(m) = p.members.get_mut(id) {
+                    m.leaving = false;
+                }
+            }
+        }
+    }
+
+    /// A reserved member was paused: it may be claimed again (and resumed).
+    pub(crate) fn paused(&mut self, pool: &str, id: &str) {
+        if let Some(m) = self.pools.get_mut(pool).and_then(|p| p.members.get_mut(id)) {
+            m.state = MemberState::Paused;
+            m.leaving = false;
+        }
+    }
+
+    /// A member that is gone (killed): forgotten at once.
+    pub(crate) fn forget(&mut self, pool: &str, id: &str) {
+        if let Some(p) = self.pools.get_mut(pool) {
+            p.members.remove(id);
+        }
+    }
+
+    /// What the engine reads per pool: leases and the claim rate over the last minute.
+    /// Drops grants older than the window as it goes.
+    pub(crate) fn for_engine(&mut self, now: DateTime<Utc>) -> BTreeMap<String, PoolClaims> {
+        let mut out = BTreeMap::new();
+        for (name, p) in &mut self.pools {
+            while p.grants.front().is_some_and(|t| *t <= now - RATE_WINDOW) {
+                p.grants.pop_front();
+            }
+            let leases = p
+                .claimed
+                .values()
+                .filter_map(|id| self.claims.get(id))
+                .map(|c| (c.sandbox_id.clone(), c.expires_at))
+                .collect();
+            out.insert(
+                name.clone(),
+                PoolClaims {
+                    leases,
+                    claim_rate: p.grants.len() as f64 / RATE_WINDOW.as_seconds_f64(),
+                },
+            );
+        }
+        self.forget_old_keys(now);
+        out
+    }
+
+    fn forget_old_keys(&mut self, now: DateTime<Utc>) {
+        while let Some(k) = self.ended_order.front() {
+            match self.ended_keys.get(k) {
+                Some((_, at)) if *at > now - KEY_MEMORY => break,
+                _ => {
+                    if let Some(k) = self.ended_order.pop_front() {
+                        self.ended_keys.remove(&k);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Per pool: (claimed, idle running, paused free) members.
+    pub(crate) fn counts(&self) -> BTreeMap<String, (usize, usize, usize)> {
+        self.pools
+            .iter()
+            .map(|(name, p)| {
+                let free = |s: MemberState| {
+                    p.members
+                        .iter()
+                        .filter(|(id, m)| {
+                            m.state == s && !m.leaving && !p.claimed.contains_key(*id)
+                        })
+                        .count()
+                };
+                (
+                    name.clone(),
+                    (
+                        p.claimed.len(),
+                        free(MemberState::Running),
+                        free(MemberState::Paused),
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    /// The member's end of life as last known.
+    pub(crate) fn end_at(&self, pool: &str, id: &str) -> Option<DateTime<Utc>> {
+        self.pools.get(pool)?.members.get(id).map(|m| m.end_at)
+    }
+
+    /// The running, unclaimed member of `pool` with the lowest `cpu` (shared pick); members
+    /// `cpu` knows nothing of come last.
+    pub(crate) fn pick(&self, pool: &str, cpu: &HashMap<String, f64>) -> Option<String> {
+        let p = self.pools.get(pool)?;
+        p.members
+            .iter()
+            .filter(|(id, m)| {
+                m.state == MemberState::Running && !m.leaving && !p.claimed.contains_key(*id)
+            })
+            .min_by(|a, b| {
+                let ca = cpu.get(a.0).copied().unwrap_or(f64::INFINITY);
+                let cb = cpu.get(b.0).copied().unwrap_or(f64::INFINITY);
+                ca.total_cmp(&cb).then(a.0.cmp(b.0))
+            })
+            .map(|(id, _)| id.clone())
+    }
+}

@@ -1,0 +1,682 @@
+//! Claims: a pool becomes a service. An application takes a member for itself (a claim with a
+//! lease), uses it through E2B's `Sandbox.connect(id)`, renews and releases it; what then
+//! happens to the member is the pool's `claims.on_release`.
+//!
+//! - [`ledger`]: who holds what, under one lock; the promise that no member is handed to two
+//!   holders lives there;
+//! - [`journal`]: what survives a restart;
+//! - this file: the [`Claims`] service the HTTP handlers and the control loop share. It waits
+//!   for a member when none is free, resumes a paused one, sets a claimed member's timeout to
+//!   its lease's end (never shorter than it was), kills or returns released members, and ends
+//!   expired leases. Its E2B calls are reactions to a holder's request, so they happen here,
+//!   not through the engine's decisions; scale-in kills and pauses come the other way, through
+//!   [`Claims::reserve`], which never yields a claimed member.
+//!
+//! Time comes from the agent's clock (injected), so leases follow `--speed` and tests.
+
+pub mod journal;
+pub mod ledger;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use crate::e2b::{E2bApi, Error};
+use crate::engine::{ObservedSandbox, PoolClaims};
+use crate::rules::{OnRelease, RuleSet};
+use crate::sync::lock;
+use journal::Journal;
+pub use ledger::Claim;
+use ledger::{EndReason, Ended, Ledger, Refusal, Take};
+
+/// The agent's time, as a function.
+pub(crate) type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// How a claim was served: the `result` label of `poolpilot_claims_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClaimResult {
+    /// A running idle member, at once.
+    Ok,
+    /// After waiting for a member (a create, a return).
+    Waited,
+    /// A paused member, resumed.
+    Resumed,
+    /// No member within the wait.
+    TimedOut,
+    /// Not served: unknown pool, bad request, not ready, a conflicting Idempotency-Key.
+    Refused,
+}
+
+impl ClaimResult {
+    pub(crate) const ALL: [ClaimResult; 5] = [
+        ClaimResult::Ok,
+        ClaimResult::Waited,
+        ClaimResult::Resumed,
+        ClaimResult::TimedOut,
+        ClaimResult::Refused,
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ClaimResult::Ok => "ok",
+            ClaimResult::Waited => "waited",
+            ClaimResult::Resumed => "resumed",
+            ClaimResult::TimedOut => "timed_out",
+            ClaimResult::Refused => "refused",
+        }
+    }
+}
+
+/// What a claim asks for.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimRequest {
+    pub holder: Option<String>,
+    pub lease: Option<Duration>,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub idempotency_key: Option<String>,
+    /// How long to wait for a member when none is free.
+    pub wait: Duration,
+}
+
+/// A claim granted.
+#[derive(Debug, Clone)]
+pub struct Granted {
+    pub claim: Claim,
+    pub result: ClaimResult,
+    /// The same Idempotency-Key made this claim before: it is given again.
+    pub replayed: bool,
+}
+
+/// Why a claim, renewal or release was not done; each maps to one HTTP status.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClaimError {
+    UnknownPool(String),
+    NotFound(String),
+    Invalid(String),
+    /// Before the first observation: retry shortly.
+    NotReady,
+    /// Another request with this Idempotency-Key is being served.
+    KeyInProgress,
+    /// The claim this Idempotency-Key made has ended.
+    KeyEnded(String),
+    /// Nothing free within the wait: retry after this long.
+    Exhausted {
+        retry_after: Duration,
+    },
+}
+
+impl std::fmt::Display for ClaimError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClaimError::UnknownPool(p) => write!(f, "no pool named {p:?}"),
+            ClaimError::NotFound(id) => write!(
+                f,
+                "no active claim {id:?} (released, expired, or its sandbox is gone)"
+            ),
+            ClaimError::Invalid(m) => f.write_str(m),
+            ClaimError::NotReady => {
+                f.write_str("the agent has not observed the pools yet; retry in a second")
+            }
+            ClaimError::KeyInProgress => f.write_str(
+                "a claim with this Idempotency-Key is being served; retry once it answers",
+            ),
+            ClaimError::KeyEnded(id) => write!(
+                f,
+                "the claim this Idempotency-Key made ({id}) has ended; use a new key for a new claim"
+            ),
+            ClaimError::Exhausted { .. } => {
+                f.write_str("no member free within the wait; the pool is growing, retry shortly")
+            }
+        }
+    }
+}
+
+/// Counters and a latency histogram for `/metrics`.
+#[derive(Default)]
+pub(crate) struct ClaimMetrics {
+    pub(crate) results: Mutex<BTreeMap<(String, ClaimResult), u64>>,
+    pub(crate) latency: Mutex<BTreeMap<String, LatencyHistogram>>,
+    pub(crate) expired: Mutex<BTreeMap<String, u64>>,
+    pub(crate) lost: Mutex<BTreeMap<String, u64>>,
+}
+
+/// Latency buckets of `poolpilot_claim_seconds`: from a ready member (sub-millisecond) to a
+/// resume or a wait for a create (seconds).
+pub(crate) const CLAIM_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 2.5, 10.0,
+];
+
+#[derive(Default, Clone)]
+pub(crate) struct LatencyHistogram {
+    pub(crate) counts: [u64; CLAIM_BUCKETS.len()],
+    pub(crate) sum: f64,
+    pub(crate) count: u64,
+}
+
+impl ClaimMetrics {
+    fn count(&self, pool: &str, r: ClaimResult, took: Option<Duration>) {
+        *lock(&self.results)
+            .entry((pool.to_string(), r))
+            .or_default() += 1;
+        let Some(took) = took else { return };
+        let secs = took.as_secs_f64();
+        let mut l = lock(&self.latency);
+        let h = l.entry(pool.to_string()).or_default();
+        for (i, b) in CLAIM_BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                h.counts[i] += 1;
+            }
+        }
+        h.sum += secs;
+        h.count += 1;
+    }
+}
+
+/// The ledger and its journal, changed together under one lock so the journal's order is the
+/// ledger's.
+struct Book {
+    ledger: Ledger,
+    journal: Option<Journal>,
+}
+
+/// The claims service. See the module doc.
+pub struct Claims {
+    book: Mutex<Book>,
+    /// Notified when a member may have become free (a create returned, a member came back).
+    freed: Notify,
+    /// Notified when a claim found nothing free: the control loop evaluates the pool early.
+    starved: Arc<Notify>,
+    starved_pools: Mutex<Vec<String>>,
+    api: Arc<dyn E2bApi>,
+    rules: Mutex<Arc<RuleSet>>,
+    clock: Clock,
+    pub(crate) metrics: ClaimMetrics,
+    /// Latest CPU per member, for the shared pick.
+    cpu: Mutex<HashMap<String, f64>>,
+}
+
+/// Kills of released members are tried this many times.
+const KILL_TRIES: u32 = 3;
+
+impl Claims {
+    /// The service over `api`; with a state dir, claims are journaled there and read back.
+    pub fn open(
+        api: Arc<dyn E2bApi>,
+        rules: Arc<RuleSet>,
+        clock: Clock,
+        state_dir: Option<&std::path::Path>,
+    ) -> std::io::Result<Claims> {
+        let mut ledger = Ledger::default();
+        let journal = match state_dir {
+            Some(d) => {
+                let (j, back) = Journal::open(d)?;
+                if !back.is_empty() {
+                    tracing::info!(claims = back.len(), "claims resumed from the journal");
+                }
+                for c in back {
+                    ledger.insert(c);
+                }
+                Some(j)
+            }
+            None => None,
+        };
+        Ok(Claims {
+            book: Mutex::new(Book { ledger, journal }),
+            freed: Notify::new(),
+            starved: Arc::new(Notify::new()),
+            starved_pools: Mutex::new(Vec::new()),
+            api,
+            rules: Mutex::new(rules),
+            clock,
+            metrics: ClaimMetrics::default(),
+            cpu: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Rules after a reload: new claims follow the new pools.
+    pub(crate) fn set_rules(&self, rules: Arc<RuleSet>) {
+        *lock(&self.rules) = rules;
+    }
+
+    /// What a starved claim notifies: the control loop waits on it.
+    pub(crate) fn starved(&self) -> Arc<Notify> {
+        self.starved.clone()
+    }
+
+    /// The pools whose claims found nothing free since the last look.
+    pub(crate) fn take_starved(&self) -> Vec<String> {
+        std::mem::take(&mut *lock(&self.starved_pools))
+    }
+
+    fn pool_settings(&self, pool: &str) -> Result<crate::rules::ClaimSettings, ClaimError> {
+        lock(&self.rules)
+            .pool(pool)
+            .map(|p| p.claims)
+            .ok_or_else(|| ClaimError::UnknownPool(pool.to_string()))
+    }
+
+    /// Claims a member of `pool`: a running idle one, else a paused one resumed, else one
+    /// that frees up within `req.wait`.
+    pub async fn claim(&self, pool: &str, req: ClaimRequest) -> Result<Granted, ClaimError> {
+        let started = std::time::Instant::now();
+        let out = self.claim_inner(pool, &req).await;
+        let result = match &out {
+            Ok(g) => g.result,
+            Err(ClaimError::Exhausted { .. }) => ClaimResult::TimedOut,
+            Err(_) => ClaimResult::Refused,
+        };
+        let took = matches!(
+            result,
+            ClaimResult::Ok | ClaimResult::Waited | ClaimResult::Resumed
+        )
+        .then(|| started.elapsed());
+        self.metrics.count(pool, result, took);
+        out
+    }
+
+    async fn claim_inner(&self, pool: &str, req: &ClaimRequest) -> Result<Granted, ClaimError> {
+        let settings = self.pool_settings(pool)?;
+        let lease = req.lease.unwrap_or(settings.lease);
+        check_lease(lease, settings.max_lease)?;
+        if let Some(key) = &req.idempotency_key {
+            if let Some(g) = self.replay(pool, key)? {
+                return Ok(g);
+            }
+            lock(&self.book)
+                .ledger
+                .begin_key(pool, key)
+                .map_err(refusal)?;
+        }
+        let out = self.take_or_wait(pool, req, lease).await;
+        if let Some(key) = &req.idempotency_key {
+            lock(&self.book).ledger.end_key(pool, key);
+        }
+        out
+    }
+
+    /// The claim an Idempotency-Key already made, if it is still active.
+    fn replay(&self, pool: &str, key: &str) -> Result<Option<Granted>, ClaimError> {
+        match lock(&self.book).ledger.by_key(pool, key) {
+            None => Ok(None),
+            Some(Ok(c)) => Ok(Some(Granted {
+                claim: c.clone(),
+                result: ClaimResult::Ok,
+                replayed: true,
+            })),
+            Some(Err(id)) => Err(ClaimError::KeyEnded(id)),
+        }
+    }
+
+    /// Takes a member now, or waits for one until the request's wait runs out.
+    async fn take_or_wait(
+        &self,
+        pool: &str,
+        req: &ClaimRequest,
+        lease: Duration,
+    ) -> Result<Granted, ClaimError> {
+        let deadline = tokio::time::Instant::now() + req.wait;
+        let mut waited = false;
+        loop {
+            // Registered before looking, so a member freed between the look and the wait
+            // still wakes this request.
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            match self.try_take(pool, req, lease).await? {
+                Some(mut g) => {
+                    if waited && g.result == ClaimResult::Ok {
+                        g.result = ClaimResult::Waited;
+                    }
+                    return Ok(g);
+                }
+                None => {
+                    if !waited {
+                        lock(&self.starved_pools).push(pool.to_string());
+                        self.starved.notify_one();
+                    }
+                    waited = true;
+                }
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return Err(ClaimError::Exhausted {
+                    retry_after: Duration::from_secs(1),
+                });
+            }
+        }
+    }
+
+    /// One look for a free member: granted (resumed if it was paused), or none.
+    async fn try_take(
+        &self,
+        pool: &str,
+        req: &ClaimRequest,
+        lease: Duration,
+    ) -> Result<Option<Granted>, ClaimError> {
+        loop {
+            let now = (self.clock)();
+            let claim = Claim {
+                claim_id: format!("clm-{}", uuid::Uuid::new_v4().simple()),
+                pool: pool.to_string(),
+                sandbox_id: String::new(),
+                holder: req.holder.clone().unwrap_or_default(),
+                claimed_at: now,
+                expires_at: now + TimeDelta::from_std(lease).unwrap_or(TimeDelta::MAX),
+                metadata: req.metadata.clone(),
+                idempotency_key: req.idempotency_key.clone(),
+            };
+            let taken = {
+                let mut book = lock(&self.book);
+                let t = book.ledger.take(claim).map_err(refusal)?;
+                if let Take::Running(c) = &t
+                    && let Some(j) = &mut book.journal
+                {
+                    j.granted(c);
+                }
+                t
+            };
+            match taken {
+                Take::Nothing => return Ok(None),
+                Take::Running(c) => {
+                    self.lengthen_to_lease(&c);
+                    return Ok(Some(Granted {
+                        claim: c,
+                        result: ClaimResult::Ok,
+                        replayed: false,
+                    }));
+                }
+                Take::Paused(c) => {
+                    if let Some(g) = self.resume(c, lease).await {
+                        return Ok(Some(g));
+                    }
+                    // That member could not be resumed: look again.
+                }
+            }
+        }
+    }
+
+    /// Resumes a paused member claimed by `c` (E2B's connect), journaling the claim once it
+    /// runs; on failure the claim is undone and the member left out.
+    async fn resume(&self, c: Claim, lease: Duration) -> Option<Granted> {
+        match self
+            .api
+            .connect_sandbox(&c.sandbox_id, lease.as_secs().max(1))
+            .await
+        {
+            Ok(_) => {
+                let mut book = lock(&self.book);
+                book.ledger.resumed(&c.pool, &c.sandbox_id, c.expires_at);
+                if let Some(j) = &mut book.journal {
+                    j.granted(&c);
+                }
+                drop(book);
+                tracing::info!(pool = %c.pool, sandbox = %c.sandbox_id, claim = %c.claim_id, "claim resumed a paused member");
+                Some(Granted {
+                    claim: c,
+                    result: ClaimResult::Resumed,
+                    replayed: false,
+                })
+            }
+            Err(e) => {
+                tracing::warn!(pool = %c.pool, sandbox = %c.sandbox_id, error = %e, "cannot resume a paused member for a claim; trying another");
+                lock(&self.book).ledger.undo(&c);
+                None
+            }
+        }
+    }
+
+    /// Sets a claimed member's timeout to its lease's end, in the background, when that is
+    /// later than its end now: a claim never shortens a member's life.
+    fn lengthen_to_lease(&self, c: &Claim) {
+        let end = lock(&self.book).ledger.end_at(&c.pool, &c.sandbox_id);
+        if end.is_some_and(|e| e >= c.expires_at) {
+            return;
+        }
+        let now = (self.clock)();
+        let secs = (c.expires_at - now).num_seconds().max(1) as u64;
+        let (api, id, pool) = (self.api.clone(), c.sandbox_id.clone(), c.pool.clone());
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        // The ledger learns the longer life from the next observation.
+        handle.spawn(async move {
+            match api.set_timeout(&id, secs).await {
+                Ok(()) => {}
+                Err(e) => tracing::warn!(pool = %pool, sandbox = %id, error = %e, "cannot set a claimed member's timeout to its lease; keep-alive will retry"),
+            }
+        });
+    }
+
+    /// Renews a claim: its lease ends `lease` from now (the pool's default lease when none).
+    pub fn renew(&self, id: &str, lease: Option<Duration>) -> Result<Claim, ClaimError> {
+        let pool = lock(&self.book)
+            .ledger
+            .get(id)
+            .map(|c| c.pool.clone())
+            .ok_or_else(|| ClaimError::NotFound(id.to_string()))?;
+        let settings = self.pool_settings(&pool)?;
+        let lease = lease.unwrap_or(settings.lease);
+        check_lease(lease, settings.max_lease)?;
+        let until = (self.clock)() + TimeDelta::from_std(lease).unwrap_or(TimeDelta::MAX);
+        let c = {
+            let mut book = lock(&self.book);
+            let c = book
+                .ledger
+                .renew(id, until)
+                .ok_or_else(|| ClaimError::NotFound(id.to_string()))?;
+            if let Some(j) = &mut book.journal {
+                j.renewed(id, until);
+            }
+            c
+        };
+        self.lengthen_to_lease(&c);
+        Ok(c)
+    }
+
+    /// Releases a claim; the member is killed or returned as its pool says.
+    pub fn release(&self, id: &str) -> Result<Claim, ClaimError> {
+        let now = (self.clock)();
+        self.end(id, EndReason::Released, now)
+            .map(|e| e.claim)
+            .ok_or_else(|| ClaimError::NotFound(id.to_string()))
+    }
+
+    /// Ends one claim and carries out its pool's `on_release`.
+    fn end(&self, id: &str, why: EndReason, now: DateTime<Utc>) -> Option<Ended> {
+        let pool = lock(&self.book).ledger.get(id)?.pool.clone();
+        // A pool gone from the rules after a reload: its members are dirty all the same.
+        let on_release = lock(&self.rules)
+            .pool(&pool)
+            .map_or(OnRelease::Kill, |p| p.claims.on_release);
+        let kill = on_release == OnRelease::Kill || why == EndReason::Lost;
+        let ended = {
+            let mut book = lock(&self.book);
+            let e = book.ledger.end(id, why, kill, now)?;
+            if let Some(j) = &mut book.journal {
+                j.ended(id);
+            }
+            e
+        };
+        let c = &ended.claim;
+        tracing::info!(pool = %c.pool, sandbox = %c.sandbox_id, claim = %c.claim_id, holder = %c.holder, why = why.as_str(), on_release = ?on_release, "claim ended");
+        match (why, on_release) {
+            (EndReason::Lost, _) => {}
+            (_, OnRelease::Kill) => self.kill_released(c),
+            (_, OnRelease::Return) => self.freed.notify_waiters(),
+        }
+        Some(ended)
+    }
+
+    /// Kills a released member in the background, a few times if E2B fails.
+    fn kill_released(&self, c: &Claim) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (api, id, pool) = (self.api.clone(), c.sandbox_id.clone(), c.pool.clone());
+        handle.spawn(async move {
+            for attempt in 1..=KILL_TRIES {
+                match api.kill_sandbox(&id).await {
+                    Ok(()) | Err(Error::NotFound { .. }) => return,
+                    Err(e) if attempt == KILL_TRIES => {
+                        tracing::error!(pool = %pool, sandbox = %id, error = %e, "cannot kill a released member; it stays out of hand-outs");
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await,
+                }
+            }
+        });
+    }
+
+    /// Ends every lease that has run out by `now`, as a release would; returns how many.
+    pub(crate) fn expire(&self, now: DateTime<Utc>) -> usize {
+        let ids = lock(&self.book).ledger.expired(now);
+        let mut n = 0;
+        for id in ids {
+            if let Some(e) = self.end(&id, EndReason::Expired, now) {
+                tracing::warn!(pool = %e.claim.pool, claim = %id, holder = %e.claim.holder, "a claim's lease expired; released");
+                *lock(&self.metrics.expired).entry(e.claim.pool).or_default() += 1;
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Starts an observation: see [`ledger::Ledger::observation_started`].
+    pub(crate) fn observation_started(&self) -> u64 {
+        lock(&self.book).ledger.observation_started()
+    }
+
+    /// Takes an observation begun in `epoch`: the pools' members, their CPU for the pick,
+    /// and the claims whose members are gone.
+    pub(crate) fn observed(&self, epoch: u64, observed: &[ObservedSandbox]) {
+        let now = (self.clock)();
+        let lost = {
+            let mut book = lock(&self.book);
+            let lost = book.ledger.observed(epoch, observed, now);
+            if let Some(j) = &mut book.journal {
+                for e in &lost {
+                    j.ended(&e.claim.claim_id);
+                }
+                j.sync_if_due();
+            }
+            let Book { ledger, journal } = &mut *book;
+            if let Some(j) = journal {
+                j.maybe_compact(ledger.all());
+            }
+            lost
+        };
+        for e in lost {
+            tracing::warn!(pool = %e.claim.pool, sandbox = %e.claim.sandbox_id, claim = %e.claim.claim_id, holder = %e.claim.holder, "a claimed member is gone (killed, crashed or timed out); its claim ended");
+            *lock(&self.metrics.lost).entry(e.claim.pool).or_default() += 1;
+        }
+        let mut cpu = lock(&self.cpu);
+        cpu.clear();
+        for s in observed {
+            if let Some(m) = &s.metric
+                && m.cpu_used_pct.is_finite()
+            {
+                cpu.insert(s.id.clone(), m.cpu_used_pct);
+            }
+        }
+        drop(cpu);
+        self.freed.notify_waiters();
+    }
+
+    /// A create for `pool` returned a running sandbox: it may be claimed at once.
+    /// `life` is its timeout: it ends that long from now unless kept alive.
+    pub(crate) fn added(&self, pool: &str, sandbox_id: &str, life: Duration) {
+        let now = (self.clock)();
+        let end_at = now + TimeDelta::from_std(life).unwrap_or(TimeDelta::MAX);
+        lock(&self.book).ledger.added(pool, sandbox_id, now, end_at);
+        self.freed.notify_waiters();
+    }
+
+    /// Of `ids`, those a kill or pause may take (not claimed), now out of hand-outs; and
+    /// those refused because they are claimed.
+    pub(crate) fn reserve(&self, pool: &str, ids: &[String]) -> (Vec<String>, Vec<String>) {
+        lock(&self.book).ledger.reserve(pool, ids)
+    }
+
+    /// The kill or pause of reserved members failed: they may be handed out again.
+    pub(crate) fn unreserve(&self, pool: &str, ids: &[String]) {
+        lock(&self.book).ledger.unreserve(pool, ids);
+        self.freed.notify_waiters();
+    }
+
+    /// A reserved member was killed.
+    pub(crate) fn killed(&self, pool: &str, id: &str) {
+        lock(&self.book).ledger.forget(pool, id);
+    }
+
+    /// A reserved member was paused: it may be claimed again, to be resumed.
+    pub(crate) fn paused(&self, pool: &str, id: &str) {
+        lock(&self.book).ledger.paused(pool, id);
+        self.freed.notify_waiters();
+    }
+
+    /// What the engine reads at each step.
+    pub(crate) fn for_engine(&self, now: DateTime<Utc>) -> BTreeMap<String, PoolClaims> {
+        lock(&self.book).ledger.for_engine(now)
+    }
+
+    /// Per pool: (claimed, idle running, idle paused), for `/metrics` and the API.
+    pub(crate) fn counts(&self) -> BTreeMap<String, (usize, usize, usize)> {
+        lock(&self.book).ledger.counts()
+    }
+
+    pub fn get(&self, id: &str) -> Result<Claim, ClaimError> {
+        lock(&self.book)
+            .ledger
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ClaimError::NotFound(id.to_string()))
+    }
+
+    pub fn of_pool(&self, pool: &str) -> Result<Vec<Claim>, ClaimError> {
+        self.pool_settings(pool)?;
+        Ok(lock(&self.book).ledger.of_pool(pool))
+    }
+
+    /// The shared pick: the running, unclaimed member of `pool` with the lowest recent CPU.
+    pub fn pick(&self, pool: &str) -> Result<Option<String>, ClaimError> {
+        self.pool_settings(pool)?;
+        let cpu = lock(&self.cpu).clone();
+        Ok(lock(&self.book).ledger.pick(pool, &cpu))
+    }
+
+    /// Syncs the journal to disk when a second has passed since the last sync.
+    pub(crate) fn sync_if_due(&self) {
+        if let Some(j) = &mut lock(&self.book).journal {
+            j.sync_if_due();
+        }
+    }
+
+    /// Syncs the journal to disk (at shutdown).
+    pub(crate) fn sync(&self) {
+        if let Some(j) = &mut lock(&self.book).journal {
+            j.sync();
+        }
+    }
+}
+
+/// A lease must be at least a second and at most the pool's `claims.max_lease`.
+fn check_lease(lease: Duration, max: Duration) -> Result<(), ClaimError> {
+    if lease < Duration::from_secs(1) || lease > max {
+        return Err(ClaimError::Invalid(format!(
+            "lease {} is outside 1s to {} (the pool's claims.max_lease)",
+            humantime::format_duration(lease),
+            humantime::format_duration(max)
+        )));
+    }
+    Ok(())
+}
+
+fn refusal(r: Refusal) -> ClaimError {
+    match r {
+        Refusal::NotReady => ClaimError::NotReady,
+        Refusal::KeyInProgress => ClaimError::KeyInProgress,
+    }
+}
