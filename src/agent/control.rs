@@ -225,11 +225,13 @@ impl Agent {
         self.creates.per_pool()
     }
 
-    /// Waits for every create in flight to return, then logs and counts their results.
+    /// Waits for every create in flight to return, and the claims' background calls, then
+    /// logs and counts the creates' results.
     pub async fn settle(&mut self) -> TickReport {
         for h in self.in_flight.drain(..) {
             let _ = h.await;
         }
+        self.claims.settle().await;
         let mut report = TickReport::default();
         self.take_returned_creates(&mut report);
         report

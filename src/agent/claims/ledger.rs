@@ -122,6 +122,16 @@ fn youngest_free(p: &PoolLedger, state: MemberState) -> Option<String> {
         .map(|(id, _)| id.clone())
 }
 
+/// A pool's members as claims see them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Counts {
+    pub(crate) claimed: usize,
+    /// Running, unclaimed, not leaving.
+    pub(crate) idle: usize,
+    /// Paused, unclaimed, not leaving: a claim would resume one.
+    pub(crate) paused: usize,
+}
+
 /// A window of the claim rate.
 const RATE_WINDOW: TimeDelta = TimeDelta::seconds(60);
 
@@ -506,8 +516,8 @@ impl Ledger {
         }
     }
 
-    /// Per pool: (claimed, idle running, paused free) members.
-    pub(crate) fn counts(&self) -> BTreeMap<String, (usize, usize, usize)> {
+    /// Per pool: claimed, idle running and idle paused members.
+    pub(crate) fn counts(&self) -> BTreeMap<String, Counts> {
         self.pools
             .iter()
             .map(|(name, p)| {
@@ -519,14 +529,12 @@ impl Ledger {
                         })
                         .count()
                 };
-                (
-                    name.clone(),
-                    (
-                        p.claimed.len(),
-                        free(MemberState::Running),
-                        free(MemberState::Paused),
-                    ),
-                )
+                let counts = Counts {
+                    claimed: p.claimed.len(),
+                    idle: free(MemberState::Running),
+                    paused: free(MemberState::Paused),
+                };
+                (name.clone(), counts)
             })
             .collect()
     }
