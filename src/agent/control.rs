@@ -375,6 +375,12 @@ impl Agent {
     ) -> TickReport {
         report.events = events.len();
         report.handled = events.iter().map(|e| e.id.clone()).collect();
+        self.claims.killed_events(
+            events
+                .iter()
+                .filter(|e| e.event_type == crate::e2b::EventType::Killed)
+                .map(|e| e.sandbox_id.as_str()),
+        );
         if let Some(s) = &mut self.store {
             s.record(events.iter().map(|e| (e.id.as_str(), e.timestamp)))
                 .await;

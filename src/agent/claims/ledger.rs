@@ -470,6 +470,19 @@ impl Ledger {
         }
     }
 
+    /// A sandbox an event says is gone (killed, whatever the reason): forgotten at once, and
+    /// its claim, if any, ended as lost.
+    pub(crate) fn gone(&mut self, id: &str, now: DateTime<Utc>) -> Option<Ended> {
+        let pool = self
+            .pools
+            .iter()
+            .find(|(_, p)| p.members.contains_key(id))
+            .map(|(name, _)| name.clone())?;
+        let claim = self.pools.get(&pool)?.claimed.get(id).cloned();
+        self.forget(&pool, id);
+        self.end(&claim?, EndReason::Lost, false, now)
+    }
+
     /// A member that is gone (killed): forgotten at once.
     pub(crate) fn forget(&mut self, pool: &str, id: &str) {
         if let Some(p) = self.pools.get_mut(pool) {

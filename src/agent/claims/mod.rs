@@ -559,6 +559,45 @@ impl Claims {
         n
     }
 
+    /// Sandboxes lifecycle events say were killed: out of hand-outs at once, between
+    /// observations, and their claims ended as lost.
+    pub(crate) fn killed_events<'a>(&self, ids: impl Iterator<Item = &'a str>) {
+        let now = (self.clock)();
+        let lost: Vec<Ended> = {
+            let mut book = lock(&self.book);
+            let lost: Vec<Ended> = ids.filter_map(|id| book.ledger.gone(id, now)).collect();
+            if let Some(j) = &mut book.journal {
+                for e in &lost {
+                    j.ended(&e.claim.claim_id);
+                }
+            }
+            lost
+        };
+        self.count_lost(lost);
+    }
+
+    fn count_lost(&self, lost: Vec<Ended>) {
+        for e in lost {
+            tracing::warn!(pool = %e.claim.pool, sandbox = %e.claim.sandbox_id, claim = %e.claim.claim_id, holder = %e.claim.holder, "a claimed member is gone (killed, crashed or timed out); its claim ended");
+            *lock(&self.metrics.lost).entry(e.claim.pool).or_default() += 1;
+        }
+    }
+
+    /// Whether a claim holds `sandbox_id` now.
+    pub fn holds(&self, sandbox_id: &str) -> bool {
+        lock(&self.book)
+            .ledger
+            .all()
+            .any(|c| c.sandbox_id == sandbox_id)
+    }
+
+    /// The ids of every active claim.
+    pub fn active(&self) -> Vec<Claim> {
+        let mut v: Vec<Claim> = lock(&self.book).ledger.all().cloned().collect();
+        v.sort_by(|a, b| a.claim_id.cmp(&b.claim_id));
+        v
+    }
+
     /// Starts an observation: see [`ledger::Ledger::observation_started`].
     pub(crate) fn observation_started(&self) -> u64 {
         lock(&self.book).ledger.observation_started()
@@ -583,10 +622,7 @@ impl Claims {
             }
             lost
         };
-        for e in lost {
-            tracing::warn!(pool = %e.claim.pool, sandbox = %e.claim.sandbox_id, claim = %e.claim.claim_id, holder = %e.claim.holder, "a claimed member is gone (killed, crashed or timed out); its claim ended");
-            *lock(&self.metrics.lost).entry(e.claim.pool).or_default() += 1;
-        }
+        self.count_lost(lost);
         let mut cpu = lock(&self.cpu);
         cpu.clear();
         for s in observed {
