@@ -1092,6 +1092,11 @@ fn leases(
     BTreeMap::from([(pool.to_string(), claims)])
 }
 
+/// The decision's cause says `text`.
+fn says(d: &Decision, text: &str) {
+    assert!(d.cause.summary.contains(text), "{}", d.cause.summary);
+}
+
 fn pauses(d: &[Decision]) -> Vec<String> {
     d.iter()
         .filter_map(|d| match &d.action {
@@ -1137,13 +1142,7 @@ fn idle_scaling_keeps_claimed_plus_a_band() {
     let d = step_claims(&mut e, t0(), &m, &c);
     assert_eq!(creates(&d), 1);
     assert_eq!(d[0].cause.values["claimed"], 4.0);
-    assert!(
-        d[0].cause
-            .summary
-            .contains("idle 1 beside 4 claimed vs idle band 2..4, +1"),
-        "{}",
-        d[0].cause.summary
-    );
+    says(&d[0], "idle 1 beside 4 claimed vs idle band 2..4, +1");
     // 5 idle: one above the band's 4, so one goes; 3 idle is inside the band: no change.
     let mut e = Engine::new(rules(IDLE));
     let d = step_claims(&mut e, t0(), &m, &NO_CLAIMS);
@@ -1377,13 +1376,7 @@ fn rolling_replaces_first_then_kills() {
     m.extend(aged(3, 1, 3 * 3600, t0()));
     let d = step(&mut e, t0(), &m);
     assert_eq!((creates(&d), kills(&d).len()), (1, 0), "{d:?}");
-    assert!(
-        d[0].cause
-            .summary
-            .contains("rolled: 1 member older than max_age 1h"),
-        "{}",
-        d[0].cause.summary
-    );
+    says(&d[0], "rolled: 1 member older than max_age 1h");
     // The replacement is in flight: still nothing killed, nothing more created.
     let pending = BTreeMap::from([("r".to_string(), 1)]);
     let d = step_full(&mut e, at(15), &m, &pending, &NO_CLAIMS);
@@ -1408,12 +1401,9 @@ fn rolling_at_max_kills_one_first_and_leaves_claimed_members_to_their_lease() {
     let k = kills(&d);
     assert_eq!(k.len(), 1, "{d:?}");
     assert!(k[0] != "r-0" && k[0] != "r-1");
-    assert!(
-        d[0].cause
-            .summary
-            .contains("at max 6 with no room: 1 killed, then its replacement created"),
-        "{}",
-        d[0].cause.summary
+    says(
+        &d[0],
+        "at max 6 with no room: 1 killed, then its replacement created",
     );
     // All claimed: nothing rolls.
     let mut e = Engine::new(rules(ROLL));
@@ -1483,13 +1473,7 @@ fn warm_pauses_the_lasting_excess_only_after_after() {
         "excess beyond warm.paused is killed: {d:?}"
     );
     assert!(!p.contains(&"w-0".to_string()));
-    assert!(
-        d[0].cause
-            .summary
-            .contains("warm: 3 members idle beyond idle.min 1 for 2m"),
-        "{}",
-        d[0].cause.summary
-    );
+    says(&d[0], "warm: 3 members idle beyond idle.min 1 for 2m");
 }
 
 #[test]
