@@ -8,6 +8,9 @@
 //! whenever it has grown to [`COMPACT_FACTOR`] times the active claims plus
 //! [`COMPACT_SLACK`] lines. A file that cannot be read is set aside, never trusted halfway.
 //!
+//! Besides claims it keeps the members released to be killed whose kill has not been seen to
+//! succeed: after a restart they are still dirty, never handed out, and killed again.
+//!
 //! It never decides anything: it writes what the ledger did and reads it back.
 
 use std::collections::BTreeMap;
@@ -41,6 +44,22 @@ enum Line {
     End {
         claim_id: String,
     },
+    /// A released member to be killed: dirty until a `killed` line.
+    Dirty {
+        pool: String,
+        sandbox_id: String,
+    },
+    Killed {
+        sandbox_id: String,
+    },
+}
+
+/// What a journal holds when it is read back.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct Saved {
+    pub(crate) claims: Vec<Claim>,
+    /// (pool, sandbox id) of released members whose kill was not seen to succeed.
+    pub(crate) dirty: Vec<(String, String)>,
 }
 
 /// The open journal.
@@ -53,12 +72,13 @@ pub(crate) struct Journal {
 }
 
 impl Journal {
-    /// Opens `dir/claims.jsonl`, returning the claims still active in it, and compacts it.
-    pub(crate) fn open(dir: &Path) -> std::io::Result<(Journal, Vec<Claim>)> {
+    /// Opens `dir/claims.jsonl`, returning the claims still active in it and the dirty
+    /// members, and compacts it.
+    pub(crate) fn open(dir: &Path) -> std::io::Result<(Journal, Saved)> {
         let path = dir.join("claims.jsonl");
-        let active = read_back(&path);
-        let file = rewrite(&path, &active)?;
-        let lines = active.len();
+        let saved = read_back(&path);
+        let file = rewrite(&path, &saved)?;
+        let lines = saved.claims.len() + saved.dirty.len();
         Ok((
             Journal {
                 path,
@@ -67,7 +87,7 @@ impl Journal {
                 last_sync: Instant::now(),
                 dirty: false,
             },
-            active,
+            saved,
         ))
     }
 
@@ -88,16 +108,32 @@ impl Journal {
         });
     }
 
-    /// Compacts when the file has grown past its bound; `active` are the claims now.
-    pub(crate) fn maybe_compact<'a>(&mut self, active: impl Iterator<Item = &'a Claim>) {
-        let active: Vec<Claim> = active.cloned().collect();
-        if self.lines < COMPACT_FACTOR * active.len() + COMPACT_SLACK {
+    pub(crate) fn dirty(&mut self, pool: &str, sandbox_id: &str) {
+        self.append(&Line::Dirty {
+            pool: pool.to_string(),
+            sandbox_id: sandbox_id.to_string(),
+        });
+    }
+
+    pub(crate) fn killed(&mut self, sandbox_id: &str) {
+        self.append(&Line::Killed {
+            sandbox_id: sandbox_id.to_string(),
+        });
+    }
+
+    /// Compacts when the file has grown past its bound; `now` is what it holds now.
+    pub(crate) fn maybe_compact(&mut self, now: impl FnOnce() -> Saved) {
+        if self.lines < COMPACT_SLACK {
             return;
         }
-        match rewrite(&self.path, &active) {
+        let now = now();
+        if self.lines < COMPACT_FACTOR * (now.claims.len() + now.dirty.len()) + COMPACT_SLACK {
+            return;
+        }
+        match rewrite(&self.path, &now) {
             Ok(f) => {
                 self.file = f;
-                self.lines = active.len();
+                self.lines = now.claims.len() + now.dirty.len();
                 self.dirty = false;
             }
             Err(e) => {
@@ -135,23 +171,25 @@ impl Journal {
     }
 }
 
-/// The claims a journal leaves active; a missing file is none, an unreadable one is set aside.
-fn read_back(path: &Path) -> Vec<Claim> {
+/// The claims a journal leaves active, and its dirty members; a missing file is none, an
+/// unreadable one is set aside.
+fn read_back(path: &Path) -> Saved {
     let text = match std::fs::metadata(path) {
-        Err(_) => return Vec::new(),
+        Err(_) => return Saved::default(),
         Ok(m) if m.len() > MAX_BYTES => {
             set_aside(path, "too large");
-            return Vec::new();
+            return Saved::default();
         }
         Ok(_) => match std::fs::read(path) {
             Ok(b) => b,
             Err(e) => {
                 set_aside(path, &e.to_string());
-                return Vec::new();
+                return Saved::default();
             }
         },
     };
     let mut active: BTreeMap<String, Claim> = BTreeMap::new();
+    let mut dirty: BTreeMap<String, String> = BTreeMap::new();
     let text = String::from_utf8_lossy(&text);
     for (n, raw) in text.lines().enumerate() {
         match serde_json::from_str::<Line>(raw) {
@@ -169,6 +207,12 @@ fn read_back(path: &Path) -> Vec<Claim> {
             Ok(Line::End { claim_id }) => {
                 active.remove(&claim_id);
             }
+            Ok(Line::Dirty { pool, sandbox_id }) => {
+                dirty.insert(sandbox_id, pool);
+            }
+            Ok(Line::Killed { sandbox_id }) => {
+                dirty.remove(&sandbox_id);
+            }
             // A torn last line is what a crash mid-write leaves; anything else is noted.
             Err(e) if !raw.trim().is_empty() => {
                 tracing::warn!(path = %path.display(), line = n + 1, error = %e, "skipping an unreadable claims journal line");
@@ -176,7 +220,10 @@ fn read_back(path: &Path) -> Vec<Claim> {
             Err(_) => {}
         }
     }
-    active.into_values().collect()
+    Saved {
+        claims: active.into_values().collect(),
+        dirty: dirty.into_iter().map(|(id, pool)| (pool, id)).collect(),
+    }
 }
 
 fn set_aside(path: &Path, why: &str) {
@@ -185,14 +232,22 @@ fn set_aside(path: &Path, why: &str) {
     let _ = std::fs::rename(path, aside);
 }
 
-/// Writes `active` as the whole journal, durably, and opens it for appending.
-fn rewrite(path: &Path, active: &[Claim]) -> std::io::Result<std::fs::File> {
+/// Writes `saved` as the whole journal, durably, and opens it for appending.
+fn rewrite(path: &Path, saved: &Saved) -> std::io::Result<std::fs::File> {
     let tmp = path.with_extension("jsonl.tmp");
     {
         let mut f = std::fs::File::create(&tmp)?;
-        for c in active {
-            let line =
-                serde_json::to_string(&Line::Claim(c.clone())).map_err(std::io::Error::other)?;
+        let lines =
+            saved
+                .claims
+                .iter()
+                .map(|c| Line::Claim(c.clone()))
+                .chain(saved.dirty.iter().map(|(pool, id)| Line::Dirty {
+                    pool: pool.clone(),
+                    sandbox_id: id.clone(),
+                }));
+        for l in lines {
+            let line = serde_json::to_string(&l).map_err(std::io::Error::other)?;
             writeln!(f, "{line}")?;
         }
         f.sync_all()?;
@@ -228,12 +283,15 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("poolpilot-claims-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
         let (mut j, none) = Journal::open(&dir).unwrap_or_else(|e| panic!("{e}"));
-        assert!(none.is_empty());
+        assert_eq!(none, Saved::default());
         j.granted(&claim("a"));
         j.granted(&claim("b"));
         let later = DateTime::from_timestamp(1_800_001_000, 0).unwrap_or_default();
         j.renewed("a", later);
         j.ended("b");
+        j.dirty("p", "sbx-b");
+        j.dirty("p", "sbx-c");
+        j.killed("sbx-c");
         drop(j);
         // A crash mid-write leaves a torn line: ignored.
         let path = dir.join("claims.jsonl");
@@ -244,14 +302,15 @@ mod tests {
         f.write_all(b"{\"op\":\"claim\",\"claim_")
             .unwrap_or_else(|e| panic!("{e}"));
         let (_, back) = Journal::open(&dir).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(back.len(), 1);
-        assert_eq!(
-            (back[0].claim_id.as_str(), back[0].expires_at),
-            ("a", later)
-        );
-        // Compacted at open: one line per active claim.
+        assert_eq!(back.claims.len(), 1);
+        let a = &back.claims[0];
+        assert_eq!((a.claim_id.as_str(), a.expires_at), ("a", later));
+        assert_eq!(back.dirty, vec![("p".to_string(), "sbx-b".to_string())]);
+        // Compacted at open: one line per active claim and dirty member.
         let text = std::fs::read_to_string(&path).unwrap_or_default();
-        assert_eq!(text.lines().count(), 1);
+        assert_eq!(text.lines().count(), 2);
+        let (_, again) = Journal::open(&dir).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(again, back);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

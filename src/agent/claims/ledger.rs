@@ -155,6 +155,9 @@ pub(crate) struct Ledger {
     epoch: u64,
     /// True once an observation has told the ledger the pools' members.
     ready: bool,
+    /// Released members to be killed (sandbox -> pool): never handed out, whatever an
+    /// observation says, until one shows them gone.
+    dirty: HashMap<String, String>,
 }
 
 impl Ledger {
@@ -278,18 +281,46 @@ impl Ledger {
         now: DateTime<Utc>,
     ) -> Option<Ended> {
         let claim = self.remove(id)?;
-        if kill
-            && let Some(m) = self
-                .pools
-                .get_mut(&claim.pool)
-                .and_then(|p| p.members.get_mut(&claim.sandbox_id))
-        {
-            m.leaving = true;
+        if kill {
+            self.mark_dirty(&claim.pool, &claim.sandbox_id);
         }
         if let Some(k) = &claim.idempotency_key {
             self.remember_ended_key(&claim.pool, k, &claim.claim_id, now);
         }
         Some(Ended { claim, why })
+    }
+
+    /// A released member to be killed: out of hand-outs until an observation shows it gone.
+    pub(crate) fn mark_dirty(&mut self, pool: &str, sandbox_id: &str) {
+        self.dirty.insert(sandbox_id.to_string(), pool.to_string());
+        if let Some(m) = self
+            .pools
+            .get_mut(pool)
+            .and_then(|p| p.members.get_mut(sandbox_id))
+        {
+            m.leaving = true;
+        }
+    }
+
+    /// The dirty members: (pool, sandbox id).
+    pub(crate) fn dirty(&self) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = self
+            .dirty
+            .iter()
+            .map(|(id, pool)| (pool.clone(), id.clone()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// What the journal must hold: the active claims and the dirty members.
+    pub(crate) fn saved(&self) -> super::journal::Saved {
+        let mut claims: Vec<Claim> = self.claims.values().cloned().collect();
+        claims.sort_by(|a, b| a.claim_id.cmp(&b.claim_id));
+        super::journal::Saved {
+            claims,
+            dirty: self.dirty(),
+        }
     }
 
     fn remove(&mut self, id: &str) -> Option<Claim> {
@@ -363,14 +394,26 @@ impl Ledger {
 
     /// Takes an observation begun in `epoch` as the members of every pool: members it shows
     /// are known (running or paused); members it does not show and that were added before it
-    /// began are gone, and so are their claims, returned as [`EndReason::Lost`].
+    /// began are gone, and so are their claims, returned as [`EndReason::Lost`]. Dirty
+    /// members it does not show are gone for good: their ids are returned too.
     pub(crate) fn observed(
         &mut self,
         epoch: u64,
         observed: &[ObservedSandbox],
         now: DateTime<Utc>,
-    ) -> Vec<Ended> {
+    ) -> (Vec<Ended>, Vec<String>) {
         self.ready = true;
+        let listed: std::collections::HashSet<&str> =
+            observed.iter().map(|s| s.id.as_str()).collect();
+        let killed: Vec<String> = self
+            .dirty
+            .keys()
+            .filter(|id| !listed.contains(id.as_str()))
+            .cloned()
+            .collect();
+        for id in &killed {
+            self.dirty.remove(id);
+        }
         let mut seen: BTreeMap<&str, Vec<&ObservedSandbox>> = BTreeMap::new();
         for s in observed {
             if let Some(pool) = s.pool() {
@@ -384,12 +427,13 @@ impl Ledger {
                     SandboxState::Running => MemberState::Running,
                     SandboxState::Paused => MemberState::Paused,
                 };
+                let dirty = self.dirty.contains_key(&s.id);
                 let m = p.members.entry(s.id.clone()).or_insert(Member {
                     started_at: s.started_at,
                     end_at: s.end_at,
                     state,
                     epoch,
-                    leaving: false,
+                    leaving: dirty,
                 });
                 // A member resumed by a claim since the observation began stays running.
                 if !(m.state == MemberState::Running && p.claimed.contains_key(&s.id)) {
@@ -399,7 +443,7 @@ impl Ledger {
                 m.epoch = m.epoch.min(epoch);
             }
         }
-        self.drop_unseen(epoch, &seen, now)
+        (self.drop_unseen(epoch, &seen, now), killed)
     }
 
     /// Forgets members an observation of `epoch` should have shown and did not, ending their
@@ -480,6 +524,7 @@ impl Ledger {
             .map(|(name, _)| name.clone())?;
         let claim = self.pools.get(&pool)?.claimed.get(id).cloned();
         self.forget(&pool, id);
+        self.dirty.remove(id);
         self.end(&claim?, EndReason::Lost, false, now)
     }
 
@@ -572,5 +617,93 @@ impl Ledger {
                 ca.total_cmp(&cb).then(a.0.cmp(b.0))
             })
             .map(|(id, _)| id.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::e2b::Metadata;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap_or_default()
+    }
+
+    fn member(id: &str) -> ObservedSandbox {
+        let mut metadata = Metadata::new();
+        metadata.insert(crate::rules::POOL_KEY.into(), "p".into());
+        ObservedSandbox {
+            id: id.into(),
+            template: "base".into(),
+            started_at: t(0),
+            end_at: t(600),
+            state: SandboxState::Running,
+            metadata,
+            metric: None,
+        }
+    }
+
+    fn ask(id: &str) -> Claim {
+        Claim {
+            claim_id: id.into(),
+            pool: "p".into(),
+            sandbox_id: String::new(),
+            holder: String::new(),
+            claimed_at: t(1),
+            expires_at: t(601),
+            metadata: Default::default(),
+            idempotency_key: None,
+        }
+    }
+
+    #[test]
+    fn a_released_dirty_member_stays_out_of_hand_outs_across_a_restart_until_it_is_gone() {
+        let mut l = Ledger::default();
+        let e = l.observation_started();
+        l.observed(e, &[member("a")], t(0));
+        let Ok(Take::Running(c)) = l.take(ask("c1")) else {
+            panic!("a member is free")
+        };
+        l.end(&c.claim_id, EndReason::Released, true, t(2));
+        assert_eq!(l.take(ask("c2")), Ok(Take::Nothing), "dirty at once");
+
+        // A new agent reads the journal back: the member is dirty before anything is observed.
+        let saved = l.saved();
+        let mut back = Ledger::default();
+        for (pool, id) in &saved.dirty {
+            back.mark_dirty(pool, id);
+        }
+        let e = back.observation_started();
+        let (_, killed) = back.observed(e, &[member("a")], t(3));
+        assert!(killed.is_empty());
+        assert_eq!(
+            back.take(ask("c3")),
+            Ok(Take::Nothing),
+            "still dirty after a restart"
+        );
+        // Once an observation no longer lists it, it is gone for good.
+        let e = back.observation_started();
+        let (_, killed) = back.observed(e, &[], t(4));
+        assert_eq!(killed, vec!["a".to_string()]);
+        assert!(back.saved().dirty.is_empty());
+    }
+
+    #[test]
+    fn a_kill_reservation_never_takes_a_claimed_member_and_a_claim_never_takes_a_reserved_one() {
+        let mut l = Ledger::default();
+        let e = l.observation_started();
+        l.observed(e, &[member("a"), member("b")], t(0));
+        let Ok(Take::Running(c)) = l.take(ask("c1")) else {
+            panic!("a member is free")
+        };
+        let other = if c.sandbox_id == "a" { "b" } else { "a" };
+        let (free, held) = l.reserve("p", &["a".to_string(), "b".to_string()]);
+        assert_eq!(
+            (free, held),
+            (vec![other.to_string()], vec![c.sandbox_id.clone()])
+        );
+        assert_eq!(l.take(ask("c2")), Ok(Take::Nothing));
+        l.unreserve("p", &[other.to_string()]);
+        assert!(matches!(l.take(ask("c3")), Ok(Take::Running(x)) if x.sandbox_id == other));
     }
 }

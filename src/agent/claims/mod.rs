@@ -217,17 +217,25 @@ impl Claims {
         let journal = match state_dir {
             Some(d) => {
                 let (j, back) = Journal::open(d)?;
-                if !back.is_empty() {
-                    tracing::info!(claims = back.len(), "claims resumed from the journal");
+                if !back.claims.is_empty() || !back.dirty.is_empty() {
+                    tracing::info!(
+                        claims = back.claims.len(),
+                        dirty = back.dirty.len(),
+                        "claims resumed from the journal"
+                    );
                 }
-                for c in back {
+                for c in back.claims {
                     ledger.insert(c);
+                }
+                for (pool, id) in back.dirty {
+                    ledger.mark_dirty(&pool, &id);
                 }
                 Some(j)
             }
             None => None,
         };
-        Ok(Claims {
+        let dirty = ledger.dirty();
+        let claims = Claims {
             book: Mutex::new(Book { ledger, journal }),
             freed: Notify::new(),
             starved: Arc::new(Notify::new()),
@@ -238,7 +246,12 @@ impl Claims {
             metrics: ClaimMetrics::default(),
             cpu: Mutex::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
-        })
+        };
+        // Released members whose kill was not seen to succeed before a restart: again.
+        for (pool, id) in dirty {
+            claims.kill_released(&pool, &id);
+        }
+        Ok(claims)
     }
 
     /// Rules after a reload: new claims follow the new pools.
@@ -498,6 +511,9 @@ impl Claims {
             let e = book.ledger.end(id, why, kill, now)?;
             if let Some(j) = &mut book.journal {
                 j.ended(id);
+                if kill && why != EndReason::Lost {
+                    j.dirty(&e.claim.pool, &e.claim.sandbox_id);
+                }
             }
             e
         };
@@ -505,15 +521,17 @@ impl Claims {
         tracing::info!(pool = %c.pool, sandbox = %c.sandbox_id, claim = %c.claim_id, holder = %c.holder, why = why.as_str(), on_release = ?on_release, "claim ended");
         match (why, on_release) {
             (EndReason::Lost, _) => {}
-            (_, OnRelease::Kill) => self.kill_released(c),
+            (_, OnRelease::Kill) => self.kill_released(&c.pool, &c.sandbox_id),
             (_, OnRelease::Return) => self.freed.notify_waiters(),
         }
         Some(ended)
     }
 
-    /// Kills a released member in the background, a few times if E2B fails.
-    fn kill_released(&self, c: &Claim) {
-        let (api, id, pool) = (self.api.clone(), c.sandbox_id.clone(), c.pool.clone());
+    /// Kills a released member in the background, a few times if E2B fails. It stays dirty
+    /// (out of hand-outs, and killed again after a restart) until an observation shows it
+    /// gone.
+    fn kill_released(&self, pool: &str, sandbox_id: &str) {
+        let (api, id, pool) = (self.api.clone(), sandbox_id.to_string(), pool.to_string());
         self.spawn(async move {
             for attempt in 1..=KILL_TRIES {
                 match api.kill_sandbox(&id).await {
@@ -591,10 +609,10 @@ impl Claims {
             .any(|c| c.sandbox_id == sandbox_id)
     }
 
-    /// The ids of every active claim.
+    /// Every active claim, by sandbox id.
     pub fn active(&self) -> Vec<Claim> {
         let mut v: Vec<Claim> = lock(&self.book).ledger.all().cloned().collect();
-        v.sort_by(|a, b| a.claim_id.cmp(&b.claim_id));
+        v.sort_by(|a, b| a.sandbox_id.cmp(&b.sandbox_id));
         v
     }
 
@@ -609,16 +627,17 @@ impl Claims {
         let now = (self.clock)();
         let lost = {
             let mut book = lock(&self.book);
-            let lost = book.ledger.observed(epoch, observed, now);
-            if let Some(j) = &mut book.journal {
+            let (lost, killed) = book.ledger.observed(epoch, observed, now);
+            let Book { ledger, journal } = &mut *book;
+            if let Some(j) = journal {
                 for e in &lost {
                     j.ended(&e.claim.claim_id);
                 }
+                for id in &killed {
+                    j.killed(id);
+                }
                 j.sync_if_due();
-            }
-            let Book { ledger, journal } = &mut *book;
-            if let Some(j) = journal {
-                j.maybe_compact(ledger.all());
+                j.maybe_compact(|| ledger.saved());
             }
             lost
         };
