@@ -1158,6 +1158,41 @@ fn idle_scaling_keeps_claimed_plus_a_band() {
 }
 
 #[test]
+fn an_idle_lead_raises_the_band_s_floor_to_the_claims_expected_within_it() {
+    let yaml = "
+pools:
+  - name: jobs
+    min: 0
+    max: 20
+    idle: { min: 2, max: 10, lead: 20s }
+";
+    // 3 members, 1 claimed: 2 idle. At 0.5 claims/s over 20s, 10 are expected: 8 more.
+    let m = pool_of("jobs", &[Some(50.0); 3], t0());
+    let mut e = Engine::new(rules(yaml));
+    let d = step_claims(&mut e, t0(), &m, &leases("jobs", &["jobs-0"], at(600), 0.5));
+    assert_eq!(creates(&d), 8);
+    says(&d[0], "min raised to 10: 0.5 claims/s over a lead of 20s");
+    // At 0.3 claims/s, 6 expected: 4 more. Never above max: at 5/s, 10 idle.
+    let mut e = Engine::new(rules(yaml));
+    let d = step_claims(&mut e, t0(), &m, &leases("jobs", &["jobs-0"], at(600), 0.3));
+    assert_eq!(creates(&d), 4);
+    let mut e = Engine::new(rules(yaml));
+    let d = step_claims(&mut e, t0(), &m, &leases("jobs", &["jobs-0"], at(600), 5.0));
+    assert_eq!(creates(&d), 8);
+    // A quiet pool, or a rate that is not a number, keeps the band's own min.
+    for rate in [0.0, f64::NAN, f64::INFINITY] {
+        let mut e = Engine::new(rules(yaml));
+        let d = step_claims(
+            &mut e,
+            t0(),
+            &m,
+            &leases("jobs", &["jobs-0"], at(600), rate),
+        );
+        assert!(d.is_empty(), "rate {rate}: {d:?}");
+    }
+}
+
+#[test]
 fn pool_variables_count_claims_and_a_pool_without_claims_reads_zero() {
     let yaml = "
 pools:

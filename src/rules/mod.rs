@@ -276,6 +276,9 @@ pub struct Pool {
 pub struct IdleBand {
     pub min: u32,
     pub max: u32,
+    /// How long a new member takes to come (a create and an evaluation): the band's floor is
+    /// at least the claims expected in that time.
+    pub lead: Option<Duration>,
 }
 
 /// What happens to a member when its claim is released (or its lease expires).

@@ -158,14 +158,13 @@ fn settle(
     acc: &mut Account,
 ) -> (u32, u32) {
     let allow = rate::allowances(pool, st, now, acc.size);
-    let claimed = view.claims.claimed;
     let raw = recommend::recommend(
         pool,
         pb,
         members.missing,
         view.running,
         &allow,
-        claimed,
+        &view.claims,
         acc,
     );
     let raw = predict::predict(pool, st, now, pb, view.running, raw, acc);

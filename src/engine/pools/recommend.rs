@@ -11,6 +11,7 @@
 
 use super::Account;
 use super::rate::Allowances;
+use crate::engine::prepare::ClaimView;
 use crate::engine::{Cause, ClampKind};
 use crate::expr::{Bindings, EvalError, Expr, format_number};
 use crate::rules::{OnMissing, Pool, Step, Target};
@@ -26,11 +27,11 @@ pub(super) fn recommend(
     missing: usize,
     running: u32,
     allow: &Allowances,
-    claimed: u32,
+    claims: &ClaimView,
     acc: &mut Account,
 ) -> u32 {
     let mut recs = metric_recommendations(pool, pb, missing, running, allow, acc);
-    if let Some(rec) = idle_recommendation(pool, claimed, acc) {
+    if let Some(rec) = idle_recommendation(pool, claims, acc) {
         recs.push(rec);
     }
     strongest(&recs, acc.size)
@@ -66,24 +67,51 @@ fn metric_recommendations(
     recs
 }
 
-/// `idle: {min, max}`: claimed members plus the idle count kept within the band; no change
-/// while it is inside. Creates in flight count as idle (they will be).
-fn idle_recommendation(pool: &Pool, claimed: u32, acc: &mut Account) -> Option<u32> {
+/// `idle: {min, max, lead}`: claimed members plus the idle count kept within the band; no
+/// change while it is inside. Creates in flight count as idle (they will be). With `lead`,
+/// the band's floor is at least the claims expected within it (Little's law: the claim rate
+/// times how long a new member takes to come), up to `max`, so a buffer sized for a quiet
+/// hour grows with the rate instead of running dry.
+fn idle_recommendation(pool: &Pool, claims: &ClaimView, acc: &mut Account) -> Option<u32> {
     let band = pool.idle?;
-    let size = acc.size;
+    let (size, claimed) = (acc.size, claims.claimed);
     let idle = size.saturating_sub(claimed);
-    let rec = claimed.saturating_add(idle.clamp(band.min, band.max));
+    let floor = lead_floor(band, claims.claim_rate);
+    let rec = claimed.saturating_add(idle.clamp(floor, band.max));
     acc.cause
         .values
         .insert("claimed".into(), f64::from(claimed));
     acc.cause.values.insert("idle".into(), f64::from(idle));
+    let expected = match band.lead {
+        Some(lead) if floor > band.min => format!(
+            " (min raised to {floor}: {} claims/s over a lead of {})",
+            format_number(claims.claim_rate),
+            humantime::format_duration(lead)
+        ),
+        _ => String::new(),
+    };
     acc.reasons.push(format!(
-        "idle {idle} beside {claimed} claimed vs idle band {}..{}, {}",
+        "idle {idle} beside {claimed} claimed vs idle band {}..{}{expected}, {}",
         band.min,
         band.max,
         signed(rec, size)
     ));
     Some(rec)
+}
+
+/// The band's floor: `min`, or with a `lead` the claims expected within it if more, never
+/// above `max`. A rate that is not finite reads as none.
+fn lead_floor(band: crate::rules::IdleBand, claim_rate: f64) -> u32 {
+    let Some(lead) = band.lead else {
+        return band.min;
+    };
+    let rate = if claim_rate.is_finite() {
+        claim_rate.max(0.0)
+    } else {
+        0.0
+    };
+    let expected = (rate * lead.as_secs_f64()).ceil().min(f64::from(u32::MAX)) as u32;
+    expected.max(band.min).min(band.max)
 }
 
 /// `on_missing: hold`: some member has no fresh sample, so no metric-driven change.

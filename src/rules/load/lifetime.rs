@@ -25,6 +25,8 @@ const MINUTE: Duration = Duration::from_secs(60);
 pub(super) struct RawIdle {
     min: Spanned<RawNumber>,
     max: Spanned<RawNumber>,
+    #[serde(default)]
+    lead: Option<Spanned<HumanDuration>>,
 }
 
 /// `claims: { on_release, lease, max_lease }` as written.
@@ -170,7 +172,10 @@ pub(super) const MIN_MAX_AGE: Duration = Duration::from_secs(10 * 60);
 /// The longest `max_age`: E2B's cap on a sandbox's life on Pro (Hobby's is 1 h).
 pub(super) const MAX_MAX_AGE: Duration = DAY;
 
-/// `idle`: `min <= max`, and `max` no more than the pool's `max`.
+/// The longest `idle.lead`: beyond an hour, a rate over the last minute says little.
+const MAX_IDLE_LEAD: Duration = Duration::from_secs(3600);
+
+/// `idle`: `min <= max`, `max` no more than the pool's `max`, and a `lead` of 1s to 1h.
 fn check_idle(
     c: &mut Checker,
     ctx: &str,
@@ -197,7 +202,18 @@ fn check_idle(
         );
         return None;
     }
-    Some(IdleBand { min, max })
+    let before = c.diags.len();
+    let lead = r.lead.is_some().then(|| {
+        duration(
+            c,
+            ctx,
+            "idle.lead",
+            &r.lead,
+            SECOND,
+            (SECOND, MAX_IDLE_LEAD),
+        )
+    });
+    (c.diags.len() == before).then_some(IdleBand { min, max, lead })
 }
 
 /// The longest `claims.max_lease`: a week. E2B itself ends a sandbox within a day.

@@ -672,7 +672,14 @@ pools:
 fn loads_the_service_fields() {
     let set = load_str(&[("s.yaml", SERVICE)]).unwrap();
     let j = set.pool("jobs").unwrap();
-    assert_eq!(j.idle, Some(crate::rules::IdleBand { min: 2, max: 5 }));
+    assert_eq!(
+        j.idle,
+        Some(crate::rules::IdleBand {
+            min: 2,
+            max: 5,
+            lead: None
+        })
+    );
     assert_eq!(j.claims.on_release, crate::rules::OnRelease::Return);
     assert_eq!(j.claims.lease, Duration::from_secs(300));
     assert_eq!(j.claims.max_lease, Duration::from_secs(7200));
