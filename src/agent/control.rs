@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::act::{self, ActionResult, CreateReturned};
+use super::budget::Budget;
 use super::creates::Creates;
 use super::dedup::Dedup;
 use super::http::webhooks::Delivered;
@@ -92,6 +93,8 @@ pub struct Agent {
     last_events_poll: Option<DateTime<Utc>>,
     /// Creates sent and not yet seen in an observation.
     creates: Arc<Creates>,
+    /// The team's concurrency cap and the pools' create breakers.
+    budget: Arc<Budget>,
     /// Each create's result, sent by its task when it returns.
     returned_tx: mpsc::UnboundedSender<CreateReturned>,
     returned_rx: mpsc::UnboundedReceiver<CreateReturned>,
@@ -153,6 +156,7 @@ impl Agent {
         }
         let (returned_tx, returned_rx) = mpsc::unbounded_channel();
         Ok(Agent {
+            budget: Arc::new(Budget::new(creates.clone())),
             api,
             engine,
             dispatcher: opts.dispatcher,
@@ -192,6 +196,12 @@ impl Agent {
             }
         }
         self.engine.set_rules(rules);
+    }
+
+    /// The budget every create passes (no cap until [`Budget::set_cap`]); the claims code
+    /// takes its resume permits from it.
+    pub fn budget(&self) -> Arc<Budget> {
+        self.budget.clone()
     }
 
     /// Creates in flight per pool: sent and not yet seen in an observation.
@@ -359,6 +369,13 @@ impl Agent {
             },
         );
         report.decisions = decisions.len();
+        self.budget.observed(&observed);
+        act::announce_breakers(
+            &self.budget,
+            self.engine.rules(),
+            self.dispatcher.as_ref(),
+            now,
+        );
         self.carry_out(decisions, &observed, now, &mut report).await;
         self.last_observed = observed;
         // With the creates this turn sent: counted after a restart until seen.
@@ -396,6 +413,7 @@ impl Agent {
             let outcome = act::Actor {
                 api: &self.api,
                 creates: &self.creates,
+                budget: &self.budget,
                 returned: &self.returned_tx,
                 in_flight: &mut self.in_flight,
                 observed,
@@ -408,7 +426,7 @@ impl Agent {
             if let Action::Kill { .. } = &d.action {
                 self.killed.extend(outcome.sandbox_ids.iter().cloned());
             }
-            let kind = act::kind(&d.action);
+            let (kind, sent) = (act::kind(&d.action), outcome.sent);
             report
                 .actions
                 .extend(outcome.counted.iter().map(|r| (kind, *r)));
@@ -420,11 +438,11 @@ impl Agent {
                 decision: d,
             };
             match &entry.decision.action {
-                Action::Create { count, .. } if entry.result == ActionResult::Sent => {
+                Action::Create { .. } if entry.result == ActionResult::Sent => {
                     self.open_creates.insert(
                         seq,
                         OpenCreate {
-                            remaining: *count,
+                            remaining: sent,
                             failures: 0,
                             entry: entry.clone(),
                         },

@@ -4,6 +4,8 @@
 //!   events, decide; and [`control::Agent::react`] to webhooks between ticks;
 //! - [`act`]: carrying decisions out (E2B calls, notices), each ending in a typed `Outcome`
 //!   with its [`act::ActionResult`]; the only place a decision becomes a call to E2B;
+//! - [`budget`]: the team's concurrent-sandbox cap that every create and resume shares, and
+//!   each pool's circuit breaker on failing creates;
 //! - [`creates`]: the ledger of creates sent and not yet observed, which a pool's size counts;
 //! - [`status`]: what the agent shows about itself, and the one publisher that writes it after
 //!   every tick, reaction and reload;
@@ -19,6 +21,7 @@
 //!   durably, and set aside rather than trusted when it cannot be read.
 
 pub mod act;
+pub mod budget;
 pub mod config;
 pub mod control;
 pub(crate) mod creates;

@@ -88,6 +88,7 @@ pub async fn run(
         api: e2b.metrics,
         webhooks: webhook_stats,
         notify: Some(dispatcher),
+        budget: agent.budget(),
     });
     if let Some(receiver) = receiver {
         app = app.merge(receiver);
@@ -200,7 +201,7 @@ fn open_agent(
     webhooks: Option<mpsc::Receiver<Delivered>>,
     dedup: Arc<Mutex<Dedup>>,
 ) -> anyhow::Result<Agent> {
-    Agent::new(
+    let agent = Agent::new(
         api,
         rules.clone(),
         AgentOptions {
@@ -212,7 +213,9 @@ fn open_agent(
             state_dir: Some(cfg.state_dir.clone()),
         },
     )
-    .with_context(|| format!("cannot use state dir {}", cfg.state_dir.display()))
+    .with_context(|| format!("cannot use state dir {}", cfg.state_dir.display()))?;
+    agent.budget().set_cap(cfg.api.max_concurrent);
+    Ok(agent)
 }
 
 /// The HTTP server, running in its own task.

@@ -76,6 +76,10 @@ pub struct ApiConfig {
     /// Creates per second (E2B: 1 on Hobby, 5 on Pro).
     #[serde(default)]
     pub create_rate: Option<f64>,
+    /// The team's concurrent sandboxes at most (E2B: 20 on Hobby, 100 on Pro): a create that
+    /// would go past it is refused before it is sent.
+    #[serde(default)]
+    pub max_concurrent: Option<u32>,
 }
 
 /// Polling intervals.
@@ -475,6 +479,9 @@ fn fill_from_environment(
     if cfg.api.create_rate.is_none() {
         cfg.api.create_rate = Some(DEFAULT_CREATE_RATE);
     }
+    if cfg.api.max_concurrent.is_none() {
+        cfg.api.max_concurrent = Some(DEFAULT_MAX_CONCURRENT);
+    }
 }
 
 /// Absolute paths: the same meaning wherever the output of `config print` is saved.
@@ -486,6 +493,13 @@ fn make_paths_absolute(cfg: &mut Config) {
 
 /// Creates per second when none is set (E2B's Pro tier).
 pub(crate) const DEFAULT_CREATE_RATE: f64 = 5.0;
+
+/// The team's concurrent sandboxes when none is set (E2B's Pro tier, like the create rate).
+pub(crate) const DEFAULT_MAX_CONCURRENT: u32 = 100;
+
+/// What `api.max_concurrent` accepts: E2B's Pro add-on goes to 1,100; the bound leaves room
+/// for enterprise plans.
+pub(crate) const MAX_CONCURRENT_RANGE: (u32, u32) = (1, 100_000);
 
 /// Creates per second that `api.create_rate` accepts: one create every 100 s up to 1,000 a
 /// second. Outside it the pacer's interval would be absurd (or overflow).
@@ -521,6 +535,17 @@ pub(crate) fn check_create_rate(r: f64) -> Result<(), String> {
         CREATE_RATE_RANGE,
         "creates per second (E2B allows 1 on Hobby, 5 on Pro)",
     )
+}
+
+/// Checks a concurrency cap against [`MAX_CONCURRENT_RANGE`]; the error says what is valid.
+pub(crate) fn check_max_concurrent(n: u32) -> Result<(), String> {
+    let (lo, hi) = MAX_CONCURRENT_RANGE;
+    if (lo..=hi).contains(&n) {
+        return Ok(());
+    }
+    Err(format!(
+        "must be from {lo} to {hi} sandboxes running at once (E2B allows 20 on Hobby, 100 on Pro), got {n}"
+    ))
 }
 
 /// Checks a speed against [`SPEED_RANGE`]; the error says what is valid.

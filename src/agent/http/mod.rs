@@ -31,6 +31,7 @@ pub(crate) struct ServerState {
     pub(crate) api: Arc<ApiMetrics>,
     pub(crate) webhooks: Arc<WebhookStats>,
     pub(crate) notify: Option<Dispatcher>,
+    pub(crate) budget: std::sync::Arc<crate::agent::budget::Budget>,
 }
 
 /// The read-only routes; merge the webhook router into it when webhooks are on.
