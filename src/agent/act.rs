@@ -239,10 +239,12 @@ impl Actor<'_> {
         }
         self.in_flight.retain(|h| !h.is_finished());
         for i in 0..admitted.count {
-            let key = self.send_create(seq, d, pool, def.create_request());
+            let key = uuid::Uuid::new_v4().to_string();
             if admitted.probe && i == 0 {
+                // Named before it is sent: it may fail before this function goes on.
                 self.budget.probing(pool, &key);
             }
+            self.send_create(seq, d, pool, key, def.create_request());
         }
         let n = admitted.count;
         let mut detail = format!("sent {n} create{}", if n == 1 { "" } else { "s" });
@@ -259,9 +261,15 @@ impl Actor<'_> {
     }
 
     /// Sends one create of `pool` in the background, in the ledger first; its result goes to
-    /// the ledger, the pool's breaker and the agent. Returns its Idempotency-Key.
-    fn send_create(&mut self, seq: u64, d: &Decision, pool: &str, mut req: NewSandbox) -> String {
-        let key = uuid::Uuid::new_v4().to_string();
+    /// the ledger, the pool's breaker and the agent. `key` is its Idempotency-Key.
+    fn send_create(
+        &mut self,
+        seq: u64,
+        d: &Decision,
+        pool: &str,
+        key: String,
+        mut req: NewSandbox,
+    ) {
         req.metadata
             .get_or_insert_with(Default::default)
             .insert(CREATE_KEY.into(), key.clone());
@@ -272,9 +280,8 @@ impl Actor<'_> {
             self.budget.clone(),
             self.returned.clone(),
         );
-        let (decision, pool, task_key) = (d.clone(), pool.to_string(), key.clone());
+        let (decision, pool) = (d.clone(), pool.to_string());
         self.in_flight.push(tokio::spawn(async move {
-            let key = task_key;
             let result = api.create_sandbox(&req, &key).await;
             let how = match &result {
                 Ok(s) => {
@@ -293,7 +300,6 @@ impl Actor<'_> {
                 result: result.map(|s| s.sandbox_id),
             });
         }));
-        key
     }
 
     /// Kills each sandbox the pool owns; one result per sandbox.

@@ -427,6 +427,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn each_pools_breaker_and_failures_are_written_from_zero() {
+        let mut engine = EngineState::default();
+        engine.pools.insert("quiet".into(), Default::default());
+        let report = BudgetReport {
+            cap: Some(20),
+            running: 7,
+            pools: [("busy".to_string(), (true, 5))].into(),
+            ..BudgetReport::default()
+        };
+        let mut out = String::new();
+        render_budget(&mut out, &report, &engine);
+        for line in [
+            "poolpilot_team_sandboxes{kind=\"running\"} 7",
+            "poolpilot_team_sandboxes{kind=\"cap\"} 20",
+            "poolpilot_pool_circuit_open{pool=\"busy\"} 1",
+            "poolpilot_pool_circuit_open{pool=\"quiet\"} 0",
+            "poolpilot_create_failures_total{pool=\"busy\"} 5",
+            "poolpilot_create_failures_total{pool=\"quiet\"} 0",
+        ] {
+            assert!(out.lines().any(|l| l == line), "{line} missing from\n{out}");
+        }
+    }
+
+    #[test]
     fn every_known_action_series_is_there_from_the_start() {
         let mut out = String::new();
         render_actions(&mut out, &BTreeMap::new());
