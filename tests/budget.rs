@@ -30,16 +30,7 @@ async fn emulator() -> RunningEmulator {
 }
 
 async fn advance(emu: &RunningEmulator, by: &str) -> DateTime<Utc> {
-    let v: serde_json::Value = common::raw()
-        .post(format!("{}/_emulator/advance", emu.url()))
-        .json(&json!({ "by": by }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["now"].as_str().unwrap().parse().unwrap()
+    common::advance(&emu.url(), by).await
 }
 
 fn agent(emu: &RunningEmulator, rules: &str, dispatcher: Option<Dispatcher>) -> Agent {

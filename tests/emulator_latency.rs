@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use poolpilot::e2b::{E2bApi, NewSandbox, SandboxState};
 use poolpilot::emulator::{Clock, RunningEmulator, Scenario};
-use serde_json::json;
 
 async fn emulator(scenario: &str) -> RunningEmulator {
     let mut opts = common::options();
@@ -19,12 +18,7 @@ async fn emulator(scenario: &str) -> RunningEmulator {
 }
 
 async fn advance(emu: &RunningEmulator, by: &str) {
-    common::raw()
-        .post(format!("{}/_emulator/advance", emu.url()))
-        .json(&json!({ "by": by }))
-        .send()
-        .await
-        .unwrap();
+    common::advance(&emu.url(), by).await;
 }
 
 /// Lets a spawned call run as far as it can on its own.
