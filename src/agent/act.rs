@@ -23,10 +23,11 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use super::budget::{BREAKER_ALERT, Budget, Change};
 use super::claims::Claims;
 use super::creates::{CREATE_KEY, Creates, Returned};
-use crate::e2b::{E2bApi, Error};
-use crate::engine::{Action, AlertNotice, Decision, ObservedSandbox};
+use crate::e2b::{E2bApi, Error, NewSandbox};
+use crate::engine::{Action, AlertNotice, AlertStatus, Decision, ObservedSandbox};
 use crate::notify::Dispatcher;
 
 /// What came of an action, in one word.
@@ -66,9 +67,11 @@ pub(crate) struct Outcome {
     pub(crate) detail: String,
     /// The sandboxes it touched.
     pub(crate) sandbox_ids: Vec<String>,
-    /// One result per thing acted on (each sandbox of a kill), for counting. Empty for
-    /// creates sent: they are counted when they return.
+    /// One result per thing acted on (each sandbox of a kill), for counting. Creates sent
+    /// are not in it: they are counted when they return.
     pub(crate) counted: Vec<ActionResult>,
+    /// Creates sent, whose results are still to come.
+    pub(crate) sent: u32,
 }
 
 impl Outcome {
@@ -78,6 +81,7 @@ impl Outcome {
             detail: detail.into(),
             sandbox_ids: Vec::new(),
             counted: vec![result],
+            sent: 0,
         }
     }
 }
@@ -120,6 +124,8 @@ fn worst(counted: &[ActionResult]) -> ActionResult {
 pub(crate) struct Actor<'a> {
     pub(crate) api: &'a Arc<dyn E2bApi>,
     pub(crate) creates: &'a Arc<Creates>,
+    /// The team's budget and the pools' breakers, which every create passes.
+    pub(crate) budget: &'a Arc<Budget>,
     pub(crate) returned: &'a mpsc::UnboundedSender<CreateReturned>,
     pub(crate) in_flight: &'a mut Vec<tokio::task::JoinHandle<()>>,
     pub(crate) observed: &'a [ObservedSandbox],
@@ -211,6 +217,7 @@ impl Actor<'_> {
             detail: detail.join("; "),
             sandbox_ids: kept,
             counted,
+            sent: 0,
         }
     }
 
@@ -230,55 +237,91 @@ impl Actor<'_> {
         )
     }
 
-    /// Sends `count` creates in the background, each in the ledger before it is sent.
+    /// Sends up to `count` creates in the background, each in the ledger before it is sent:
+    /// as many as the pool's breaker and the team's cap admit; the rest are refused.
     fn create(&mut self, seq: u64, d: &Decision, pool: &str, count: u32) -> Outcome {
-        let Some(def) = self.rules.pool(pool) else {
+        let rules: &crate::rules::RuleSet = self.rules;
+        let Some(def) = rules.pool(pool) else {
             return Outcome::one(ActionResult::Refused, "refused: unknown pool");
         };
+        let admitted = self.budget.admit_creates(pool, count, self.now);
+        announce_breakers(self.budget, self.rules, self.dispatcher, self.now);
+        let refused = count - admitted.count;
+        let why = admitted.refusal.map(|r| r.to_string()).unwrap_or_default();
+        if admitted.count == 0 {
+            return Outcome {
+                counted: vec![ActionResult::Refused; refused as usize],
+                ..Outcome::one(ActionResult::Refused, why)
+            };
+        }
         self.in_flight.retain(|h| !h.is_finished());
-        for _ in 0..count {
+        for i in 0..admitted.count {
             let key = uuid::Uuid::new_v4().to_string();
-            let mut req = def.create_request();
-            req.metadata
-                .get_or_insert_with(Default::default)
-                .insert(CREATE_KEY.into(), key.clone());
-            self.creates.sent(pool, &key);
-            let (api, creates, tx, claims) = (
-                self.api.clone(),
-                self.creates.clone(),
-                self.returned.clone(),
-                self.claims.clone(),
-            );
-            let decision = d.clone();
-            // E2B's default lifetime when the pool sets none (its create answer has no end).
-            let life = def
-                .sandbox
-                .timeout
-                .unwrap_or(std::time::Duration::from_secs(300));
-            let pool = pool.to_string();
-            self.in_flight.push(tokio::spawn(async move {
-                let result = api.create_sandbox(&req, &key).await;
-                let how = match &result {
-                    Ok(s) => {
-                        claims.added(&pool, &s.sandbox_id, life);
-                        Returned::Created(s.sandbox_id.clone())
-                    }
-                    Err(e) => Returned::from_error(e),
-                };
-                creates.returned(&key, how);
-                let _ = tx.send(CreateReturned {
-                    seq,
-                    decision,
-                    result: result.map(|s| s.sandbox_id),
-                });
-            }));
+            if admitted.probe && i == 0 {
+                // Named before it is sent: it may fail before this function goes on.
+                self.budget.probing(pool, &key);
+            }
+            self.send_create(seq, d, pool, key, def.create_request());
+        }
+        let n = admitted.count;
+        let mut detail = format!("sent {n} create{}", if n == 1 { "" } else { "s" });
+        if refused > 0 {
+            detail.push_str(&format!("; {refused} {why}"));
         }
         Outcome {
             result: ActionResult::Sent,
-            detail: format!("sent {count} create{}", if count == 1 { "" } else { "s" }),
+            detail,
             sandbox_ids: Vec::new(),
-            counted: Vec::new(),
+            counted: vec![ActionResult::Refused; refused as usize],
+            sent: n,
         }
+    }
+
+    /// Sends one create of `pool` in the background, in the ledger first; its result goes to
+    /// the ledger, the pool's breaker, the claims (a new member may be claimed at once) and
+    /// the agent. `key` is its Idempotency-Key.
+    fn send_create(
+        &mut self,
+        seq: u64,
+        d: &Decision,
+        pool: &str,
+        key: String,
+        mut req: NewSandbox,
+    ) {
+        req.metadata
+            .get_or_insert_with(Default::default)
+            .insert(CREATE_KEY.into(), key.clone());
+        self.creates.sent(pool, &key);
+        let (api, creates, budget, tx, claims) = (
+            self.api.clone(),
+            self.creates.clone(),
+            self.budget.clone(),
+            self.returned.clone(),
+            self.claims.clone(),
+        );
+        // E2B's default lifetime when the create asks for none (its answer carries no end).
+        let life = std::time::Duration::from_secs(req.timeout.unwrap_or(300));
+        let (decision, pool) = (d.clone(), pool.to_string());
+        self.in_flight.push(tokio::spawn(async move {
+            let result = api.create_sandbox(&req, &key).await;
+            let how = match &result {
+                Ok(s) => {
+                    budget.create_succeeded(&pool, &key);
+                    claims.added(&pool, &s.sandbox_id, life);
+                    Returned::Created(s.sandbox_id.clone())
+                }
+                Err(e) => {
+                    budget.create_failed(&pool, &key);
+                    Returned::from_error(e)
+                }
+            };
+            creates.returned(&key, how);
+            let _ = tx.send(CreateReturned {
+                seq,
+                decision,
+                result: result.map(|s| s.sandbox_id),
+            });
+        }));
     }
 
     /// Kills each sandbox the pool owns and no claim holds; one result per sandbox.
@@ -320,6 +363,7 @@ impl Actor<'_> {
             detail: detail.join("; "),
             sandbox_ids: killed,
             counted,
+            sent: 0,
         }
     }
 
@@ -344,5 +388,63 @@ impl Actor<'_> {
             },
             Err(e) => Outcome::one(ActionResult::Failed, format!("failed: {e}")),
         }
+    }
+}
+
+/// Announces the breakers that opened or closed by `now` as the [`BREAKER_ALERT`] alert
+/// (critical, subject the pool) to every notifier of the rule set, and logs each change.
+pub(crate) fn announce_breakers(
+    budget: &Budget,
+    rules: &crate::rules::RuleSet,
+    dispatcher: Option<&Dispatcher>,
+    now: chrono::DateTime<chrono::Utc>,
+) {
+    for change in budget.changes(now) {
+        let n = breaker_notice(&change, rules);
+        match n.status {
+            AlertStatus::Firing => tracing::error!(pool = %n.subject, "{}", n.message),
+            AlertStatus::Resolved => tracing::info!(pool = %n.subject, "{}", n.message),
+        }
+        let Some(d) = dispatcher else { continue };
+        for e in d.send_all(&n, now) {
+            tracing::error!(pool = %n.subject, error = %e, "breaker notice not queued");
+        }
+    }
+}
+
+/// The notice of one breaker change.
+fn breaker_notice(change: &Change, rules: &crate::rules::RuleSet) -> AlertNotice {
+    let (pool, status, since, message) = match change {
+        Change::Opened {
+            pool,
+            failures,
+            since,
+            until,
+        } => (
+            pool,
+            AlertStatus::Firing,
+            *since,
+            format!(
+                "pool {pool}: {failures} creates failed in a row; its creates stop until {} (then one probe)",
+                until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+        ),
+        Change::Closed { pool, since } => (
+            pool,
+            AlertStatus::Resolved,
+            *since,
+            format!("pool {pool}: a create succeeded; its creates resume"),
+        ),
+    };
+    AlertNotice {
+        alert: BREAKER_ALERT.to_string(),
+        subject: pool.clone(),
+        status,
+        repeat: false,
+        severity: "critical".to_string(),
+        labels: [("pool".to_string(), pool.clone())].into(),
+        message,
+        notify: rules.notifiers.iter().map(|n| n.name.clone()).collect(),
+        started_at: since,
     }
 }

@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::act::{self, ActionResult, CreateReturned};
+use super::budget::Budget;
 use super::claims::{Claims, Clock};
 use super::creates::Creates;
 use super::dedup::Dedup;
@@ -93,6 +94,8 @@ pub struct Agent {
     last_events_poll: Option<DateTime<Utc>>,
     /// Creates sent and not yet seen in an observation.
     creates: Arc<Creates>,
+    /// The team's concurrency cap and the pools' create breakers.
+    budget: Arc<Budget>,
     /// Each create's result, sent by its task when it returns.
     returned_tx: mpsc::UnboundedSender<CreateReturned>,
     returned_rx: mpsc::UnboundedReceiver<CreateReturned>,
@@ -157,14 +160,17 @@ impl Agent {
             store = Some(s);
         }
         let clock = opts.clock.unwrap_or_else(|| Arc::new(Utc::now));
+        let budget = Arc::new(Budget::new(creates.clone()));
         let claims = Arc::new(Claims::open(
             api.clone(),
+            budget.clone(),
             rules.clone(),
             clock,
             opts.state_dir.as_deref(),
         )?);
         let (returned_tx, returned_rx) = mpsc::unbounded_channel();
         Ok(Agent {
+            budget,
             api,
             engine,
             dispatcher: opts.dispatcher,
@@ -218,6 +224,12 @@ impl Agent {
         }
         self.claims.set_rules(rules.clone());
         self.engine.set_rules(rules);
+    }
+
+    /// The budget every create passes (no cap until [`Budget::set_cap`]); the claims code
+    /// takes its resume permits from it.
+    pub fn budget(&self) -> Arc<Budget> {
+        self.budget.clone()
     }
 
     /// Creates in flight per pool: sent and not yet seen in an observation.
@@ -397,6 +409,13 @@ impl Agent {
             },
         );
         report.decisions = decisions.len();
+        self.budget.observed(&observed);
+        act::announce_breakers(
+            &self.budget,
+            self.engine.rules(),
+            self.dispatcher.as_ref(),
+            now,
+        );
         self.carry_out(decisions, &observed, now, &mut report).await;
         self.last_observed = observed;
         // With the creates this turn sent: counted after a restart until seen.
@@ -434,6 +453,7 @@ impl Agent {
             let outcome = act::Actor {
                 api: &self.api,
                 creates: &self.creates,
+                budget: &self.budget,
                 returned: &self.returned_tx,
                 in_flight: &mut self.in_flight,
                 observed,
@@ -447,7 +467,7 @@ impl Agent {
             if let Action::Kill { .. } = &d.action {
                 self.killed.extend(outcome.sandbox_ids.iter().cloned());
             }
-            let kind = act::kind(&d.action);
+            let (kind, sent) = (act::kind(&d.action), outcome.sent);
             report
                 .actions
                 .extend(outcome.counted.iter().map(|r| (kind, *r)));
@@ -459,11 +479,11 @@ impl Agent {
                 decision: d,
             };
             match &entry.decision.action {
-                Action::Create { count, .. } if entry.result == ActionResult::Sent => {
+                Action::Create { .. } if entry.result == ActionResult::Sent => {
                     self.open_creates.insert(
                         seq,
                         OpenCreate {
-                            remaining: *count,
+                            remaining: sent,
                             failures: 0,
                             entry: entry.clone(),
                         },

@@ -6,6 +6,8 @@
 //!   with its [`act::ActionResult`]; the only place a decision becomes a call to E2B;
 //! - [`claims`]: claims on pool members (exclusive hand-out with a lease), their journal,
 //!   and the shared pick; the HTTP side is in [`http`];
+//! - [`budget`]: the team's concurrent-sandbox cap that every create and resume shares, and
+//!   each pool's circuit breaker on failing creates;
 //! - [`creates`]: the ledger of creates sent and not yet observed, which a pool's size counts;
 //! - [`status`]: what the agent shows about itself, and the one publisher that writes it after
 //!   every tick, reaction and reload;
@@ -21,6 +23,7 @@
 //!   durably, and set aside rather than trusted when it cannot be read.
 
 pub mod act;
+pub mod budget;
 pub mod claims;
 pub mod config;
 pub mod control;

@@ -97,6 +97,7 @@ pub async fn run(
         webhooks: webhook_stats,
         notify: Some(dispatcher),
         claims: Some(agent.claims()),
+        budget: agent.budget(),
     });
     if let Some(receiver) = receiver {
         app = app.merge(receiver);
@@ -230,7 +231,7 @@ fn open_agent(
     dedup: Arc<Mutex<Dedup>>,
     clock: AgentClock,
 ) -> anyhow::Result<Agent> {
-    Agent::new(
+    let agent = Agent::new(
         api,
         rules.clone(),
         AgentOptions {
@@ -243,7 +244,9 @@ fn open_agent(
             clock: Some(Arc::new(move || clock.now())),
         },
     )
-    .with_context(|| format!("cannot use state dir {}", cfg.state_dir.display()))
+    .with_context(|| format!("cannot use state dir {}", cfg.state_dir.display()))?;
+    agent.budget().set_cap(cfg.api.max_concurrent);
+    Ok(agent)
 }
 
 /// The HTTP server, running in its own task.

@@ -59,6 +59,46 @@ pub struct Scenario {
     /// plays E2B and has no claims to make).
     #[serde(default)]
     pub jobs: Vec<JobsSpec>,
+    /// How long pause and resume calls take. Absent, the emulator answers them at once (so
+    /// tests that pause are not slowed) and `simulate` takes E2B's figures.
+    #[serde(default)]
+    pub latency: Option<LatencySpec>,
+}
+
+/// Pause and resume latency, in virtual time; each field defaults to E2B's figure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatencySpec {
+    /// A pause takes this per GiB of the sandbox's memory (E2B: about 4 s).
+    #[serde(default = "e2b_pause_per_gib", deserialize_with = "call_latency")]
+    pub pause_per_gib: HumanDuration,
+    /// A resume (`connect` on a paused sandbox) takes this (E2B: about 1 s).
+    #[serde(default = "e2b_resume", deserialize_with = "call_latency")]
+    pub resume: HumanDuration,
+}
+
+fn e2b_pause_per_gib() -> HumanDuration {
+    HumanDuration(Duration::from_secs(4))
+}
+fn e2b_resume() -> HumanDuration {
+    HumanDuration(Duration::from_secs(1))
+}
+
+impl Default for LatencySpec {
+    /// E2B's figures.
+    fn default() -> Self {
+        LatencySpec {
+            pause_per_gib: e2b_pause_per_gib(),
+            resume: e2b_resume(),
+        }
+    }
+}
+
+impl LatencySpec {
+    /// How long pausing a sandbox of `memory_mb` MiB takes.
+    pub fn pause(&self, memory_mb: u32) -> Duration {
+        self.pause_per_gib.0.mul_f64(f64::from(memory_mb) / 1024.0)
+    }
 }
 
 /// Jobs that arrive, claim a member of `pool`, hold it, and release it.
@@ -236,6 +276,11 @@ where
 fn some_span<'de, D: Deserializer<'de>>(d: D) -> Result<Option<HumanDuration>, D::Error> {
     duration_in(d, "duration", Duration::ZERO, limits::MAX_SPAN).map(Some)
 }
+/// A pause or resume latency: at most an hour (E2B's are seconds; a larger one is a typo).
+fn call_latency<'de, D: Deserializer<'de>>(d: D) -> Result<HumanDuration, D::Error> {
+    duration_in(d, "latency", Duration::ZERO, Duration::from_secs(3600))
+}
+
 fn boot<'de, D: Deserializer<'de>>(d: D) -> Result<HumanDuration, D::Error> {
     duration_in(d, "boot", Duration::ZERO, limits::MAX_SPAN)
 }
@@ -651,6 +696,7 @@ faults:
                 "kill: 4294967295",
             ),
             ("templates:\n  base: { boot: 300000years }\n", 2, "boot"),
+            ("latency: { resume: 2h }\n", 1, "latency: 2h"),
             (
                 "templates:\n  base: { cpu_count: 4294967295 }\n",
                 2,

@@ -7,7 +7,8 @@
 //! - **Create rate.** Creates are paced at the plan's rate by the same [`Pacer`] the HTTP
 //!   client uses, so a pool grows as fast as E2B lets it (5 a second on Pro), no faster.
 //! - **Latency.** A create answers after its template's boot time, as E2B's create returns a
-//!   booted sandbox; a pause takes 4 s per GiB of memory and a resume 1 s (E2B's figures).
+//!   booted sandbox; a pause and a resume take the scenario's `latency`, or E2B's figures
+//!   without one (4 s per GiB of memory, 1 s).
 //!   The concurrency cap and every refusal are the emulator core's own.
 //!
 //! Never used by the live agent: only `simulate` and tests build one.
@@ -25,13 +26,10 @@ use crate::e2b::{
     Connected, E2bApi, EventQuery, LifecycleEvent, ListQuery, NewSandbox, NewWebhook, Page, Result,
     Sandbox, SandboxInfo, SandboxMetric, Webhook, WebhookPatch,
 };
+use crate::emulator::scenario::LatencySpec;
 use crate::emulator::{Core, InProcess, Scenario};
 use crate::sync::lock;
 
-/// A resume's latency (E2B: about 1 s).
-const RESUME: Duration = Duration::from_secs(1);
-/// A pause's latency per GiB of the sandbox's memory (E2B: about 4 s).
-const PAUSE_PER_GIB: Duration = Duration::from_secs(4);
 /// Boot time of a template the scenario does not describe (the emulator's default).
 const DEFAULT_BOOT: Duration = Duration::from_secs(1);
 
@@ -45,6 +43,8 @@ pub struct Modeled {
     pacer: Pacer,
     /// Boot time and memory (MiB) by template id and alias.
     templates: BTreeMap<String, (Duration, u32)>,
+    /// Pause and resume latency: the scenario's, else E2B's.
+    latency: LatencySpec,
 }
 
 impl Modeled {
@@ -66,6 +66,7 @@ impl Modeled {
             t0: Instant::now(),
             pacer: Pacer::new(create_rate),
             templates,
+            latency: scenario.latency.clone().unwrap_or_default(),
         }
     }
 
@@ -89,14 +90,14 @@ impl Modeled {
         self.templates.get(template).map_or(DEFAULT_BOOT, |t| t.0)
     }
 
-    /// How long pausing `sandbox_id` takes: 4 s per GiB of its template's memory.
+    /// How long pausing `sandbox_id` takes: the pause latency per GiB of its template's memory.
     fn pause_time(&self, sandbox_id: &str) -> Duration {
         let template = lock(&self.core)
             .get(sandbox_id)
             .map(|s| s.template_id)
             .unwrap_or_default();
         let mib = self.templates.get(&template).map_or(512, |t| t.1);
-        PAUSE_PER_GIB.mul_f64(f64::from(mib) / 1024.0)
+        self.latency.pause(mib)
     }
 }
 
@@ -142,7 +143,7 @@ impl E2bApi for Modeled {
         self.sync();
         let c = self.inner.connect_sandbox(id, secs).await?;
         if c.resumed {
-            tokio::time::sleep(RESUME).await;
+            tokio::time::sleep(self.latency.resume.0).await;
         }
         Ok(c)
     }

@@ -167,3 +167,17 @@ pub async fn get(url: &str) -> (u16, String) {
         Err(_) => (0, String::new()),
     }
 }
+
+/// Moves a manual-clock emulator at `url` on by `by` (`"5s"`); returns its virtual now.
+pub async fn advance(url: &str, by: &str) -> chrono::DateTime<chrono::Utc> {
+    let v: serde_json::Value = raw()
+        .post(format!("{url}/_emulator/advance"))
+        .json(&serde_json::json!({ "by": by }))
+        .send()
+        .await
+        .expect("the emulator answers")
+        .json()
+        .await
+        .expect("a JSON answer");
+    v["now"].as_str().unwrap().parse().unwrap()
+}

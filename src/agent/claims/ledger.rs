@@ -259,14 +259,15 @@ impl Ledger {
         }
     }
 
-    /// Takes back a claim whose member could not be resumed; the member is left out of later
-    /// hand-outs (it is leaving) until an observation shows it again.
-    pub(crate) fn undo(&mut self, claim: &Claim) {
+    /// Takes back a claim whose member was not resumed. A member that could not be resumed
+    /// (`broken`) is left out of later hand-outs; one the team had no room to resume stays
+    /// free for when it has.
+    pub(crate) fn undo(&mut self, claim: &Claim, broken: bool) {
         self.remove(&claim.claim_id);
         if let Some(p) = self.pools.get_mut(&claim.pool) {
             p.grants.pop_back();
             if let Some(m) = p.members.get_mut(&claim.sandbox_id) {
-                m.leaving = true;
+                m.leaving = broken;
             }
         }
     }
@@ -359,7 +360,7 @@ impl Ledger {
             .values()
             .filter(|c| c.expires_at <= now)
             .collect();
-        v.sort_by(|a, b| (a.expires_at, &a.claim_id).cmp(&(b.expires_at, &b.claim_id)));
+        v.sort_by(|a, b| (a.expires_at, &a.sandbox_id).cmp(&(b.expires_at, &b.sandbox_id)));
         v.into_iter().map(|c| c.claim_id.clone()).collect()
     }
 
@@ -500,7 +501,9 @@ impl Ledger {
         if let Some(p) = self.pools.get_mut(pool) {
             for id in ids {
                 if let Some(m) = p.members.get_mut(id) {
-                    m.leaving = false;
+                    // A dirty member stays out whatever happened to this kill: its own is
+                    // still to come.
+                    m.leaving = self.dirty.contains_key(id);
                 }
             }
         }
@@ -508,9 +511,10 @@ impl Ledger {
 
     /// A reserved member was paused: it may be claimed again (and resumed).
     pub(crate) fn paused(&mut self, pool: &str, id: &str) {
+        let dirty = self.dirty.contains_key(id);
         if let Some(m) = self.pools.get_mut(pool).and_then(|p| p.members.get_mut(id)) {
             m.state = MemberState::Paused;
-            m.leaving = false;
+            m.leaving = dirty;
         }
     }
 
@@ -705,5 +709,22 @@ mod tests {
         assert_eq!(l.take(ask("c2")), Ok(Take::Nothing));
         l.unreserve("p", &[other.to_string()]);
         assert!(matches!(l.take(ask("c3")), Ok(Take::Running(x)) if x.sandbox_id == other));
+    }
+
+    #[test]
+    fn a_failed_scale_in_kill_or_a_pause_never_makes_a_dirty_member_claimable() {
+        let mut l = Ledger::default();
+        let e = l.observation_started();
+        l.observed(e, &[member("a")], t(0));
+        let Ok(Take::Running(c)) = l.take(ask("c1")) else {
+            panic!("a member is free")
+        };
+        l.end(&c.claim_id, EndReason::Released, true, t(2));
+        // The engine picks it as a victim too; that kill fails and is taken back.
+        let (free, _) = l.reserve("p", &["a".to_string()]);
+        l.unreserve("p", &free);
+        assert_eq!(l.take(ask("c2")), Ok(Take::Nothing));
+        l.paused("p", "a");
+        assert_eq!(l.take(ask("c3")), Ok(Take::Nothing));
     }
 }

@@ -25,6 +25,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 use tokio::sync::Notify;
 
+use super::budget::Budget;
 use crate::e2b::{E2bApi, Error};
 use crate::engine::{ObservedSandbox, PoolClaims};
 use crate::rules::{OnRelease, RuleSet};
@@ -193,6 +194,8 @@ pub struct Claims {
     starved: Arc<Notify>,
     starved_pools: Mutex<Vec<String>>,
     api: Arc<dyn E2bApi>,
+    /// The team's concurrency cap, which resumes share with creates.
+    budget: Arc<Budget>,
     rules: Mutex<Arc<RuleSet>>,
     clock: Clock,
     pub(crate) metrics: ClaimMetrics,
@@ -202,13 +205,23 @@ pub struct Claims {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
+/// What came of resuming a paused member for a claim.
+enum Resume {
+    Done(Granted),
+    /// The team is at its concurrency cap.
+    NoRoom,
+    /// E2B could not resume it.
+    Failed,
+}
+
 /// Kills of released members are tried this many times.
 const KILL_TRIES: u32 = 3;
 
 impl Claims {
     /// The service over `api`; with a state dir, claims are journaled there and read back.
-    pub fn open(
+    pub(crate) fn open(
         api: Arc<dyn E2bApi>,
+        budget: Arc<Budget>,
         rules: Arc<RuleSet>,
         clock: Clock,
         state_dir: Option<&std::path::Path>,
@@ -241,6 +254,7 @@ impl Claims {
             starved: Arc::new(Notify::new()),
             starved_pools: Mutex::new(Vec::new()),
             api,
+            budget,
             rules: Mutex::new(rules),
             clock,
             metrics: ClaimMetrics::default(),
@@ -405,19 +419,29 @@ impl Claims {
                         replayed: false,
                     }));
                 }
-                Take::Paused(c) => {
-                    if let Some(g) = self.resume(c, lease).await {
-                        return Ok(Some(g));
-                    }
+                Take::Paused(c) => match self.resume(c, lease).await {
+                    Resume::Done(g) => return Ok(Some(g)),
+                    // The team is at its cap: no resume now; wait for room or a member.
+                    Resume::NoRoom => return Ok(None),
                     // That member could not be resumed: look again.
-                }
+                    Resume::Failed => {}
+                },
             }
         }
     }
 
-    /// Resumes a paused member claimed by `c` (E2B's connect), journaling the claim once it
-    /// runs; on failure the claim is undone and the member left out.
-    async fn resume(&self, c: Claim, lease: Duration) -> Option<Granted> {
+    /// Resumes a paused member claimed by `c` (E2B's connect) within the team's concurrency
+    /// cap, journaling the claim once it runs; on failure the claim is undone and the member
+    /// left out, and without room it is undone and the member stays paused.
+    async fn resume(&self, c: Claim, lease: Duration) -> Resume {
+        let _room = match self.budget.try_take_concurrency(1) {
+            Ok(permit) => permit,
+            Err(why) => {
+                tracing::info!(pool = %c.pool, sandbox = %c.sandbox_id, "not resuming a paused member for a claim: {why}");
+                lock(&self.book).ledger.undo(&c, false);
+                return Resume::NoRoom;
+            }
+        };
         match self
             .api
             .connect_sandbox(&c.sandbox_id, lease.as_secs().max(1))
@@ -431,7 +455,7 @@ impl Claims {
                 }
                 drop(book);
                 tracing::info!(pool = %c.pool, sandbox = %c.sandbox_id, claim = %c.claim_id, "claim resumed a paused member");
-                Some(Granted {
+                Resume::Done(Granted {
                     claim: c,
                     result: ClaimResult::Resumed,
                     replayed: false,
@@ -439,8 +463,8 @@ impl Claims {
             }
             Err(e) => {
                 tracing::warn!(pool = %c.pool, sandbox = %c.sandbox_id, error = %e, "cannot resume a paused member for a claim; trying another");
-                lock(&self.book).ledger.undo(&c);
-                None
+                lock(&self.book).ledger.undo(&c, true);
+                Resume::Failed
             }
         }
     }

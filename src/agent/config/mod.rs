@@ -80,6 +80,10 @@ pub struct ApiConfig {
     /// Creates per second (E2B: 1 on Hobby, 5 on Pro).
     #[serde(default)]
     pub create_rate: Option<f64>,
+    /// The team's concurrent sandboxes at most (E2B: 20 on Hobby, 100 on Pro): a create that
+    /// would go past it is refused before it is sent.
+    #[serde(default)]
+    pub max_concurrent: Option<u32>,
 }
 
 /// Polling intervals.
@@ -336,6 +340,8 @@ pub(crate) enum SecretSource {
     Env(String),
     /// No file, no credential and the variable unset: `run` will refuse to start.
     Missing(String),
+    /// Not set, and `run` does without it: what that means.
+    Absent(&'static str),
 }
 
 impl std::fmt::Display for SecretSource {
@@ -347,6 +353,7 @@ impl std::fmt::Display for SecretSource {
                 f,
                 "NOT SET: give a file, load the systemd credential, or set {v}"
             ),
+            SecretSource::Absent(means) => write!(f, "not set: {means}"),
         }
     }
 }
@@ -403,7 +410,13 @@ pub(crate) fn resolve(
     }
     make_paths_absolute(&mut cfg);
     let secrets = settings::secrets(&cfg)
-        .map(|(name, file, s)| (name, secret_source(file, s.credential, s.env, env)))
+        .map(|(name, file, s)| {
+            let source = match (secret_source(file, s.credential, s.env, env), s.without) {
+                (SecretSource::Missing(_), Some(means)) => SecretSource::Absent(means),
+                (source, _) => source,
+            };
+            (name, source)
+        })
         .collect();
     Ok(Effective {
         config: cfg,
@@ -495,6 +508,9 @@ fn fill_from_environment(
     if cfg.api.create_rate.is_none() {
         cfg.api.create_rate = Some(DEFAULT_CREATE_RATE);
     }
+    if cfg.api.max_concurrent.is_none() {
+        cfg.api.max_concurrent = Some(DEFAULT_MAX_CONCURRENT);
+    }
 }
 
 /// Absolute paths: the same meaning wherever the output of `config print` is saved.
@@ -506,6 +522,13 @@ fn make_paths_absolute(cfg: &mut Config) {
 
 /// Creates per second when none is set (E2B's Pro tier).
 pub(crate) const DEFAULT_CREATE_RATE: f64 = 5.0;
+
+/// The team's concurrent sandboxes when none is set (E2B's Pro tier, like the create rate).
+pub(crate) const DEFAULT_MAX_CONCURRENT: u32 = 100;
+
+/// What `api.max_concurrent` accepts: E2B's Pro add-on goes to 1,100; the bound leaves room
+/// for enterprise plans.
+pub(crate) const MAX_CONCURRENT_RANGE: (u32, u32) = (1, 100_000);
 
 /// Creates per second that `api.create_rate` accepts: one create every 100 s up to 1,000 a
 /// second. Outside it the pacer's interval would be absurd (or overflow).
@@ -541,6 +564,17 @@ pub(crate) fn check_create_rate(r: f64) -> Result<(), String> {
         CREATE_RATE_RANGE,
         "creates per second (E2B allows 1 on Hobby, 5 on Pro)",
     )
+}
+
+/// Checks a concurrency cap against [`MAX_CONCURRENT_RANGE`]; the error says what is valid.
+pub(crate) fn check_max_concurrent(n: u32) -> Result<(), String> {
+    let (lo, hi) = MAX_CONCURRENT_RANGE;
+    if (lo..=hi).contains(&n) {
+        return Ok(());
+    }
+    Err(format!(
+        "must be from {lo} to {hi} sandboxes running at once (E2B allows 20 on Hobby, 100 on Pro), got {n}"
+    ))
 }
 
 /// Checks a speed against [`SPEED_RANGE`]; the error says what is valid.
@@ -757,7 +791,11 @@ impl Effective {
     pub(crate) fn require_secrets(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
         for (_, file, s) in settings::secrets(&self.config) {
-            if let Err(e) = secret(file, s.credential, s.env) {
+            let read = match s.without {
+                Some(_) => optional_secret(file, s.credential, s.env).map(|_| ()),
+                None => secret(file, s.credential, s.env).map(|_| ()),
+            };
+            if let Err(e) = read {
                 problems.extend(e.messages().into_iter().map(String::from));
             }
         }

@@ -18,9 +18,9 @@ use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches};
 
 use super::{
-    CREATE_RATE_RANGE, Config, ConfigError, DEFAULT_CREATE_RATE, Effective, Origin, SPEED_RANGE,
-    WebhookSettings, check_create_rate, check_duration, check_listen, check_speed, check_url,
-    check_webhook_name, q, qp,
+    CREATE_RATE_RANGE, Config, ConfigError, DEFAULT_CREATE_RATE, DEFAULT_MAX_CONCURRENT, Effective,
+    MAX_CONCURRENT_RANGE, Origin, SPEED_RANGE, WebhookSettings, check_create_rate, check_duration,
+    check_listen, check_max_concurrent, check_speed, check_url, check_webhook_name, q, qp,
 };
 use crate::duration::HumanDuration;
 
@@ -62,6 +62,8 @@ pub(crate) struct Secret {
     pub(crate) credential: &'static str,
     /// The variable holding it when there is no file and no credential.
     pub(crate) env: &'static str,
+    /// For a secret `run` can do without: what its absence means. `None`: it is required.
+    pub(crate) without: Option<&'static str>,
 }
 
 /// The E2B API key: `api.key_file`, else the credential `e2b-api-key`, else `E2B_API_KEY`.
@@ -69,6 +71,7 @@ pub(crate) const API_KEY: Secret = Secret {
     what: "the API key",
     credential: "e2b-api-key",
     env: "E2B_API_KEY",
+    without: None,
 };
 
 /// The webhook signature secret: `webhook.secret_file`, else the credential `webhook-secret`,
@@ -77,6 +80,7 @@ pub(crate) const WEBHOOK_SECRET: Secret = Secret {
     what: "the signature secret",
     credential: "webhook-secret",
     env: "POOLPILOT_WEBHOOK_SECRET",
+    without: None,
 };
 
 /// The token that claim endpoints require: `token_file`, else the credential `api-token`,
@@ -85,6 +89,7 @@ pub(crate) const API_TOKEN: Secret = Secret {
     what: "the API token",
     credential: "api-token",
     env: "POOLPILOT_API_TOKEN",
+    without: Some("claims are served on loopback only, without a token"),
 };
 
 /// A setting's type, with how to read and write it in a [`Config`] and what it must be.
@@ -122,6 +127,11 @@ pub(crate) enum Value {
     Rate {
         get: fn(&Config) -> Option<f64>,
         set: fn(&mut Config, f64),
+    },
+    /// The team's concurrent sandboxes, within [`MAX_CONCURRENT_RANGE`].
+    Cap {
+        get: fn(&Config) -> Option<u32>,
+        set: fn(&mut Config, u32),
     },
     /// A count within `range`; only the file gives one.
     Count {
@@ -200,6 +210,19 @@ pub(crate) static SETTINGS: &[Setting] = &[
         value: Value::Rate {
             get: |c| c.api.create_rate,
             set: |c, v| c.api.create_rate = Some(v),
+        },
+    },
+    Setting {
+        name: "api.max_concurrent",
+        flag: Some(Flag {
+            long: "--max-concurrent",
+            env: "POOLPILOT_MAX_CONCURRENT",
+            value_name: "SANDBOXES",
+            help: "The team's concurrent sandboxes, at most; creates past it are refused [file: api.max_concurrent; default 100]",
+        }),
+        value: Value::Cap {
+            get: |c| c.api.max_concurrent,
+            set: |c, v| c.api.max_concurrent = Some(v),
         },
     },
     Setting {
@@ -486,6 +509,7 @@ impl Setting {
             } => get(c).is_empty().then(|| required(what)),
             Value::Duration { get, range, .. } => check_duration(get(c).0, *range).err(),
             Value::Rate { get, .. } => get(c).and_then(|r| check_create_rate(r).err()),
+            Value::Cap { get, .. } => get(c).and_then(|n| check_max_concurrent(n).err()),
             Value::Speed { get, .. } => check_speed(get(c)).err(),
             Value::Count {
                 get,
@@ -668,6 +692,7 @@ enum Given {
     Paths(Vec<PathBuf>),
     Duration(HumanDuration),
     Rate(f64),
+    Cap(u32),
     Speed(f64),
     Bool(bool),
 }
@@ -707,6 +732,14 @@ fn parse(value: &Value, raw: Raw, source: &str) -> Result<Given, ConfigError> {
             Given::Rate(t.trim().parse().map_err(|_| {
                 usage(format!(
                     "invalid value {t:?}: expected creates per second, a number from {lo} to {hi} such as 5"
+                ))
+            })?)
+        }
+        (Value::Cap { .. }, Raw::Text(t)) => {
+            let (lo, hi) = MAX_CONCURRENT_RANGE;
+            Given::Cap(t.trim().parse().map_err(|_| {
+                usage(format!(
+                    "invalid value {t:?}: expected sandboxes running at once, a whole number from {lo} to {hi} such as 100"
                 ))
             })?)
         }
@@ -773,6 +806,7 @@ fn put(value: &Value, c: &mut Config, given: Given) {
         (Value::Paths { set, .. }, Given::Paths(v)) if !v.is_empty() => set(c, v),
         (Value::Duration { set, .. }, Given::Duration(v)) => set(c, v),
         (Value::Rate { set, .. }, Given::Rate(v)) => set(c, v),
+        (Value::Cap { set, .. }, Given::Cap(v)) => set(c, v),
         (Value::Speed { set, .. }, Given::Speed(v)) => set(c, v),
         (Value::Bool { set, .. } | Value::Switch { set, .. }, Given::Bool(v)) => set(c, v),
         _ => {}
@@ -847,6 +881,7 @@ fn print(
         }
         Value::Duration { get, .. } => (q(&get(c).to_string()), origin),
         Value::Rate { get, .. } => (get(c).unwrap_or(DEFAULT_CREATE_RATE).to_string(), origin),
+        Value::Cap { get, .. } => (get(c).unwrap_or(DEFAULT_MAX_CONCURRENT).to_string(), origin),
         Value::Speed { get, .. } => (get(c).to_string(), origin),
         Value::Count { get, .. } => (get(c).to_string(), origin),
         Value::Bool { get, .. } => (get(c).to_string(), origin),

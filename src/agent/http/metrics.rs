@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::ServerState;
 use super::webhooks::WebhookReport;
+use crate::agent::budget::BudgetReport;
 use crate::agent::status::Status;
 use crate::engine::{AlertPhase, EngineState};
 use crate::notify::Dispatcher;
@@ -150,6 +151,7 @@ fn render(s: &ServerState) -> String {
     render_dry_run(&mut out, st, &engine);
     render_actions(&mut out, &lock(&st.actions));
     render_alerts_firing(&mut out, &engine);
+    render_budget(&mut out, &s.budget.report(), &engine);
     render_loop(&mut out, st);
     render_webhooks(&mut out, &s.webhooks.report());
     if let Some(d) = &s.notify {
@@ -270,6 +272,58 @@ fn render_actions(out: &mut String, actions: &BTreeMap<(String, String), u64>) {
     }
 }
 
+/// `poolpilot_team_sandboxes` (the cap and what counts against it), and per pool
+/// `poolpilot_pool_circuit_open` and `poolpilot_create_failures_total`, from the start at 0
+/// for every pool.
+fn render_budget(out: &mut String, b: &BudgetReport, engine: &EngineState) {
+    family(
+        out,
+        "poolpilot_team_sandboxes",
+        "gauge",
+        "The team's sandboxes against its cap: running (observed), creating and resuming (in flight), cap (absent without one).",
+    );
+    for (kind, v) in [
+        ("running", Some(b.running)),
+        ("creating", Some(b.creating)),
+        ("resuming", Some(b.resuming)),
+        ("cap", b.cap),
+    ] {
+        if let Some(v) = v {
+            let _ = writeln!(out, "poolpilot_team_sandboxes{{kind=\"{kind}\"}} {v}");
+        }
+    }
+    let pools: BTreeSet<&String> = engine.pools.keys().chain(b.pools.keys()).collect();
+    let state = |p: &String| b.pools.get(p).copied().unwrap_or_default();
+    family(
+        out,
+        "poolpilot_pool_circuit_open",
+        "gauge",
+        "1 while the pool's creates are stopped after repeated failures (the PoolCreatesFailing alert).",
+    );
+    for p in &pools {
+        let open = u8::from(state(p).0);
+        let _ = writeln!(
+            out,
+            "poolpilot_pool_circuit_open{{pool=\"{}\"}} {open}",
+            esc(p)
+        );
+    }
+    family(
+        out,
+        "poolpilot_create_failures_total",
+        "counter",
+        "Creates that failed, per pool, each counted once after the client's retries.",
+    );
+    for p in &pools {
+        let n = state(p).1;
+        let _ = writeln!(
+            out,
+            "poolpilot_create_failures_total{{pool=\"{}\"}} {n}",
+            esc(p)
+        );
+    }
+}
+
 /// `poolpilot_alerts_firing`: the instances of each alert now firing.
 fn render_alerts_firing(out: &mut String, engine: &EngineState) {
     family(
@@ -374,6 +428,30 @@ fn render_notifications(out: &mut String, d: &Dispatcher) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_pools_breaker_and_failures_are_written_from_zero() {
+        let mut engine = EngineState::default();
+        engine.pools.insert("quiet".into(), Default::default());
+        let report = BudgetReport {
+            cap: Some(20),
+            running: 7,
+            pools: [("busy".to_string(), (true, 5))].into(),
+            ..BudgetReport::default()
+        };
+        let mut out = String::new();
+        render_budget(&mut out, &report, &engine);
+        for line in [
+            "poolpilot_team_sandboxes{kind=\"running\"} 7",
+            "poolpilot_team_sandboxes{kind=\"cap\"} 20",
+            "poolpilot_pool_circuit_open{pool=\"busy\"} 1",
+            "poolpilot_pool_circuit_open{pool=\"quiet\"} 0",
+            "poolpilot_create_failures_total{pool=\"busy\"} 5",
+            "poolpilot_create_failures_total{pool=\"quiet\"} 0",
+        ] {
+            assert!(out.lines().any(|l| l == line), "{line} missing from\n{out}");
+        }
+    }
 
     #[test]
     fn every_known_action_series_is_there_from_the_start() {

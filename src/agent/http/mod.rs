@@ -35,6 +35,7 @@ pub(crate) struct ServerState {
     pub(crate) notify: Option<Dispatcher>,
     /// Claims, for their gauges and counters in `/metrics`.
     pub(crate) claims: Option<Arc<crate::agent::claims::Claims>>,
+    pub(crate) budget: std::sync::Arc<crate::agent::budget::Budget>,
 }
 
 /// The read-only routes; merge the webhook router into it when webhooks are on.

@@ -43,7 +43,7 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use serde::Serialize;
 
-use super::scenario::Scenario;
+use super::scenario::{LatencySpec, Scenario};
 use crate::e2b::{LifecycleEvent, NewSandbox};
 
 pub(crate) use self::faults::ApiFault;
@@ -198,6 +198,8 @@ pub struct Core {
     create_tokens: TokenBucket,
     /// The scenario's scheduled faults and the API faults in force.
     faults: Faults,
+    /// Pause and resume latency from the scenario; None answers at once.
+    latency: Option<LatencySpec>,
     /// Running totals for [`StatsReport`].
     counters: Counters,
 }
@@ -251,6 +253,7 @@ impl Core {
             webhooks: Webhooks::default(),
             create_tokens,
             faults: Faults::new(scenario),
+            latency: scenario.latency.clone(),
             counters: Counters::default(),
         };
         for (index, f) in scenario.faults.iter().enumerate() {

@@ -449,6 +449,20 @@ impl Core {
         self.emit(key, EventType::Updated, data);
     }
 
+    /// How long E2B takes to pause `id`: the scenario's `latency.pause_per_gib` per GiB of
+    /// its memory; zero without `latency` or for an unknown sandbox.
+    pub fn pause_latency(&self, id: &str) -> Duration {
+        let (Some(l), Ok(key)) = (&self.latency, self.resolve(id)) else {
+            return Duration::ZERO;
+        };
+        l.pause(self.sandboxes.live[&key].memory_mb)
+    }
+
+    /// How long E2B takes to resume a paused sandbox; zero without `latency`.
+    pub fn resume_latency(&self) -> Duration {
+        self.latency.as_ref().map_or(Duration::ZERO, |l| l.resume.0)
+    }
+
     /// `POST /sandboxes/{id}/pause`: 409 when already paused.
     pub(crate) fn pause(&mut self, id: &str) -> Res<()> {
         let key = self.resolve(id)?;

@@ -55,6 +55,9 @@ use super::limits::{self, OutOfRange};
 use super::scenario::Scenario;
 use crate::sync::lock;
 
+/// How often a call waiting on the manual clock looks whether it has moved far enough.
+const MANUAL_POLL: Duration = Duration::from_millis(5);
+
 /// Where virtual time comes from.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Clock {
@@ -195,6 +198,34 @@ impl Emulator {
             let _ = self.shared.outbox.send(d);
         }
         out
+    }
+
+    /// Waits until virtual time is `d` past now: `d / speed` of wall time on the wall clock;
+    /// on the manual clock, until `POST /_emulator/advance` has moved it that far. How the
+    /// emulator makes a call take E2B's time (pause, resume) without holding the core.
+    pub(crate) async fn wait_virtual(&self, d: Duration) {
+        if d.is_zero() {
+            return;
+        }
+        let Some(due) = TimeDelta::from_std(d)
+            .ok()
+            .and_then(|d| self.with_core(|c| c.now().checked_add_signed(d)))
+        else {
+            return;
+        };
+        loop {
+            let left = (due - self.with_core(|c| c.now()))
+                .to_std()
+                .unwrap_or_default();
+            if left.is_zero() {
+                return;
+            }
+            let nap = match self.shared.clock {
+                Clock::Wall { speed } => left.div_f64(speed.max(1e-9)),
+                Clock::Manual => MANUAL_POLL,
+            };
+            tokio::time::sleep(nap.max(Duration::from_millis(1))).await;
+        }
     }
 
     /// Requests served so far, by method and route (e.g. `GET /sandboxes/metrics`).

@@ -217,7 +217,11 @@ struct PauseBody {
 
 pub(super) async fn pause(State(emu): State<Emulator>, Id(id): Id, Body(body): Body) -> Res {
     let _: PauseBody = parse_optional_json(&body)?;
-    emu.with_core(|c| c.pause(&id))?;
+    let took = emu.with_core(|c| {
+        let took = c.pause_latency(&id);
+        c.pause(&id).map(|()| took)
+    })?;
+    emu.wait_virtual(took).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -230,6 +234,8 @@ struct ResumeBody {
 pub(super) async fn resume(State(emu): State<Emulator>, Id(id): Id, Body(body): Body) -> Res {
     let b: ResumeBody = parse_optional_json(&body)?;
     let sbx = emu.with_core(|c| c.resume(&id, b.timeout.unwrap_or(DEFAULT_RESUME_TIMEOUT_SECS)))?;
+    emu.wait_virtual(emu.with_core(|c| c.resume_latency()))
+        .await;
     Ok(reply(StatusCode::CREATED, &sbx))
 }
 
@@ -247,19 +253,22 @@ struct ConnectV2Body {
 /// `POST /sandboxes/{id}/connect`: `timeout` is required, as in E2B's v1 schema.
 pub(super) async fn connect_v1(State(emu): State<Emulator>, Id(id): Id, Body(body): Body) -> Res {
     let b: TimeoutBody = parse_json(&body)?;
-    connect(&emu, &id, b.timeout)
+    connect(&emu, &id, b.timeout).await
 }
 
 /// `POST /v2/sandboxes/{id}/connect`: the SDKs' `connect(id)` sends `{}` or no body; the
 /// timeout then defaults to E2B's 300 s.
 pub(super) async fn connect_v2(State(emu): State<Emulator>, Id(id): Id, Body(body): Body) -> Res {
     let b: ConnectV2Body = parse_optional_json(&body)?;
-    connect(&emu, &id, b.timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT_SECS))
+    connect(&emu, &id, b.timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT_SECS)).await
 }
 
-fn connect(emu: &Emulator, id: &str, timeout: u64) -> Res {
+/// Connects; a resume answers after the scenario's resume latency, in virtual time.
+async fn connect(emu: &Emulator, id: &str, timeout: u64) -> Res {
     let (sbx, resumed) = emu.with_core(|c| c.connect(id, timeout))?;
     let status = if resumed {
+        emu.wait_virtual(emu.with_core(|c| c.resume_latency()))
+            .await;
         StatusCode::CREATED
     } else {
         StatusCode::OK
