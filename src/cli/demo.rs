@@ -24,7 +24,7 @@ use crate::rules::load_str;
 use super::values::number_in;
 
 const SCENARIO: &str = include_str!("../../examples/scenarios/workers-spike.yaml");
-const RULES: [(&str, &str); 4] = [
+const RULES: [(&str, &str); 5] = [
     (
         "rules/notifiers.yaml",
         include_str!("../../rules/notifiers.yaml"),
@@ -41,7 +41,20 @@ const RULES: [(&str, &str); 4] = [
         "rules/lifecycle.yaml",
         include_str!("../../rules/lifecycle.yaml"),
     ),
+    (
+        "examples/rules/claims.yaml",
+        include_str!("../../examples/rules/claims.yaml"),
+    ),
 ];
+
+/// The claims phase: jobs that claim a member of `jobs` (examples/rules/claims.yaml), hold it
+/// for about 45 s and release it, arriving faster from minute 10 to 20.
+const JOBS: &str = "
+templates:
+  code-interpreter-v1: { cpu_count: 2, memory_mb: 1024, boot: 4s }
+jobs:
+  - { pool: jobs, points: [[0s, 0.02], [9m, 0.02], [10m, 0.3], [20m, 0.3], [21m, 0.02]], hold: 45s, wait: 10s }
+";
 
 /// Flags of `poolpilot demo`.
 #[derive(Debug, Args)]
@@ -78,17 +91,64 @@ pub(crate) async fn run(args: &DemoArgs, log_file: Option<&Path>) -> anyhow::Res
     print_header(&emu, speed, log_file);
     let tick = Duration::from_secs_f64(5.0 / speed);
     let mut view = View::default();
-    while view.turn(&emu, &mut agent, duration).await {
+    let mut jobs = JobsPhase::new(speed, duration)?;
+    loop {
+        jobs.arrive(&emu, &agent);
+        if !view.turn(&emu, &mut agent, duration).await {
+            break;
+        }
         tokio::time::sleep(tick).await;
     }
+    jobs.print_totals();
     emu.stop().await;
     Ok(())
+}
+
+/// The jobs of the claims phase, started as virtual time reaches their arrival.
+struct JobsPhase {
+    jobs: crate::simulate::jobs::Jobs,
+    due: std::collections::VecDeque<crate::simulate::jobs::Arrival>,
+}
+
+impl JobsPhase {
+    fn new(speed: f64, duration: f64) -> anyhow::Result<JobsPhase> {
+        let s = Scenario::parse("demo-jobs.yaml", JOBS)?;
+        let arrivals = crate::simulate::jobs::arrivals(&s.jobs, 7, Duration::from_secs_f64(duration));
+        Ok(JobsPhase {
+            jobs: crate::simulate::jobs::Jobs::at_speed(speed),
+            due: arrivals.into(),
+        })
+    }
+
+    /// Starts every job whose arrival has come.
+    fn arrive(&mut self, emu: &RunningEmulator, agent: &Agent) {
+        let t = emu.emulator.with_core(|c| (c.now() - c.start()).as_seconds_f64());
+        while self.due.front().is_some_and(|a| a.at.as_secs_f64() <= t) {
+            if let Some(a) = self.due.pop_front() {
+                self.jobs.spawn(agent.claims(), a);
+            }
+        }
+    }
+
+    /// What the jobs saw of their claims.
+    fn print_totals(&self) {
+        for (pool, j) in self.jobs.report(&Default::default()) {
+            outln!(
+                "jobs on {pool}: {} claims, {} served at once, {} after a wait, {} resumed, {} not served in time; claim latency p50 {:.2}s p99 {:.2}s",
+                j.arrived, j.immediate, j.waited, j.resumed, j.timed_out, j.latency_p50_s, j.latency_p99_s
+            );
+        }
+    }
 }
 
 /// The emulator on a loopback port, running the spike scenario at `speed`, and the agent
 /// with the shipped rules talking to it over HTTP; and the scenario's length in seconds.
 async fn start(speed: f64) -> anyhow::Result<(RunningEmulator, Agent, f64)> {
-    let scenario = Scenario::parse("workers-spike.yaml", SCENARIO)?;
+    let mut scenario = Scenario::parse("workers-spike.yaml", SCENARIO)?;
+    // The jobs pool's template, with E2B's code interpreter's size and boot time.
+    scenario
+        .templates
+        .extend(Scenario::parse("demo-jobs.yaml", JOBS)?.templates);
     let duration = scenario.duration.map_or(1800.0, |d| d.0.as_secs_f64());
     let rules = Arc::new(load_str(&RULES).map_err(|d| anyhow::anyhow!("{d:?}"))?);
     let opts = EmulatorOptions {
@@ -101,6 +161,7 @@ async fn start(speed: f64) -> anyhow::Result<(RunningEmulator, Agent, f64)> {
         ..EmulatorOptions::default()
     };
     let emu = RunningEmulator::bind(opts, "127.0.0.1:0").await?;
+    let virt = emu.emulator.clone();
     let mut cfg = ClientConfig::new(emu.url(), "e2b_0000000000000000000000000000000000demo");
     cfg.create_rate = None; // the emulator enforces E2B's rate in virtual time
     let api: Arc<dyn E2bApi> = Arc::new(HttpClient::new(cfg)?);
@@ -114,7 +175,8 @@ async fn start(speed: f64) -> anyhow::Result<(RunningEmulator, Agent, f64)> {
             events_every: Duration::from_secs(5),
             dry_run: false,
             state_dir: None,
-            clock: None,
+            // Leases run on the emulator's virtual time, as the agent's turns do.
+            clock: Some(Arc::new(move || virt.with_core(|c| c.now()))),
         },
     )?;
     Ok((emu, agent, duration))
@@ -127,19 +189,23 @@ fn print_header(emu: &RunningEmulator, speed: f64, log_file: Option<&Path>) {
         emu.url()
     );
     outln!(
-        "scenario: an empty pool (min 2), demand of 1 busy core, a spike to 14 cores from minute 5 to 15, a sandbox crash at minute 8"
+        "scenario: an empty pool (min 2), demand of 1 busy core, a spike to 14 cores from minute 5 to 15, a sandbox crash at minute 8;"
+    );
+    outln!(
+        "          and pool `jobs` (examples/rules/claims.yaml) handing one sandbox per job, jobs arriving 15x faster from minute 10 to 20"
     );
     match log_file {
         Some(f) => outln!("the agent's log: {}\n", f.display()),
         None => outln!(),
     }
     outln!(
-        "{:>6}  {:>12}  {:>14}  {:>12}  {:>7}",
+        "{:>6}  {:>12}  {:>14}  {:>12}  {:>7}  {:>16}",
         "time",
         "demand",
         "capacity",
         "pool size",
-        "alerts"
+        "alerts",
+        "jobs: claimed/idle"
     );
 }
 
@@ -180,13 +246,16 @@ impl View {
         if t - self.last_line >= 60.0 {
             self.last_line = t;
             let b = stats.templates.get("base");
+            let jobs = agent.claims().counts().get("jobs").copied().unwrap_or_default();
             outln!(
-                "{:>6}  {:>7.1} cores  {:>8.0} cores  {:>6} sandboxes  {:>4}",
+                "{:>6}  {:>7.1} cores  {:>8.0} cores  {:>6} sandboxes  {:>4}  {:>9}/{}",
                 clock(t),
                 b.map_or(0.0, |b| b.demand_cores),
                 b.map_or(0.0, |b| b.capacity_cores),
                 b.map_or(0, |b| b.running),
-                firing_alerts(agent)
+                firing_alerts(agent),
+                jobs.claimed,
+                jobs.idle
             );
         }
         if t >= duration {

@@ -59,9 +59,18 @@ struct Tally {
 }
 
 /// The jobs of a run, recording as they go.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Jobs {
     tallies: Arc<Mutex<BTreeMap<String, Tally>>>,
+    /// Virtual seconds per second of the runtime's clock: 1 in `simulate` (its clock is
+    /// virtual), the speed in the demo (whose clock is the wall's).
+    speed: f64,
+}
+
+impl Default for Jobs {
+    fn default() -> Self {
+        Jobs::at_speed(1.0)
+    }
 }
 
 /// The arrivals of every jobs curve over `duration`, in time order.
@@ -124,21 +133,30 @@ fn rate_at(points: &[(crate::duration::HumanDuration, f64)], t: f64) -> f64 {
 }
 
 impl Jobs {
+    /// Jobs whose waits and holds pass `speed` times faster than the runtime's clock, and
+    /// whose latencies are reported in virtual seconds.
+    pub fn at_speed(speed: f64) -> Jobs {
+        Jobs {
+            tallies: Arc::default(),
+            speed: if speed.is_finite() && speed > 0.0 { speed } else { 1.0 },
+        }
+    }
+
     /// Runs one job now: claims with its wait, holds the member, releases it. Latency is
     /// virtual (the simulation's tokio clock is paused and jumps from event to event).
     pub fn spawn(&self, claims: Arc<Claims>, a: Arrival) {
-        let tallies = self.tallies.clone();
+        let (tallies, speed) = (self.tallies.clone(), self.speed);
         lock(&tallies).entry(a.pool.clone()).or_default().arrived += 1;
         tokio::spawn(async move {
             let asked = tokio::time::Instant::now();
             let req = ClaimRequest {
                 holder: Some("simulated job".into()),
                 lease: Some(a.hold + Duration::from_secs(60)),
-                wait: a.wait,
+                wait: a.wait.div_f64(speed),
                 ..Default::default()
             };
             let out = claims.claim(&a.pool, req).await;
-            let latency = asked.elapsed().as_secs_f64();
+            let latency = asked.elapsed().as_secs_f64() * speed;
             let result = match &out {
                 Ok(g) => g.result,
                 Err(ClaimError::Exhausted { .. }) => ClaimResult::TimedOut,
@@ -154,9 +172,9 @@ impl Jobs {
             }
             let Ok(g) = out else { return };
             let held = tokio::time::Instant::now();
-            tokio::time::sleep(a.hold).await;
+            tokio::time::sleep(a.hold.div_f64(speed)).await;
             let _ = claims.release(&g.claim.claim_id);
-            lock(&tallies).entry(a.pool).or_default().held += held.elapsed().as_secs_f64();
+            lock(&tallies).entry(a.pool).or_default().held += held.elapsed().as_secs_f64() * speed;
         });
     }
 
