@@ -757,7 +757,12 @@ impl Effective {
     pub(crate) fn require_secrets(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
         for (_, file, s) in settings::secrets(&self.config) {
-            if let Err(e) = secret(file, s.credential, s.env) {
+            let read = if s.optional {
+                optional_secret(file, s.credential, s.env).map(drop)
+            } else {
+                secret(file, s.credential, s.env).map(drop)
+            };
+            if let Err(e) = read {
                 problems.extend(e.messages().into_iter().map(String::from));
             }
         }

@@ -62,6 +62,8 @@ pub(crate) struct Secret {
     pub(crate) credential: &'static str,
     /// The variable holding it when there is no file and no credential.
     pub(crate) env: &'static str,
+    /// None of the three is no secret, not an error (the API token: claims on loopback only).
+    pub(crate) optional: bool,
 }
 
 /// The E2B API key: `api.key_file`, else the credential `e2b-api-key`, else `E2B_API_KEY`.
@@ -69,6 +71,7 @@ pub(crate) const API_KEY: Secret = Secret {
     what: "the API key",
     credential: "e2b-api-key",
     env: "E2B_API_KEY",
+    optional: false,
 };
 
 /// The webhook signature secret: `webhook.secret_file`, else the credential `webhook-secret`,
@@ -77,6 +80,7 @@ pub(crate) const WEBHOOK_SECRET: Secret = Secret {
     what: "the signature secret",
     credential: "webhook-secret",
     env: "POOLPILOT_WEBHOOK_SECRET",
+    optional: false,
 };
 
 /// The token that claim endpoints require: `token_file`, else the credential `api-token`,
@@ -85,6 +89,7 @@ pub(crate) const API_TOKEN: Secret = Secret {
     what: "the API token",
     credential: "api-token",
     env: "POOLPILOT_API_TOKEN",
+    optional: true,
 };
 
 /// A setting's type, with how to read and write it in a [`Config`] and what it must be.

@@ -57,7 +57,9 @@ impl Access {
         }
     }
 
-    /// Ok when `headers` may use the claims API; else the error answer.
+    /// Ok when `headers` may use the claims API; else the error answer. The answer is the
+    /// error, as axum's extractors have it: boxing it would only add an allocation.
+    #[allow(clippy::result_large_err)]
     fn check(&self, headers: &HeaderMap) -> Result<(), Response> {
         match self {
             Access::Loopback => Ok(()),
@@ -363,7 +365,8 @@ pub(super) fn render_metrics(out: &mut String, c: &Claims) {
             h.count
         );
     }
-    let gauges: [(&str, &str, fn(&(usize, usize, usize)) -> usize); 3] = [
+    type Count = fn(&(usize, usize, usize)) -> usize;
+    let gauges: [(&str, &str, Count); 3] = [
         ("poolpilot_pool_claimed", "Members held by a claim.", |t| {
             t.0
         }),
