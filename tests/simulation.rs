@@ -10,6 +10,10 @@
 //! - every event is handed to the engine at most once, and by the end every event exactly once;
 //! - no sandbox the pools do not own is killed, paused, or has its timeout changed;
 //! - no pool moves on missing or non-finite data, except to obey min and max;
+//! - no member is handed to two holders (claims, some waiting, some with a reused
+//!   Idempotency-Key, releases and short leases run among the rest), and no claimed member is
+//!   killed or paused by anyone but its release;
+//! - claims survive every restart, graceful or abrupt;
 //! - nothing panics;
 //!
 //! and at the end, after a calm period, every pool is within [min, max].
@@ -27,6 +31,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use poolpilot::agent::claims::{ClaimError, ClaimRequest, Claims, Granted};
 use poolpilot::agent::control::{Agent, TickReport};
 use poolpilot::e2b::{
     Connected, E2bApi, Error, EventQuery, EventType, LifecycleEvent, ListQuery, NewSandbox,
@@ -145,6 +150,8 @@ struct ChaosState {
     keys: HashMap<String, String>,
     /// Sandboxes (with their pool) that had no finite sample in the last metrics answer.
     bad_metrics: BTreeMap<String, String>,
+    /// The running agent's claims: a claimed member must not be killed or paused.
+    claims: Option<Arc<Claims>>,
     violations: Vec<String>,
 }
 
@@ -214,6 +221,11 @@ impl Chaos {
         if st.foreign.contains(id) {
             st.violations
                 .push(format!("{what} of {id}, which no pool owns"));
+        }
+        let claimed = st.claims.as_ref().is_some_and(|c| c.holds(id));
+        if claimed && (what == "kill" || what == "pause") {
+            st.violations
+                .push(format!("{what} of {id}, which a claim holds"));
         }
     }
 
@@ -428,9 +440,12 @@ fn start_agent(api: &Arc<Chaos>, rules: &Arc<RuleSet>, dir: &std::path::Path) ->
         events_every: Duration::from_secs(5),
         state_dir: Some(dir.to_path_buf()),
     };
+    let chaos = api.clone();
     let api: Arc<dyn E2bApi> = api.clone();
-    InProcessAgent::start(api, rules.clone(), wiring)
-        .unwrap_or_else(|e| panic!("agent cannot start: {e}"))
+    let p = InProcessAgent::start(api, rules.clone(), wiring)
+        .unwrap_or_else(|e| panic!("agent cannot start: {e}"));
+    chaos.st().claims = Some(p.agent.claims());
+    p
 }
 
 // ---------------------------------------------------------------------------------------
@@ -455,6 +470,12 @@ struct Sim {
     checked_seq: u64,
     /// What happened, newest last, printed on failure.
     trail: Vec<String>,
+    /// Sandbox -> the last claim granted on it.
+    granted: HashMap<String, String>,
+    /// Idempotency-Keys used so far, some of which claims reuse.
+    keys: Vec<(String, String)>,
+    /// Claims waiting for a member, spawned so that they interleave with the rest.
+    waiting: Vec<tokio::task::JoinHandle<std::result::Result<Granted, ClaimError>>>,
 }
 
 impl Sim {
@@ -493,6 +514,7 @@ impl Sim {
                 foreign,
                 keys: HashMap::new(),
                 bad_metrics: BTreeMap::new(),
+                claims: None,
                 violations: Vec::new(),
             }),
             step: step_rx,
@@ -518,6 +540,9 @@ impl Sim {
             handled: HashMap::new(),
             checked_seq: 0,
             trail: Vec::new(),
+            granted: HashMap::new(),
+            keys: Vec::new(),
+            waiting: Vec::new(),
         }
     }
 
@@ -545,19 +570,119 @@ impl Sim {
                 let by = Duration::from_millis(self.rng.u64(200..4000));
                 self.advance(by).await;
             }
-            35..=64 => self.tick().await,
-            65..=79 => self.react().await,
-            80..=84 => self.crash(),
-            85..=87 => self.restart().await,
-            88..=90 => self.reload(),
-            91..=95 => self.weather(),
+            35..=59 => self.tick().await,
+            60..=74 => self.react().await,
+            75..=79 => self.crash(),
+            80..=82 => self.restart().await,
+            83..=85 => self.reload(),
+            86..=89 => self.weather(),
+            90..=94 => self.claim().await,
+            95..=97 => self.release(),
             _ => {
                 self.settle().await;
                 self.trail.push("settle".into());
             }
         }
         self.trace_since(traced);
+        self.take_waiting();
         self.check_step();
+    }
+
+    /// A claim on a random pool: at once, or waiting (spawned, so it is served among the
+    /// steps that follow); with a new Idempotency-Key, a reused one, or none.
+    async fn claim(&mut self) {
+        let pools: Vec<String> = self.rules.pools.iter().map(|p| p.name.clone()).collect();
+        let Some(pool) = self.rng.choice(pools.iter()).cloned() else {
+            return;
+        };
+        let key = match self.rng.u8(0..4) {
+            0 => None,
+            1 if !self.keys.is_empty() => {
+                let (p, k) = self.keys[self.rng.usize(0..self.keys.len())].clone();
+                (p == pool).then_some(k)
+            }
+            _ => {
+                let k = format!("key-{}", self.rng.u64(..));
+                self.keys.push((pool.clone(), k.clone()));
+                Some(k)
+            }
+        };
+        let req = ClaimRequest {
+            holder: Some(format!("job-{}", self.step)),
+            lease: Some(Duration::from_secs(self.rng.u64(3..90))),
+            idempotency_key: key,
+            wait: Duration::ZERO,
+            ..Default::default()
+        };
+        let claims = self.agent().claims();
+        if self.rng.bool() {
+            let r = claims.claim(&pool, req).await;
+            self.trail
+                .push(format!("claim on {pool}: {}", describe(&r)));
+            self.check_grant(r);
+        } else {
+            let req = ClaimRequest {
+                wait: Duration::from_secs(3),
+                ..req
+            };
+            self.trail
+                .push(format!("claim on {pool}, waiting up to 3s"));
+            let c = claims.clone();
+            self.waiting
+                .push(tokio::spawn(async move { c.claim(&pool, req).await }));
+        }
+    }
+
+    /// Takes the waiting claims that have been answered, and checks them.
+    fn take_waiting(&mut self) {
+        let (done, open): (Vec<_>, Vec<_>) = self.waiting.drain(..).partition(|h| h.is_finished());
+        self.waiting = open;
+        for h in done {
+            let Some(r) = h.now_or_never_result() else {
+                continue;
+            };
+            self.trail
+                .push(format!("waiting claim answered: {}", describe(&r)));
+            self.check_grant(r);
+        }
+    }
+
+    /// A granted member must not be held by another claim that is still active.
+    fn check_grant(&mut self, r: std::result::Result<Granted, ClaimError>) {
+        let Ok(g) = r else { return };
+        if g.replayed {
+            return;
+        }
+        let (sbx, id) = (g.claim.sandbox_id.clone(), g.claim.claim_id.clone());
+        let prev = self.granted.insert(sbx.clone(), id.clone());
+        let Some(prev) = prev.filter(|p| *p != id) else {
+            return;
+        };
+        let still = self
+            .proc
+            .as_ref()
+            .is_some_and(|p| p.agent.claims().get(&prev).is_ok());
+        if still {
+            self.fail(format!(
+                "{sbx} handed to claim {id} while claim {prev} holds it"
+            ));
+        }
+    }
+
+    /// Releases a random active claim.
+    fn release(&mut self) {
+        let claims = self.agent().claims();
+        let active = claims.active();
+        let Some(c) = self.rng.choice(active.iter()) else {
+            return;
+        };
+        let r = claims.release(&c.claim_id);
+        self.trail.push(format!(
+            "release {} ({}): {}",
+            c.claim_id,
+            c.sandbox_id,
+            if r.is_ok() { "ok" } else { "gone" }
+        ));
     }
 
     /// Prints the trail's entries from `from` on, with `POOLPILOT_SIM_TRACE` set.
@@ -714,9 +839,18 @@ impl Sim {
         } else {
             self.trail.push("restart (abrupt)".into());
         }
+        let before = p.agent.claims().active();
         drop(p);
         self.proc = Some(start_agent(&self.api, &self.rules, &self.dir));
         self.checked_seq = 0;
+        let after = self.agent().claims().active();
+        if before != after {
+            self.fail(format!(
+                "claims changed across a restart: {} before, {} after",
+                before.len(),
+                after.len()
+            ));
+        }
     }
 
     /// Reloads the rules: another good set, or a broken one that must change nothing.
@@ -855,6 +989,14 @@ impl Sim {
     /// bounds and every event was handled exactly once.
     async fn finish(&mut self) {
         self.clear_weather();
+        // Every holder lets go, so the pools can settle within their bounds.
+        for h in self.waiting.drain(..) {
+            h.abort();
+        }
+        let claims = self.agent().claims();
+        for c in claims.active() {
+            let _ = claims.release(&c.claim_id);
+        }
         self.step += 100;
         let _ = self.step_tx.send(self.step);
         let held: Vec<Delivery> = self.held.drain(..).map(|(_, d)| d).collect();
@@ -933,6 +1075,38 @@ impl Sim {
             self.fail(msg);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One line for a claim's answer.
+fn describe(r: &std::result::Result<Granted, ClaimError>) -> String {
+    match r {
+        Ok(g) => format!(
+            "{} {} ({:?}{})",
+            g.claim.claim_id,
+            g.claim.sandbox_id,
+            g.result,
+            if g.replayed { ", replayed" } else { "" }
+        ),
+        Err(e) => format!("refused: {e}"),
+    }
+}
+
+/// The result of a finished task, without waiting.
+trait NowOrNever<T> {
+    fn now_or_never_result(self) -> Option<T>;
+}
+
+impl<T> NowOrNever<T> for tokio::task::JoinHandle<T> {
+    fn now_or_never_result(self) -> Option<T> {
+        use std::future::Future;
+        use std::task::{Context, Poll, Waker};
+        let mut h = self;
+        let mut cx = Context::from_waker(Waker::noop());
+        match std::pin::Pin::new(&mut h).poll(&mut cx) {
+            Poll::Ready(Ok(v)) => Some(v),
+            _ => None,
+        }
     }
 }
 

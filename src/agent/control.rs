@@ -225,11 +225,13 @@ impl Agent {
         self.creates.per_pool()
     }
 
-    /// Waits for every create in flight to return, then logs and counts their results.
+    /// Waits for every create in flight to return, and the claims' background calls, then
+    /// logs and counts the creates' results.
     pub async fn settle(&mut self) -> TickReport {
         for h in self.in_flight.drain(..) {
             let _ = h.await;
         }
+        self.claims.settle().await;
         let mut report = TickReport::default();
         self.take_returned_creates(&mut report);
         report
@@ -373,6 +375,12 @@ impl Agent {
     ) -> TickReport {
         report.events = events.len();
         report.handled = events.iter().map(|e| e.id.clone()).collect();
+        self.claims.killed_events(
+            events
+                .iter()
+                .filter(|e| e.event_type == crate::e2b::EventType::Killed)
+                .map(|e| e.sandbox_id.as_str()),
+        );
         if let Some(s) = &mut self.store {
             s.record(events.iter().map(|e| (e.id.as_str(), e.timestamp)))
                 .await;

@@ -55,7 +55,34 @@ pub struct Scenario {
     /// Things that go wrong at given times.
     #[serde(default)]
     pub faults: Vec<FaultSpec>,
+    /// Applications claiming pool members (for `simulate` and the demo; the emulator itself
+    /// plays E2B and has no claims to make).
+    #[serde(default)]
+    pub jobs: Vec<JobsSpec>,
 }
+
+/// Jobs that arrive, claim a member of `pool`, hold it, and release it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsSpec {
+    pub pool: String,
+    /// `[time since start, arrivals per second]` pairs, times strictly increasing; the rate
+    /// is linear between them (a Poisson process, seeded by the scenario's seed).
+    #[serde(deserialize_with = "points")]
+    pub points: Vec<(HumanDuration, f64)>,
+    /// How long a job holds its member on average (exponentially distributed).
+    pub hold: HumanDuration,
+    /// How long a claim waits for a member before it gives up (the claim's `?wait=`).
+    #[serde(default = "default_job_wait")]
+    pub wait: HumanDuration,
+}
+
+fn default_job_wait() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(5))
+}
+
+/// The most arrivals per second a jobs curve may ask for.
+pub const MAX_JOB_RATE: f64 = 1000.0;
 
 /// Size and boot time of a template's sandboxes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -340,7 +367,42 @@ impl Scenario {
         self.check_templates()?;
         self.check_load(&templates)?;
         self.check_initial(&templates)?;
-        self.check_faults(&templates)
+        self.check_faults(&templates)?;
+        self.check_jobs()
+    }
+
+    /// Each jobs curve: a pool name, points in increasing time with rates from 0 to
+    /// [`MAX_JOB_RATE`], a hold from 1 s to 24 h and a wait of at most 5 minutes.
+    fn check_jobs(&self) -> Result<(), String> {
+        for (i, j) in self.jobs.iter().enumerate() {
+            let at = format!("jobs[{i}]");
+            if j.pool.trim().is_empty() {
+                return Err(format!("{at}.pool: give the pool the jobs claim from"));
+            }
+            if j.points.is_empty() {
+                return Err(format!(
+                    "{at}.points: needs at least one [time, arrivals per second] pair"
+                ));
+            }
+            if let Some((_, r)) = j
+                .points
+                .iter()
+                .find(|(_, r)| !(0.0..=MAX_JOB_RATE).contains(r))
+            {
+                return Err(format!(
+                    "{at}.points: rate {r} is out of range; expected 0 to {MAX_JOB_RATE} arrivals per second"
+                ));
+            }
+            let hold = j.hold.0.as_secs_f64();
+            if !(1.0..=86_400.0).contains(&hold) {
+                return Err(format!("{at}.hold: expected 1s to 24h"));
+            }
+            if j.wait.0 > std::time::Duration::from_secs(300) {
+                return Err(format!("{at}.wait: expected at most 5m"));
+            }
+            check_points(&at, &j.points)?;
+        }
+        Ok(())
     }
 
     fn check_templates(&self) -> Result<(), String> {

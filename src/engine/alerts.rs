@@ -156,6 +156,7 @@ fn each_pool<'a>(at: &mut Subjects<'_, 'a>, rules: &'a RuleSet, prepared: &Prepa
             bounds: &bounds,
             busy,
             agg: &agg,
+            claims: prepared.claim_view(&pool.name),
         };
         let texts = PoolTexts::of(pool);
         let mut b = Bindings::new(&POOL);

@@ -264,7 +264,7 @@ impl Engine {
 
     /// Decides what to do at `now` given what is observed.
     pub fn step(&mut self, now: DateTime<Utc>, obs: &Observations<'_>) -> Vec<Decision> {
-        let prepared = prepare::prepare(obs.sandboxes, self.needs);
+        let prepared = prepare::prepare(obs.sandboxes, obs.claims, self.needs);
         let mut decisions = Vec::new();
         let mut pending = obs.pending_creates.clone();
         if self.needs_membership {

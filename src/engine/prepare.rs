@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
-use super::{ObservedSandbox, time};
+use super::{ObservedSandbox, PoolClaims, time};
 use crate::e2b::SandboxState;
 use crate::expr::{Bindings, Meta, Text};
 use crate::rules::scopes::{AGGREGATED, AGGREGATED_SLOTS, pool as ps, sandbox as ss};
@@ -28,6 +28,10 @@ pub(crate) struct Prepared<'a> {
     pub sandboxes: Vec<PreparedSandbox<'a>>,
     /// Indexes of running sandboxes by owning pool.
     by_pool: BTreeMap<&'a str, Vec<usize>>,
+    /// Indexes of paused sandboxes by owning pool (the warm tier).
+    paused_by_pool: BTreeMap<&'a str, Vec<usize>>,
+    /// What the claims ledger says, per pool.
+    claims: &'a BTreeMap<String, PoolClaims>,
 }
 
 impl Prepared<'_> {
@@ -35,6 +39,67 @@ impl Prepared<'_> {
     pub fn members(&self, pool: &str) -> &[usize] {
         self.by_pool.get(pool).map(Vec::as_slice).unwrap_or(&[])
     }
+
+    /// The indexes (into `sandboxes`) of a pool's paused members.
+    pub fn paused(&self, pool: &str) -> &[usize] {
+        self.paused_by_pool
+            .get(pool)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+
+    /// A pool's claims; `None` when the ledger has no entry for it.
+    pub fn claims(&self, pool: &str) -> Option<&PoolClaims> {
+        self.claims.get(pool)
+    }
+
+    /// Whether the member at `i` is claimed.
+    pub fn is_claimed(&self, claims: Option<&PoolClaims>, i: usize) -> bool {
+        claims.is_some_and(|c| {
+            !c.leases.is_empty()
+                && self
+                    .sandboxes
+                    .get(i)
+                    .is_some_and(|s| c.leases.contains_key(&s.obs.id))
+        })
+    }
+
+    /// The pool's claim counts: claimed and idle running members, paused members, the rate.
+    /// A pool the ledger does not know has nothing claimed and a rate of 0.
+    pub fn claim_view(&self, pool: &str) -> ClaimView {
+        let members = self.members(pool);
+        let claims = self.claims(pool);
+        let claimed = match claims {
+            Some(c) if !c.leases.is_empty() => members
+                .iter()
+                .filter(|&&i| self.is_claimed(claims, i))
+                .count(),
+            _ => 0,
+        };
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        ClaimView {
+            claimed: count(claimed),
+            idle: count(members.len() - claimed),
+            paused: count(self.paused(pool).len()),
+            claim_rate: claims
+                .map(|c| c.claim_rate)
+                .filter(|r| r.is_finite() && *r >= 0.0)
+                .unwrap_or(0.0),
+        }
+    }
+}
+
+/// A pool's members as claims see them, at one step.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ClaimView {
+    /// Running members with a lease.
+    pub claimed: u32,
+    /// Running members without one.
+    pub idle: u32,
+    /// Paused members carrying the pool's mark.
+    pub paused: u32,
+    /// Claims per second over the last minute (0 when unknown or not finite).
+    pub claim_rate: f64,
 }
 
 /// Which per-sandbox text values some sandbox-scope rule reads; the others are not converted.
@@ -73,18 +138,26 @@ impl Needs {
     }
 }
 
-/// Converts what the rules read of each sandbox once per step, and indexes running members.
-pub(crate) fn prepare<'a>(sandboxes: &'a [ObservedSandbox], needs: Needs) -> Prepared<'a> {
+/// Converts what the rules read of each sandbox once per step, and indexes members (running
+/// and paused) by pool.
+pub(crate) fn prepare<'a>(
+    sandboxes: &'a [ObservedSandbox],
+    claims: &'a BTreeMap<String, PoolClaims>,
+    needs: Needs,
+) -> Prepared<'a> {
     let text = |want: bool, s: &str| if want { Text::new(s) } else { Text::new("") };
     let mut by_pool: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    let mut paused_by_pool: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     let sandboxes: Vec<PreparedSandbox> = sandboxes
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            if s.state == SandboxState::Running
-                && let Some(p) = s.pool()
-            {
-                by_pool.entry(p).or_default().push(i);
+            if let Some(p) = s.pool() {
+                let index = match s.state {
+                    SandboxState::Running => &mut by_pool,
+                    SandboxState::Paused => &mut paused_by_pool,
+                };
+                index.entry(p).or_default().push(i);
             }
             PreparedSandbox {
                 obs: s,
@@ -99,7 +172,12 @@ pub(crate) fn prepare<'a>(sandboxes: &'a [ObservedSandbox], needs: Needs) -> Pre
             }
         })
         .collect();
-    Prepared { sandboxes, by_pool }
+    Prepared {
+        sandboxes,
+        by_pool,
+        paused_by_pool,
+        claims,
+    }
 }
 
 const METRIC_SLOTS: [usize; 8] = [
@@ -273,6 +351,8 @@ pub(crate) struct PoolView<'a> {
     pub busy: usize,
     /// The aggregates over the members with data (`agg.n` of them).
     pub agg: &'a Agg,
+    /// Claimed, idle and paused members, and the claim rate.
+    pub claims: ClaimView,
 }
 
 impl PoolView<'_> {
@@ -302,6 +382,10 @@ impl PoolView<'_> {
         b.set_num(ps::WITH_DATA, self.agg.n as f64);
         b.set_num(ps::BUSY_CORES, self.agg.busy_cores);
         b.set_num(ps::CAPACITY_CORES, self.agg.capacity_cores);
+        b.set_num(ps::CLAIMED, self.claims.claimed as f64);
+        b.set_num(ps::IDLE, self.claims.idle as f64);
+        b.set_num(ps::PAUSED, self.claims.paused as f64);
+        b.set_num(ps::CLAIM_RATE, self.claims.claim_rate);
         self.agg.write(b, ps::AVG, ps::MIN_OF, ps::MAX_OF);
         b.set_text(ps::POOL, &texts.name);
         b.set_text(ps::TEMPLATE, &texts.template);

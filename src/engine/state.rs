@@ -50,6 +50,24 @@ pub struct PoolState {
     /// `engine::pools::predict`). Absent from state saved by older versions.
     #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
     pub demand: VecDeque<DemandPoint>,
+    /// Since when the pool has had idle members beyond `idle.min` without a break, for the
+    /// warm tier's `after` (see `engine::pools::warm`). Absent from state saved by older
+    /// versions, and when there is no excess.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_excess_since: Option<DateTime<Utc>>,
+    /// The fewest idle members beyond `idle.min` seen since `idle_excess_since`: what has been
+    /// in excess for the whole time.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub idle_excess_floor: u32,
+    /// Retiring members (past `max_age`) whose replacement has been created, so that the
+    /// replacement and the member it replaces are counted once (see `engine::pools::lifetime`).
+    /// Absent from state saved by older versions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replaced: Vec<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The demand the target tracked at one evaluation, in members.

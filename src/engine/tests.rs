@@ -383,7 +383,7 @@ pools:
 fn bindings_are_cleared_for_sandboxes_without_data() {
     use crate::expr::Bindings;
     let s = pool_of("p", &[Some(90.0), None], t0());
-    let prepared = super::prepare::prepare(&s, super::prepare::Needs::default());
+    let prepared = super::prepare::prepare(&s, &NO_CLAIMS, super::prepare::Needs::default());
     let mut b = Bindings::new(&crate::rules::scopes::SANDBOX);
     assert!(super::prepare::bind_sandbox(
         &mut b,
@@ -435,15 +435,18 @@ pools:
         "{}",
         d[0].cause.summary
     );
-    // 20:00 UTC is 21:00 in Paris: back to min 1, nothing to create.
+    // 20:00 UTC is 21:00 in Paris: back to min 1, nothing to create (the members, whose
+    // observed end has passed, are only kept alive).
     let mut e = Engine::new(rules(yaml));
+    let d = step(
+        &mut e,
+        at(8 * 3600),
+        &pool_of("s", &[Some(10.0); 2], at(8 * 3600)),
+    );
     assert!(
-        step(
-            &mut e,
-            at(8 * 3600),
-            &pool_of("s", &[Some(10.0); 2], at(8 * 3600))
-        )
-        .is_empty()
+        d.iter()
+            .all(|d| matches!(d.action, Action::KeepAlive { .. })),
+        "{d:?}"
     );
 }
 
@@ -1044,4 +1047,457 @@ fn evaluations_keep_to_their_grid_on_a_jittery_clock() {
     // Well before its time is not due.
     assert!(!evaluated_at(&mut e, at(60) - ms(100)));
     assert!(evaluated_at(&mut e, at(60)));
+}
+
+// --- Claims, member lifetime and the warm tier (issue 10) ---
+
+fn step_claims(
+    e: &mut Engine,
+    now: DateTime<Utc>,
+    sandboxes: &[ObservedSandbox],
+    claims: &BTreeMap<String, PoolClaims>,
+) -> Vec<Decision> {
+    step_full(e, now, sandboxes, &BTreeMap::new(), claims)
+}
+
+fn step_full(
+    e: &mut Engine,
+    now: DateTime<Utc>,
+    sandboxes: &[ObservedSandbox],
+    pending: &BTreeMap<String, u32>,
+    claims: &BTreeMap<String, PoolClaims>,
+) -> Vec<Decision> {
+    e.step(
+        now,
+        &Observations {
+            sandboxes,
+            events: &[],
+            pending_creates: pending,
+            claims,
+        },
+    )
+}
+
+/// `pool`'s claims: these members leased until `until`, and a claim rate.
+fn leases(
+    pool: &str,
+    ids: &[&str],
+    until: DateTime<Utc>,
+    rate: f64,
+) -> BTreeMap<String, PoolClaims> {
+    let claims = PoolClaims {
+        leases: ids.iter().map(|id| (id.to_string(), until)).collect(),
+        claim_rate: rate,
+    };
+    BTreeMap::from([(pool.to_string(), claims)])
+}
+
+/// The decision's cause says `text`.
+fn says(d: &Decision, text: &str) {
+    assert!(d.cause.summary.contains(text), "{}", d.cause.summary);
+}
+
+fn pauses(d: &[Decision]) -> Vec<String> {
+    d.iter()
+        .filter_map(|d| match &d.action {
+            Action::Pause { sandbox_id, .. } => Some(sandbox_id.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn keepalives(d: &[Decision]) -> Vec<(Vec<String>, u64)> {
+    d.iter()
+        .filter_map(|d| match &d.action {
+            Action::KeepAlive {
+                sandbox_ids,
+                timeout_s,
+                ..
+            } => Some((sandbox_ids.clone(), *timeout_s)),
+            _ => None,
+        })
+        .collect()
+}
+
+const IDLE: &str = "
+pools:
+  - name: jobs
+    min: 0
+    max: 20
+    idle: { min: 2, max: 4 }
+    scale: { stabilization: { down: 0s } }
+";
+
+#[test]
+fn idle_scaling_keeps_claimed_plus_a_band() {
+    // 5 members, 4 claimed: 1 idle, below the band's 2: one more.
+    let mut e = Engine::new(rules(IDLE));
+    let m = pool_of("jobs", &[Some(50.0); 5], t0());
+    let c = leases(
+        "jobs",
+        &["jobs-0", "jobs-1", "jobs-2", "jobs-3"],
+        at(600),
+        0.5,
+    );
+    let d = step_claims(&mut e, t0(), &m, &c);
+    assert_eq!(creates(&d), 1);
+    assert_eq!(d[0].cause.values["claimed"], 4.0);
+    says(&d[0], "idle 1 beside 4 claimed vs idle band 2..4, +1");
+    // 5 idle: one above the band's 4, so one goes; 3 idle is inside the band: no change.
+    let mut e = Engine::new(rules(IDLE));
+    let d = step_claims(&mut e, t0(), &m, &NO_CLAIMS);
+    assert_eq!(kills(&d).len(), 1);
+    let mut e = Engine::new(rules(IDLE));
+    let d = step_claims(
+        &mut e,
+        t0(),
+        &pool_of("jobs", &[Some(50.0); 3], t0()),
+        &NO_CLAIMS,
+    );
+    assert!(d.is_empty(), "{d:?}");
+}
+
+#[test]
+fn pool_variables_count_claims_and_a_pool_without_claims_reads_zero() {
+    let yaml = "
+pools:
+  - name: jobs
+    min: 1
+    max: 20
+    scale:
+      steps:
+        - { when: claim_rate > 1 && claimed == 2 && idle == 1 && paused == 1, add: 3 }
+";
+    let mut m = pool_of("jobs", &[Some(50.0); 3], t0());
+    let mut parked = sbx("jobs", 9, Some(1.0), t0());
+    parked.state = SandboxState::Paused;
+    m.push(parked);
+    // A claim on a paused member is not a claimed running member.
+    let c = leases("jobs", &["jobs-0", "jobs-1", "jobs-9"], at(600), 2.0);
+    let mut e = Engine::new(rules(yaml));
+    assert_eq!(creates(&step_claims(&mut e, t0(), &m, &c)), 3);
+    // No entry for the pool: claimed 0 and claim_rate 0, so the step does not fire.
+    let mut e = Engine::new(rules(yaml));
+    let other = leases("elsewhere", &["jobs-0"], at(600), 9.0);
+    assert_eq!(creates(&step_claims(&mut e, t0(), &m, &other)), 0);
+    // A NaN rate reads as 0.
+    let mut e = Engine::new(rules(yaml));
+    let nan = leases("jobs", &["jobs-0", "jobs-1"], at(600), f64::NAN);
+    assert_eq!(creates(&step_claims(&mut e, t0(), &m, &nan)), 0);
+}
+
+#[test]
+fn idle_scaling_acts_on_missing_and_nan_metrics() {
+    let yaml = "
+pools:
+  - name: jobs
+    min: 0
+    max: 20
+    idle: { min: 2, max: 4 }
+    scale:
+      target: { metric: avg_cpu_used_pct, value: 50 }
+";
+    let c = leases("jobs", &["jobs-0", "jobs-1", "jobs-2"], at(600), 0.0);
+    // Two members without a sample: the target holds, the idle band still grows the pool.
+    let mut e = Engine::new(rules(yaml));
+    let m = pool_of("jobs", &[Some(50.0), None, None], t0());
+    let d = step_claims(&mut e, t0(), &m, &c);
+    assert_eq!(creates(&d), 2, "{d:?}");
+    assert!(
+        d[0].cause
+            .clamps
+            .iter()
+            .any(|c| c.kind == ClampKind::MissingData)
+    );
+    // A NaN metric: the same.
+    let mut e = Engine::new(rules(yaml));
+    let m = pool_of("jobs", &[Some(f64::NAN); 3], t0());
+    assert_eq!(creates(&step_claims(&mut e, t0(), &m, &c)), 2);
+}
+
+#[test]
+fn keep_alive_extends_members_near_their_end_and_claimed_ones_to_their_lease() {
+    let yaml = "pools: [{ name: p, min: 0, max: 10, scale: { stabilization: { down: 0s } } }]";
+    let mut m = pool_of("p", &[Some(50.0); 4], t0());
+    m[0].end_at = at(30); // unclaimed, 30 s left
+    m[1].end_at = at(90); // claimed until 20 min from now
+    m[2].end_at = at(100); // claimed, lease ends in 1 min: to 10 min
+    m[3].end_at = at(600); // not near its end
+    let mut c = leases("p", &["p-1"], at(1200), 0.0);
+    c.get_mut("p").unwrap().leases.insert("p-2".into(), at(60));
+    let mut e = Engine::new(rules(yaml));
+    let d = step_claims(&mut e, t0(), &m, &c);
+    let mut k = keepalives(&d);
+    k.sort();
+    assert_eq!(
+        k,
+        [
+            (vec!["p-0".to_string(), "p-2".to_string()], 600),
+            (vec!["p-1".to_string()], 1200),
+        ]
+    );
+    let s = &d
+        .iter()
+        .find(|d| matches!(&d.action, Action::KeepAlive { timeout_s: 600, .. }))
+        .unwrap()
+        .cause
+        .summary;
+    assert!(
+        s.contains("keep-alive: 2 members had at most 30s left (under 2m)"),
+        "{s}"
+    );
+    // Turned off: nothing.
+    let off = "pools: [{ name: p, min: 0, max: 10, keepalive: false, sandbox: { timeout: 1h } }]";
+    let mut e = Engine::new(rules(off));
+    assert!(keepalives(&step_claims(&mut e, t0(), &m, &c)).is_empty());
+}
+
+#[test]
+fn keep_alive_skips_members_killed_in_the_same_step() {
+    let yaml = "pools: [{ name: p, min: 1, max: 10, scale: { steps: [{ when: size > 1, remove: 3 }], stabilization: { down: 0s } } }]";
+    let mut m = pool_of("p", &[Some(50.0); 4], t0());
+    for s in &mut m {
+        s.end_at = at(30);
+    }
+    let mut e = Engine::new(rules(yaml));
+    let d = step(&mut e, t0(), &m);
+    let killed = kills(&d);
+    assert_eq!(killed.len(), 3);
+    let kept: Vec<String> = keepalives(&d)
+        .into_iter()
+        .flat_map(|(ids, _)| ids)
+        .collect();
+    assert_eq!(kept.len(), 1);
+    assert!(!killed.contains(&kept[0]));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Keep-alive never shortens a life, and a claimed member lives at least to its lease.
+    #[test]
+    fn keep_alive_never_shortens(
+        ends in proptest::collection::vec(-600i64..7200, 1..8),
+        lease_ends in proptest::collection::vec(proptest::option::of(-60i64..90_000), 8),
+        extend_m in 1u64..60,
+    ) {
+        let yaml = format!("pools: [{{ name: p, min: 0, max: 20, keepalive: {{ extend_to: {extend_m}m, before: 30s }} }}]");
+        let mut e = Engine::new(rules(&yaml));
+        let mut m = pool_of("p", &vec![Some(50.0); ends.len()], t0());
+        let mut c = PoolClaims::default();
+        for (k, s) in m.iter_mut().enumerate() {
+            s.end_at = at(ends[k]);
+            if let Some(l) = lease_ends[k] {
+                c.leases.insert(s.id.clone(), at(l));
+            }
+        }
+        let claims = BTreeMap::from([("p".to_string(), c.clone())]);
+        let d = step_claims(&mut e, t0(), &m, &claims);
+        for (ids, timeout_s) in keepalives(&d) {
+            for id in ids {
+                let s = m.iter().find(|s| s.id == id).unwrap();
+                let new_end = t0() + TimeDelta::seconds(timeout_s as i64);
+                prop_assert!(new_end > s.end_at, "{id}: {} -> {new_end}", s.end_at);
+                prop_assert!(s.end_at <= at(30));
+                if let Some(l) = c.leases.get(&id) {
+                    prop_assert!(new_end >= (*l).min(t0() + TimeDelta::hours(24)));
+                }
+            }
+        }
+    }
+
+    /// Whatever the shrink (steps, idle band, warm tier, rolling), a claimed member is never
+    /// killed or paused.
+    #[test]
+    fn a_claimed_member_is_never_a_victim(
+        n in 1usize..12,
+        claimed_mask in 0u32..4096,
+        remove in 1u32..12,
+        victims in 0usize..3,
+        min in 0u32..3,
+        old in any::<bool>(),
+    ) {
+        let policy = ["idle_first", "oldest", "newest"][victims];
+        let yaml = format!("
+pools:
+  - name: p
+    min: {min}
+    max: 12
+    idle: {{ min: 0, max: 1 }}
+    warm: {{ paused: 2, after: 0s }}
+    max_age: 1h
+    scale:
+      steps: [{{ when: size > 0, remove: {remove} }}]
+      stabilization: {{ down: 0s }}
+    scale_in: {{ victims: {policy} }}
+");
+        let mut e = Engine::new(rules(&yaml));
+        let mut m = pool_of("p", &vec![Some(10.0); n], t0());
+        if old {
+            for s in &mut m {
+                s.started_at = t0() - TimeDelta::hours(2);
+            }
+        }
+        let ids: Vec<&str> = m.iter().enumerate().filter(|(k, _)| claimed_mask & (1 << k) != 0).map(|(_, s)| s.id.as_str()).collect();
+        let claims = leases("p", &ids, at(600), 0.0);
+        let d = step_claims(&mut e, t0(), &m, &claims);
+        for id in kills(&d).iter().chain(pauses(&d).iter()) {
+            prop_assert!(!ids.contains(&id.as_str()), "claimed {id} chosen: {d:?}");
+        }
+    }
+}
+
+const ROLL: &str = "
+pools:
+  - name: r
+    min: 4
+    max: 6
+    max_age: 1h
+    scale: { stabilization: { down: 0s } }
+";
+
+/// `n` members of pool `r`, all started `age_s` seconds before `now`, ids from `first`.
+fn aged(first: usize, n: usize, age_s: i64, now: DateTime<Utc>) -> Vec<ObservedSandbox> {
+    (first..first + n)
+        .map(|i| {
+            let mut s = sbx("r", i, Some(50.0), now);
+            s.started_at = now - TimeDelta::seconds(age_s);
+            s.end_at = now + TimeDelta::hours(2);
+            s
+        })
+        .collect()
+}
+
+#[test]
+fn rolling_replaces_first_then_kills() {
+    let mut e = Engine::new(rules(ROLL));
+    // 4 members, one past max_age (and its jitter): a replacement first, nothing killed.
+    let mut m = aged(0, 3, 60, t0());
+    m.extend(aged(3, 1, 3 * 3600, t0()));
+    let d = step(&mut e, t0(), &m);
+    assert_eq!((creates(&d), kills(&d).len()), (1, 0), "{d:?}");
+    says(&d[0], "rolled: 1 member older than max_age 1h");
+    // The replacement is in flight: still nothing killed, nothing more created.
+    let pending = BTreeMap::from([("r".to_string(), 1)]);
+    let d = step_full(&mut e, at(15), &m, &pending, &NO_CLAIMS);
+    assert_eq!((creates(&d), kills(&d).len()), (0, 0), "{d:?}");
+    // The replacement runs: the old member goes.
+    m.extend(aged(4, 1, 5, at(30)));
+    let d = step(&mut e, at(30), &m);
+    assert_eq!(kills(&d), ["r-3"]);
+    assert_eq!(creates(&d), 0);
+}
+
+#[test]
+fn rolling_at_max_kills_one_first_and_leaves_claimed_members_to_their_lease() {
+    let mut e = Engine::new(rules(ROLL));
+    let m = aged(0, 6, 3 * 3600, t0());
+    // At max 6, all old, two claimed: no room, so one unclaimed member is killed, then its
+    // replacement created.
+    let c = leases("r", &["r-0", "r-1"], at(600), 0.0);
+    let d = step_claims(&mut e, t0(), &m, &c);
+    assert!(matches!(d[0].action, Action::Kill { .. }), "{d:?}");
+    assert_eq!(creates(&d), 1);
+    let k = kills(&d);
+    assert_eq!(k.len(), 1, "{d:?}");
+    assert!(k[0] != "r-0" && k[0] != "r-1");
+    says(
+        &d[0],
+        "at max 6 with no room: 1 killed, then its replacement created",
+    );
+    // All claimed: nothing rolls.
+    let mut e = Engine::new(rules(ROLL));
+    let ids: Vec<String> = m.iter().map(|s| s.id.clone()).collect();
+    let all: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let d = step_claims(&mut e, t0(), &m, &leases("r", &all, at(600), 0.0));
+    assert!(kills(&d).is_empty() && creates(&d) == 0, "{d:?}");
+}
+
+/// Plays the engine's creates and kills on a fleet: creates appear at the next step.
+#[test]
+fn rolling_never_dips_below_desired_with_room_and_never_exceeds_max() {
+    let yaml = ROLL.replace("max: 6", "max: 8");
+    let mut e = Engine::new(rules(&yaml));
+    let mut fleet = aged(0, 4, 3 * 3600, t0());
+    let mut next = 100;
+    let mut pending = 0u32;
+    for k in 0..12 {
+        let now = at(15 * k);
+        // Creates sent at the previous step are running now.
+        fleet.extend(aged(next, pending as usize, 1, now));
+        next += pending as usize;
+        let d = step(&mut e, now, &fleet);
+        let add = creates(&d);
+        let gone = kills(&d);
+        fleet.retain(|s| !gone.contains(&s.id));
+        assert!(fleet.len() >= 4, "step {k}: {} running", fleet.len());
+        assert!(fleet.len() as u32 + add <= 8, "step {k}: over max");
+        pending = add;
+    }
+    // Every old member rolled.
+    assert!(
+        fleet.iter().all(|s| s.id.as_str() >= "r-100"),
+        "{:?}",
+        fleet.iter().map(|s| &s.id).collect::<Vec<_>>()
+    );
+}
+
+const WARM: &str = "
+pools:
+  - name: w
+    min: 1
+    max: 20
+    idle: { min: 1, max: 10 }
+    warm: { paused: 2, after: 2m }
+";
+
+#[test]
+fn warm_pauses_the_lasting_excess_only_after_after() {
+    let mut e = Engine::new(rules(WARM));
+    // 5 idle members, 1 claimed: 4 beyond idle.min... 1 claimed leaves idle 4, excess 3.
+    let m = pool_of("w", &[Some(1.0); 5], t0());
+    let c = leases("w", &["w-0"], at(3600), 0.0);
+    for s in [0, 60, 105] {
+        let d = step_claims(&mut e, at(s), &m, &c);
+        assert!(
+            pauses(&d).is_empty() && kills(&d).is_empty(),
+            "at {s}s: {d:?}"
+        );
+    }
+    let d = step_claims(&mut e, at(120), &m, &c);
+    let p = pauses(&d);
+    assert_eq!(p.len(), 2, "{d:?}");
+    assert_eq!(
+        kills(&d).len(),
+        1,
+        "excess beyond warm.paused is killed: {d:?}"
+    );
+    assert!(!p.contains(&"w-0".to_string()));
+    says(&d[0], "warm: 3 members idle beyond idle.min 1 for 2m");
+}
+
+#[test]
+fn warm_window_restarts_when_the_excess_goes_and_paused_members_beyond_the_cap_die() {
+    let mut e = Engine::new(rules(WARM));
+    let m = pool_of("w", &[Some(1.0); 3], t0());
+    step(&mut e, t0(), &m);
+    // The excess goes at 60 s (all claimed but one), and comes back at 75 s.
+    let c = leases("w", &["w-0", "w-1"], at(3600), 0.0);
+    step_claims(&mut e, at(60), &m, &c);
+    for s in [75, 120, 180] {
+        assert!(pauses(&step(&mut e, at(s), &m)).is_empty(), "at {s}s");
+    }
+    assert_eq!(pauses(&step(&mut e, at(195), &m)).len(), 2);
+    // Three paused members with warm.paused 2: the oldest is killed; paused members do not
+    // count toward the size.
+    let mut e = Engine::new(rules(WARM));
+    let mut m = pool_of("w", &[Some(1.0); 1], t0());
+    for i in 1..4 {
+        let mut s = sbx("w", i, None, t0());
+        s.state = SandboxState::Paused;
+        m.push(s);
+    }
+    let d = step(&mut e, t0(), &m);
+    assert_eq!(kills(&d), ["w-1"]);
+    assert_eq!(d[0].cause.current, Some(1));
 }

@@ -167,6 +167,10 @@ scope! {
         WITH_DATA: "with_data" N,
         BUSY_CORES: "busy_cores" N,
         CAPACITY_CORES: "capacity_cores" N,
+        CLAIMED: "claimed" N,
+        IDLE: "idle" N,
+        PAUSED: "paused" N,
+        CLAIM_RATE: "claim_rate" N,
         AVG: aggregated "avg_",
         MIN_OF: aggregated "min_",
         MAX_OF: aggregated "max_",
@@ -226,6 +230,10 @@ mod tests {
         assert_eq!(POOL.slot("with_data"), Some(pool::WITH_DATA));
         assert_eq!(POOL.slot("busy_cores"), Some(pool::BUSY_CORES));
         assert_eq!(POOL.slot("capacity_cores"), Some(pool::CAPACITY_CORES));
+        assert_eq!(POOL.slot("claimed"), Some(pool::CLAIMED));
+        assert_eq!(POOL.slot("idle"), Some(pool::IDLE));
+        assert_eq!(POOL.slot("paused"), Some(pool::PAUSED));
+        assert_eq!(POOL.slot("claim_rate"), Some(pool::CLAIM_RATE));
         assert_eq!(TEAM.slot("with_data"), Some(team::WITH_DATA));
         assert_eq!(EVENT.slot("memory_mb"), Some(event::MEMORY_MB));
     }

@@ -58,6 +58,7 @@ impl Accounts {
                 .collect(),
             create_failures: 0,
             dry_run_decisions: 0,
+            jobs: BTreeMap::new(),
             frames: Vec::new(),
             marks: Vec::new(),
             decisions: Vec::new(),

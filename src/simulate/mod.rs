@@ -18,6 +18,7 @@
 pub mod account;
 pub mod api;
 pub mod floor;
+pub mod jobs;
 pub mod svg;
 pub mod world;
 
@@ -115,6 +116,9 @@ pub struct SimReport {
     pub pools: BTreeMap<String, Totals>,
     pub create_failures: u64,
     pub dry_run_decisions: u64,
+    /// Per pool, what the scenario's jobs saw of their claims.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub jobs: BTreeMap<String, jobs::JobsReport>,
     #[serde(skip)]
     pub frames: Vec<Frame>,
     #[serde(skip)]
@@ -165,6 +169,18 @@ async fn run(rules: Arc<RuleSet>, scenario: &Scenario, opts: &SimOptions) -> Sim
     let mut world = World::new(rules.clone(), scenario, opts.core.clone(), start, setup);
     let mut accounts = Accounts::new(&rules, start, duration, tick);
     let t0 = tokio::time::Instant::now();
+    let jobs = jobs::Jobs::default();
+    let arrivals = jobs::arrivals(&scenario.jobs, scenario.seed, duration);
+    let claims = world.agent.claims();
+    let driver = {
+        let jobs = jobs.clone();
+        tokio::spawn(async move {
+            for a in arrivals {
+                tokio::time::sleep_until(t0 + a.at).await;
+                jobs.spawn(claims.clone(), a);
+            }
+        })
+    };
     let steps = (duration.as_nanos() / tick.as_nanos()) as u32;
     for k in 0..=steps {
         let at = t0 + tick * k;
@@ -185,12 +201,22 @@ async fn run(rules: Arc<RuleSet>, scenario: &Scenario, opts: &SimOptions) -> Sim
         core.stats()
     };
     let floors = floor::floor(scenario, horizon.as_secs_f64());
+    driver.abort();
     world.agent.settle().await;
     accounts.read_decisions(&world);
-    accounts.finish(&books, &floors)
+    let mut report = accounts.finish(&books, &floors);
+    let paid: BTreeMap<String, f64> = report
+        .pools
+        .iter()
+        .map(|(name, t)| (name.clone(), t.sandbox_seconds))
+        .collect();
+    report.jobs = jobs.report(&paid);
+    report
 }
 
-/// Delivers webhooks every [`WEBHOOK_EVERY`] until `at`, the agent reacting to each batch.
+/// Delivers webhooks every [`WEBHOOK_EVERY`] until `at`, the agent reacting to each batch;
+/// and as `poolpilot run` does when a claim finds no member free, evaluates its pool in an
+/// early tick (here within a second of virtual time, at most once a second, as there).
 async fn webhooks_until(world: &mut World, accounts: &mut Accounts, at: tokio::time::Instant) {
     loop {
         let next = tokio::time::Instant::now() + WEBHOOK_EVERY;
@@ -199,6 +225,12 @@ async fn webhooks_until(world: &mut World, accounts: &mut Accounts, at: tokio::t
         }
         tokio::time::sleep_until(next).await;
         if world.deliver_webhooks().await.is_some() {
+            accounts.read_decisions(world);
+        }
+        let starved = world.agent.claims().take_starved();
+        if !starved.is_empty() {
+            world.agent.expedite(&starved);
+            world.tick().await;
             accounts.read_decisions(world);
         }
     }
@@ -239,6 +271,12 @@ pub fn summary(r: &SimReport) -> String {
         out.push_str(&format!(
             "\n  pool {name}: {:.0} sandbox-seconds, {:.0} unmet core-seconds (template: {} the floor, {} unmet), peak {}, +{} -{}, alerts {} fired {} resolved",
             t.sandbox_seconds, t.unmet_core_seconds, times(t.cost_vs_floor), percent(t.unmet_pct), t.peak_pool_size, t.creates, t.kills, t.alerts_fired, t.alerts_resolved
+        ));
+    }
+    for (name, j) in &r.jobs {
+        out.push_str(&format!(
+            "\n  jobs on {name}: {} arrived, {} served at once, {} after a wait, {} resumed, {} timed out; claim latency p50 {:.2}s p99 {:.2}s; {} the sandbox-seconds held",
+            j.arrived, j.immediate, j.waited, j.resumed, j.timed_out, j.latency_p50_s, j.latency_p99_s, times(j.cost_vs_held)
         ));
     }
     out

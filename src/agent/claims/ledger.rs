@@ -122,6 +122,16 @@ fn youngest_free(p: &PoolLedger, state: MemberState) -> Option<String> {
         .map(|(id, _)| id.clone())
 }
 
+/// A pool's members as claims see them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Counts {
+    pub(crate) claimed: usize,
+    /// Running, unclaimed, not leaving.
+    pub(crate) idle: usize,
+    /// Paused, unclaimed, not leaving: a claim would resume one.
+    pub(crate) paused: usize,
+}
+
 /// A window of the claim rate.
 const RATE_WINDOW: TimeDelta = TimeDelta::seconds(60);
 
@@ -460,6 +470,19 @@ impl Ledger {
         }
     }
 
+    /// A sandbox an event says is gone (killed, whatever the reason): forgotten at once, and
+    /// its claim, if any, ended as lost.
+    pub(crate) fn gone(&mut self, id: &str, now: DateTime<Utc>) -> Option<Ended> {
+        let pool = self
+            .pools
+            .iter()
+            .find(|(_, p)| p.members.contains_key(id))
+            .map(|(name, _)| name.clone())?;
+        let claim = self.pools.get(&pool)?.claimed.get(id).cloned();
+        self.forget(&pool, id);
+        self.end(&claim?, EndReason::Lost, false, now)
+    }
+
     /// A member that is gone (killed): forgotten at once.
     pub(crate) fn forget(&mut self, pool: &str, id: &str) {
         if let Some(p) = self.pools.get_mut(pool) {
@@ -506,8 +529,8 @@ impl Ledger {
         }
     }
 
-    /// Per pool: (claimed, idle running, paused free) members.
-    pub(crate) fn counts(&self) -> BTreeMap<String, (usize, usize, usize)> {
+    /// Per pool: claimed, idle running and idle paused members.
+    pub(crate) fn counts(&self) -> BTreeMap<String, Counts> {
         self.pools
             .iter()
             .map(|(name, p)| {
@@ -519,14 +542,12 @@ impl Ledger {
                         })
                         .count()
                 };
-                (
-                    name.clone(),
-                    (
-                        p.claimed.len(),
-                        free(MemberState::Running),
-                        free(MemberState::Paused),
-                    ),
-                )
+                let counts = Counts {
+                    claimed: p.claimed.len(),
+                    idle: free(MemberState::Running),
+                    paused: free(MemberState::Paused),
+                };
+                (name.clone(), counts)
             })
             .collect()
     }

@@ -198,6 +198,8 @@ pub struct Claims {
     pub(crate) metrics: ClaimMetrics,
     /// Latest CPU per member, for the shared pick.
     cpu: Mutex<HashMap<String, f64>>,
+    /// Background E2B calls (kills of released members, timeouts set to leases).
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// Kills of released members are tried this many times.
@@ -235,6 +237,7 @@ impl Claims {
             clock,
             metrics: ClaimMetrics::default(),
             cpu: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(Vec::new()),
         })
     }
 
@@ -426,11 +429,8 @@ impl Claims {
         let now = (self.clock)();
         let secs = (c.expires_at - now).num_seconds().max(1) as u64;
         let (api, id, pool) = (self.api.clone(), c.sandbox_id.clone(), c.pool.clone());
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         // The ledger learns the longer life from the next observation.
-        handle.spawn(async move {
+        self.spawn(async move {
             match api.set_timeout(&id, secs).await {
                 Ok(()) => {}
                 Err(e) => tracing::warn!(pool = %pool, sandbox = %id, error = %e, "cannot set a claimed member's timeout to its lease; keep-alive will retry"),
@@ -500,11 +500,8 @@ impl Claims {
 
     /// Kills a released member in the background, a few times if E2B fails.
     fn kill_released(&self, c: &Claim) {
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         let (api, id, pool) = (self.api.clone(), c.sandbox_id.clone(), c.pool.clone());
-        handle.spawn(async move {
+        self.spawn(async move {
             for attempt in 1..=KILL_TRIES {
                 match api.kill_sandbox(&id).await {
                     Ok(()) | Err(Error::NotFound { .. }) => return,
@@ -515,6 +512,24 @@ impl Claims {
                 }
             }
         });
+    }
+
+    /// Runs an E2B call in the background, kept so that [`Claims::settle`] can wait for it.
+    fn spawn(&self, work: impl Future<Output = ()> + Send + 'static) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut tasks = lock(&self.tasks);
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(handle.spawn(work));
+    }
+
+    /// Waits for the background calls sent so far (at shutdown, and in tests).
+    pub async fn settle(&self) {
+        let tasks = std::mem::take(&mut *lock(&self.tasks));
+        for t in tasks {
+            let _ = t.await;
+        }
     }
 
     /// Ends every lease that has run out by `now`, as a release would; returns how many.
@@ -529,6 +544,45 @@ impl Claims {
             }
         }
         n
+    }
+
+    /// Sandboxes lifecycle events say were killed: out of hand-outs at once, between
+    /// observations, and their claims ended as lost.
+    pub(crate) fn killed_events<'a>(&self, ids: impl Iterator<Item = &'a str>) {
+        let now = (self.clock)();
+        let lost: Vec<Ended> = {
+            let mut book = lock(&self.book);
+            let lost: Vec<Ended> = ids.filter_map(|id| book.ledger.gone(id, now)).collect();
+            if let Some(j) = &mut book.journal {
+                for e in &lost {
+                    j.ended(&e.claim.claim_id);
+                }
+            }
+            lost
+        };
+        self.count_lost(lost);
+    }
+
+    fn count_lost(&self, lost: Vec<Ended>) {
+        for e in lost {
+            tracing::warn!(pool = %e.claim.pool, sandbox = %e.claim.sandbox_id, claim = %e.claim.claim_id, holder = %e.claim.holder, "a claimed member is gone (killed, crashed or timed out); its claim ended");
+            *lock(&self.metrics.lost).entry(e.claim.pool).or_default() += 1;
+        }
+    }
+
+    /// Whether a claim holds `sandbox_id` now.
+    pub fn holds(&self, sandbox_id: &str) -> bool {
+        lock(&self.book)
+            .ledger
+            .all()
+            .any(|c| c.sandbox_id == sandbox_id)
+    }
+
+    /// The ids of every active claim.
+    pub fn active(&self) -> Vec<Claim> {
+        let mut v: Vec<Claim> = lock(&self.book).ledger.all().cloned().collect();
+        v.sort_by(|a, b| a.claim_id.cmp(&b.claim_id));
+        v
     }
 
     /// Starts an observation: see [`ledger::Ledger::observation_started`].
@@ -555,10 +609,7 @@ impl Claims {
             }
             lost
         };
-        for e in lost {
-            tracing::warn!(pool = %e.claim.pool, sandbox = %e.claim.sandbox_id, claim = %e.claim.claim_id, holder = %e.claim.holder, "a claimed member is gone (killed, crashed or timed out); its claim ended");
-            *lock(&self.metrics.lost).entry(e.claim.pool).or_default() += 1;
-        }
+        self.count_lost(lost);
         let mut cpu = lock(&self.cpu);
         cpu.clear();
         for s in observed {
@@ -609,8 +660,8 @@ impl Claims {
         lock(&self.book).ledger.for_engine(now)
     }
 
-    /// Per pool: (claimed, idle running, idle paused), for `/metrics` and the API.
-    pub(crate) fn counts(&self) -> BTreeMap<String, (usize, usize, usize)> {
+    /// Per pool: claimed, idle and idle paused members, for `/metrics` and the API.
+    pub(crate) fn counts(&self) -> BTreeMap<String, ledger::Counts> {
         lock(&self.book).ledger.counts()
     }
 

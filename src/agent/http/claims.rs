@@ -57,13 +57,11 @@ impl Access {
         }
     }
 
-    /// Ok when `headers` may use the claims API; else the error answer. The answer is the
-    /// error, as axum's extractors have it: boxing it would only add an allocation.
-    #[allow(clippy::result_large_err)]
-    fn check(&self, headers: &HeaderMap) -> Result<(), Response> {
+    /// Ok when `headers` may use the claims API; else why not.
+    fn check(&self, headers: &HeaderMap) -> Result<(), Denied> {
         match self {
             Access::Loopback => Ok(()),
-            Access::Refused(why) => Err(error(StatusCode::FORBIDDEN, why)),
+            Access::Refused(why) => Err(Denied::Refused(why)),
             Access::Token(t) => {
                 let given = headers
                     .get(header::AUTHORIZATION)
@@ -73,14 +71,34 @@ impl Access {
                 if bool::from(given.as_bytes().ct_eq(t.as_bytes())) {
                     Ok(())
                 } else {
-                    let mut r = error(
-                        StatusCode::UNAUTHORIZED,
-                        "this endpoint needs Authorization: Bearer <the agent's API token>",
-                    );
-                    r.headers_mut()
-                        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-                    Err(r)
+                    Err(Denied::Token)
                 }
+            }
+        }
+    }
+}
+
+/// Why a request may not use the claims API.
+#[derive(Debug)]
+enum Denied {
+    /// No token, or the wrong one: 401.
+    Token,
+    /// Claims are off on this address: 403.
+    Refused(&'static str),
+}
+
+impl IntoResponse for Denied {
+    fn into_response(self) -> Response {
+        match self {
+            Denied::Refused(why) => error(StatusCode::FORBIDDEN, why),
+            Denied::Token => {
+                let mut r = error(
+                    StatusCode::UNAUTHORIZED,
+                    "this endpoint needs Authorization: Bearer <the agent's API token>",
+                );
+                r.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                r
             }
         }
     }
@@ -153,8 +171,8 @@ async fn claim(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = s.access.check(&headers) {
-        return r;
+    if let Err(d) = s.access.check(&headers) {
+        return d.into_response();
     }
     let req = match claim_request(&q, &headers, &body) {
         Ok(r) => r,
@@ -217,8 +235,8 @@ async fn list(
     Path(pool): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = s.access.check(&headers) {
-        return r;
+    if let Err(d) = s.access.check(&headers) {
+        return d.into_response();
     }
     match s.claims.of_pool(&pool) {
         Ok(v) => Json(v).into_response(),
@@ -232,8 +250,8 @@ async fn show(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = s.access.check(&headers) {
-        return r;
+    if let Err(d) = s.access.check(&headers) {
+        return d.into_response();
     }
     match s.claims.get(&id) {
         Ok(c) => Json(c).into_response(),
@@ -248,8 +266,8 @@ async fn renew(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = s.access.check(&headers) {
-        return r;
+    if let Err(d) = s.access.check(&headers) {
+        return d.into_response();
     }
     let b: RenewBody = if body.iter().all(u8::is_ascii_whitespace) {
         RenewBody::default()
@@ -276,8 +294,8 @@ async fn release(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = s.access.check(&headers) {
-        return r;
+    if let Err(d) = s.access.check(&headers) {
+        return d.into_response();
     }
     match s.claims.release(&id) {
         Ok(c) => Json(c).into_response(),
@@ -291,8 +309,8 @@ async fn pick(
     Path(pool): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = s.access.check(&headers) {
-        return r;
+    if let Err(d) = s.access.check(&headers) {
+        return d.into_response();
     }
     match s.claims.pick(&pool) {
         Ok(Some(id)) => Json(serde_json::json!({ "pool": pool, "sandbox_id": id })).into_response(),
@@ -308,6 +326,7 @@ async fn pick(
 /// paused members, leases expired and claims lost.
 pub(super) fn render_metrics(out: &mut String, c: &Claims) {
     use super::metrics::{esc, family};
+    use crate::agent::claims::ledger::Counts;
     use crate::agent::claims::{CLAIM_BUCKETS, ClaimResult};
     use crate::sync::lock;
     use std::fmt::Write as _;
@@ -365,20 +384,20 @@ pub(super) fn render_metrics(out: &mut String, c: &Claims) {
             h.count
         );
     }
-    type Count = fn(&(usize, usize, usize)) -> usize;
-    let gauges: [(&str, &str, Count); 3] = [
+    type Gauge = fn(&Counts) -> usize;
+    let gauges: [(&str, &str, Gauge); 3] = [
         ("poolpilot_pool_claimed", "Members held by a claim.", |t| {
-            t.0
+            t.claimed
         }),
         (
             "poolpilot_pool_idle",
             "Running members no claim holds, ready to hand out.",
-            |t| t.1,
+            |t| t.idle,
         ),
         (
             "poolpilot_pool_idle_paused",
             "Paused members no claim holds, to be resumed by a claim.",
-            |t| t.2,
+            |t| t.paused,
         ),
     ];
     for (name, help, get) in gauges {

@@ -1,8 +1,11 @@
 //! Pool evaluation, as a chain of named steps a reader can follow from [`run`]:
 //!
 //! ```text
-//!  due? -> members -> allowances -> recommend -> predict -> stabilize -> limit step -> limit rate
-//!       -> cool down -> bounds -> resize (victims) -> start cooldown -> remember size -> record
+//!  due? -> members -> lifetime (retiring) -> allowances -> recommend (rules, idle band)
+//!       -> predict -> stabilize -> limit step -> limit rate -> cool down -> bounds
+//!       -> warm (park the lasting idle excess) -> resize (creates, victims, rolling)
+//!       -> warm split (pause instead of kill) -> start cooldown -> remember size
+//!       -> keep-alive -> record
 //! ```
 //!
 //! Each step takes the size the previous one settled on and records in the [`Account`] every
@@ -12,6 +15,8 @@
 //! it reads the step's [`Prepared`] sandboxes and the pool's [`PoolState`].
 
 mod bounds;
+mod keepalive;
+mod lifetime;
 mod members;
 mod predict;
 mod rate;
@@ -19,13 +24,14 @@ mod recommend;
 mod record;
 mod stabilize;
 mod victims;
+mod warm;
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
 use super::prepare::{self, PoolTexts, PoolView, Prepared};
-use super::{Cause, Clamp, ClampKind, Decision, PoolState, time};
+use super::{Action, Cause, Clamp, ClampKind, Decision, PoolState, time};
 use crate::expr::Bindings;
 use crate::rules::Pool;
 use crate::rules::scopes::POOL;
@@ -72,7 +78,8 @@ impl Account {
     }
 }
 
-/// Evaluates one pool if it is due: recommendation, clamps, victims, and its status.
+/// Evaluates one pool if it is due: recommendation, clamps, victims, keep-alive, and its
+/// status.
 pub(super) fn run(
     pool: &Pool,
     st: &mut PoolState,
@@ -88,6 +95,8 @@ pub(super) fn run(
     let first_eval = *st.first_eval.get_or_insert(now);
     let member_ids = prepared.members(&pool.name);
     let members = members::observe(pool, prepared, member_ids, now);
+    let claims = prepared.claims(&pool.name);
+    let retiring = lifetime::retiring(pool, prepared, member_ids, claims, now);
     let bounds = prepare::bounds(pool, now);
     let view = PoolView {
         running: u32::try_from(member_ids.len()).unwrap_or(u32::MAX),
@@ -95,29 +104,108 @@ pub(super) fn run(
         bounds: &bounds,
         busy: members.busy,
         agg: &members.agg,
+        claims: prepared.claim_view(&pool.name),
     };
     let texts = PoolTexts::of(pool);
     let mut pb = Bindings::new(&POOL);
     view.bind(&mut pb, &texts);
 
-    let mut acc = Account::new(view.size());
-    let allow = rate::allowances(pool, st, now, acc.size);
-    let raw = recommend::recommend(pool, &pb, members.missing, view.running, &allow, &mut acc);
-    let raw = predict::predict(pool, st, now, &pb, view.running, raw, &mut acc);
-    acc.cause.raw = Some(raw);
-    let to = stabilize::stabilize(pool, st, now, first_eval, raw, &mut acc);
-    let to = bounds::limit_step(pool, to, &mut acc);
-    let to = rate::limit_rate(&allow, to, &mut acc);
-    let to = stabilize::cool_down(st, now, to, &mut acc);
-    let to = bounds::enforce_bounds(&bounds, to, &mut acc);
-    let (to, action) = victims::resize(pool, now, prepared, &members.cpu, to, &mut acc);
-    stabilize::start_cooldown(pool, st, now, raw, acc.size, action.as_ref());
-    rate::remember_size(pool, st, now, acc.size, to);
-    let verdict = record::Verdict { raw, to, action };
+    let replaced = lifetime::replaced(st, prepared, &retiring);
+    let mut acc = Account::new(view.size().saturating_sub(replaced));
+    let (raw, to) = settle(pool, st, now, first_eval, &pb, &view, &members, &mut acc);
+    let rolling = u32::try_from(retiring.len()).unwrap_or(u32::MAX);
+    let idle = warm::Idle {
+        parkable: view.claims.idle.saturating_sub(rolling),
+        kept: view.size().saturating_sub(rolling),
+        min: bounds.min,
+    };
+    let to = warm::park_excess(pool, st, now, &idle, to, &mut acc);
+    let fleet = victims::Fleet {
+        prepared,
+        cpu: &members.cpu,
+        claims,
+        retiring: &retiring,
+        running: view.running,
+        size: view.size(),
+        max: bounds.max,
+    };
+    let mut plan = victims::resize(pool, now, &fleet, to, &mut acc);
+    lifetime::remember_replacements(st, prepared, &retiring, &plan);
+    warm::split(pool, prepared, &mut plan, &mut acc);
+    stabilize::start_cooldown(pool, st, now, raw, acc.size, plan.to);
+    rate::remember_size(pool, st, now, acc.size, plan.to);
+    keepalive::keep_alive(pool, prepared, member_ids, claims, &plan, now, out);
+    let verdict = record::Verdict {
+        raw,
+        to: plan.to,
+        actions: actions(pool, plan),
+    };
     let busy_ratio = view.busy_ratio();
-    out.extend(record::record(
-        pool, st, now, &bounds, busy_ratio, verdict, acc,
-    ));
+    record::record(pool, st, now, &bounds, busy_ratio, verdict, acc, out);
+}
+
+/// The recommendation and the limits on it, in order: the raw recommendation and the size the
+/// limits settled on (min and max included).
+#[allow(clippy::too_many_arguments)] // the chain's inputs, each named; a struct would only rename them
+fn settle(
+    pool: &Pool,
+    st: &mut PoolState,
+    now: DateTime<Utc>,
+    first_eval: DateTime<Utc>,
+    pb: &Bindings<'_>,
+    view: &PoolView<'_>,
+    members: &members::Members,
+    acc: &mut Account,
+) -> (u32, u32) {
+    let allow = rate::allowances(pool, st, now, acc.size);
+    let claimed = view.claims.claimed;
+    let raw = recommend::recommend(
+        pool,
+        pb,
+        members.missing,
+        view.running,
+        &allow,
+        claimed,
+        acc,
+    );
+    let raw = predict::predict(pool, st, now, pb, view.running, raw, acc);
+    acc.cause.raw = Some(raw);
+    let to = stabilize::stabilize(pool, st, now, first_eval, raw, acc);
+    let to = bounds::limit_step(pool, to, acc);
+    let to = rate::limit_rate(&allow, to, acc);
+    let to = stabilize::cool_down(st, now, to, acc);
+    (raw, bounds::enforce_bounds(view.bounds, to, acc))
+}
+
+/// The plan as actions: one kill (victims and retiring members together) before one create
+/// (a kill at `max` makes the create's room), and a pause per parked member.
+fn actions(pool: &Pool, plan: victims::Plan) -> Vec<Action> {
+    let victims::Plan {
+        create,
+        mut victims,
+        retired,
+        pause,
+        ..
+    } = plan;
+    let mut out = Vec::new();
+    victims.extend(retired);
+    if !victims.is_empty() {
+        out.push(Action::Kill {
+            pool: pool.name.clone(),
+            sandbox_ids: victims,
+        });
+    }
+    if create > 0 {
+        out.push(Action::Create {
+            pool: pool.name.clone(),
+            count: create,
+        });
+    }
+    out.extend(pause.into_iter().map(|sandbox_id| Action::Pause {
+        pool: pool.name.clone(),
+        sandbox_id,
+    }));
+    out
 }
 
 /// Whether a whole `interval` has passed since the pool's last scheduled evaluation, give or

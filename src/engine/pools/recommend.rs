@@ -1,7 +1,8 @@
 //! The recommend step: the raw size that target tracking and step rules ask for, before any
 //! limit. Up beats none beats down; within a direction the larger change wins. Missing or stale
 //! metrics never read as 0: under `hold` they stop metric-driven changes, under `up_only` they
-//! stop scale-down; a rule with no finite value holds.
+//! stop scale-down; a rule with no finite value holds. The idle band (`idle: {min, max}`) is a
+//! source beside them that counts claims, exact data, so it does not hold.
 //!
 //! Target tracking knows saturation: when the target's `saturated_when` holds, the members run
 //! at their ceiling and `size * metric / target` understates a demand it cannot see. The target
@@ -14,45 +15,91 @@ use crate::engine::{Cause, ClampKind};
 use crate::expr::{Bindings, EvalError, Expr, format_number};
 use crate::rules::{OnMissing, Pool, Step, Target};
 
-/// The raw recommendation from target tracking and step rules: up beats none beats down,
-/// within a direction the larger change wins. Missing data, or a rule with no finite value,
-/// holds (or, under `up_only` with some members reporting, blocks scale-down).
+/// The raw recommendation from target tracking, step rules and the idle band: up beats none
+/// beats down, within a direction the larger change wins. Missing data, or a rule with no
+/// finite value, holds the metric-driven rules (or, under `up_only` with some members
+/// reporting, blocks their scale-down); the idle band counts claims, exact data, and never
+/// holds.
 pub(super) fn recommend(
     pool: &Pool,
     pb: &Bindings<'_>,
     missing: usize,
     running: u32,
     allow: &Allowances,
+    claimed: u32,
     acc: &mut Account,
 ) -> u32 {
-    if missing > 0 && pool.on_missing == OnMissing::Hold {
-        return hold_for_missing(pool, missing, running, acc);
-    }
-    let mut recs = match rule_recommendations(pool, pb, allow, acc) {
-        Ok(recs) => recs,
-        Err((field, why)) => return hold_on(acc, &field, &why),
-    };
-    if missing > 0 {
-        block_scale_down(&mut recs, missing, acc);
+    let mut recs = metric_recommendations(pool, pb, missing, running, allow, acc);
+    if let Some(rec) = idle_recommendation(pool, claimed, acc) {
+        recs.push(rec);
     }
     strongest(&recs, acc.size)
 }
 
+/// What the target and step rules recommend; none at all while they hold.
+fn metric_recommendations(
+    pool: &Pool,
+    pb: &Bindings<'_>,
+    missing: usize,
+    running: u32,
+    allow: &Allowances,
+    acc: &mut Account,
+) -> Vec<u32> {
+    let metric_rules = pool.target.is_some() || !pool.steps.is_empty();
+    if pool.idle.is_some() && !metric_rules {
+        return Vec::new();
+    }
+    if missing > 0 && pool.on_missing == OnMissing::Hold {
+        hold_for_missing(pool, missing, running, acc);
+        return Vec::new();
+    }
+    let mut recs = match rule_recommendations(pool, pb, allow, acc) {
+        Ok(recs) => recs,
+        Err((field, why)) => {
+            hold_on(acc, &field, &why);
+            return Vec::new();
+        }
+    };
+    if missing > 0 {
+        block_scale_down(&mut recs, missing, acc);
+    }
+    recs
+}
+
+/// `idle: {min, max}`: claimed members plus the idle count kept within the band; no change
+/// while it is inside. Creates in flight count as idle (they will be).
+fn idle_recommendation(pool: &Pool, claimed: u32, acc: &mut Account) -> Option<u32> {
+    let band = pool.idle?;
+    let size = acc.size;
+    let idle = size.saturating_sub(claimed);
+    let rec = claimed.saturating_add(idle.clamp(band.min, band.max));
+    acc.cause
+        .values
+        .insert("claimed".into(), f64::from(claimed));
+    acc.cause.values.insert("idle".into(), f64::from(idle));
+    acc.reasons.push(format!(
+        "idle {idle} beside {claimed} claimed vs idle band {}..{}, {}",
+        band.min,
+        band.max,
+        signed(rec, size)
+    ));
+    Some(rec)
+}
+
 /// `on_missing: hold`: some member has no fresh sample, so no metric-driven change.
-fn hold_for_missing(pool: &Pool, missing: usize, running: u32, acc: &mut Account) -> u32 {
+fn hold_for_missing(pool: &Pool, missing: usize, running: u32, acc: &mut Account) {
     let note = format!(
         "{missing} of {running} members have no sample newer than {}; holding",
         humantime::format_duration(pool.stale_after)
     );
-    hold(acc, note)
+    hold(acc, note);
 }
 
 /// No metric-driven change at this evaluation: the size stays, and the clamp says why.
-fn hold(acc: &mut Account, note: String) -> u32 {
+fn hold(acc: &mut Account, note: String) {
     let size = acc.size;
     acc.hold = true;
     acc.clamp(ClampKind::MissingData, size, size, None, note);
-    size
 }
 
 /// What the target and each step rule that fires recommend, with their reasons in the account;
@@ -142,13 +189,13 @@ fn strongest(recs: &[u32], size: u32) -> u32 {
 }
 
 /// A rule without a finite value: no metric-driven change, and the cause says why.
-fn hold_on(acc: &mut Account, field: &str, why: &EvalError) -> u32 {
+fn hold_on(acc: &mut Account, field: &str, why: &EvalError) {
     acc.reasons.clear();
     let note = format!(
         "{field} {:?} has no value ({}); holding",
         why.text, why.reason
     );
-    hold(acc, note)
+    hold(acc, note);
 }
 
 /// HPA's `ceil(size * value / target)` outside the tolerance band, or an error when the

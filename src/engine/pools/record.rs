@@ -1,5 +1,5 @@
 //! The record step: the cause of an evaluation as a sentence and as fields, the pool's status
-//! (kept even when nothing is done, for status pages), and the decision when there is an action.
+//! (kept even when nothing is done, for status pages), and a decision for each action.
 
 use std::fmt::Write as _;
 
@@ -16,10 +16,12 @@ pub(super) struct Verdict {
     pub raw: u32,
     /// The size after every limit and victim choice.
     pub to: u32,
-    pub action: Option<Action>,
+    /// What gets there: creates, kills, pauses; each becomes a decision with the same cause.
+    pub actions: Vec<Action>,
 }
 
-/// Writes the cause and the pool's status, and returns the decision when there is an action.
+/// Writes the cause and the pool's status, and a decision for each action.
+#[allow(clippy::too_many_arguments)] // the step's inputs, each named; a struct would only rename them
 pub(super) fn record(
     pool: &Pool,
     st: &mut PoolState,
@@ -28,8 +30,9 @@ pub(super) fn record(
     busy_ratio: f64,
     verdict: Verdict,
     acc: Account,
-) -> Option<Decision> {
-    let Verdict { raw, to, action } = verdict;
+    out: &mut Vec<Decision>,
+) {
+    let Verdict { raw, to, actions } = verdict;
     let Account {
         size,
         clamps,
@@ -52,13 +55,21 @@ pub(super) fn record(
         clamps,
         summary: cause.summary.clone(),
     });
-    Some(Decision {
-        at: now,
-        rule: pool.name.clone(),
-        action: action?,
-        dry_run: pool.dry_run,
-        cause,
-    })
+    let last = actions.len().saturating_sub(1);
+    for (k, action) in actions.into_iter().enumerate() {
+        let cause = if k == last {
+            std::mem::take(&mut cause)
+        } else {
+            cause.clone()
+        };
+        out.push(Decision {
+            at: now,
+            rule: pool.name.clone(),
+            action,
+            dry_run: pool.dry_run,
+            cause,
+        });
+    }
 }
 
 /// "pool p: <reasons>; <each clamp>: from -> to; size a -> b".

@@ -9,7 +9,7 @@
 use chrono::{DateTime, Utc};
 
 use super::Account;
-use crate::engine::{Action, ClampKind, PoolState, time};
+use crate::engine::{ClampKind, PoolState, time};
 use crate::rules::Pool;
 
 /// Stabilization. Invariant: scale-in goes no lower than the highest change recommended in the
@@ -165,17 +165,13 @@ pub(super) fn start_cooldown(
     now: DateTime<Utc>,
     raw: u32,
     size: u32,
-    action: Option<&Action>,
+    to: u32,
 ) {
     let cooldown_end = |d: std::time::Duration| Some(time::after(now, d)).filter(|_| !d.is_zero());
-    match action {
-        Some(Action::Create { .. }) if raw > size => {
-            st.cooldown_up_until = cooldown_end(pool.cooldown.up);
-        }
-        Some(Action::Kill { .. }) if raw < size => {
-            st.cooldown_down_until = cooldown_end(pool.cooldown.down);
-        }
-        _ => {}
+    if to > size && raw > size {
+        st.cooldown_up_until = cooldown_end(pool.cooldown.up);
+    } else if to < size && raw < size {
+        st.cooldown_down_until = cooldown_end(pool.cooldown.down);
     }
 }
 

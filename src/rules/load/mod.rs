@@ -7,7 +7,7 @@
 //! defined in another file.
 //!
 //! Each section is checked in its own room, each raw struct next to its checks:
-//! [`pools`] (with [`schedules`]), [`alerts`], [`triggers`], [`notifiers`]; what alerts and
+//! [`pools`] (with [`schedules`], and its service fields in [`lifetime`]), [`alerts`], [`triggers`], [`notifiers`]; what alerts and
 //! triggers say is checked in [`messages`]; bounded numbers and durations in [`values`];
 //! which files are rule files in [`files`]. Every check reports through a [`Checker`] as
 //! `file:line:col: <rule>: <field>: problem` and never panics.
@@ -29,6 +29,7 @@ pub(crate) use values::yaml_message;
 
 mod alerts;
 mod files;
+mod lifetime;
 mod messages;
 mod notifiers;
 mod pools;

@@ -13,6 +13,9 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::Checker;
+use super::lifetime::{
+    Lifetime, PoolFacts, RawClaims, RawIdle, RawKeepAlive, RawLifetime, RawWarm, check_lifetime,
+};
 use super::schedules::{RawSchedule, check_schedules};
 use super::values::{DAY, MAX_COUNT, RawNumber, SECOND, WEEK, count, duration, opt_count};
 use crate::duration::HumanDuration;
@@ -179,6 +182,16 @@ pub(super) struct RawPool {
     #[serde(default)]
     schedules: Vec<RawSchedule>,
     #[serde(default)]
+    idle: Option<Spanned<RawIdle>>,
+    #[serde(default)]
+    claims: RawClaims,
+    #[serde(default)]
+    keepalive: Option<Spanned<RawKeepAlive>>,
+    #[serde(default)]
+    max_age: Option<Spanned<HumanDuration>>,
+    #[serde(default)]
+    warm: Option<Spanned<RawWarm>>,
+    #[serde(default)]
     dry_run: bool,
 }
 
@@ -212,9 +225,11 @@ pub(super) fn check_pool(c: &mut Checker, p: &RawPool) -> Option<Pool> {
         .predict
         .as_ref()
         .and_then(|r| check_predict(c, &ctx, r, p.scale.target.is_some()));
+    let lifetime = check_pool_lifetime(c, &ctx, p, max, &timing);
     if c.diags.len() > before {
         return None;
     }
+    let lifetime = lifetime?;
     Some(Pool {
         name: p.name.value.clone(),
         template: p.template.clone().unwrap_or_else(|| "base".into()),
@@ -236,13 +251,38 @@ pub(super) fn check_pool(c: &mut Checker, p: &RawPool) -> Option<Pool> {
         protect,
         schedules,
         predict,
-        idle: None,
-        claims: Default::default(),
-        keepalive: Default::default(),
-        max_age: None,
-        warm: None,
+        idle: lifetime.idle,
+        claims: lifetime.claims,
+        keepalive: lifetime.keepalive,
+        max_age: lifetime.max_age,
+        warm: lifetime.warm,
         dry_run: p.dry_run,
     })
+}
+
+/// The service fields (`idle`, `claims`, `keepalive`, `max_age`, `warm`), checked in
+/// [`super::lifetime`] against the pool's `max`, interval and sandbox timeout.
+fn check_pool_lifetime(
+    c: &mut Checker,
+    ctx: &str,
+    p: &RawPool,
+    max: Option<u32>,
+    timing: &Timing,
+) -> Option<Lifetime> {
+    let raw = RawLifetime {
+        idle: &p.idle,
+        claims: &p.claims,
+        keepalive: &p.keepalive,
+        max_age: &p.max_age,
+        warm: &p.warm,
+    };
+    let facts = PoolFacts {
+        max,
+        interval: timing.interval,
+        has_timeout: p.sandbox.timeout.is_some(),
+        at: p.name.referenced,
+    };
+    check_lifetime(c, ctx, &raw, &facts)
 }
 
 /// The longest history a forecast may ask for (AWS predictive scaling fits up to 14 days; one

@@ -650,3 +650,177 @@ fn predict_is_bounded_with_the_field_and_what_is_valid() {
     assert_eq!(p.season, Some(Duration::from_secs(7 * 86400)));
     assert_eq!(p.mode, PredictMode::ForecastAndScale);
 }
+
+const SERVICE: &str = r#"
+pools:
+  - name: jobs
+    min: 0
+    max: 20
+    idle: { min: 2, max: 5 }
+    claims: { on_release: return, lease: 5m, max_lease: 2h }
+    keepalive: { enabled: true, extend_to: 15m, before: 3m }
+    max_age: 23h
+    warm: { paused: 4, after: 1m }
+  - name: plain
+    min: 1
+    max: 3
+    keepalive: false
+    sandbox: { timeout: 1h }
+"#;
+
+#[test]
+fn loads_the_service_fields() {
+    let set = load_str(&[("s.yaml", SERVICE)]).unwrap();
+    let j = set.pool("jobs").unwrap();
+    assert_eq!(j.idle, Some(crate::rules::IdleBand { min: 2, max: 5 }));
+    assert_eq!(j.claims.on_release, crate::rules::OnRelease::Return);
+    assert_eq!(j.claims.lease, Duration::from_secs(300));
+    assert_eq!(j.claims.max_lease, Duration::from_secs(7200));
+    assert!(j.keepalive.enabled);
+    assert_eq!(j.keepalive.extend_to, Duration::from_secs(900));
+    assert_eq!(j.keepalive.before, Duration::from_secs(180));
+    assert_eq!(j.max_age, Some(Duration::from_secs(23 * 3600)));
+    let w = j.warm.unwrap();
+    assert_eq!((w.paused, w.after), (4, Duration::from_secs(60)));
+    let p = set.pool("plain").unwrap();
+    assert!(!p.keepalive.enabled);
+    assert_eq!(p.idle, None);
+    assert_eq!(p.claims, crate::rules::ClaimSettings::default());
+    assert!(set.warnings.is_empty(), "{:?}", set.warnings);
+}
+
+#[test]
+fn service_field_defaults() {
+    let set = load_str(&[(
+        "s.yaml",
+        "pools:\n  - { name: p, min: 0, max: 3, keepalive: { extend_to: 2m } }\n",
+    )])
+    .unwrap();
+    let p = set.pool("p").unwrap();
+    // `before` defaults to 2m, or half of `extend_to` when that is shorter.
+    assert_eq!(p.keepalive.before, Duration::from_secs(60));
+    assert_eq!(
+        p.keepalive,
+        crate::rules::KeepAlive {
+            enabled: true,
+            extend_to: Duration::from_secs(120),
+            before: Duration::from_secs(60)
+        }
+    );
+    assert_eq!(p.max_age, None);
+    assert_eq!(p.warm, None);
+    // A max_lease shorter than the default lease shortens the default lease.
+    let set = load_str(&[(
+        "s.yaml",
+        "pools:\n  - { name: p, min: 0, max: 3, claims: { max_lease: 1m } }\n",
+    )])
+    .unwrap();
+    assert_eq!(set.pool("p").unwrap().claims.lease, Duration::from_secs(60));
+}
+
+#[test]
+fn service_field_errors_name_the_place_and_what_is_valid() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "idle: { min: 5, max: 2 }",
+            "r.yaml:5:18: pool \"p\": `idle.min` 5 is greater than `idle.max` 2",
+        ),
+        (
+            "idle: { min: 1, max: 9 }",
+            "r.yaml:5:26: pool \"p\": `idle.max` 9 is greater than the pool's `max` 8",
+        ),
+        (
+            "idle: { min: -1, max: 2 }",
+            "`idle.min` is -1; it must be a whole number from 0 to 100000",
+        ),
+        (
+            "claims: { lease: 3h, max_lease: 2h }",
+            "`claims.lease` is 3h; it must be from 1s to 2h",
+        ),
+        (
+            "claims: { max_lease: 8d }",
+            "`claims.max_lease` is 8days; it must be from 1s to 7days",
+        ),
+        (
+            "claims: { on_release: keep }",
+            "r.yaml:5:27: unknown variant `keep`, expected one of kill, return",
+        ),
+        (
+            "keepalive: { extend_to: 10s }",
+            "`keepalive.extend_to` is 10s; it must be from 1m to 1day",
+        ),
+        (
+            "keepalive: { extend_to: 5m, before: 5m }",
+            "`keepalive.before` 5m must be shorter than `keepalive.extend_to` 5m",
+        ),
+        (
+            "keepalive: { before: 10s }",
+            "`keepalive.before` 10s must be longer than `scale.interval` 15s",
+        ),
+        ("keepalive: { enabled: yes please }", "r.yaml:5:"),
+        (
+            "max_age: 5m",
+            "`max_age` is 5m; it must be from 10m to 1day",
+        ),
+        (
+            "max_age: 2d",
+            "`max_age` is 2days; it must be from 10m to 1day",
+        ),
+        (
+            "warm: { paused: 2 }",
+            "r.yaml:5:11: pool \"p\": `warm` parks idle members beyond `idle.min`, and this pool has no `idle`",
+        ),
+        (
+            "idle: { min: 0, max: 2 }\n    warm: { paused: 0 }",
+            "`warm.paused` is 0; it must be a whole number from 1 to 100000",
+        ),
+        (
+            "idle: { min: 0, max: 2 }\n    warm: { paused: 1, after: 2h }",
+            "`warm.after` is 2h; it must be from 0s to 1h",
+        ),
+    ];
+    for (field, want) in cases {
+        let text = format!("pools:\n  - name: p\n    min: 0\n    max: 8\n    {field}\n");
+        let errs = errors(&text);
+        assert!(
+            errs.iter().any(|e| e.contains(want)),
+            "{field}: wanted {want:?} in {errs:?}"
+        );
+    }
+}
+
+#[test]
+fn check_warns_when_members_would_die_at_the_default_timeout() {
+    let set = load_str(&[(
+        "w.yaml",
+        "pools:\n  - name: p\n    min: 0\n    max: 3\n    keepalive: false\n",
+    )])
+    .unwrap();
+    let w: Vec<String> = set.warnings.iter().map(|d| d.to_string()).collect();
+    assert_eq!(
+        w,
+        [
+            "w.yaml:5:16: warning: pool \"p\": keep-alive is off and `sandbox.timeout` is not set: members will die at E2B's default 5 min timeout; set `sandbox.timeout`, or remove `keepalive: false`"
+        ],
+    );
+    // The same with a timeout, or with keep-alive on: no warning.
+    for text in [
+        "pools:\n  - { name: p, min: 0, max: 3, keepalive: false, sandbox: { timeout: 1h } }\n",
+        "pools:\n  - { name: p, min: 0, max: 3 }\n",
+    ] {
+        assert!(load_str(&[("w.yaml", text)]).unwrap().warnings.is_empty());
+    }
+    // The default keep-alive on a pool evaluated less often than it looks ahead: a warning.
+    let set = load_str(&[(
+        "w.yaml",
+        "pools:\n  - { name: p, min: 0, max: 3, scale: { interval: 5m } }\n",
+    )])
+    .unwrap();
+    assert!(
+        set.warnings[0]
+            .to_string()
+            .contains("keep-alive looks 2m ahead but the pool is evaluated every 5m"),
+        "{:?}",
+        set.warnings
+    );
+}
