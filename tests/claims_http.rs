@@ -554,3 +554,60 @@ async fn a_claim_outlives_a_restart_and_its_member_is_not_handed_out_again() {
     std::fs::remove_dir_all(&d.dir).ok();
     emu.stop().await;
 }
+
+/// The SDK round trip: tests/sdk/python_claim_roundtrip.py claims over HTTP with the helpers
+/// of docs/pools.md, connects with E2B's official Python SDK (in `target/sdk-venv`, which
+/// scripts/test.sh installs; missing, this fails rather than skips), and releases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_connects_to_a_claimed_sandbox() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let python = root.join("target/sdk-venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/test.sh, which installs E2B's SDKs",
+        python.display()
+    );
+    let emu = common::emulator(common::options()).await;
+    let d = common::AgentDir::new(
+        "claims-sdk",
+        &emu.url(),
+        &pool_of(2),
+        common::KeyIn::File,
+        EXTRA,
+    );
+    let agent = Agent::start(&d.dir, d.port, &[("POOLPILOT_API_TOKEN", "sdk-token")]);
+    agent.until_idle(2).await;
+    let out = tokio::process::Command::new(&python)
+        .arg(root.join("tests/sdk/python_claim_roundtrip.py"))
+        .current_dir(root.join("tests/sdk"))
+        .env("POOLPILOT_URL", &agent.base)
+        .env("POOLPILOT_API_TOKEN", "sdk-token")
+        .env("E2B_API_URL", emu.url())
+        .env("E2B_API_KEY", common::KEY)
+        .env_remove("E2B_DEBUG")
+        .env_remove("E2B_DOMAIN")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run the round trip script");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("round trip passed"),
+        "round trip failed ({}):\n{stdout}\n{stderr}\n{}",
+        out.status,
+        agent.log()
+    );
+    let counts = emu.emulator.request_counts();
+    assert!(
+        counts
+            .get("POST /v2/sandboxes/{id}/connect")
+            .copied()
+            .unwrap_or(0)
+            > 0,
+        "the SDK connected through the emulator's API: {counts:?}"
+    );
+    agent.stop().await;
+    std::fs::remove_dir_all(&d.dir).ok();
+    emu.stop().await;
+}
