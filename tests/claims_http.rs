@@ -84,7 +84,7 @@ impl Agent {
     }
 
     /// SIGTERM, as systemd stops it; it must exit cleanly.
-    async fn stop(mut self) {
+    async fn stop(&mut self) {
         let pid = self.child.id().expect("still running").to_string();
         let sent = std::process::Command::new("kill")
             .args(["-TERM", &pid])
@@ -175,6 +175,30 @@ fn listen_on(dir: &Path, addr: &str) {
     std::fs::write(path, text).unwrap();
 }
 
+/// The emulator and the real agent on a pool `w` of `n` members, every one idle.
+struct Setup {
+    emu: poolpilot::emulator::RunningEmulator,
+    dir: common::AgentDir,
+    agent: Agent,
+}
+
+impl Setup {
+    async fn start(tag: &str, n: usize, env: &[(&str, &str)]) -> Setup {
+        let emu = common::emulator(common::options()).await;
+        let dir = common::AgentDir::new(tag, &emu.url(), &pool_of(n), common::KeyIn::File, EXTRA);
+        let agent = Agent::start(&dir.dir, dir.port, env);
+        agent.until_idle(n).await;
+        Setup { emu, dir, agent }
+    }
+
+    /// Stops the agent (cleanly, as SIGTERM does) and the emulator.
+    async fn finish(mut self) {
+        self.agent.stop().await;
+        std::fs::remove_dir_all(&self.dir.dir).ok();
+        self.emu.stop().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_token_guards_claims_and_a_public_address_needs_one() {
     let emu = common::emulator(common::options()).await;
@@ -188,7 +212,7 @@ async fn the_token_guards_claims_and_a_public_address_needs_one() {
         common::KeyIn::File,
         EXTRA,
     );
-    let agent = Agent::start(&d.dir, d.port, &[("POOLPILOT_API_TOKEN", "env-token")]);
+    let mut agent = Agent::start(&d.dir, d.port, &[("POOLPILOT_API_TOKEN", "env-token")]);
     agent.until_idle(2).await;
     let none = claim(&http, &agent.base, None).await;
     assert_json_error(&none, 401);
@@ -216,7 +240,7 @@ async fn the_token_guards_claims_and_a_public_address_needs_one() {
         EXTRA,
     );
     listen_on(&d2.dir, &format!("0.0.0.0:{}", d2.port));
-    let public = Agent::start(&d2.dir, d2.port, &[]);
+    let mut public = Agent::start(&d2.dir, d2.port, &[]);
     let base = public.base.clone();
     common::until("healthz on 0.0.0.0", 30, async || {
         common::get(&format!("{base}/healthz")).await.0 == 200
@@ -233,7 +257,7 @@ async fn the_token_guards_claims_and_a_public_address_needs_one() {
     let cfg = d2.config_path();
     let text = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(&cfg, format!("{text}token_file: token\n")).unwrap();
-    let public = Agent::start(&d2.dir, d2.port, &[]);
+    let mut public = Agent::start(&d2.dir, d2.port, &[]);
     public.until_idle(1).await;
     assert_json_error(&claim(&http, &public.base, None).await, 401);
     let ok = claim(&http, &public.base, Some("file-token")).await;
@@ -248,16 +272,8 @@ async fn the_token_guards_claims_and_a_public_address_needs_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_claims_get_fifty_distinct_members() {
-    let emu = common::emulator(common::options()).await;
-    let d = common::AgentDir::new(
-        "claims-1000",
-        &emu.url(),
-        &pool_of(50),
-        common::KeyIn::File,
-        EXTRA,
-    );
-    let agent = Agent::start(&d.dir, d.port, &[]);
-    agent.until_idle(50).await;
+    let s = Setup::start("claims-1000", 50, &[]).await;
+    let (emu, agent) = (&s.emu, &s.agent);
 
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
@@ -322,23 +338,13 @@ async fn a_thousand_concurrent_claims_get_fifty_distinct_members() {
         metrics.contains("poolpilot_claims_total{pool=\"w\",result=\"timed_out\"} 950"),
         "{metrics}"
     );
-    agent.stop().await;
-    std::fs::remove_dir_all(&d.dir).ok();
-    emu.stop().await;
+    s.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotency_key_gives_one_member_however_it_is_sent() {
-    let emu = common::emulator(common::options()).await;
-    let d = common::AgentDir::new(
-        "claims-idem",
-        &emu.url(),
-        &pool_of(5),
-        common::KeyIn::File,
-        EXTRA,
-    );
-    let agent = Agent::start(&d.dir, d.port, &[]);
-    agent.until_idle(5).await;
+    let s = Setup::start("claims-idem", 5, &[]).await;
+    let agent = &s.agent;
     let http = common::raw();
     let base = agent.base.clone();
     let keyed = |key: &str| {
@@ -392,23 +398,13 @@ async fn an_idempotency_key_gives_one_member_however_it_is_sent() {
         Some(2),
         "{metrics}"
     );
-    agent.stop().await;
-    std::fs::remove_dir_all(&d.dir).ok();
-    emu.stop().await;
+    s.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn release_kills_the_member_renew_moves_the_lease_and_pick_names_a_member() {
-    let emu = common::emulator(common::options()).await;
-    let d = common::AgentDir::new(
-        "claims-release",
-        &emu.url(),
-        &pool_of(3),
-        common::KeyIn::File,
-        EXTRA,
-    );
-    let agent = Agent::start(&d.dir, d.port, &[]);
-    agent.until_idle(3).await;
+    let s = Setup::start("claims-release", 3, &[]).await;
+    let (emu, agent) = (&s.emu, &s.agent);
     let http = common::raw();
     let base = agent.base.clone();
     let api = common::client(&emu.url());
@@ -508,31 +504,20 @@ async fn release_kills_the_member_renew_moves_the_lease_and_pick_names_a_member(
         &send(http.post(format!("{base}/api/v1/pools/w/claims?wait=soon"))).await,
         400,
     );
-    agent.stop().await;
-    std::fs::remove_dir_all(&d.dir).ok();
-    emu.stop().await;
+    s.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_outlives_a_restart_and_its_member_is_not_handed_out_again() {
-    let emu = common::emulator(common::options()).await;
-    let d = common::AgentDir::new(
-        "claims-restart",
-        &emu.url(),
-        &pool_of(3),
-        common::KeyIn::File,
-        EXTRA,
-    );
-    let agent = Agent::start(&d.dir, d.port, &[]);
-    agent.until_idle(3).await;
+    let mut s = Setup::start("claims-restart", 3, &[]).await;
     let http = common::raw();
-    let held = claim(&http, &agent.base, None).await;
+    let held = claim(&http, &s.agent.base, None).await;
     assert_eq!(held.status, 201, "{}", held.body);
     let id = held.body["claim_id"].as_str().unwrap().to_string();
     let sandbox = held.body["sandbox_id"].as_str().unwrap().to_string();
-    agent.stop().await;
-
-    let agent = Agent::start(&d.dir, d.port, &[]);
+    s.agent.stop().await;
+    s.agent = Agent::start(&s.dir.dir, s.dir.port, &[]);
+    let agent = &s.agent;
     agent.until_idle(2).await;
     let base = &agent.base;
     let shown = send(http.get(format!("{base}/api/v1/claims/{id}"))).await;
@@ -550,9 +535,7 @@ async fn a_claim_outlives_a_restart_and_its_member_is_not_handed_out_again() {
         );
     }
     assert_retry_later(&claim(&http, base, None).await);
-    agent.stop().await;
-    std::fs::remove_dir_all(&d.dir).ok();
-    emu.stop().await;
+    s.finish().await;
 }
 
 /// The SDK round trip: tests/sdk/python_claim_roundtrip.py claims over HTTP with the helpers
@@ -567,16 +550,8 @@ async fn the_python_sdk_connects_to_a_claimed_sandbox() {
         "{} is missing: run scripts/test.sh, which installs E2B's SDKs",
         python.display()
     );
-    let emu = common::emulator(common::options()).await;
-    let d = common::AgentDir::new(
-        "claims-sdk",
-        &emu.url(),
-        &pool_of(2),
-        common::KeyIn::File,
-        EXTRA,
-    );
-    let agent = Agent::start(&d.dir, d.port, &[("POOLPILOT_API_TOKEN", "sdk-token")]);
-    agent.until_idle(2).await;
+    let s = Setup::start("claims-sdk", 2, &[("POOLPILOT_API_TOKEN", "sdk-token")]).await;
+    let (emu, agent) = (&s.emu, &s.agent);
     let out = tokio::process::Command::new(&python)
         .arg(root.join("tests/sdk/python_claim_roundtrip.py"))
         .current_dir(root.join("tests/sdk"))
@@ -607,7 +582,5 @@ async fn the_python_sdk_connects_to_a_claimed_sandbox() {
             > 0,
         "the SDK connected through the emulator's API: {counts:?}"
     );
-    agent.stop().await;
-    std::fs::remove_dir_all(&d.dir).ok();
-    emu.stop().await;
+    s.finish().await;
 }
