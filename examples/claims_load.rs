@@ -59,7 +59,9 @@ impl Run {
             Ok(r) if r.status() == StatusCode::CREATED => {
                 let v: serde_json::Value = r.json().await.unwrap_or_default();
                 let (Some(c), Some(s)) = (v["claim_id"].as_str(), v["sandbox_id"].as_str()) else {
-                    lock(&self.tally).errors.push(format!("201 without ids: {v}"));
+                    lock(&self.tally)
+                        .errors
+                        .push(format!("201 without ids: {v}"));
                     return;
                 };
                 (c.to_string(), s.to_string())
@@ -105,7 +107,10 @@ impl Run {
         }
         let t0 = Instant::now();
         let answer = self
-            .request(reqwest::Method::DELETE, &format!("/api/v1/claims/{claim_id}"))
+            .request(
+                reqwest::Method::DELETE,
+                &format!("/api/v1/claims/{claim_id}"),
+            )
             .send()
             .await;
         let took = t0.elapsed().as_micros() as u64;
@@ -144,8 +149,14 @@ async fn main() -> anyhow::Result<()> {
     let rate: f64 = arg(&args, 3, 500.0);
     let seconds: f64 = arg(&args, 4, 20.0);
     let hold = Duration::from_millis(arg(&args, 5, 0));
-    anyhow::ensure!(rate > 0.0 && rate <= 100_000.0, "RATE must be above 0 and at most 100000");
-    anyhow::ensure!(seconds > 0.0 && seconds <= 3600.0, "SECONDS must be above 0 and at most 3600");
+    anyhow::ensure!(
+        rate > 0.0 && rate <= 100_000.0,
+        "RATE must be above 0 and at most 100000"
+    );
+    anyhow::ensure!(
+        seconds > 0.0 && seconds <= 3600.0,
+        "SECONDS must be above 0 and at most 3600"
+    );
     let run = Arc::new(Run {
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
