@@ -314,32 +314,19 @@ impl Claims {
         let lease = req.lease.unwrap_or(settings.lease);
         check_lease(lease, settings.max_lease)?;
         if let Some(key) = &req.idempotency_key {
-            if let Some(g) = self.replay(pool, key)? {
+            // One lock for the look and the mark: a request with this key that grants
+            // between them would otherwise leave this one free to take a second member.
+            let mut book = lock(&self.book);
+            if let Some(g) = replay(&book.ledger, key, pool)? {
                 return Ok(g);
             }
-            lock(&self.book)
-                .ledger
-                .begin_key(pool, key)
-                .map_err(refusal)?;
+            book.ledger.begin_key(pool, key).map_err(refusal)?;
         }
         let out = self.take_or_wait(pool, req, lease).await;
         if let Some(key) = &req.idempotency_key {
             lock(&self.book).ledger.end_key(pool, key);
         }
         out
-    }
-
-    /// The claim an Idempotency-Key already made, if it is still active.
-    fn replay(&self, pool: &str, key: &str) -> Result<Option<Granted>, ClaimError> {
-        match lock(&self.book).ledger.by_key(pool, key) {
-            None => Ok(None),
-            Some(Ok(c)) => Ok(Some(Granted {
-                claim: c.clone(),
-                result: ClaimResult::Ok,
-                replayed: true,
-            })),
-            Some(Err(id)) => Err(ClaimError::KeyEnded(id)),
-        }
     }
 
     /// Takes a member now, or waits for one until the request's wait runs out.
@@ -753,6 +740,19 @@ impl Claims {
         if let Some(j) = &mut lock(&self.book).journal {
             j.sync();
         }
+    }
+}
+
+/// The claim an Idempotency-Key already made, if it is still active.
+fn replay(ledger: &Ledger, key: &str, pool: &str) -> Result<Option<Granted>, ClaimError> {
+    match ledger.by_key(pool, key) {
+        None => Ok(None),
+        Some(Ok(c)) => Ok(Some(Granted {
+            claim: c.clone(),
+            result: ClaimResult::Ok,
+            replayed: true,
+        })),
+        Some(Err(id)) => Err(ClaimError::KeyEnded(id)),
     }
 }
 
