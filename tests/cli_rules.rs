@@ -183,9 +183,27 @@ fn the_demo_scales_up_and_down_and_alerts_fire_and_resolve() {
         "✓ alert resolved",
         "trigger replace-crashed-worker",
         "done: ",
+        "jobs on jobs: ",
     ] {
         assert!(out.contains(want), "missing {want:?} in:\n{out}");
     }
+    // The claims phase served jobs, at least half of them at once from the pool's buffer.
+    let jobs = out
+        .lines()
+        .find(|l| l.starts_with("jobs on jobs: "))
+        .unwrap_or_default();
+    let n = |after: &str| -> u64 {
+        let at = jobs
+            .find(after)
+            .unwrap_or_else(|| panic!("{after:?} in {jobs}"));
+        jobs[..at]
+            .split_whitespace()
+            .last()
+            .and_then(|w| w.parse().ok())
+            .unwrap_or(0)
+    };
+    let (claims, at_once) = (n(" claims,"), n(" served at once"));
+    assert!(claims > 50 && at_once * 2 >= claims, "{jobs}");
 }
 
 #[test]

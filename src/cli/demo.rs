@@ -113,7 +113,8 @@ struct JobsPhase {
 impl JobsPhase {
     fn new(speed: f64, duration: f64) -> anyhow::Result<JobsPhase> {
         let s = Scenario::parse("demo-jobs.yaml", JOBS)?;
-        let arrivals = crate::simulate::jobs::arrivals(&s.jobs, 7, Duration::from_secs_f64(duration));
+        let arrivals =
+            crate::simulate::jobs::arrivals(&s.jobs, 7, Duration::from_secs_f64(duration));
         Ok(JobsPhase {
             jobs: crate::simulate::jobs::Jobs::at_speed(speed),
             due: arrivals.into(),
@@ -122,7 +123,9 @@ impl JobsPhase {
 
     /// Starts every job whose arrival has come.
     fn arrive(&mut self, emu: &RunningEmulator, agent: &Agent) {
-        let t = emu.emulator.with_core(|c| (c.now() - c.start()).as_seconds_f64());
+        let t = emu
+            .emulator
+            .with_core(|c| (c.now() - c.start()).as_seconds_f64());
         while self.due.front().is_some_and(|a| a.at.as_secs_f64() <= t) {
             if let Some(a) = self.due.pop_front() {
                 self.jobs.spawn(agent.claims(), a);
@@ -135,7 +138,13 @@ impl JobsPhase {
         for (pool, j) in self.jobs.report(&Default::default()) {
             outln!(
                 "jobs on {pool}: {} claims, {} served at once, {} after a wait, {} resumed, {} not served in time; claim latency p50 {:.2}s p99 {:.2}s",
-                j.arrived, j.immediate, j.waited, j.resumed, j.timed_out, j.latency_p50_s, j.latency_p99_s
+                j.arrived,
+                j.immediate,
+                j.waited,
+                j.resumed,
+                j.timed_out,
+                j.latency_p50_s,
+                j.latency_p99_s
             );
         }
     }
@@ -163,7 +172,10 @@ async fn start(speed: f64) -> anyhow::Result<(RunningEmulator, Agent, f64)> {
     let emu = RunningEmulator::bind(opts, "127.0.0.1:0").await?;
     let virt = emu.emulator.clone();
     let mut cfg = ClientConfig::new(emu.url(), "e2b_0000000000000000000000000000000000demo");
-    cfg.create_rate = None; // the emulator enforces E2B's rate in virtual time
+    // E2B's 5 creates a second in virtual time: `speed` times as many in wall time, as
+    // `poolpilot run --speed` paces them, so bursts are paced rather than refused and retried
+    // after a wall-clock second.
+    cfg.create_rate = Some(5.0 * speed);
     let api: Arc<dyn E2bApi> = Arc::new(HttpClient::new(cfg)?);
     let agent = Agent::new(
         api,
@@ -246,7 +258,12 @@ impl View {
         if t - self.last_line >= 60.0 {
             self.last_line = t;
             let b = stats.templates.get("base");
-            let jobs = agent.claims().counts().get("jobs").copied().unwrap_or_default();
+            let jobs = agent
+                .claims()
+                .counts()
+                .get("jobs")
+                .copied()
+                .unwrap_or_default();
             outln!(
                 "{:>6}  {:>7.1} cores  {:>8.0} cores  {:>6} sandboxes  {:>4}  {:>9}/{}",
                 clock(t),
@@ -265,7 +282,8 @@ impl View {
         true
     }
 
-    /// Prints each decision not shown yet that changes the pool or an alert, counting it.
+    /// Prints each decision not shown yet that changes the workers pool or an alert,
+    /// counting it.
     fn print_decisions(&mut self, agent: &Agent, t: f64) {
         let log = agent
             .recent
@@ -273,6 +291,10 @@ impl View {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         for d in log.iter().skip(self.shown) {
+            // The jobs pool changes with every claim: its line each minute says enough.
+            if d.decision.rule == "jobs" {
+                continue;
+            }
             let what = match &d.decision.action {
                 Action::Create { count, .. } => {
                     self.creates += *count as u64;
@@ -300,7 +322,7 @@ impl View {
     /// The last line: what the agent did and what the scenario cost.
     fn print_totals(&self, stats: &StatsReport) {
         outln!(
-            "\ndone: {} creates, {} kills, {} alerts fired, {} resolved; {:.0} sandbox-seconds, {:.0} core-seconds of demand unmet",
+            "\ndone: pool workers {} creates, {} kills; {} alerts fired, {} resolved; {:.0} sandbox-seconds in all, {:.0} core-seconds of demand unmet",
             self.creates,
             self.kills,
             self.fired,

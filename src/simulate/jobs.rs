@@ -138,7 +138,11 @@ impl Jobs {
     pub fn at_speed(speed: f64) -> Jobs {
         Jobs {
             tallies: Arc::default(),
-            speed: if speed.is_finite() && speed > 0.0 { speed } else { 1.0 },
+            speed: if speed.is_finite() && speed > 0.0 {
+                speed
+            } else {
+                1.0
+            },
         }
     }
 
