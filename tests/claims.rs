@@ -395,3 +395,122 @@ async fn a_waiting_claim_gets_the_member_a_create_brings() {
     let g = waiting.await.unwrap().unwrap();
     assert_eq!(g.result, ClaimResult::Waited);
 }
+
+/// Members of `pool` the emulator lists, with their state and start.
+async fn members_now(emu: &RunningEmulator, pool: &str) -> Vec<poolpilot::e2b::SandboxInfo> {
+    let mut q = ListQuery::default();
+    q.metadata.insert("poolpilot_pool".into(), pool.into());
+    common::client(&emu.url()).list_sandboxes(&q).await.unwrap()
+}
+
+/// Runs the agent `n` ticks of `every`, checking `each` after every tick.
+async fn run_ticks(
+    a: &mut Agent,
+    emu: &RunningEmulator,
+    now: &Now,
+    every: &str,
+    n: usize,
+    mut each: impl FnMut(&[poolpilot::e2b::SandboxInfo]),
+) {
+    for _ in 0..n {
+        let t = advance(emu, now, every).await;
+        a.tick(t).await;
+        a.settle().await;
+        each(&members_now(emu, "w").await);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_keeps_members_past_many_default_timeouts() {
+    // No sandbox.timeout: E2B's 5 minutes. Forty minutes is eight lifetimes.
+    let emu = emulator().await;
+    let now = Now(Arc::new(Mutex::new(Utc::now())));
+    let mut a = pool_of(&emu, &now, 3, None).await;
+    let first: HashSet<String> = members_now(&emu, "w")
+        .await
+        .into_iter()
+        .map(|s| s.sandbox_id)
+        .collect();
+    assert_eq!(first.len(), 3);
+    run_ticks(&mut a, &emu, &now, "5s", 480, |m| {
+        let ids: HashSet<String> = m.iter().map(|s| s.sandbox_id.clone()).collect();
+        assert_eq!(
+            ids, first,
+            "the same three members, none expired and replaced"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_past_max_age_are_rolled_without_a_capacity_dip() {
+    let emu = emulator().await;
+    let now = Now(Arc::new(Mutex::new(Utc::now())));
+    let set =
+        rules("pools:\n  - { name: w, min: 3, max: 5, max_age: 10m, scale: { interval: 5s } }\n");
+    let mut a = agent(&emu, set, &now, None);
+    for _ in 0..3 {
+        let t = advance(&emu, &now, "5s").await;
+        a.tick(t).await;
+        a.settle().await;
+    }
+    let first: HashSet<String> = members_now(&emu, "w")
+        .await
+        .into_iter()
+        .map(|s| s.sandbox_id)
+        .collect();
+    assert_eq!(first.len(), 3);
+    let mut sizes = Vec::new();
+    run_ticks(&mut a, &emu, &now, "5s", 360, |m| {
+        let running = m
+            .iter()
+            .filter(|s| s.state == SandboxState::Running)
+            .count();
+        sizes.push(running);
+    })
+    .await;
+    assert!(
+        sizes.iter().all(|n| (3..=5).contains(n)),
+        "never below 3 nor above 5: {sizes:?}"
+    );
+    let last: Vec<poolpilot::e2b::SandboxInfo> = members_now(&emu, "w").await;
+    assert!(
+        last.iter().all(|s| !first.contains(&s.sandbox_id)),
+        "all rolled in 30 minutes"
+    );
+    let t = now.get();
+    assert!(
+        last.iter()
+            .all(|s| t - s.started_at <= chrono::TimeDelta::minutes(11)),
+        "none older than max_age and an evaluation"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_members_are_parked_paused_and_a_claim_resumes_one() {
+    let emu = emulator().await;
+    let now = Now(Arc::new(Mutex::new(Utc::now())));
+    let ready = "pools:\n  - { name: w, min: 0, max: 5, idle: { min: 2, max: 3 }, scale: { interval: 5s } }\n";
+    let mut a = agent(&emu, rules(ready), &now, None);
+    run_ticks(&mut a, &emu, &now, "5s", 3, |_| {}).await;
+    assert_eq!(members_now(&emu, "w").await.len(), 2);
+    // Fewer wanted ready: the two beyond idle.min 0 are parked after 30 s, not killed.
+    a.set_rules(rules(
+        "pools:\n  - { name: w, min: 0, max: 5, idle: { min: 0, max: 3 }, warm: { paused: 2, after: 30s }, scale: { interval: 5s, stabilization: { down: 0s } } }\n",
+    ));
+    run_ticks(&mut a, &emu, &now, "5s", 12, |_| {}).await;
+    let parked = members_now(&emu, "w").await;
+    assert_eq!(parked.len(), 2, "{parked:?}");
+    assert!(
+        parked.iter().all(|s| s.state == SandboxState::Paused),
+        "{parked:?}"
+    );
+    let g = a.claims().claim("w", ask("warm start")).await.unwrap();
+    assert_eq!(g.result, ClaimResult::Resumed);
+    let after = members_now(&emu, "w").await;
+    assert!(
+        after
+            .iter()
+            .any(|s| s.sandbox_id == g.claim.sandbox_id && s.state == SandboxState::Running)
+    );
+}
