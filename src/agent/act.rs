@@ -103,6 +103,7 @@ pub(crate) fn kind(action: &Action) -> &'static str {
         Action::SetTimeout { .. } => "set_timeout",
         Action::Pause { .. } => "pause",
         Action::KeepAlive { .. } => "keepalive",
+        Action::Note { .. } => "note",
         Action::Alert(_) => "notify",
     }
 }
@@ -148,6 +149,7 @@ impl Actor<'_> {
     pub(crate) async fn act(&mut self, seq: u64, d: &Decision) -> Outcome {
         match &d.action {
             Action::Alert(n) => self.notify(n),
+            Action::Note { .. } => Outcome::one(ActionResult::Ok, "noted"),
             _ if d.dry_run => Outcome::one(ActionResult::DryRun, "dry run: not carried out"),
             Action::Create { pool, count } => self.create(seq, d, pool, *count),
             Action::Kill { pool, sandbox_ids } => self.kill(pool, sandbox_ids).await,

@@ -27,6 +27,7 @@
 //! forgets a cooldown.
 
 mod alerts;
+mod expired;
 mod pools;
 mod prepare;
 mod state;
@@ -120,6 +121,12 @@ pub enum Action {
         pool: String,
         sandbox_ids: Vec<String>,
         timeout_s: u64,
+    },
+    /// Nothing to do, only to say: these members of the pool died of their E2B timeout while
+    /// the pool wanted them (the cause says why they were not kept alive).
+    Note {
+        pool: String,
+        sandbox_ids: Vec<String>,
     },
     Alert(AlertNotice),
 }
@@ -270,6 +277,7 @@ impl Engine {
         if self.needs_membership {
             triggers::remember_members(&mut self.state, obs.sandboxes, now);
         }
+        expired::note(&self.rules, obs.events, now, &mut decisions);
         triggers::run(
             &self.rules,
             &self.state,

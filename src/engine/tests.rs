@@ -576,6 +576,48 @@ fn killed(pool: Option<&str>, reason: &str) -> LifecycleEvent {
 }
 
 #[test]
+fn a_member_that_timed_out_is_noted_with_why_it_was_not_kept() {
+    let notes = |yaml: &str, ev: LifecycleEvent| -> Vec<String> {
+        let mut e = Engine::new(rules(yaml));
+        let obs = Observations {
+            sandboxes: &[],
+            events: std::slice::from_ref(&ev),
+            pending_creates: &BTreeMap::new(),
+            claims: &crate::engine::NO_CLAIMS,
+        };
+        e.step(t0(), &obs)
+            .into_iter()
+            .filter(|d| matches!(d.action, Action::Note { .. }))
+            .map(|d| d.cause.summary)
+            .collect()
+    };
+    let off = "pools: [{ name: w, min: 0, max: 3, keepalive: false, sandbox: { timeout: 2m } }]";
+    let n = notes(off, killed(Some("w"), "timeout"));
+    assert_eq!(n.len(), 1, "{n:?}");
+    assert!(
+        n[0].contains("member dead1 expired at its E2B timeout"),
+        "{}",
+        n[0]
+    );
+    assert!(
+        n[0].contains("keep-alive is off and its timeout was 2m"),
+        "{}",
+        n[0]
+    );
+    let on = "pools: [{ name: w, min: 0, max: 3 }]";
+    let n = notes(on, killed(Some("w"), "timeout"));
+    assert!(
+        n[0].contains("keep-alive is on but did not reach it in time"),
+        "{}",
+        n[0]
+    );
+    // Other deaths, other pools' members and unowned sandboxes are not this note.
+    assert!(notes(on, killed(Some("w"), "request")).is_empty());
+    assert!(notes(on, killed(Some("other"), "timeout")).is_empty());
+    assert!(notes(on, killed(None, "timeout")).is_empty());
+}
+
+#[test]
 fn triggers_replace_only_their_pools_crashed_sandboxes() {
     let yaml = "
 pools: [{ name: w, min: 0, max: 3 }]

@@ -328,6 +328,7 @@ fn verb(action: &Action, pool: &str, ev: &LifecycleEvent) -> String {
         }
         Action::Pause { .. } => format!("pause {}", ev.sandbox_id),
         Action::KeepAlive { .. } => format!("keep {} alive", ev.sandbox_id),
+        Action::Note { .. } => format!("note {}", ev.sandbox_id),
         Action::Alert(_) => "alert".to_string(),
     }
 }

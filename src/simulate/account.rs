@@ -177,7 +177,10 @@ impl Accounts {
                     self.scaled(pool, t_s, -(d.sandbox_ids.len() as i64));
                 }
                 Action::Alert(n) => self.alerted(n),
-                Action::SetTimeout { .. } | Action::Pause { .. } | Action::KeepAlive { .. } => {}
+                Action::SetTimeout { .. }
+                | Action::Pause { .. }
+                | Action::KeepAlive { .. }
+                | Action::Note { .. } => {}
             }
         }
         self.report.decisions.push(d.decision);

@@ -25,7 +25,15 @@ use crate::engine::{AlertPhase, EngineState};
 use crate::notify::Dispatcher;
 
 /// Action kinds of `poolpilot_actions_total`, written at 0 from the start.
-pub(crate) const ACTION_KINDS: [&str; 5] = ["create", "kill", "set_timeout", "pause", "notify"];
+pub(crate) const ACTION_KINDS: [&str; 7] = [
+    "create",
+    "kill",
+    "set_timeout",
+    "pause",
+    "keepalive",
+    "note",
+    "notify",
+];
 /// Action results of `poolpilot_actions_total`, written at 0 from the start.
 pub(crate) const ACTION_RESULTS: [&str; 4] = ["ok", "failed", "refused", "dry_run"];
 
