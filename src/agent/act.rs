@@ -294,6 +294,7 @@ impl Actor<'_> {
             .get_or_insert_with(Default::default)
             .insert(CREATE_KEY.into(), key.clone());
         self.creates.sent(pool, &key);
+        self.claims.create_sent(&key);
         let (api, creates, budget, tx, claims) = (
             self.api.clone(),
             self.creates.clone(),
@@ -309,11 +310,12 @@ impl Actor<'_> {
             let how = match &result {
                 Ok(s) => {
                     budget.create_succeeded(&pool, &key);
-                    claims.added(&pool, &s.sandbox_id, life);
+                    claims.added(&pool, &s.sandbox_id, life, &key);
                     Returned::Created(s.sandbox_id.clone())
                 }
                 Err(e) => {
                     budget.create_failed(&pool, &key);
+                    claims.create_failed(&key);
                     Returned::from_error(e)
                 }
             };

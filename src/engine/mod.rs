@@ -88,6 +88,8 @@ pub struct PoolClaims {
     pub leases: BTreeMap<String, DateTime<Utc>>,
     /// Claims granted per second, over the last minute.
     pub claim_rate: f64,
+    /// Claim requests waiting for a member now: demand the idle band serves first.
+    pub waiting: u32,
 }
 
 /// No claims at all: for callers without a claims ledger.

@@ -85,6 +85,7 @@ impl Prepared<'_> {
                 .map(|c| c.claim_rate)
                 .filter(|r| r.is_finite() && *r >= 0.0)
                 .unwrap_or(0.0),
+            waiting: claims.map_or(0, |c| c.waiting),
         }
     }
 }
@@ -100,6 +101,8 @@ pub(crate) struct ClaimView {
     pub paused: u32,
     /// Claims per second over the last minute (0 when unknown or not finite).
     pub claim_rate: f64,
+    /// Claim requests waiting for a member.
+    pub waiting: u32,
 }
 
 /// Which per-sandbox text values some sandbox-scope rule reads; the others are not converted.

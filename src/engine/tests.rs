@@ -1130,6 +1130,7 @@ fn leases(
     let claims = PoolClaims {
         leases: ids.iter().map(|id| (id.to_string(), until)).collect(),
         claim_rate: rate,
+        waiting: 0,
     };
     BTreeMap::from([(pool.to_string(), claims)])
 }
@@ -1232,6 +1233,37 @@ pools:
         );
         assert!(d.is_empty(), "rate {rate}: {d:?}");
     }
+}
+
+#[test]
+fn waiting_claims_grow_a_band_of_zero_once_and_no_more() {
+    let yaml = "
+pools:
+  - name: jobs
+    min: 0
+    max: 20
+    idle: { min: 0, max: 0 }
+";
+    let waiting = |n: u32| {
+        let mut c = leases("jobs", &[], at(600), 0.0);
+        if let Some(p) = c.get_mut("jobs") {
+            p.waiting = n;
+        }
+        c
+    };
+    // Nothing running, three claims waiting: three creates.
+    let mut e = Engine::new(rules(yaml));
+    let d = step_claims(&mut e, t0(), &[], &waiting(3));
+    assert_eq!(creates(&d), 3);
+    says(&d[0], "and 3 claims waiting");
+    // Those three on their way (in flight count as idle): nothing more for the same waiters.
+    let mut e = Engine::new(rules(yaml));
+    let pending = BTreeMap::from([("jobs".to_string(), 3)]);
+    let d = step_full(&mut e, t0(), &[], &pending, &waiting(3));
+    assert_eq!(creates(&d), 0, "{d:?}");
+    // No one waiting: a band of 0 keeps nothing idle.
+    let mut e = Engine::new(rules(yaml));
+    assert!(step_claims(&mut e, t0(), &[], &waiting(0)).is_empty());
 }
 
 #[test]

@@ -64,6 +64,8 @@ struct PoolLedger {
     claimed: HashMap<String, String>,
     /// When each recent claim was granted, for the claim rate.
     grants: VecDeque<DateTime<Utc>>,
+    /// Claim requests waiting for a member now.
+    waiting: u32,
 }
 
 /// What a claim request found.
@@ -158,6 +160,9 @@ pub(crate) struct Ledger {
     /// Released members to be killed (sandbox -> pool): never handed out, whatever an
     /// observation says, until one shows them gone.
     dirty: HashMap<String, String>,
+    /// Idempotency-Keys of creates sent and not returned: a sandbox an observation shows
+    /// with one of them is still booting, and is not handed out until its create returns.
+    booting: std::collections::HashSet<String>,
 }
 
 impl Ledger {
@@ -364,10 +369,29 @@ impl Ledger {
         v.into_iter().map(|c| c.claim_id.clone()).collect()
     }
 
+    /// A claim request on `pool` starts (`true`) or stops (`false`) waiting for a member.
+    pub(crate) fn waiting(&mut self, pool: &str, starts: bool) {
+        let p = self.pools.entry(pool.to_string()).or_default();
+        p.waiting = if starts {
+            p.waiting.saturating_add(1)
+        } else {
+            p.waiting.saturating_sub(1)
+        };
+    }
+
     /// Starts an observation: members added from now on are newer than it.
     pub(crate) fn observation_started(&mut self) -> u64 {
         self.epoch += 1;
         self.epoch
+    }
+
+    /// A create with Idempotency-Key `key` was sent (`true`) or has returned (`false`).
+    pub(crate) fn booting(&mut self, key: &str, sent: bool) {
+        if sent {
+            self.booting.insert(key.to_string());
+        } else {
+            self.booting.remove(key);
+        }
     }
 
     /// A create of `pool` returned `sandbox_id` running: ready to hand out.
@@ -416,8 +440,15 @@ impl Ledger {
             self.dirty.remove(id);
         }
         let mut seen: BTreeMap<&str, Vec<&ObservedSandbox>> = BTreeMap::new();
+        let booting = |s: &ObservedSandbox| {
+            s.metadata
+                .get(crate::agent::creates::CREATE_KEY)
+                .is_some_and(|k| self.booting.contains(k))
+        };
         for s in observed {
-            if let Some(pool) = s.pool() {
+            if let Some(pool) = s.pool()
+                && !booting(s)
+            {
                 seen.entry(pool).or_default().push(s);
             }
         }
@@ -558,6 +589,7 @@ impl Ledger {
                 PoolClaims {
                     leases,
                     claim_rate: p.grants.len() as f64 / RATE_WINDOW.as_seconds_f64(),
+                    waiting: p.waiting,
                 },
             );
         }

@@ -205,6 +205,29 @@ pub struct Claims {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
+/// A claim request counted as waiting on its pool while this lives (dropped when the request
+/// ends, is answered, or its task is cancelled).
+struct Waiting<'a> {
+    claims: &'a Claims,
+    pool: String,
+}
+
+impl<'a> Waiting<'a> {
+    fn start(claims: &'a Claims, pool: &str) -> Waiting<'a> {
+        lock(&claims.book).ledger.waiting(pool, true);
+        Waiting {
+            claims,
+            pool: pool.to_string(),
+        }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        lock(&self.claims.book).ledger.waiting(&self.pool, false);
+    }
+}
+
 /// What came of resuming a paused member for a claim.
 enum Resume {
     Done(Granted),
@@ -338,6 +361,9 @@ impl Claims {
     ) -> Result<Granted, ClaimError> {
         let deadline = tokio::time::Instant::now() + req.wait;
         let mut waited = false;
+        // Counted as waiting (demand the idle band serves) from the first miss until this
+        // request ends, however it ends.
+        let mut waiting: Option<Waiting<'_>> = None;
         loop {
             // Registered before looking, so a member freed between the look and the wait
             // still wakes this request.
@@ -352,6 +378,9 @@ impl Claims {
                     return Ok(g);
                 }
                 None => {
+                    if !waited && !req.wait.is_zero() {
+                        waiting = Some(Waiting::start(self, pool));
+                    }
                     if !waited {
                         lock(&self.starved_pools).push(pool.to_string());
                         self.starved.notify_one();
@@ -360,6 +389,7 @@ impl Claims {
                 }
             }
             if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                drop(waiting);
                 return Err(ClaimError::Exhausted {
                     retry_after: Duration::from_secs(1),
                 });
@@ -666,12 +696,26 @@ impl Claims {
         self.freed.notify_waiters();
     }
 
+    /// A create with Idempotency-Key `key` is being sent: until it returns, an observation
+    /// that shows its sandbox (booting) does not make it claimable.
+    pub(crate) fn create_sent(&self, key: &str) {
+        lock(&self.book).ledger.booting(key, true);
+    }
+
+    /// A create failed: nothing of it boots.
+    pub(crate) fn create_failed(&self, key: &str) {
+        lock(&self.book).ledger.booting(key, false);
+    }
+
     /// A create for `pool` returned a running sandbox: it may be claimed at once.
     /// `life` is its timeout: it ends that long from now unless kept alive.
-    pub(crate) fn added(&self, pool: &str, sandbox_id: &str, life: Duration) {
+    pub(crate) fn added(&self, pool: &str, sandbox_id: &str, life: Duration, key: &str) {
         let now = (self.clock)();
         let end_at = now + TimeDelta::from_std(life).unwrap_or(TimeDelta::MAX);
-        lock(&self.book).ledger.added(pool, sandbox_id, now, end_at);
+        let mut book = lock(&self.book);
+        book.ledger.booting(key, false);
+        book.ledger.added(pool, sandbox_id, now, end_at);
+        drop(book);
         self.freed.notify_waiters();
     }
 

@@ -74,14 +74,24 @@ fn metric_recommendations(
 /// hour grows with the rate instead of running dry.
 fn idle_recommendation(pool: &Pool, claims: &ClaimView, acc: &mut Account) -> Option<u32> {
     let band = pool.idle?;
-    let (size, claimed) = (acc.size, claims.claimed);
+    let (size, claimed, waiting) = (acc.size, claims.claimed, claims.waiting);
     let idle = size.saturating_sub(claimed);
     let floor = lead_floor(band, claims.claim_rate);
-    let rec = claimed.saturating_add(idle.clamp(floor, band.max));
+    // Waiting claims take idle members (or creates in flight) first; what is left is kept in
+    // the band, so a band of 0 still grows for a claim that waits.
+    let spare = idle.saturating_sub(waiting);
+    let rec = claimed
+        .saturating_add(waiting)
+        .saturating_add(spare.clamp(floor, band.max));
     acc.cause
         .values
         .insert("claimed".into(), f64::from(claimed));
     acc.cause.values.insert("idle".into(), f64::from(idle));
+    if waiting > 0 {
+        acc.cause
+            .values
+            .insert("waiting".into(), f64::from(waiting));
+    }
     let expected = match band.lead {
         Some(lead) if floor > band.min => format!(
             " (min raised to {floor}: {} claims/s over a lead of {})",
@@ -90,8 +100,13 @@ fn idle_recommendation(pool: &Pool, claims: &ClaimView, acc: &mut Account) -> Op
         ),
         _ => String::new(),
     };
+    let waits = if waiting > 0 {
+        format!(" and {waiting} claims waiting")
+    } else {
+        String::new()
+    };
     acc.reasons.push(format!(
-        "idle {idle} beside {claimed} claimed vs idle band {}..{}{expected}, {}",
+        "idle {idle} beside {claimed} claimed{waits} vs idle band {}..{}{expected}, {}",
         band.min,
         band.max,
         signed(rec, size)
