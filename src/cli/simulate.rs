@@ -41,6 +41,14 @@ pub(crate) async fn run(args: SimulateArgs) -> anyhow::Result<()> {
         )
     })?;
     let scenario = Scenario::load(&args.scenario)?;
+    let problems = crate::simulate::mismatches(&rules, &scenario);
+    if !problems.is_empty() {
+        anyhow::bail!(
+            "{} does not fit the rules:\n{}",
+            args.scenario.display(),
+            problems.join("\n")
+        );
+    }
     let opts = args.sim.options();
     let report = crate::simulate::simulate(std::sync::Arc::new(rules), &scenario, &opts);
     if let Some(out) = &args.out {

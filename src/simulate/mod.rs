@@ -236,6 +236,36 @@ async fn webhooks_until(world: &mut World, accounts: &mut Accounts, at: tokio::t
     }
 }
 
+/// What in `scenario` cannot work with `rules`: jobs that claim from a pool the rules do not
+/// have (every one would time out), and pools whose template the scenario does not declare
+/// (every create would fail). Each as a sentence naming the field.
+pub fn mismatches(rules: &RuleSet, scenario: &Scenario) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, j) in scenario.jobs.iter().enumerate() {
+        if rules.pool(&j.pool).is_none() {
+            let names: Vec<&str> = rules.pools.iter().map(|p| p.name.as_str()).collect();
+            out.push(format!(
+                "jobs[{i}].pool: no pool named {:?} in the rules (they have: {}); name one of them",
+                j.pool,
+                names.join(", ")
+            ));
+        }
+    }
+    for p in &rules.pools {
+        let known = p.template == "base"
+            || scenario.templates.iter().any(|(name, t)| {
+                *name == p.template || t.alias.as_deref() == Some(p.template.as_str())
+            });
+        if !known {
+            out.push(format!(
+                "pool {}: template {:?} is not in the scenario's `templates` (only `base` is known without one); declare it, such as `templates: {{ {}: {{ boot: 4s }} }}`",
+                p.name, p.template, p.template
+            ));
+        }
+    }
+    out
+}
+
 /// A few lines for a person.
 pub fn summary(r: &SimReport) -> String {
     let t = &r.total;
