@@ -294,7 +294,7 @@ impl Actor<'_> {
             .get_or_insert_with(Default::default)
             .insert(CREATE_KEY.into(), key.clone());
         self.creates.sent(pool, &key);
-        self.claims.create_sent(&key);
+        self.claims.create_sent(pool, &key);
         let (api, creates, budget, tx, claims) = (
             self.api.clone(),
             self.creates.clone(),

@@ -232,9 +232,14 @@ impl Agent {
         self.budget.clone()
     }
 
-    /// Creates in flight per pool: sent and not yet seen in an observation.
+    /// Members coming per pool: creates sent and not yet seen in an observation, and paused
+    /// members resumed for claims since the last observation.
     pub fn pending(&self) -> BTreeMap<String, u32> {
-        self.creates.per_pool()
+        let mut coming = self.creates.per_pool();
+        for (pool, n) in self.claims.resuming() {
+            *coming.entry(pool).or_default() += n;
+        }
+        coming
     }
 
     /// Waits for every create in flight to return, and the claims' background calls, then

@@ -160,9 +160,13 @@ pub(crate) struct Ledger {
     /// Released members to be killed (sandbox -> pool): never handed out, whatever an
     /// observation says, until one shows them gone.
     dirty: HashMap<String, String>,
-    /// Idempotency-Keys of creates sent and not returned: a sandbox an observation shows
-    /// with one of them is still booting, and is not handed out until its create returns.
-    booting: std::collections::HashSet<String>,
+    /// Idempotency-Keys of creates sent and not returned, with their pool: a sandbox an
+    /// observation shows with one of them is still booting, and is not handed out until its
+    /// create returns.
+    booting: HashMap<String, String>,
+    /// Members resumed for a claim since the last observation (id -> pool, and the epoch the
+    /// resume finished in): running, though the observation before showed them paused.
+    resumed: HashMap<String, (String, u64)>,
 }
 
 impl Ledger {
@@ -215,17 +219,19 @@ impl Ledger {
     }
 
     /// Claims a free member of `pool` for `claim` (whose sandbox id is filled in): a running
-    /// one first (the youngest, which has the most life left), else a paused one.
-    pub(crate) fn take(&mut self, mut claim: Claim) -> Result<Take, Refusal> {
+    /// one first (the youngest, which has the most life left), else a paused one, if resuming
+    /// it keeps the pool within `max` members running or coming.
+    pub(crate) fn take(&mut self, mut claim: Claim, max: u32) -> Result<Take, Refusal> {
         if !self.ready {
             return Err(Refusal::NotReady);
         }
         let Some(p) = self.pools.get(&claim.pool) else {
             return Ok(Take::Nothing);
         };
+        let room = self.running_or_coming(&claim.pool) < max;
         let (id, paused) = match youngest_free(p, MemberState::Running) {
             Some(id) => (id, false),
-            None => match youngest_free(p, MemberState::Paused) {
+            None => match youngest_free(p, MemberState::Paused).filter(|_| room) {
                 Some(id) => (id, true),
                 None => return Ok(Take::Nothing),
             },
@@ -261,6 +267,8 @@ impl Ledger {
         {
             m.state = MemberState::Running;
             m.end_at = m.end_at.max(end_at);
+            self.resumed
+                .insert(sandbox_id.to_string(), (pool.to_string(), self.epoch));
         }
     }
 
@@ -386,12 +394,49 @@ impl Ledger {
     }
 
     /// A create with Idempotency-Key `key` was sent (`true`) or has returned (`false`).
-    pub(crate) fn booting(&mut self, key: &str, sent: bool) {
-        if sent {
-            self.booting.insert(key.to_string());
-        } else {
-            self.booting.remove(key);
+    pub(crate) fn booting(&mut self, key: &str, pool: Option<&str>) {
+        match pool {
+            Some(p) => {
+                self.booting.insert(key.to_string(), p.to_string());
+            }
+            None => {
+                self.booting.remove(key);
+            }
         }
+    }
+
+    /// Members of `pool` that run or soon will: running, being resumed for a claim, or being
+    /// created. A resume never takes a pool past its max by this count.
+    fn running_or_coming(&self, pool: &str) -> u32 {
+        let members = self.pools.get(pool).map_or(0, |p| {
+            p.members
+                .iter()
+                .filter(|(id, m)| m.state == MemberState::Running || p.claimed.contains_key(*id))
+                .count()
+        });
+        let booting = self.booting.values().filter(|p| *p == pool).count();
+        u32::try_from(members + booting).unwrap_or(u32::MAX)
+    }
+
+    /// Per pool, members running that the last observation showed paused: resumed for a claim
+    /// since, or being resumed. The engine counts them in the pool's size, as creates in
+    /// flight.
+    pub(crate) fn resuming(&self) -> BTreeMap<String, u32> {
+        let mut out: BTreeMap<String, u32> = BTreeMap::new();
+        for (pool, p) in &self.pools {
+            let n = p
+                .members
+                .iter()
+                .filter(|(id, m)| m.state == MemberState::Paused && p.claimed.contains_key(*id))
+                .count();
+            if n > 0 {
+                *out.entry(pool.clone()).or_default() += u32::try_from(n).unwrap_or(u32::MAX);
+            }
+        }
+        for (pool, _) in self.resumed.values() {
+            *out.entry(pool.clone()).or_default() += 1;
+        }
+        out
     }
 
     /// A create of `pool` returned `sandbox_id` running: ready to hand out.
@@ -439,11 +484,12 @@ impl Ledger {
         for id in &killed {
             self.dirty.remove(id);
         }
+        self.resumed.retain(|_, (_, at)| *at >= epoch);
         let mut seen: BTreeMap<&str, Vec<&ObservedSandbox>> = BTreeMap::new();
         let booting = |s: &ObservedSandbox| {
             s.metadata
                 .get(crate::agent::creates::CREATE_KEY)
-                .is_some_and(|k| self.booting.contains(k))
+                .is_some_and(|k| self.booting.contains_key(k))
         };
         for s in observed {
             if let Some(pool) = s.pool()
@@ -657,15 +703,15 @@ impl Ledger {
 }
 
 #[cfg(test)]
-mod tests {
+mod tests_support {
     use super::*;
     use crate::e2b::Metadata;
 
-    fn t(s: i64) -> DateTime<Utc> {
+    pub(super) fn t(s: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap_or_default()
     }
 
-    fn member(id: &str) -> ObservedSandbox {
+    pub(super) fn member(id: &str) -> ObservedSandbox {
         let mut metadata = Metadata::new();
         metadata.insert(crate::rules::POOL_KEY.into(), "p".into());
         ObservedSandbox {
@@ -679,7 +725,7 @@ mod tests {
         }
     }
 
-    fn ask(id: &str) -> Claim {
+    pub(super) fn ask(id: &str) -> Claim {
         Claim {
             claim_id: id.into(),
             pool: "p".into(),
@@ -691,17 +737,23 @@ mod tests {
             idempotency_key: None,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::*;
+    use super::*;
 
     #[test]
     fn a_released_dirty_member_stays_out_of_hand_outs_across_a_restart_until_it_is_gone() {
         let mut l = Ledger::default();
         let e = l.observation_started();
         l.observed(e, &[member("a")], t(0));
-        let Ok(Take::Running(c)) = l.take(ask("c1")) else {
+        let Ok(Take::Running(c)) = l.take(ask("c1"), 10) else {
             panic!("a member is free")
         };
         l.end(&c.claim_id, EndReason::Released, true, t(2));
-        assert_eq!(l.take(ask("c2")), Ok(Take::Nothing), "dirty at once");
+        assert_eq!(l.take(ask("c2"), 10), Ok(Take::Nothing), "dirty at once");
 
         // A new agent reads the journal back: the member is dirty before anything is observed.
         let saved = l.saved();
@@ -713,7 +765,7 @@ mod tests {
         let (_, killed) = back.observed(e, &[member("a")], t(3));
         assert!(killed.is_empty());
         assert_eq!(
-            back.take(ask("c3")),
+            back.take(ask("c3"), 10),
             Ok(Take::Nothing),
             "still dirty after a restart"
         );
@@ -729,7 +781,7 @@ mod tests {
         let mut l = Ledger::default();
         let e = l.observation_started();
         l.observed(e, &[member("a"), member("b")], t(0));
-        let Ok(Take::Running(c)) = l.take(ask("c1")) else {
+        let Ok(Take::Running(c)) = l.take(ask("c1"), 10) else {
             panic!("a member is free")
         };
         let other = if c.sandbox_id == "a" { "b" } else { "a" };
@@ -738,9 +790,9 @@ mod tests {
             (free, held),
             (vec![other.to_string()], vec![c.sandbox_id.clone()])
         );
-        assert_eq!(l.take(ask("c2")), Ok(Take::Nothing));
+        assert_eq!(l.take(ask("c2"), 10), Ok(Take::Nothing));
         l.unreserve("p", &[other.to_string()]);
-        assert!(matches!(l.take(ask("c3")), Ok(Take::Running(x)) if x.sandbox_id == other));
+        assert!(matches!(l.take(ask("c3"), 10), Ok(Take::Running(x)) if x.sandbox_id == other));
     }
 
     #[test]
@@ -748,15 +800,48 @@ mod tests {
         let mut l = Ledger::default();
         let e = l.observation_started();
         l.observed(e, &[member("a")], t(0));
-        let Ok(Take::Running(c)) = l.take(ask("c1")) else {
+        let Ok(Take::Running(c)) = l.take(ask("c1"), 10) else {
             panic!("a member is free")
         };
         l.end(&c.claim_id, EndReason::Released, true, t(2));
         // The engine picks it as a victim too; that kill fails and is taken back.
         let (free, _) = l.reserve("p", &["a".to_string()]);
         l.unreserve("p", &free);
-        assert_eq!(l.take(ask("c2")), Ok(Take::Nothing));
+        assert_eq!(l.take(ask("c2"), 10), Ok(Take::Nothing));
         l.paused("p", "a");
-        assert_eq!(l.take(ask("c3")), Ok(Take::Nothing));
+        assert_eq!(l.take(ask("c3"), 10), Ok(Take::Nothing));
+    }
+}
+
+#[cfg(test)]
+mod resume_tests {
+    use super::tests_support::*;
+    use super::*;
+
+    #[test]
+    fn a_paused_member_is_resumed_only_within_the_pool_s_max_and_counts_as_coming() {
+        let mut l = Ledger::default();
+        let e = l.observation_started();
+        let mut paused = member("b");
+        paused.state = SandboxState::Paused;
+        l.observed(e, &[member("a"), paused], t(0));
+        // One running, one paused, max 1: the running one only.
+        assert!(matches!(l.take(ask("c1"), 1), Ok(Take::Running(c)) if c.sandbox_id == "a"));
+        assert_eq!(
+            l.take(ask("c2"), 1),
+            Ok(Take::Nothing),
+            "a resume would make 2 of max 1"
+        );
+        // With room, the paused one is taken, and the engine counts it as coming until an
+        // observation that began after its resume shows it running.
+        let Ok(Take::Paused(c)) = l.take(ask("c3"), 2) else {
+            panic!("room for one more")
+        };
+        assert_eq!(l.resuming().get("p"), Some(&1));
+        l.resumed("p", &c.sandbox_id, t(600));
+        assert_eq!(l.resuming().get("p"), Some(&1));
+        let e = l.observation_started();
+        l.observed(e, &[member("a"), member("b")], t(1));
+        assert_eq!(l.resuming().get("p"), None);
     }
 }

@@ -416,9 +416,11 @@ impl Claims {
                 metadata: req.metadata.clone(),
                 idempotency_key: req.idempotency_key.clone(),
             };
+            // A resume never takes the pool past its max (a pool gone after a reload has none).
+            let max = lock(&self.rules).pool(pool).map_or(0, |p| p.max);
             let taken = {
                 let mut book = lock(&self.book);
-                let t = book.ledger.take(claim).map_err(refusal)?;
+                let t = book.ledger.take(claim, max).map_err(refusal)?;
                 if let Take::Running(c) = &t
                     && let Some(j) = &mut book.journal
                 {
@@ -698,13 +700,13 @@ impl Claims {
 
     /// A create with Idempotency-Key `key` is being sent: until it returns, an observation
     /// that shows its sandbox (booting) does not make it claimable.
-    pub(crate) fn create_sent(&self, key: &str) {
-        lock(&self.book).ledger.booting(key, true);
+    pub(crate) fn create_sent(&self, pool: &str, key: &str) {
+        lock(&self.book).ledger.booting(key, Some(pool));
     }
 
     /// A create failed: nothing of it boots.
     pub(crate) fn create_failed(&self, key: &str) {
-        lock(&self.book).ledger.booting(key, false);
+        lock(&self.book).ledger.booting(key, None);
     }
 
     /// A create for `pool` returned a running sandbox: it may be claimed at once.
@@ -713,7 +715,7 @@ impl Claims {
         let now = (self.clock)();
         let end_at = now + TimeDelta::from_std(life).unwrap_or(TimeDelta::MAX);
         let mut book = lock(&self.book);
-        book.ledger.booting(key, false);
+        book.ledger.booting(key, None);
         book.ledger.added(pool, sandbox_id, now, end_at);
         drop(book);
         self.freed.notify_waiters();
@@ -740,6 +742,12 @@ impl Claims {
     pub(crate) fn paused(&self, pool: &str, id: &str) {
         lock(&self.book).ledger.paused(pool, id);
         self.freed.notify_waiters();
+    }
+
+    /// Per pool, members resumed for claims that the last observation showed paused: the
+    /// engine counts them as coming, like creates in flight.
+    pub(crate) fn resuming(&self) -> BTreeMap<String, u32> {
+        lock(&self.book).ledger.resuming()
     }
 
     /// What the engine reads at each step.
