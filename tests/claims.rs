@@ -20,7 +20,6 @@ use poolpilot::agent::dedup::Dedup;
 use poolpilot::e2b::{E2bApi, ListQuery, SandboxState};
 use poolpilot::emulator::{Clock, RunningEmulator, Scenario};
 use poolpilot::rules::{OnRelease, RuleSet, load_str};
-use serde_json::json;
 
 /// The virtual now the emulator last reported, which the agent's claims read.
 #[derive(Clone)]
@@ -40,17 +39,9 @@ async fn emulator() -> RunningEmulator {
     common::emulator(opts).await
 }
 
+/// Advances the emulator's clock, and the claims' with it.
 async fn advance(emu: &RunningEmulator, now: &Now, by: &str) -> DateTime<Utc> {
-    let v: serde_json::Value = common::raw()
-        .post(format!("{}/_emulator/advance", emu.url()))
-        .json(&json!({ "by": by }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let t: DateTime<Utc> = v["now"].as_str().unwrap().parse().unwrap();
+    let t = common::advance(&emu.url(), by).await;
     *now.0.lock().unwrap() = t;
     t
 }

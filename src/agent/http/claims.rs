@@ -229,19 +229,29 @@ fn claim_request(q: &WaitQuery, headers: &HeaderMap, body: &[u8]) -> Result<Clai
     })
 }
 
+/// The answer of a guarded handler: its result as JSON, its error as [`claim_error`]'s, or
+/// the refusal when `headers` may not use the claims API.
+fn guarded<T: serde::Serialize>(
+    s: &ClaimsState,
+    headers: &HeaderMap,
+    work: impl FnOnce() -> Result<T, ClaimError>,
+) -> Response {
+    if let Err(d) = s.access.check(headers) {
+        return d.into_response();
+    }
+    match work() {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => claim_error(&e),
+    }
+}
+
 /// `GET /api/v1/pools/{pool}/claims`.
 async fn list(
     State(s): State<ClaimsState>,
     Path(pool): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(d) = s.access.check(&headers) {
-        return d.into_response();
-    }
-    match s.claims.of_pool(&pool) {
-        Ok(v) => Json(v).into_response(),
-        Err(e) => claim_error(&e),
-    }
+    guarded(&s, &headers, || s.claims.of_pool(&pool))
 }
 
 /// `GET /api/v1/claims/{id}`.
@@ -250,13 +260,7 @@ async fn show(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(d) = s.access.check(&headers) {
-        return d.into_response();
-    }
-    match s.claims.get(&id) {
-        Ok(c) => Json(c).into_response(),
-        Err(e) => claim_error(&e),
-    }
+    guarded(&s, &headers, || s.claims.get(&id))
 }
 
 /// `POST /api/v1/claims/{id}/renew`.
@@ -282,10 +286,7 @@ async fn renew(
             }
         }
     };
-    match s.claims.renew(&id, b.lease.map(|l| l.0)) {
-        Ok(c) => Json(c).into_response(),
-        Err(e) => claim_error(&e),
-    }
+    guarded(&s, &headers, || s.claims.renew(&id, b.lease.map(|l| l.0)))
 }
 
 /// `DELETE /api/v1/claims/{id}`.
@@ -294,13 +295,7 @@ async fn release(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(d) = s.access.check(&headers) {
-        return d.into_response();
-    }
-    match s.claims.release(&id) {
-        Ok(c) => Json(c).into_response(),
-        Err(e) => claim_error(&e),
-    }
+    guarded(&s, &headers, || s.claims.release(&id))
 }
 
 /// `GET /api/v1/pools/{pool}/pick`: shared, not exclusive.
