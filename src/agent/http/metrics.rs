@@ -167,7 +167,7 @@ fn render(s: &ServerState) -> String {
     }
     s.api.render(&mut out);
     if let Some(c) = &s.claims {
-        super::claims::render_metrics(&mut out, c);
+        super::claim_metrics::render(&mut out, c);
     }
     out
 }

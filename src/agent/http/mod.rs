@@ -4,7 +4,8 @@
 //! - [`api`]: `/healthz`, `/readyz` and the read API (`/api/v1/decisions`, `/pools`, `/alerts`);
 //! - [`metrics`]: `/metrics` in Prometheus text format, and the E2B client's request counts;
 //! - [`webhooks`]: the signed E2B webhook receiver, `POST /webhooks/e2b`;
-//! - [`claims`]: the claims API (hand-out, renew, release, shared pick), guarded by a token.
+//! - [`claims`]: the claims API (hand-out, renew, release, shared pick), guarded by a token,
+//!   and [`claim_metrics`] its families in `/metrics`.
 //!
 //! Apart from webhooks and claims, every handler only reads: what it shows comes from the [`Status`] the loop publishes (see
 //! [`super::status`]) and from counters the client, receiver and notifiers keep. The server
@@ -12,6 +13,7 @@
 
 pub(crate) mod accept;
 mod api;
+mod claim_metrics;
 pub(crate) mod claims;
 pub(crate) mod metrics;
 pub mod webhooks;

@@ -1,0 +1,138 @@
+//! The claims families of `/metrics`: claims by pool and result, claim latency, the claimed,
+//! idle and paused idle members of each pool, leases expired and claims lost. Every pool the
+//! claims ledger knows is written with every result at 0 from the start, so a rate over it
+//! exists before the first claim. It only reads the claims service's counters.
+
+use std::fmt::Write as _;
+
+use super::metrics::{esc, family};
+use crate::agent::claims::ledger::Counts;
+use crate::agent::claims::{CLAIM_BUCKETS, ClaimResult, Claims, LatencyHistogram};
+use crate::sync::lock;
+
+/// Every claims family, in order.
+pub(super) fn render(out: &mut String, c: &Claims) {
+    let counts = c.counts();
+    render_results(out, c, &counts);
+    render_latency(out, c);
+    render_members(out, &counts);
+    render_ends(out, c, &counts);
+}
+
+/// `poolpilot_claims_total{pool,result}`: each known pool with every result, then any pool
+/// the ledger no longer knows (a reload removed it) with what it had.
+fn render_results(
+    out: &mut String,
+    c: &Claims,
+    counts: &std::collections::BTreeMap<String, Counts>,
+) {
+    family(
+        out,
+        "poolpilot_claims_total",
+        "counter",
+        "Claims by pool and result (ok, waited, resumed, timed_out, refused).",
+    );
+    let results = lock(&c.metrics.results).clone();
+    let line = |out: &mut String, pool: &str, r: ClaimResult, n: u64| {
+        let _ = writeln!(
+            out,
+            "poolpilot_claims_total{{pool=\"{}\",result=\"{}\"}} {n}",
+            esc(pool),
+            r.as_str()
+        );
+    };
+    for pool in counts.keys() {
+        for r in ClaimResult::ALL {
+            line(
+                out,
+                pool,
+                r,
+                results.get(&(pool.clone(), r)).copied().unwrap_or(0),
+            );
+        }
+    }
+    for ((pool, r), n) in results.iter().filter(|((p, _), _)| !counts.contains_key(p)) {
+        line(out, pool, *r, *n);
+    }
+}
+
+/// `poolpilot_claim_seconds`: the time to serve each granted claim, by pool.
+fn render_latency(out: &mut String, c: &Claims) {
+    family(
+        out,
+        "poolpilot_claim_seconds",
+        "histogram",
+        "Time to serve a granted claim, by pool.",
+    );
+    for (pool, h) in lock(&c.metrics.latency).iter() {
+        histogram(out, &esc(pool), h);
+    }
+}
+
+fn histogram(out: &mut String, pool: &str, h: &LatencyHistogram) {
+    let name = "poolpilot_claim_seconds";
+    for (i, b) in CLAIM_BUCKETS.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{pool=\"{pool}\",le=\"{b}\"}} {}",
+            h.counts[i]
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{pool=\"{pool}\",le=\"+Inf\"}} {}",
+        h.count
+    );
+    let _ = writeln!(out, "{name}_sum{{pool=\"{pool}\"}} {}", h.sum);
+    let _ = writeln!(out, "{name}_count{{pool=\"{pool}\"}} {}", h.count);
+}
+
+/// The gauges of each pool's members as claims see them.
+fn render_members(out: &mut String, counts: &std::collections::BTreeMap<String, Counts>) {
+    type Gauge = fn(&Counts) -> usize;
+    let gauges: [(&str, &str, Gauge); 3] = [
+        ("poolpilot_pool_claimed", "Members held by a claim.", |t| {
+            t.claimed
+        }),
+        (
+            "poolpilot_pool_idle",
+            "Running members no claim holds, ready to hand out.",
+            |t| t.idle,
+        ),
+        (
+            "poolpilot_pool_idle_paused",
+            "Paused members no claim holds, to be resumed by a claim.",
+            |t| t.paused,
+        ),
+    ];
+    for (name, help, get) in gauges {
+        family(out, name, "gauge", help);
+        for (pool, t) in counts {
+            let _ = writeln!(out, "{name}{{pool=\"{}\"}} {}", esc(pool), get(t));
+        }
+    }
+}
+
+/// Claims that ended without a release: leases that ran out, members that were lost.
+fn render_ends(out: &mut String, c: &Claims, counts: &std::collections::BTreeMap<String, Counts>) {
+    let counters = [
+        (
+            "poolpilot_claim_leases_expired_total",
+            "Claims released because their lease ran out.",
+            &c.metrics.expired,
+        ),
+        (
+            "poolpilot_claims_lost_total",
+            "Claims ended because their member was gone (killed, crashed, timed out).",
+            &c.metrics.lost,
+        ),
+    ];
+    for (name, help, m) in counters {
+        family(out, name, "counter", help);
+        let m = lock(m);
+        for pool in counts.keys() {
+            let n = m.get(pool).copied().unwrap_or(0);
+            let _ = writeln!(out, "{name}{{pool=\"{}\"}} {n}", esc(pool));
+        }
+    }
+}
