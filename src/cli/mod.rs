@@ -94,7 +94,7 @@ pub(crate) struct Cli {
         value_name = "FORMAT"
     )]
     pub(crate) log_format: LogFormat,
-    /// Log filter, e.g. `info` or `poolpilot=debug,warn`.
+    /// Log filter, e.g. `info` or `poolpilot=debug,warn` [default: RUST_LOG, else info].
     #[arg(
         long,
         global = true,
@@ -103,7 +103,7 @@ pub(crate) struct Cli {
         display_order = 901,
         value_name = "FILTER"
     )]
-    pub(crate) log_level: String,
+    pub(crate) log_level: Option<String>,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -180,9 +180,10 @@ pub fn main() -> ExitCode {
 /// Installs logging: to stderr, except for `demo`, whose live view is the terminal: its logs go
 /// to a file in the temporary folder, whose path it returns (the view names it).
 fn init_logs(cli: &Cli) -> Option<PathBuf> {
+    let level = telemetry::filter(cli.log_level.as_deref());
     if matches!(cli.command, Command::Demo(_)) {
         let file = std::env::temp_dir().join(format!("poolpilot-demo-{}.log", std::process::id()));
-        match telemetry::init_to_file(cli.log_format, &cli.log_level, &file) {
+        match telemetry::init_to_file(cli.log_format, &level, &file) {
             Ok(()) => return Some(file),
             Err(e) => eprintln!(
                 "warning: cannot write the demo's log to {}: {e}; logging warnings only",
@@ -192,7 +193,7 @@ fn init_logs(cli: &Cli) -> Option<PathBuf> {
         telemetry::init(cli.log_format, "warn");
         return None;
     }
-    telemetry::init(cli.log_format, &cli.log_level);
+    telemetry::init(cli.log_format, &level);
     None
 }
 
