@@ -1,9 +1,25 @@
 //! What poolpilot writes for a terminal and for a pipe, as a user meets it: colour codes only
 //! on a terminal and never with `NO_COLOR`, the log filter from `--log-level`, `POOLPILOT_LOG`
-//! or `RUST_LOG`.
+//! or `RUST_LOG`, and the completion scripts and manual pages generated from the command line.
 //! A terminal is a pseudo-terminal from util-linux's `script`, which every Debian has.
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+/// Every command the top-level help lists; the completions and the manual name each one.
+const COMMANDS: [&str; 11] = [
+    "run",
+    "config",
+    "demo",
+    "health",
+    "emulator",
+    "check",
+    "test",
+    "simulate",
+    "tune",
+    "completions",
+    "man",
+];
 
 /// A URL where nothing listens: `health` fails at once, logging its connection at debug level.
 const NOBODY: &str = "http://127.0.0.1:1";
@@ -32,6 +48,21 @@ fn stderr(o: &Output) -> String {
 
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A fresh empty folder, removed when dropped.
+struct Dir(PathBuf);
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn workdir(name: &str) -> Dir {
+    let d = std::env::temp_dir().join(format!("poolpilot-term-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    Dir(d)
 }
 
 /// What a terminal shows when `args` run on one (stdout and stderr together), with `env`.
@@ -128,4 +159,83 @@ fn rust_log_sets_the_level_unless_poolpilot_log_or_the_flag_does() {
         debug_lines(&["--log-level", "debug"], &[("POOLPILOT_LOG", "warn")]),
         "the flag wins over POOLPILOT_LOG"
     );
+}
+
+#[test]
+fn bash_completions_name_every_command_and_parse() {
+    let o = poolpilot(&["completions", "bash"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let script = stdout(&o);
+    for c in COMMANDS {
+        assert!(script.contains(c), "{c} is completed:\n{script}");
+    }
+    assert!(script.contains("--log-level"), "flags are completed");
+    let d = workdir("bash");
+    let file = d.0.join("poolpilot.bash");
+    std::fs::write(&file, &script).unwrap();
+    let check = Command::new("bash")
+        .arg("-n")
+        .arg(&file)
+        .output()
+        .expect("bash runs");
+    assert!(
+        check.status.success(),
+        "bash -n rejects the script: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+#[test]
+fn every_shell_gets_a_script_and_an_unknown_one_is_told_the_valid_ones() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let o = poolpilot(&["completions", shell], &[]);
+        assert_eq!(o.status.code(), Some(0), "{shell}: {}", stderr(&o));
+        assert!(stdout(&o).contains("simulate"), "{shell}");
+    }
+    let o = poolpilot(&["completions", "tcsh"], &[]);
+    assert_eq!(o.status.code(), Some(2), "a usage error");
+    let err = stderr(&o);
+    assert!(err.contains("invalid value 'tcsh'"), "{err}");
+    assert!(
+        err.contains("[possible values: bash, elvish, fish, powershell, zsh]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_man_page_is_roff_and_names_every_command() {
+    let o = poolpilot(&["man"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let page = stdout(&o);
+    let first_macro = page
+        .lines()
+        .find(|l| l.starts_with(".TH") || l.starts_with(".SH"))
+        .unwrap_or_default();
+    assert!(first_macro.starts_with(".TH poolpilot 1"), "{page}");
+    for c in COMMANDS {
+        assert!(
+            page.contains(&format!("poolpilot\\-{c}(1)")),
+            "{c} is named:\n{page}"
+        );
+    }
+}
+
+#[test]
+fn man_dir_writes_one_page_per_command() {
+    let d = workdir("man");
+    let o = poolpilot(&["man", "--dir", d.0.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let listed = stdout(&o);
+    let page = |name: &str| d.0.join(format!("{name}.1"));
+    let mut expected = vec![page("poolpilot"), page("poolpilot-config-print")];
+    expected.extend(COMMANDS.iter().map(|c| page(&format!("poolpilot-{c}"))));
+    for p in &expected {
+        let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        assert!(text.contains(".TH"), "{}", p.display());
+        assert!(listed.contains(&p.display().to_string()), "{listed}");
+    }
+    let missing = Path::new("/nonexistent/poolpilot-man");
+    let o = poolpilot(&["man", "--dir", missing.to_str().unwrap()], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("not a folder"), "{}", stderr(&o));
 }

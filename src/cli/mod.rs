@@ -10,6 +10,8 @@
 //! - `test`: `poolpilot test`, rule unit tests;
 //! - `simulate`: `poolpilot simulate`, rules against a scenario in virtual time;
 //! - `tune`: `poolpilot tune`, a search of rule parameters over scenarios;
+//! - `completions`: `poolpilot completions SHELL`, a shell's completion script;
+//! - `man`: `poolpilot man`, the manual pages;
 //! - `values`: value parsers that several commands' flags share.
 //!
 //! Nothing here decides or acts: a command's body calls into the library and prints.
@@ -39,10 +41,12 @@ macro_rules! out {
 }
 
 mod check;
+mod completions;
 mod config;
 mod demo;
 mod emulator;
 mod health;
+mod man;
 mod run;
 mod sim_flags;
 mod simulate;
@@ -98,7 +102,6 @@ pub(crate) struct Cli {
     #[arg(
         long,
         global = true,
-        default_value = "info",
         env = "POOLPILOT_LOG",
         display_order = 901,
         value_name = "FILTER"
@@ -130,6 +133,10 @@ pub(crate) enum Command {
     Simulate(simulate::SimulateArgs),
     /// Search rule parameters over scenarios: the Pareto front of cost against unmet demand.
     Tune(tune::TuneArgs),
+    /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsArgs),
+    /// Print the manual page, or write one page per command into a folder.
+    Man(man::ManArgs),
 }
 
 /// Parses the command line and runs it.
@@ -168,6 +175,11 @@ pub fn main() -> ExitCode {
             Command::Test(args) => test::run(&args),
             Command::Simulate(args) => simulate::run(args).await.map(|()| true),
             Command::Tune(args) => tune::run(&args),
+            Command::Completions(args) => {
+                completions::run(&args);
+                Ok(true)
+            }
+            Command::Man(args) => man::run(&args).map(|()| true),
         }
     });
     match result {
