@@ -6,23 +6,38 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// Every command the top-level help lists; the completions and the manual name each one.
-const COMMANDS: [&str; 11] = [
-    "run",
-    "config",
-    "demo",
-    "health",
-    "emulator",
-    "check",
-    "test",
-    "simulate",
-    "tune",
-    "completions",
-    "man",
-];
-
 /// A URL where nothing listens: `health` fails at once, logging its connection at debug level.
 const NOBODY: &str = "http://127.0.0.1:1";
+
+/// `health` against [`NOBODY`] with debug text logs: a command that logs at once, offline.
+const DEBUG_HEALTH: [&str; 7] = [
+    "--log-format",
+    "text",
+    "--log-level",
+    "debug",
+    "health",
+    "--url",
+    NOBODY,
+];
+
+/// Every command the top-level help lists (but `help`): the completions and the manual must
+/// name each one, whatever commands are added later.
+fn commands() -> Vec<String> {
+    let help = stdout(&poolpilot(&["--help"], &[]));
+    let listed: Vec<String> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(str::to_string)
+        .collect();
+    for c in ["run", "simulate", "completions", "man"] {
+        assert!(listed.iter().any(|l| l == c), "{c} in {listed:?}:\n{help}");
+    }
+    listed
+}
 
 /// The binary with only the variables `env` gives, none of the machine's logging or colour
 /// variables.
@@ -90,18 +105,7 @@ fn shell_quote(s: &str) -> String {
 
 #[test]
 fn text_logs_in_a_pipe_carry_no_colour_codes() {
-    let o = poolpilot(
-        &[
-            "--log-format",
-            "text",
-            "--log-level",
-            "debug",
-            "health",
-            "--url",
-            NOBODY,
-        ],
-        &[],
-    );
+    let o = poolpilot(&DEBUG_HEALTH, &[]);
     let err = stderr(&o);
     assert!(err.contains("DEBUG"), "debug lines are logged: {err}");
     assert!(!err.contains('\u{1b}'), "escape codes in a pipe: {err:?}");
@@ -109,15 +113,7 @@ fn text_logs_in_a_pipe_carry_no_colour_codes() {
 
 #[test]
 fn text_logs_on_a_terminal_are_coloured_unless_no_color_is_set() {
-    let args = [
-        "--log-format",
-        "text",
-        "--log-level",
-        "debug",
-        "health",
-        "--url",
-        NOBODY,
-    ];
+    let args = DEBUG_HEALTH;
     let coloured = on_a_terminal(&args, &[]);
     assert!(coloured.contains("DEBUG"), "{coloured}");
     assert!(
@@ -166,8 +162,8 @@ fn bash_completions_name_every_command_and_parse() {
     let o = poolpilot(&["completions", "bash"], &[]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let script = stdout(&o);
-    for c in COMMANDS {
-        assert!(script.contains(c), "{c} is completed:\n{script}");
+    for c in commands() {
+        assert!(script.contains(c.as_str()), "{c} is completed:\n{script}");
     }
     assert!(script.contains("--log-level"), "flags are completed");
     let d = workdir("bash");
@@ -212,7 +208,7 @@ fn the_man_page_is_roff_and_names_every_command() {
         .find(|l| l.starts_with(".TH") || l.starts_with(".SH"))
         .unwrap_or_default();
     assert!(first_macro.starts_with(".TH poolpilot 1"), "{page}");
-    for c in COMMANDS {
+    for c in commands() {
         assert!(
             page.contains(&format!("poolpilot\\-{c}(1)")),
             "{c} is named:\n{page}"
@@ -228,7 +224,7 @@ fn man_dir_writes_one_page_per_command() {
     let listed = stdout(&o);
     let page = |name: &str| d.0.join(format!("{name}.1"));
     let mut expected = vec![page("poolpilot"), page("poolpilot-config-print")];
-    expected.extend(COMMANDS.iter().map(|c| page(&format!("poolpilot-{c}"))));
+    expected.extend(commands().iter().map(|c| page(&format!("poolpilot-{c}"))));
     for p in &expected {
         let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         assert!(text.contains(".TH"), "{}", p.display());
