@@ -1,6 +1,11 @@
 //! Logging through `tracing`: readable text on a terminal, JSON lines otherwise or by flag.
 //! Logs go to stderr so that stdout stays free for command output, or, for a command whose
 //! stdout is a live view (`demo`), to a file, so that the view shows each event once.
+//!
+//! Colour codes go only to a terminal, and never when `NO_COLOR` is set to anything
+//! (<https://no-color.org>): in a pipe, a file or the journal they are noise. The filter is
+//! `--log-level`, else `POOLPILOT_LOG`, else `RUST_LOG`, else `info` ([`filter`]).
+//! This module never reads a flag itself: the command line hands it what the user gave.
 
 use std::io::IsTerminal;
 use std::path::Path;
@@ -17,6 +22,37 @@ pub enum LogFormat {
     Json,
 }
 
+/// The log filter to use: the one given by `--log-level` or `POOLPILOT_LOG` (clap has already
+/// chosen between those two), else `RUST_LOG` when set and not empty, else `info`.
+pub fn filter(given: Option<&str>) -> String {
+    let rust_log = std::env::var("RUST_LOG").ok();
+    choose_filter(given, rust_log.as_deref())
+}
+
+/// [`filter`] without the environment: the first of `given` and `rust_log` that is not
+/// empty, else `info`.
+fn choose_filter(given: Option<&str>, rust_log: Option<&str>) -> String {
+    [given, rust_log]
+        .into_iter()
+        .flatten()
+        .map(str::trim)
+        .find(|f| !f.is_empty())
+        .unwrap_or("info")
+        .to_string()
+}
+
+/// Whether a stream may carry colour codes: only when it is a terminal and `NO_COLOR` is unset
+/// or empty. Every coloured output of poolpilot asks this first.
+pub fn wants_colour(is_terminal: bool) -> bool {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    colour_allowed(is_terminal, no_color)
+}
+
+/// [`wants_colour`] without the environment.
+fn colour_allowed(is_terminal: bool, no_color: bool) -> bool {
+    is_terminal && !no_color
+}
+
 /// Installs the global subscriber, writing to stderr. `level` is an EnvFilter directive such
 /// as `info` or `poolpilot=debug,warn`; an invalid one falls back to `info` with a warning.
 pub fn init(format: LogFormat, level: &str) {
@@ -27,7 +63,7 @@ pub fn init(format: LogFormat, level: &str) {
     };
     install(
         json,
-        std::io::stderr().is_terminal(),
+        wants_colour(std::io::stderr().is_terminal()),
         level,
         std::io::stderr,
     );
@@ -50,7 +86,7 @@ pub fn init_to_file(format: LogFormat, level: &str, file: &Path) -> std::io::Res
 }
 
 /// Installs the subscriber with its filter, format and writer; keeps one already installed.
-/// `ansi` colours text, only for a terminal: escape codes in a file or a pipe are noise.
+/// `ansi` colours text ([`wants_colour`] decides it).
 fn install<W>(json: bool, ansi: bool, level: &str, writer: W)
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
@@ -73,5 +109,29 @@ where
     }
     if let Some(e) = bad {
         tracing::warn!(directive = level, error = %e, "invalid log level; using info");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_given_filter_wins_over_rust_log_which_wins_over_info() {
+        assert_eq!(choose_filter(Some("debug"), Some("error")), "debug");
+        assert_eq!(
+            choose_filter(None, Some("poolpilot=trace")),
+            "poolpilot=trace"
+        );
+        assert_eq!(choose_filter(Some(""), Some("warn")), "warn");
+        assert_eq!(choose_filter(None, Some("  ")), "info");
+        assert_eq!(choose_filter(None, None), "info");
+    }
+
+    #[test]
+    fn colour_needs_a_terminal_and_no_no_color() {
+        assert!(colour_allowed(true, false));
+        assert!(!colour_allowed(true, true));
+        assert!(!colour_allowed(false, false));
     }
 }

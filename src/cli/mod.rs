@@ -10,6 +10,8 @@
 //! - `test`: `poolpilot test`, rule unit tests;
 //! - `simulate`: `poolpilot simulate`, rules against a scenario in virtual time;
 //! - `tune`: `poolpilot tune`, a search of rule parameters over scenarios;
+//! - `completions`: `poolpilot completions SHELL`, a shell's completion script;
+//! - `man`: `poolpilot man`, the manual pages;
 //! - `values`: value parsers that several commands' flags share.
 //!
 //! Nothing here decides or acts: a command's body calls into the library and prints.
@@ -39,10 +41,12 @@ macro_rules! out {
 }
 
 mod check;
+mod completions;
 mod config;
 mod demo;
 mod emulator;
 mod health;
+mod man;
 mod run;
 mod sim_flags;
 mod simulate;
@@ -94,16 +98,15 @@ pub(crate) struct Cli {
         value_name = "FORMAT"
     )]
     pub(crate) log_format: LogFormat,
-    /// Log filter, e.g. `info` or `poolpilot=debug,warn`.
+    /// Log filter, e.g. `info` or `poolpilot=debug,warn` [default: RUST_LOG, else info].
     #[arg(
         long,
         global = true,
-        default_value = "info",
         env = "POOLPILOT_LOG",
         display_order = 901,
         value_name = "FILTER"
     )]
-    pub(crate) log_level: String,
+    pub(crate) log_level: Option<String>,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -130,6 +133,10 @@ pub(crate) enum Command {
     Simulate(simulate::SimulateArgs),
     /// Search rule parameters over scenarios: the Pareto front of cost against unmet demand.
     Tune(tune::TuneArgs),
+    /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell).
+    Completions(completions::CompletionsArgs),
+    /// Print the manual page, or write one page per command into a folder.
+    Man(man::ManArgs),
 }
 
 /// Parses the command line and runs it.
@@ -168,6 +175,11 @@ pub fn main() -> ExitCode {
             Command::Test(args) => test::run(&args),
             Command::Simulate(args) => simulate::run(args).await.map(|()| true),
             Command::Tune(args) => tune::run(&args),
+            Command::Completions(args) => {
+                completions::run(&args);
+                Ok(true)
+            }
+            Command::Man(args) => man::run(&args).map(|()| true),
         }
     });
     match result {
@@ -180,9 +192,10 @@ pub fn main() -> ExitCode {
 /// Installs logging: to stderr, except for `demo`, whose live view is the terminal: its logs go
 /// to a file in the temporary folder, whose path it returns (the view names it).
 fn init_logs(cli: &Cli) -> Option<PathBuf> {
+    let level = telemetry::filter(cli.log_level.as_deref());
     if matches!(cli.command, Command::Demo(_)) {
         let file = std::env::temp_dir().join(format!("poolpilot-demo-{}.log", std::process::id()));
-        match telemetry::init_to_file(cli.log_format, &cli.log_level, &file) {
+        match telemetry::init_to_file(cli.log_format, &level, &file) {
             Ok(()) => return Some(file),
             Err(e) => eprintln!(
                 "warning: cannot write the demo's log to {}: {e}; logging warnings only",
@@ -192,7 +205,7 @@ fn init_logs(cli: &Cli) -> Option<PathBuf> {
         telemetry::init(cli.log_format, "warn");
         return None;
     }
-    telemetry::init(cli.log_format, &cli.log_level);
+    telemetry::init(cli.log_format, &level);
     None
 }
 
