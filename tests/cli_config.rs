@@ -332,7 +332,7 @@ fn every_command_and_flag_has_help_and_help_exits_0() {
     assert_eq!(o.status.code(), Some(0));
     let top = out(&o);
     let commands = [
-        "run", "config", "demo", "health", "emulator", "check", "test", "simulate",
+        "run", "config", "demo", "health", "status", "emulator", "check", "test", "simulate",
     ];
     for c in commands {
         assert!(top.contains(&format!("  {c} ")), "{c} is listed: {top}");

@@ -28,13 +28,19 @@ impl HealthArgs {
         if let Some(u) = &self.url {
             return u.clone();
         }
-        let listen = match self.listen.rsplit_once(':') {
-            Some(("0.0.0.0", port)) => format!("127.0.0.1:{port}"),
-            Some(("[::]", port)) => format!("[::1]:{port}"),
-            _ => self.listen.clone(),
-        };
-        format!("http://{listen}/healthz")
+        format!("{}/healthz", agent_base(&self.listen))
     }
+}
+
+/// The base URL of the agent listening on `listen` (`run --listen`): an unspecified host
+/// (0.0.0.0, [::]) is asked on loopback. `poolpilot status` reaches the agent the same way.
+pub(super) fn agent_base(listen: &str) -> String {
+    let listen = match listen.rsplit_once(':') {
+        Some(("0.0.0.0", port)) => format!("127.0.0.1:{port}"),
+        Some(("[::]", port)) => format!("[::1]:{port}"),
+        _ => listen.to_string(),
+    };
+    format!("http://{listen}")
 }
 
 /// `poolpilot health`: true when the agent's health URL answers 200 within 3 s.
