@@ -18,15 +18,8 @@ use serde_json::{Value, json};
 /// Flags of `poolpilot status`.
 #[derive(Debug, Args)]
 pub(crate) struct StatusArgs {
-    /// The agent's address, as in `run --listen` (and `health --listen`); an unspecified host
-    /// (0.0.0.0, [::]) is asked on loopback.
-    #[arg(
-        long,
-        env = "POOLPILOT_LISTEN",
-        default_value = "127.0.0.1:9477",
-        value_name = "HOST:PORT"
-    )]
-    listen: String,
+    #[command(flatten)]
+    at: super::health::Listen,
     /// The agent's base URL, instead of http://<listen>, e.g. http://10.0.0.5:9477.
     #[arg(long, env = "POOLPILOT_URL", value_name = "URL")]
     url: Option<String>,
@@ -45,7 +38,7 @@ const SENTENCE_MAX: usize = 100;
 pub(crate) async fn run(args: &StatusArgs) -> anyhow::Result<()> {
     let base = match &args.url {
         Some(u) => u.trim_end_matches('/').to_string(),
-        None => super::health::agent_base(&args.listen),
+        None => args.at.base(),
     };
     let agent = Agent::new(&base)?;
     let snapshot = agent.snapshot().await?;
@@ -104,8 +97,9 @@ impl Agent {
         let url = format!("{}{path}", self.base);
         let answer = self.client.get(&url).send().await.map_err(|e| {
             anyhow::anyhow!(
-                "no agent answers at {}: {e}; is `poolpilot run` running? give --url",
-                self.base
+                "no agent answers at {}: {}; is `poolpilot run` running? give --url",
+                self.base,
+                innermost(&e)
             )
         })?;
         let code = answer.status().as_u16();
@@ -117,6 +111,15 @@ impl Agent {
             .await
             .with_context(|| format!("{url} answered {code} without JSON"))
     }
+}
+
+/// The deepest cause of an error ("Connection refused", "timed out"), which says most.
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
 }
 
 /// A pool name as one URL path segment.
