@@ -336,6 +336,7 @@ fn every_command_and_flag_has_help_and_help_exits_0() {
         "config",
         "demo",
         "health",
+        "status",
         "emulator",
         "check",
         "test",

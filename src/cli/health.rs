@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use clap::Args;
 
-/// Flags of `poolpilot health`.
+/// Where the agent listens: how `health` and `status` reach it.
 #[derive(Debug, Args)]
-pub(crate) struct HealthArgs {
+pub(crate) struct Listen {
     /// The agent's address, as in `run --listen`; an unspecified host (0.0.0.0, [::]) is
     /// asked on loopback.
     #[arg(
@@ -17,6 +17,25 @@ pub(crate) struct HealthArgs {
         value_name = "HOST:PORT"
     )]
     pub(crate) listen: String,
+}
+
+impl Listen {
+    /// The base URL of the agent listening there: an unspecified host is asked on loopback.
+    pub(super) fn base(&self) -> String {
+        let listen = match self.listen.rsplit_once(':') {
+            Some(("0.0.0.0", port)) => format!("127.0.0.1:{port}"),
+            Some(("[::]", port)) => format!("[::1]:{port}"),
+            _ => self.listen.clone(),
+        };
+        format!("http://{listen}")
+    }
+}
+
+/// Flags of `poolpilot health`.
+#[derive(Debug, Args)]
+pub(crate) struct HealthArgs {
+    #[command(flatten)]
+    pub(crate) at: Listen,
     /// The full health URL, instead of http://<listen>/healthz.
     #[arg(long, value_name = "URL")]
     pub(crate) url: Option<String>,
@@ -28,12 +47,7 @@ impl HealthArgs {
         if let Some(u) = &self.url {
             return u.clone();
         }
-        let listen = match self.listen.rsplit_once(':') {
-            Some(("0.0.0.0", port)) => format!("127.0.0.1:{port}"),
-            Some(("[::]", port)) => format!("[::1]:{port}"),
-            _ => self.listen.clone(),
-        };
-        format!("http://{listen}/healthz")
+        format!("{}/healthz", self.at.base())
     }
 }
 
@@ -65,7 +79,9 @@ mod tests {
     fn health_asks_the_agents_listen_address_on_loopback() {
         let h = |listen: &str, url: Option<&str>| {
             HealthArgs {
-                listen: listen.into(),
+                at: Listen {
+                    listen: listen.into(),
+                },
                 url: url.map(Into::into),
             }
             .target()

@@ -5,6 +5,7 @@
 //! - `config`: `poolpilot config print`;
 //! - `demo`: `poolpilot demo`, the agent against the embedded emulator, live;
 //! - `health`: `poolpilot health`, for container health checks;
+//! - `status`: `poolpilot status`, a running agent's pools at a glance;
 //! - `emulator`: `poolpilot emulator`, a local E2B-compatible server;
 //! - `check`: `poolpilot check`, rule and rule test validation;
 //! - `test`: `poolpilot test`, rule unit tests;
@@ -50,6 +51,7 @@ mod man;
 mod run;
 mod sim_flags;
 mod simulate;
+mod status;
 mod test;
 mod tune;
 mod values;
@@ -123,6 +125,8 @@ pub(crate) enum Command {
     Demo(demo::DemoArgs),
     /// Exit 0 when an agent's /healthz answers 200 (for container health checks).
     Health(health::HealthArgs),
+    /// A running agent's pools at a glance: sizes, claims, last decisions, alerts, readiness.
+    Status(status::StatusArgs),
     /// Run a local E2B-compatible API server (sandboxes, metrics, events, webhooks).
     Emulator(emulator::EmulatorArgs),
     /// Validate rule files and rule tests; print every error as file:line:col.
@@ -170,6 +174,7 @@ pub fn main() -> ExitCode {
             Command::Config(command) => config::run(&command).map(|()| true),
             Command::Demo(args) => demo::run(&args, demo_log.as_deref()).await.map(|()| true),
             Command::Health(args) => Ok(health::run(&args).await),
+            Command::Status(args) => status::run(&args).await.map(|()| true),
             Command::Emulator(args) => emulator::run(args).await.map(|()| true),
             Command::Check(args) => Ok(check::run(&args)),
             Command::Test(args) => test::run(&args),

@@ -1,5 +1,7 @@
 //! `/readyz` (whether the agent can see E2B, by the rule in [`crate::agent::health`], with the
-//! reason as JSON) and the read API: `/api/v1/decisions`, `/api/v1/pools`, `/api/v1/alerts`.
+//! reason as JSON) and the read API: `/api/v1/decisions`, `/api/v1/pools`,
+//! `/api/v1/pools/{pool}` (one pool now: its sizes, claims and recent decisions) and
+//! `/api/v1/alerts`.
 //!
 //! Each handler copies what it shows out of the [`Status`](crate::agent::status::Status)
 //! under its lock and answers from the copy: it never writes, and never holds a lock while
@@ -8,7 +10,7 @@
 use crate::sync::lock;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -45,12 +47,12 @@ struct PoolView {
     cooldown_down_until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-/// `GET /api/v1/pools`: each pool's sizes, last recommendation and cooldowns.
-pub(super) async fn pools(State(s): State<ServerState>) -> Response {
+/// Each pool as `GET /api/v1/pools` shows it, by name.
+fn pool_views(s: &ServerState) -> Vec<PoolView> {
     let engine = lock(&s.status.engine).clone();
     let actual = lock(&s.status.actual).clone();
     let pending = lock(&s.status.pending).clone();
-    let views: Vec<PoolView> = engine
+    engine
         .pools
         .iter()
         .map(|(name, p)| PoolView {
@@ -61,8 +63,77 @@ pub(super) async fn pools(State(s): State<ServerState>) -> Response {
             cooldown_up_until: p.cooldown_up_until,
             cooldown_down_until: p.cooldown_down_until,
         })
+        .collect()
+}
+
+/// `GET /api/v1/pools`: each pool's sizes, last recommendation and cooldowns.
+pub(super) async fn pools(State(s): State<ServerState>) -> Response {
+    Json(pool_views(&s)).into_response()
+}
+
+/// A pool's members as the claims service sees them.
+#[derive(Serialize)]
+struct ClaimCounts {
+    claimed: usize,
+    /// Running, unclaimed: a claim gets one at once.
+    idle: usize,
+    /// Paused, unclaimed: a claim would resume one.
+    idle_paused: usize,
+}
+
+/// How many of a pool's newest decisions `GET /api/v1/pools/{pool}` shows.
+const POOL_RECENT: usize = 20;
+
+/// One pool as `GET /api/v1/pools/{pool}` shows it: the list's entry, its claims, and its
+/// newest decisions, oldest first.
+#[derive(Serialize)]
+struct PoolDetail {
+    #[serde(flatten)]
+    pool: PoolView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    claims: Option<ClaimCounts>,
+    recent: Vec<LoggedDecision>,
+}
+
+/// `GET /api/v1/pools/{pool}`: the pool now; 404 with the known pools' names when there is
+/// no such pool.
+pub(super) async fn pool(State(s): State<ServerState>, Path(name): Path<String>) -> Response {
+    let mut views = pool_views(&s);
+    let Some(at) = views.iter().position(|v| v.name == name) else {
+        let known: Vec<&str> = views.iter().map(|v| v.name.as_str()).collect();
+        let known = if known.is_empty() {
+            "none yet".to_string()
+        } else {
+            known.join(", ")
+        };
+        let message = format!("no pool named {name}; known: {known}");
+        return super::claims::error(StatusCode::NOT_FOUND, &message);
+    };
+    let claims = s.claims.as_ref().and_then(|c| c.counts().remove(&name));
+    Json(PoolDetail {
+        pool: views.swap_remove(at),
+        claims: claims.map(|c| ClaimCounts {
+            claimed: c.claimed,
+            idle: c.idle,
+            idle_paused: c.paused,
+        }),
+        recent: recent_of(&s, &name),
+    })
+    .into_response()
+}
+
+/// The pool's newest [`POOL_RECENT`] decisions in the shared buffer, oldest first.
+fn recent_of(s: &ServerState, pool: &str) -> Vec<LoggedDecision> {
+    let recent = lock(&s.status.recent);
+    let mut mine: Vec<LoggedDecision> = recent
+        .iter()
+        .rev()
+        .filter(|d| d.decision.rule == pool)
+        .take(POOL_RECENT)
+        .cloned()
         .collect();
-    Json(views).into_response()
+    mine.reverse();
+    mine
 }
 
 /// `GET /api/v1/alerts`: every alert instance, by alert and subject.

@@ -339,7 +339,8 @@ fn retry_later(message: &str, after: Duration) -> Response {
     r
 }
 
-fn error(status: StatusCode, message: &str) -> Response {
+/// An error answer: JSON `{"code", "message"}` with `status` (the read API's 404 too).
+pub(super) fn error(status: StatusCode, message: &str) -> Response {
     (
         status,
         Json(serde_json::json!({ "code": status.as_u16(), "message": message })),

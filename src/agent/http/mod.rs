@@ -1,7 +1,8 @@
 //! The agent's HTTP side, one file per job:
 //! - [`accept`]: the accept loop: header timeouts, a connection limit that makes room for new
 //!   clients, the open files limit. It never reads a request or knows a route;
-//! - [`api`]: `/healthz`, `/readyz` and the read API (`/api/v1/decisions`, `/pools`, `/alerts`);
+//! - [`api`]: `/healthz`, `/readyz` and the read API (`/api/v1/decisions`, `/pools`,
+//!   `/pools/{pool}`, `/alerts`);
 //! - [`metrics`]: `/metrics` in Prometheus text format, and the E2B client's request counts;
 //! - [`webhooks`]: the signed E2B webhook receiver, `POST /webhooks/e2b`;
 //! - [`claims`]: the claims API (hand-out, renew, release, shared pick), guarded by a token,
@@ -48,6 +49,7 @@ pub(crate) fn router(state: ServerState) -> Router {
         .route("/metrics", get(metrics::metrics))
         .route("/api/v1/decisions", get(api::decisions))
         .route("/api/v1/pools", get(api::pools))
+        .route("/api/v1/pools/{pool}", get(api::pool))
         .route("/api/v1/alerts", get(api::alerts))
         .with_state(state)
 }
