@@ -182,7 +182,7 @@ impl Style {
     fn of_stdout() -> Style {
         let terminal = std::io::stdout().is_terminal();
         Style {
-            colour: terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+            colour: crate::telemetry::wants_colour(terminal),
             width: terminal.then(terminal_width).flatten(),
         }
     }
