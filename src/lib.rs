@@ -60,6 +60,7 @@ pub mod files;
 pub mod fuzz;
 pub mod notify;
 pub mod observe;
+pub(crate) mod report;
 pub mod rules;
 pub(crate) mod ruletest;
 pub mod simulate;
