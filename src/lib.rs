@@ -26,6 +26,8 @@
 //!    claims only from [`engine::Observations`]' `claims`.
 //! 4. `ruletest`: rule unit tests (promtool's place: format, series, run), above the engine.
 //!    [`observe`]: one observation of E2B (sandboxes and their latest samples).
+//!    `report`: the events report (the guide's Pattern 3), a pure function over lifecycle
+//!    events: creates, lifetimes, kill reasons, crash rate per template and pool.
 //!    [`notify`]: notifiers (Slack, webhook, Alertmanager, log), one worker and queue each.
 //! 5. [`agent`]: `poolpilot run`: config (every setting declared once), the control loop
 //!    (`control`), carrying out decisions (`act`), the ledger of creates in flight, the
@@ -40,7 +42,7 @@
 //! 7. [`tune`]: a search of rule parameters over scenarios with `simulate`: the Pareto front
 //!    of cost against unmet demand.
 //! 8. [`cli`]: the command line, one file per command (`run`, `config`, `demo`, `health`,
-//!    `emulator`, `check`, `test`, `simulate`, `tune`). `main.rs` only calls it.
+//!    `events`, `emulator`, `check`, `test`, `simulate`, `tune`). `main.rs` only calls it.
 //!
 //! `fuzz` (hidden, not a public promise): the bodies of the fuzz targets in `fuzz/` and of
 //! `tests/fuzz_slice.rs`; see docs/fuzzing.md.

@@ -337,6 +337,7 @@ fn every_command_and_flag_has_help_and_help_exits_0() {
         "demo",
         "health",
         "status",
+        "events",
         "emulator",
         "check",
         "test",
@@ -355,7 +356,7 @@ fn every_command_and_flag_has_help_and_help_exits_0() {
     for c in commands
         .iter()
         .map(|c| vec![*c])
-        .chain([vec!["config", "print"]])
+        .chain([vec!["config", "print"], vec!["events", "report"]])
     {
         let mut args = c.clone();
         args.push("-h"); // one line per option: name, then its description

@@ -6,6 +6,7 @@
 //! - `demo`: `poolpilot demo`, the agent against the embedded emulator, live;
 //! - `health`: `poolpilot health`, for container health checks;
 //! - `status`: `poolpilot status`, a running agent's pools at a glance;
+//! - `events`: `poolpilot events report`, the guide's Pattern 3 over E2B's events API;
 //! - `emulator`: `poolpilot emulator`, a local E2B-compatible server;
 //! - `check`: `poolpilot check`, rule and rule test validation;
 //! - `test`: `poolpilot test`, rule unit tests;
@@ -46,6 +47,7 @@ mod completions;
 mod config;
 mod demo;
 mod emulator;
+mod events;
 mod health;
 mod man;
 mod run;
@@ -127,6 +129,9 @@ pub(crate) enum Command {
     Health(health::HealthArgs),
     /// A running agent's pools at a glance: sizes, claims, last decisions, alerts, readiness.
     Status(status::StatusArgs),
+    /// Lifecycle events by template and pool: creates, lifetimes, kill reasons, crash rate.
+    #[command(subcommand)]
+    Events(events::EventsCommand),
     /// Run a local E2B-compatible API server (sandboxes, metrics, events, webhooks).
     Emulator(emulator::EmulatorArgs),
     /// Validate rule files and rule tests; print every error as file:line:col.
@@ -175,6 +180,7 @@ pub fn main() -> ExitCode {
             Command::Demo(args) => demo::run(&args, demo_log.as_deref()).await.map(|()| true),
             Command::Health(args) => Ok(health::run(&args).await),
             Command::Status(args) => status::run(&args).await.map(|()| true),
+            Command::Events(command) => events::run(&command).await.map(|()| true),
             Command::Emulator(args) => emulator::run(args).await.map(|()| true),
             Command::Check(args) => Ok(check::run(&args)),
             Command::Test(args) => test::run(&args),
