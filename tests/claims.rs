@@ -299,11 +299,7 @@ async fn a_claimed_member_is_never_killed_when_the_pool_shrinks() {
     a.set_rules(rules(
         "pools:\n  - { name: w, min: 0, max: 1, scale: { interval: 5s } }\n",
     ));
-    for _ in 0..4 {
-        let t = advance(&emu, &now, "5s").await;
-        a.tick(t).await;
-        a.settle().await;
-    }
+    run_ticks(&mut a, &emu, &now, "5s", 4, |_| {}).await;
     let alive: HashSet<String> = listed(&emu, "w")
         .await
         .into_iter()
@@ -440,11 +436,7 @@ async fn members_past_max_age_are_rolled_without_a_capacity_dip() {
     let set =
         rules("pools:\n  - { name: w, min: 3, max: 5, max_age: 10m, scale: { interval: 5s } }\n");
     let mut a = agent(&emu, set, &now, None);
-    for _ in 0..3 {
-        let t = advance(&emu, &now, "5s").await;
-        a.tick(t).await;
-        a.settle().await;
-    }
+    run_ticks(&mut a, &emu, &now, "5s", 3, |_| {}).await;
     let first: HashSet<String> = members_now(&emu, "w")
         .await
         .into_iter()

@@ -107,7 +107,7 @@ pub(super) async fn pool(State(s): State<ServerState>, Path(name): Path<String>)
             known.join(", ")
         };
         let message = format!("no pool named {name}; known: {known}");
-        return super::claims::error(StatusCode::NOT_FOUND, &message);
+        return super::error(StatusCode::NOT_FOUND, &message);
     };
     let claims = s.claims.as_ref().and_then(|c| c.counts().remove(&name));
     Json(PoolDetail {

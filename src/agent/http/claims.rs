@@ -31,6 +31,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use subtle::ConstantTimeEq as _;
 
+use super::error;
 use crate::agent::claims::{ClaimError, ClaimRequest, Claims};
 use crate::duration::HumanDuration;
 
@@ -337,15 +338,6 @@ fn retry_later(message: &str, after: Duration) -> Response {
         r.headers_mut().insert(header::RETRY_AFTER, v);
     }
     r
-}
-
-/// An error answer: JSON `{"code", "message"}` with `status` (the read API's 404 too).
-pub(super) fn error(status: StatusCode, message: &str) -> Response {
-    (
-        status,
-        Json(serde_json::json!({ "code": status.as_u16(), "message": message })),
-    )
-        .into_response()
 }
 
 #[cfg(test)]

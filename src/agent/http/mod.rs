@@ -41,6 +41,17 @@ pub(crate) struct ServerState {
     pub(crate) budget: std::sync::Arc<crate::agent::budget::Budget>,
 }
 
+/// An error answer as every poolpilot endpoint gives it: the status, and the JSON body
+/// `{"code": <status>, "message": "..."}` saying what is wrong and what would be valid.
+pub(crate) fn error(status: axum::http::StatusCode, message: &str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        status,
+        axum::Json(serde_json::json!({ "code": status.as_u16(), "message": message })),
+    )
+        .into_response()
+}
+
 /// The read-only routes; merge the webhook router into it when webhooks are on.
 pub(crate) fn router(state: ServerState) -> Router {
     Router::new()

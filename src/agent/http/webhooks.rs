@@ -25,12 +25,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::error;
+use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -190,14 +191,6 @@ pub(crate) fn router_with_wake(
         // Read one byte more than allowed so that "too large" is ours to answer, in JSON.
         .layer(DefaultBodyLimit::max(limit + 1))
         .with_state(r)
-}
-
-fn error(status: StatusCode, message: &str) -> Response {
-    (
-        status,
-        Json(serde_json::json!({ "code": status.as_u16(), "message": message })),
-    )
-        .into_response()
 }
 
 /// A fixed JSON answer, without building a JSON value per delivery.
