@@ -201,11 +201,14 @@ impl Agent {
         self.claims.clone()
     }
 
-    /// Evaluates `pools` at the next turn, whatever their interval: a claim found none free.
-    pub(crate) fn expedite(&mut self, pools: &[String]) {
-        for p in pools {
+    /// Makes the pools whose claims found no member free since the last look due at the next
+    /// turn, whatever their interval; true when there were any.
+    pub(crate) fn expedite_starved(&mut self) -> bool {
+        let pools = self.claims.take_starved();
+        for p in &pools {
             self.engine.expedite(p);
         }
+        !pools.is_empty()
     }
 
     pub(crate) fn engine(&self) -> &Engine {

@@ -353,8 +353,7 @@ impl Process<'_> {
     /// A claim found no member free: its pools are evaluated in a tick now rather than at
     /// their next interval, so they grow toward their `idle` band at once.
     async fn starved(&mut self) {
-        let pools = self.agent.claims().take_starved();
-        self.agent.expedite(&pools);
+        self.agent.expedite_starved();
         // At most one such tick a second: under a storm of claims the regular ticks follow
         // (and evaluate the expedited pools at once).
         let every = self.clock.wall_span(Duration::from_secs(1));

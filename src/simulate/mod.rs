@@ -227,9 +227,7 @@ async fn webhooks_until(world: &mut World, accounts: &mut Accounts, at: tokio::t
         if world.deliver_webhooks().await.is_some() {
             accounts.read_decisions(world);
         }
-        let starved = world.agent.claims().take_starved();
-        if !starved.is_empty() {
-            world.agent.expedite(&starved);
+        if world.agent.expedite_starved() {
             world.tick().await;
             accounts.read_decisions(world);
         }
