@@ -10,9 +10,7 @@
 # Each claim asks ?wait=0s, so what is timed is the hand-out of a ready member (E2B excluded:
 # the emulator answers the claim's background set_timeout). The claims API runs behind a
 # token, as in production. The pool releases with `claims: { on_release: return }`, so
-# members are handed out again and POOL_SIZE members carry any rate; a build whose rule loader
-# does not know `claims:` yet releases with kill instead, and the pool is sized for every
-# claim of the run (RATE x SECONDS members, created before the run starts).
+# members are handed out again and POOL_SIZE members carry any rate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rate=${1:-500}; seconds=${2:-20}
@@ -35,22 +33,11 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 emu_port=$(free_port); port=$(free_port)
 
-# The pool: released members come back (return), or, on a build without `claims:`, a pool
-# with a member for every claim of the run, each killed on release.
+# The pool: released members come back (return), so POOL_SIZE members carry any rate.
 mkdir -p "$work/rules"
-printf 'pools:\n  - { name: bench, min: 1, max: 1, claims: { on_release: return } }\n' > "$work/rules/pool.yaml"
-if "$bin" check "$work/rules" > /dev/null 2>&1; then
-  on_release=return
-else
-  on_release=kill
-  pool_size=$(python3 -c "import math; print(math.ceil($rate * $seconds) + 10)")
-fi
-if [ "$on_release" = return ]; then
-  printf 'pools:\n  - { name: bench, min: %s, max: %s, claims: { on_release: return } }\n' \
-    "$pool_size" "$pool_size" > "$work/rules/pool.yaml"
-else
-  printf 'pools:\n  - { name: bench, min: %s, max: %s }\n' "$pool_size" "$pool_size" > "$work/rules/pool.yaml"
-fi
+on_release=return
+printf 'pools:\n  - { name: bench, min: %s, max: %s, claims: { on_release: return } }\n' \
+  "$pool_size" "$pool_size" > "$work/rules/pool.yaml"
 echo "pool: $pool_size members, on_release: $on_release; load: $rate claims/s for ${seconds}s, held ${hold_ms} ms"
 
 "$bin" emulator --listen 127.0.0.1:$emu_port --create-rate 0 \
