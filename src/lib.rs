@@ -66,6 +66,7 @@ pub(crate) mod report;
 pub mod rules;
 pub(crate) mod ruletest;
 pub mod simulate;
+pub mod store;
 mod sync;
 pub mod telemetry;
 pub mod tune;

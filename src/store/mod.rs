@@ -1,0 +1,340 @@
+//! The history store: what the agent saw and did, kept in a database so that an operator can
+//! look back (issue 12): lifecycle events (deduplicated by E2B's id), decisions with their
+//! causes and outcomes, alert episodes, claims, pool sizes and demand over time, and members'
+//! metric samples.
+//!
+//! One schema (`migrations/`, versioned, run at open) on SQLite, the single agent's default
+//! (`state_dir/history.db`, WAL), or PostgreSQL (`store: postgres://...`), through sqlx's Any
+//! driver, so every query is written once.
+//!
+//! Writes never block the control loop: [`History::record`] puts a [`Record`] on a bounded
+//! queue and returns; one writer task ([`write`]) takes what is queued, writes it in one
+//! transaction and applies retention once an hour. A full queue drops the record and counts
+//! it ([`Stats`]), with a warning at most once a minute: a slow disk costs history, never a
+//! decision. Reads ([`read`]) go straight to the pool from the HTTP handlers and the CLI.
+//!
+//! This module never decides anything and never calls E2B; it keeps what it is given.
+
+pub mod read;
+mod write;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Executor as _};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::e2b::LifecycleEvent;
+use crate::engine::AlertNotice;
+
+/// How many records may wait for the writer before new ones are dropped.
+const QUEUE: usize = 65_536;
+
+/// The versioned schema, the same for SQLite and PostgreSQL.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// What time it is for retention: the agent's clock (sped up against a sped-up emulator).
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// How long history is kept.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Retention {
+    /// Events, decisions, alerts, claims and pool sizes (default 30 days; E2B keeps 7).
+    pub history: Duration,
+    /// Members' metric samples (default 24 hours): they are many.
+    pub samples: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            history: Duration::from_secs(30 * 86_400),
+            samples: Duration::from_secs(86_400),
+        }
+    }
+}
+
+/// Where a lifecycle event came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    Webhook,
+    Poll,
+}
+
+impl Source {
+    fn as_str(self) -> &'static str {
+        match self {
+            Source::Webhook => "webhook",
+            Source::Poll => "poll",
+        }
+    }
+}
+
+/// One decision as the store keeps it (built by the agent from its logged decision).
+#[derive(Debug, Clone)]
+pub struct DecisionRow {
+    pub seq: u64,
+    pub at: DateTime<Utc>,
+    pub rule: String,
+    pub kind: String,
+    pub result: String,
+    pub summary: String,
+    pub outcome: String,
+    pub sandbox_ids: Vec<String>,
+    /// The logged decision as `GET /api/v1/decisions` shows it.
+    pub body: serde_json::Value,
+}
+
+/// One pool's sizes and demand at one time.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PoolSample {
+    pub pool: String,
+    pub at: DateTime<Utc>,
+    pub desired: Option<u32>,
+    pub actual: u32,
+    pub pending: u32,
+    pub min: Option<u32>,
+    pub max: Option<u32>,
+    pub claimed: u32,
+    pub idle: u32,
+    pub paused: u32,
+    /// Claims waiting for a member.
+    pub waiting: u32,
+    /// Sum of `cpu_used_pct * cpu_count / 100` over the running members.
+    pub busy_cores: f64,
+}
+
+/// One member's metric sample.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SandboxSample {
+    pub sandbox_id: String,
+    pub at: DateTime<Utc>,
+    pub pool: Option<String>,
+    pub cpu_pct: f64,
+    pub cpu_count: u32,
+    pub mem_used: u64,
+    pub mem_total: u64,
+    pub disk_used: u64,
+    pub disk_total: u64,
+}
+
+/// How a claim ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClaimEnd {
+    Released,
+    Expired,
+    Lost,
+}
+
+/// One thing to keep.
+#[derive(Debug)]
+pub enum Record {
+    Event {
+        event: Box<LifecycleEvent>,
+        pool: Option<String>,
+        source: Source,
+    },
+    /// A decision, or the same decision again with its final outcome (a create's).
+    Decision(Box<DecisionRow>),
+    /// An alert transition decided at `at`.
+    Alert {
+        notice: Box<AlertNotice>,
+        at: DateTime<Utc>,
+    },
+    ClaimGranted {
+        claim_id: String,
+        pool: String,
+        sandbox_id: String,
+        holder: String,
+        at: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    },
+    ClaimRenewed {
+        claim_id: String,
+        expires_at: DateTime<Utc>,
+    },
+    ClaimEnded {
+        claim_id: String,
+        at: DateTime<Utc>,
+        how: ClaimEnd,
+    },
+    PoolSamples(Vec<PoolSample>),
+    SandboxSamples(Vec<SandboxSample>),
+    /// Answered once everything queued before it is written (tests, shutdown).
+    Flush(oneshot::Sender<()>),
+}
+
+/// What the writer has done, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub written: AtomicU64,
+    /// Dropped because the queue was full.
+    pub dropped: AtomicU64,
+    /// Lost in a batch the database refused.
+    pub failed: AtomicU64,
+    /// Rows removed by retention.
+    pub expired: AtomicU64,
+}
+
+/// The open store: the writer's queue and the pool readers use. Cheap to clone.
+#[derive(Clone)]
+pub struct History {
+    tx: mpsc::Sender<Record>,
+    pool: AnyPool,
+    run_id: Arc<str>,
+    stats: Arc<Stats>,
+    last_drop_warning: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+}
+
+impl History {
+    /// Opens the store at `url` (`sqlite://path`, `sqlite::memory:` or `postgres://...`),
+    /// runs the migrations, and starts the writer.
+    pub async fn open(url: &str, retention: Retention, clock: Clock) -> anyhow::Result<History> {
+        let pool = connect(url).await?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .with_context(|| format!("migrate the history store at {}", redact(url)))?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let stats = Arc::new(Stats::default());
+        let run_id = uuid::Uuid::new_v4().to_string();
+        let writer = write::Writer::new(
+            pool.clone(),
+            retention,
+            clock,
+            stats.clone(),
+            run_id.clone(),
+        );
+        tokio::spawn(writer.run(rx));
+        Ok(History {
+            tx,
+            pool,
+            run_id: run_id.into(),
+            stats,
+            last_drop_warning: Arc::default(),
+        })
+    }
+
+    /// Opens the SQLite store in `dir` (`history.db`), creating it when missing.
+    pub async fn open_in(
+        dir: &Path,
+        retention: Retention,
+        clock: Clock,
+    ) -> anyhow::Result<History> {
+        History::open(&sqlite_url(dir), retention, clock).await
+    }
+
+    /// Opens a store in memory (an agent with no state dir; tests).
+    pub async fn in_memory(clock: Clock) -> anyhow::Result<History> {
+        History::open("sqlite::memory:", Retention::default(), clock).await
+    }
+
+    /// Queues `record` for the writer; never waits. A full queue drops it, counted.
+    pub fn record(&self, record: Record) {
+        match self.tx.try_send(record) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => self.dropped(),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Waits until everything queued so far is written.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Record::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// The pool readers query.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// This run of the agent, which numbers its decisions from 1.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Counts a dropped record and warns at most once a minute.
+    fn dropped(&self) {
+        self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        let mut last = crate::sync::lock(&self.last_drop_warning);
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+            *last = Some(std::time::Instant::now());
+            tracing::warn!(
+                "the history store's writer is behind; records are dropped (see poolpilot_history_records_total)"
+            );
+        }
+    }
+}
+
+/// The SQLite URL of `dir/history.db`, created when missing.
+pub fn sqlite_url(dir: &Path) -> String {
+    format!("sqlite://{}?mode=rwc", dir.join("history.db").display())
+}
+
+/// The URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// A pool of connections to `url`; SQLite in WAL mode with `synchronous=NORMAL` (a crash
+/// loses at most the last transactions, never the file), one connection for `:memory:`
+/// (each connection would have its own database).
+async fn connect(url: &str) -> anyhow::Result<AnyPool> {
+    install_default_drivers();
+    let memory = url.contains(":memory:");
+    let options = AnyPoolOptions::new()
+        .max_connections(if memory { 1 } else { 4 })
+        .min_connections(if memory { 1 } else { 0 })
+        .idle_timeout((!memory).then_some(Duration::from_secs(600)))
+        .max_lifetime((!memory).then_some(Duration::from_secs(1800)))
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                if conn.backend_name().eq_ignore_ascii_case("sqlite") {
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute("PRAGMA synchronous = NORMAL").await?;
+                }
+                Ok(())
+            })
+        });
+    options
+        .connect(url)
+        .await
+        .with_context(|| format!("open the history store at {}", redact(url)))
+}
+
+/// Milliseconds since the epoch, the store's time.
+pub(crate) fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+/// The time of `ms` milliseconds since the epoch (the epoch itself if out of range).
+pub(crate) fn at(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests;
