@@ -31,6 +31,7 @@ use super::claims::{Claims, Clock};
 use super::creates::Creates;
 use super::dedup::Dedup;
 use super::http::webhooks::Delivered;
+use super::recorder::{PoolsNow, Recorder};
 use super::state::StateStore;
 use crate::e2b::{E2bApi, EventQuery, LifecycleEvent};
 use crate::engine::time::before;
@@ -38,6 +39,7 @@ use crate::engine::{Action, Decision, Engine, Observations, ObservedSandbox};
 use crate::notify::Dispatcher;
 use crate::observe::observe;
 use crate::rules::RuleSet;
+use crate::store::{History, Source};
 
 const MINUTE: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -117,6 +119,8 @@ pub struct Agent {
     last_observed: Vec<ObservedSandbox>,
     /// Claims on pool members: what the engine must not take, and what it scales on.
     claims: Arc<Claims>,
+    /// The history store, when kept ([`Agent::keep_history`]).
+    recorder: Option<Recorder>,
 }
 
 /// How an [`Agent`] is built.
@@ -193,7 +197,24 @@ impl Agent {
             ready: false,
             last_observed: Vec::new(),
             claims,
+            recorder: None,
         })
+    }
+
+    /// Keeps history from now on: events, decisions, alerts, claims, pool sizes, samples.
+    pub fn keep_history(&mut self, history: History) {
+        self.claims.keep_history(history.clone());
+        self.recorder = Some(Recorder::new(history));
+    }
+
+    /// Stops appending decisions to `decisions.jsonl` (`decision_log: false`).
+    pub fn without_decision_log(&mut self) {
+        self.log_path = None;
+    }
+
+    /// The history store, when kept.
+    pub fn history(&self) -> Option<&History> {
+        self.recorder.as_ref().map(Recorder::history)
     }
 
     /// The claims service, shared with the HTTP handlers.
@@ -293,6 +314,7 @@ impl Agent {
             .collect();
         drop(d);
         new.sort_by(|a, b| (a.timestamp, &a.id).cmp(&(b.timestamp, &b.id)));
+        self.record_events(&new, Source::Poll);
         if let Some(last) = new.last() {
             self.event_cursor = Some(
                 self.event_cursor
@@ -373,7 +395,9 @@ impl Agent {
                 Err(e) => tracing::warn!(error = %e, "event poll failed; will retry"),
             }
         }
-        self.decide_and_act(now, observed, events, report).await
+        let report = self.decide_and_act(now, observed, events, report).await;
+        self.record_samples(now);
+        report
     }
 
     /// Settles the creates ledger and the kills against a fresh observation.
@@ -440,7 +464,34 @@ impl Agent {
                 events.push(d.event);
             }
         }
+        self.record_events(&events, Source::Webhook);
         events
+    }
+
+    /// Tells the history store of events the engine takes, with their pools.
+    fn record_events(&self, events: &[LifecycleEvent], source: Source) {
+        if let Some(r) = &self.recorder {
+            let members = &self.engine.state().members;
+            r.events(events, source, |id| {
+                members.get(id).map(|m| m.pool.as_str())
+            });
+        }
+    }
+
+    /// Tells the history store of the pools' sizes and the members' samples, when due.
+    fn record_samples(&mut self, now: DateTime<Utc>) {
+        let pending = self.pending();
+        let Some(r) = &mut self.recorder else { return };
+        r.sample(
+            now,
+            &PoolsNow {
+                engine: self.engine.state(),
+                observed: &self.last_observed,
+                pending: &pending,
+                claims: &self.claims.for_engine(now),
+                counts: &self.claims.counts(),
+            },
+        );
     }
 
     /// Carries out decisions, logging each with its outcome and counting it in the report
@@ -560,6 +611,9 @@ impl Agent {
             (false, f) => format!("created {created}; {f} create(s) failed"),
         };
         self.append_to_file(&entry);
+        if let Some(r) = &self.recorder {
+            r.decision(&entry, false);
+        }
         let mut recent = lock(&self.recent);
         if let Some(e) = recent.iter_mut().rev().find(|e| e.seq == seq) {
             *e = entry;
@@ -572,6 +626,9 @@ impl Agent {
             tracing::info!(rule = %d.rule, seq = entry.seq, "would: {}", d.cause.summary);
         } else {
             tracing::info!(rule = %d.rule, seq = entry.seq, result = entry.result.as_str(), outcome = %entry.outcome, "{}", d.cause.summary);
+        }
+        if let Some(r) = &self.recorder {
+            r.decision(&entry, true);
         }
         let mut r = lock(&self.recent);
         if r.len() >= RECENT {

@@ -11,6 +11,8 @@
 //! - [`creates`]: the ledger of creates sent and not yet observed, which a pool's size counts;
 //! - [`status`]: what the agent shows about itself, and the one publisher that writes it after
 //!   every tick, reaction and reload;
+//! - `recorder`: what the loop tells the history store ([`crate::store`]): events, decisions,
+//!   alerts, pool sizes and members' samples (claims tell it theirs);
 //! - [`run`]: the long-running process around it: wiring, timers, reload, shutdown;
 //! - [`health`]: whether the agent can see E2B, the rule behind readiness and `poolpilot_up`;
 //! - [`http`]: the accept loop and its limits, the read API, `/metrics`, and the signed E2B
@@ -31,6 +33,7 @@ pub(crate) mod creates;
 pub mod dedup;
 pub(crate) mod health;
 pub mod http;
+pub(crate) mod recorder;
 pub mod register;
 pub mod run;
 pub(crate) mod state;

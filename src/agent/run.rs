@@ -77,7 +77,7 @@ pub async fn run(
     let receiver = open_webhooks(&cfg, e2b.api.as_ref(), &dedup, &webhook_stats, &wake, clock);
     let receiver = receiver.await?;
     let (receiver, webhook_rx) = receiver.unzip();
-    let agent = open_agent(
+    let mut agent = open_agent(
         &cfg,
         e2b.api,
         &rules,
@@ -86,6 +86,8 @@ pub async fn run(
         dedup,
         clock,
     )?;
+    let history = open_history(&cfg, clock).await?;
+    agent.keep_history(history.history.clone());
 
     let health = Health::new(clock.wall_span(cfg.poll.metrics.0), TURN_DEADLINE);
     let status = Arc::new(Status::new(health, cfg.dry_run, agent.recent.clone()));
@@ -98,6 +100,7 @@ pub async fn run(
         notify: Some(dispatcher),
         claims: Some(agent.claims()),
         budget: agent.budget(),
+        history: Some(history),
     });
     if let Some(receiver) = receiver {
         app = app.merge(receiver);
@@ -221,6 +224,20 @@ fn claims_api(cfg: &Config, agent: &Agent) -> anyhow::Result<axum::Router> {
     }))
 }
 
+/// The history store in the state dir (`history.db`), migrated, with its writer running.
+async fn open_history(
+    cfg: &Config,
+    clock: AgentClock,
+) -> anyhow::Result<http::history::HistoryApi> {
+    let retention = crate::store::Retention {
+        history: cfg.history.retention.0,
+        samples: cfg.history.samples.0,
+    };
+    let clock: crate::store::Clock = Arc::new(move || clock.now());
+    let history = crate::store::History::open_in(&cfg.state_dir, retention, clock.clone()).await?;
+    Ok(http::history::HistoryApi { history, clock })
+}
+
 /// The control loop, resumed from the state dir.
 fn open_agent(
     cfg: &Config,
@@ -231,7 +248,7 @@ fn open_agent(
     dedup: Arc<Mutex<Dedup>>,
     clock: AgentClock,
 ) -> anyhow::Result<Agent> {
-    let agent = Agent::new(
+    let mut agent = Agent::new(
         api,
         rules.clone(),
         AgentOptions {
@@ -246,6 +263,9 @@ fn open_agent(
     )
     .with_context(|| format!("cannot use state dir {}", cfg.state_dir.display()))?;
     agent.budget().set_cap(cfg.api.max_concurrent);
+    if !cfg.decision_log {
+        agent.without_decision_log();
+    }
     Ok(agent)
 }
 
@@ -419,6 +439,9 @@ impl Process<'_> {
         }
         self.agent.persist();
         self.agent.claims().sync();
+        if let Some(h) = self.agent.history() {
+            h.flush().await;
+        }
     }
 }
 

@@ -3,8 +3,11 @@
 //! until `--since`, so no agent is needed; the figures come from [`crate::report`]. A table on
 //! stdout, or the report's JSON with `--json`.
 //!
+//! Without `--from-api` it reads the agent's history store (`history.db` in the state dir,
+//! found from `--state-dir` or `--config`), which keeps events as long as `history.retention`
+//! (30 days by default), read-only and beside a running agent.
+//!
 //! It only reads: it never creates, kills or changes a sandbox, and never prints the key.
-//! The history store, the report's other source, comes with the agent's store (not yet).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -28,7 +31,8 @@ pub(crate) enum EventsCommand {
 /// Flags of `poolpilot events report`.
 #[derive(Debug, Args)]
 pub(crate) struct ReportArgs {
-    /// How far back the report looks, from 1m to 30d (E2B's events API keeps 7 days).
+    /// How far back the report looks, from 1m to 3650d (E2B's events API keeps 7 days; the
+    /// history store, `history.retention`).
     #[arg(long, default_value = "7d", value_parser = since, value_name = "DURATION")]
     since: Duration,
     /// Only this pool (its `poolpilot_pool` metadata); `-` for sandboxes poolpilot does not own.
@@ -38,8 +42,19 @@ pub(crate) struct ReportArgs {
     #[arg(long)]
     json: bool,
     /// Read E2B's events API directly (needs only the API key, no agent).
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["state_dir", "config"])]
     from_api: bool,
+    /// The agent's state dir, whose history store (history.db) the report reads.
+    #[arg(long, env = "POOLPILOT_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// The agent's config file, whose `state_dir` holds the history store.
+    #[arg(
+        long,
+        env = "POOLPILOT_CONFIG",
+        value_name = "FILE",
+        conflicts_with = "state_dir"
+    )]
+    config: Option<PathBuf>,
     /// E2B's API base URL.
     #[arg(long, env = "E2B_API_URL", default_value = e2b::client::DEFAULT_API_URL,
           value_parser = api_url, value_name = "URL")]
@@ -51,7 +66,7 @@ pub(crate) struct ReportArgs {
 
 /// The shortest and longest `--since`.
 const SINCE_MIN: Duration = Duration::from_secs(60);
-const SINCE_MAX: Duration = Duration::from_secs(30 * 86_400);
+const SINCE_MAX: Duration = Duration::from_secs(3650 * 86_400);
 
 /// Runs an `events` subcommand.
 pub(crate) async fn run(command: &EventsCommand) -> anyhow::Result<()> {
@@ -62,16 +77,17 @@ pub(crate) async fn run(command: &EventsCommand) -> anyhow::Result<()> {
 
 /// `poolpilot events report`: fetches the window, builds the report and prints it.
 async fn report(args: &ReportArgs) -> anyhow::Result<()> {
-    if !args.from_api {
-        bail!(
-            "the history store comes with the agent's store, which is not built yet; \
-             add --from-api to read E2B's events API directly (the last 7 days)"
-        );
-    }
     let until = Utc::now();
     let since = until - chrono::Duration::from_std(args.since).context("--since")?;
-    let client = client(args)?;
-    let events = fetch_since(&client, since).await?;
+    let events = if args.from_api {
+        fetch_since(&client(args)?, since).await?
+    } else {
+        let dir = state_dir(args)?;
+        let pool = crate::store::open_reader(&dir).await?;
+        crate::store::read::events_since(&pool, since, None)
+            .await
+            .context("read the history store")?
+    };
     let window = Window {
         since,
         until,
@@ -85,6 +101,21 @@ async fn report(args: &ReportArgs) -> anyhow::Result<()> {
         out!("{}", render(&report));
     }
     Ok(())
+}
+
+/// The state dir whose history store the report reads: `--state-dir`, or the config's.
+fn state_dir(args: &ReportArgs) -> anyhow::Result<PathBuf> {
+    if let Some(d) = &args.state_dir {
+        return Ok(d.clone());
+    }
+    let Some(path) = &args.config else {
+        bail!(
+            "no history store to read: give the agent's --state-dir or --config, \
+             or add --from-api to read E2B's events API directly (the last 7 days)"
+        );
+    };
+    let cfg = config::Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(cfg.state_dir)
 }
 
 /// The E2B client, with the key read as `run` reads it.
@@ -132,10 +163,10 @@ fn since(raw: &str) -> Result<Duration, String> {
     match humantime::parse_duration(raw.trim()) {
         Ok(d) if (SINCE_MIN..=SINCE_MAX).contains(&d) => Ok(d),
         Ok(_) => Err(format!(
-            "{raw:?} is out of range: expected a duration from 1m to 30d, such as 7d or 12h"
+            "{raw:?} is out of range: expected a duration from 1m to 3650d, such as 7d or 12h"
         )),
         Err(e) => Err(format!(
-            "invalid duration {raw:?} ({e}): expected a duration from 1m to 30d, such as 7d or 12h"
+            "invalid duration {raw:?} ({e}): expected a duration from 1m to 3650d, such as 7d or 12h"
         )),
     }
 }

@@ -283,6 +283,24 @@ impl History {
     }
 }
 
+/// Opens the SQLite store in `dir` read-only, for a report beside a running agent; an error
+/// names the file when there is none (the agent has not run there).
+pub async fn open_reader(dir: &Path) -> anyhow::Result<AnyPool> {
+    let file = dir.join("history.db");
+    if !file.is_file() {
+        anyhow::bail!(
+            "no history store at {}: has the agent run with this state dir?",
+            file.display()
+        );
+    }
+    install_default_drivers();
+    AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(&format!("sqlite://{}?mode=ro", file.display()))
+        .await
+        .with_context(|| format!("open the history store at {}", file.display()))
+}
+
 /// The SQLite URL of `dir/history.db`, created when missing.
 pub fn sqlite_url(dir: &Path) -> String {
     format!("sqlite://{}?mode=rwc", dir.join("history.db").display())

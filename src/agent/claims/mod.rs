@@ -29,6 +29,7 @@ use super::budget::Budget;
 use crate::e2b::{E2bApi, Error};
 use crate::engine::{ObservedSandbox, PoolClaims};
 use crate::rules::{OnRelease, RuleSet};
+use crate::store::{ClaimEnd, History, Record};
 use crate::sync::lock;
 use journal::Journal;
 pub use ledger::Claim;
@@ -179,10 +180,61 @@ impl ClaimMetrics {
 }
 
 /// The ledger and its journal, changed together under one lock so the journal's order is the
-/// ledger's.
+/// ledger's; the history store is told of the same changes.
 struct Book {
     ledger: Ledger,
     journal: Option<Journal>,
+    history: Option<History>,
+}
+
+impl Book {
+    /// Writes a granted claim down.
+    fn granted(&mut self, c: &Claim) {
+        if let Some(j) = &mut self.journal {
+            j.granted(c);
+        }
+        if let Some(h) = &self.history {
+            h.record(Record::ClaimGranted {
+                claim_id: c.claim_id.clone(),
+                pool: c.pool.clone(),
+                sandbox_id: c.sandbox_id.clone(),
+                holder: c.holder.clone(),
+                at: c.claimed_at,
+                expires_at: c.expires_at,
+            });
+        }
+    }
+
+    fn renewed(&mut self, id: &str, until: DateTime<Utc>) {
+        if let Some(j) = &mut self.journal {
+            j.renewed(id, until);
+        }
+        if let Some(h) = &self.history {
+            h.record(Record::ClaimRenewed {
+                claim_id: id.to_string(),
+                expires_at: until,
+            });
+        }
+    }
+
+    /// Writes an ended claim down (its dirty member, if any, is the caller's).
+    fn ended(&mut self, id: &str, why: EndReason, at: DateTime<Utc>) {
+        if let Some(j) = &mut self.journal {
+            j.ended(id);
+        }
+        if let Some(h) = &self.history {
+            let how = match why {
+                EndReason::Released => ClaimEnd::Released,
+                EndReason::Expired => ClaimEnd::Expired,
+                EndReason::Lost => ClaimEnd::Lost,
+            };
+            h.record(Record::ClaimEnded {
+                claim_id: id.to_string(),
+                at,
+                how,
+            });
+        }
+    }
 }
 
 /// The claims service. See the module doc.
@@ -272,7 +324,11 @@ impl Claims {
         };
         let dirty = ledger.dirty();
         let claims = Claims {
-            book: Mutex::new(Book { ledger, journal }),
+            book: Mutex::new(Book {
+                ledger,
+                journal,
+                history: None,
+            }),
             freed: Notify::new(),
             starved: Arc::new(Notify::new()),
             starved_pools: Mutex::new(Vec::new()),
@@ -421,10 +477,8 @@ impl Claims {
             let taken = {
                 let mut book = lock(&self.book);
                 let t = book.ledger.take(claim, max).map_err(refusal)?;
-                if let Take::Running(c) = &t
-                    && let Some(j) = &mut book.journal
-                {
-                    j.granted(c);
+                if let Take::Running(c) = &t {
+                    book.granted(c);
                 }
                 t
             };
@@ -469,9 +523,7 @@ impl Claims {
             Ok(_) => {
                 let mut book = lock(&self.book);
                 book.ledger.resumed(&c.pool, &c.sandbox_id, c.expires_at);
-                if let Some(j) = &mut book.journal {
-                    j.granted(&c);
-                }
+                book.granted(&c);
                 drop(book);
                 tracing::info!(pool = %c.pool, sandbox = %c.sandbox_id, claim = %c.claim_id, "claim resumed a paused member");
                 Resume::Done(Granted {
@@ -524,9 +576,7 @@ impl Claims {
                 .ledger
                 .renew(id, until)
                 .ok_or_else(|| ClaimError::NotFound(id.to_string()))?;
-            if let Some(j) = &mut book.journal {
-                j.renewed(id, until);
-            }
+            book.renewed(id, until);
             c
         };
         self.lengthen_to_lease(&c);
@@ -552,11 +602,12 @@ impl Claims {
         let ended = {
             let mut book = lock(&self.book);
             let e = book.ledger.end(id, why, kill, now)?;
-            if let Some(j) = &mut book.journal {
-                j.ended(id);
-                if kill && why != EndReason::Lost {
-                    j.dirty(&e.claim.pool, &e.claim.sandbox_id);
-                }
+            book.ended(id, why, now);
+            if kill
+                && why != EndReason::Lost
+                && let Some(j) = &mut book.journal
+            {
+                j.dirty(&e.claim.pool, &e.claim.sandbox_id);
             }
             e
         };
@@ -627,10 +678,8 @@ impl Claims {
         let lost: Vec<Ended> = {
             let mut book = lock(&self.book);
             let lost: Vec<Ended> = ids.filter_map(|id| book.ledger.gone(id, now)).collect();
-            if let Some(j) = &mut book.journal {
-                for e in &lost {
-                    j.ended(&e.claim.claim_id);
-                }
+            for e in &lost {
+                book.ended(&e.claim.claim_id, EndReason::Lost, now);
             }
             lost
         };
@@ -671,11 +720,13 @@ impl Claims {
         let lost = {
             let mut book = lock(&self.book);
             let (lost, killed) = book.ledger.observed(epoch, observed, now);
-            let Book { ledger, journal } = &mut *book;
+            for e in &lost {
+                book.ended(&e.claim.claim_id, EndReason::Lost, now);
+            }
+            let Book {
+                ledger, journal, ..
+            } = &mut *book;
             if let Some(j) = journal {
-                for e in &lost {
-                    j.ended(&e.claim.claim_id);
-                }
                 for id in &killed {
                     j.killed(id);
                 }
@@ -748,6 +799,11 @@ impl Claims {
     /// engine counts them as coming, like creates in flight.
     pub(crate) fn resuming(&self) -> BTreeMap<String, u32> {
         lock(&self.book).ledger.resuming()
+    }
+
+    /// Tells the history store of every claim granted, renewed and ended from now on.
+    pub(crate) fn keep_history(&self, history: History) {
+        lock(&self.book).history = Some(history);
     }
 
     /// What the engine reads at each step.

@@ -44,6 +44,12 @@ pub struct Config {
     pub token_file: Option<PathBuf>,
     #[serde(default)]
     pub poll: PollConfig,
+    /// How long the history store (`state_dir/history.db`) keeps what it holds.
+    #[serde(default)]
+    pub history: HistoryConfig,
+    /// Also append each decision to `state_dir/decisions.jsonl`, for log shippers.
+    #[serde(default = "yes")]
+    pub decision_log: bool,
     #[serde(default)]
     pub webhook: Option<WebhookSettings>,
     /// Bounds that keep the agent answering under load or attack.
@@ -57,6 +63,10 @@ pub struct Config {
     /// 1 (the default) is real time, the only sense against E2B.
     #[serde(default = "real_time")]
     pub speed: f64,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn real_time() -> f64 {
@@ -110,6 +120,34 @@ impl Default for PollConfig {
         PollConfig {
             metrics: five_s(),
             events: ten_s(),
+        }
+    }
+}
+
+/// Retention of the history store.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// Events, decisions, alerts, claims and pool sizes (E2B's own events API keeps 7 days).
+    #[serde(default = "thirty_days")]
+    pub retention: HumanDuration,
+    /// Members' metric samples, which are many.
+    #[serde(default = "one_day")]
+    pub samples: HumanDuration,
+}
+
+fn thirty_days() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30 * 86_400))
+}
+fn one_day() -> HumanDuration {
+    HumanDuration(Duration::from_secs(86_400))
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            retention: thirty_days(),
+            samples: one_day(),
         }
     }
 }
@@ -244,6 +282,8 @@ impl Config {
             listen: default_listen(),
             token_file: None,
             poll: PollConfig::default(),
+            history: HistoryConfig::default(),
+            decision_log: yes(),
             webhook: None,
             limits: LimitsConfig::default(),
             dry_run: false,

@@ -314,6 +314,44 @@ pub(crate) static SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        name: "history.retention",
+        flag: Some(Flag {
+            long: "--history-retention",
+            env: "POOLPILOT_HISTORY_RETENTION",
+            value_name: "DURATION",
+            help: "How long the history store keeps events, decisions, alerts, claims and pool sizes [file: history.retention; default 30d]",
+        }),
+        // From an hour to ten years.
+        value: Value::Duration {
+            get: |c| c.history.retention,
+            set: |c, v| c.history.retention = v,
+            range: (secs(3600), secs(3650 * 86_400)),
+        },
+    },
+    Setting {
+        name: "history.samples",
+        flag: None,
+        // Members' metric samples: from 10 minutes to 30 days.
+        value: Value::Duration {
+            get: |c| c.history.samples,
+            set: |c, v| c.history.samples = v,
+            range: (secs(600), secs(30 * 86_400)),
+        },
+    },
+    Setting {
+        name: "decision_log",
+        flag: Some(Flag {
+            long: "--decision-log",
+            env: "POOLPILOT_DECISION_LOG",
+            value_name: "BOOL",
+            help: "Also append each decision to state_dir/decisions.jsonl [file: decision_log; default true]",
+        }),
+        value: Value::Bool {
+            get: |c| c.decision_log,
+            set: |c, v| c.decision_log = v,
+        },
+    },
+    Setting {
         name: "webhook",
         flag: Some(Flag {
             long: "--webhook",

@@ -1,7 +1,7 @@
 //! `/readyz` (whether the agent can see E2B, by the rule in [`crate::agent::health`], with the
 //! reason as JSON) and the read API: `/api/v1/decisions`, `/api/v1/pools`,
-//! `/api/v1/pools/{pool}` (one pool now: its sizes, claims and recent decisions) and
-//! `/api/v1/alerts`.
+//! `/api/v1/pools/{pool}` (one pool now: its sizes, claims and recent decisions, and its
+//! sizes over time from the history store) and `/api/v1/alerts`.
 //!
 //! Each handler copies what it shows out of the [`Status`](crate::agent::status::Status)
 //! under its lock and answers from the copy: it never writes, and never holds a lock while
@@ -10,7 +10,9 @@
 use crate::sync::lock;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -93,11 +95,17 @@ struct PoolDetail {
     #[serde(skip_serializing_if = "Option::is_none")]
     claims: Option<ClaimCounts>,
     recent: Vec<LoggedDecision>,
+    /// Sizes and demand over time (`?since=`, default the last hour), oldest first.
+    history: Vec<crate::store::PoolSample>,
 }
 
 /// `GET /api/v1/pools/{pool}`: the pool now; 404 with the known pools' names when there is
 /// no such pool.
-pub(super) async fn pool(State(s): State<ServerState>, Path(name): Path<String>) -> Response {
+pub(super) async fn pool(
+    State(s): State<ServerState>,
+    Path(name): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let mut views = pool_views(&s);
     let Some(at) = views.iter().position(|v| v.name == name) else {
         let known: Vec<&str> = views.iter().map(|v| v.name.as_str()).collect();
@@ -110,6 +118,10 @@ pub(super) async fn pool(State(s): State<ServerState>, Path(name): Path<String>)
         return super::error(StatusCode::NOT_FOUND, &message);
     };
     let claims = s.claims.as_ref().and_then(|c| c.counts().remove(&name));
+    let history = match super::history::pool_history(&s, &name, &q).await {
+        Ok(h) => h,
+        Err(bad) => return bad.into_response(),
+    };
     Json(PoolDetail {
         pool: views.swap_remove(at),
         claims: claims.map(|c| ClaimCounts {
@@ -118,6 +130,7 @@ pub(super) async fn pool(State(s): State<ServerState>, Path(name): Path<String>)
             idle_paused: c.paused,
         }),
         recent: recent_of(&s, &name),
+        history,
     })
     .into_response()
 }
@@ -136,7 +149,14 @@ fn recent_of(s: &ServerState, pool: &str) -> Vec<LoggedDecision> {
     mine
 }
 
-/// `GET /api/v1/alerts`: every alert instance, by alert and subject.
-pub(super) async fn alerts(State(s): State<ServerState>) -> Response {
+/// `GET /api/v1/alerts`: every alert instance, by alert and subject; with `?state=`, the
+/// alert episodes of the history store ([`super::history::alert_episodes`]).
+pub(super) async fn alerts(
+    State(s): State<ServerState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Some(answer) = super::history::alert_episodes(&s, &q).await {
+        return answer;
+    }
     Json(lock(&s.status.engine).alerts.clone()).into_response()
 }

@@ -3,6 +3,8 @@
 //!   clients, the open files limit. It never reads a request or knows a route;
 //! - [`api`]: `/healthz`, `/readyz` and the read API (`/api/v1/decisions`, `/pools`,
 //!   `/pools/{pool}`, `/alerts`);
+//! - [`history`]: the read API's history, from the history store (`/api/v1/events`,
+//!   `/sandboxes/{id}/timeline`, `/alerts?state=`, a pool's sizes over time);
 //! - [`metrics`]: `/metrics` in Prometheus text format, and the E2B client's request counts;
 //! - [`webhooks`]: the signed E2B webhook receiver, `POST /webhooks/e2b`;
 //! - [`claims`]: the claims API (hand-out, renew, release, shared pick), guarded by a token,
@@ -16,6 +18,7 @@ pub(crate) mod accept;
 mod api;
 mod claim_metrics;
 pub(crate) mod claims;
+pub(crate) mod history;
 pub(crate) mod metrics;
 pub mod webhooks;
 
@@ -39,6 +42,8 @@ pub(crate) struct ServerState {
     /// Claims, for their gauges and counters in `/metrics`.
     pub(crate) claims: Option<Arc<crate::agent::claims::Claims>>,
     pub(crate) budget: std::sync::Arc<crate::agent::budget::Budget>,
+    /// The history store, for the history half of the read API.
+    pub(crate) history: Option<history::HistoryApi>,
 }
 
 /// An error answer as every poolpilot endpoint gives it: the status, and the JSON body
@@ -62,5 +67,7 @@ pub(crate) fn router(state: ServerState) -> Router {
         .route("/api/v1/pools", get(api::pools))
         .route("/api/v1/pools/{pool}", get(api::pool))
         .route("/api/v1/alerts", get(api::alerts))
+        .route("/api/v1/events", get(history::events))
+        .route("/api/v1/sandboxes/{id}/timeline", get(history::timeline))
         .with_state(state)
 }
