@@ -14,7 +14,8 @@ use super::world::World;
 use super::{Frame, Mark, SimReport, Totals};
 use crate::agent::act::ActionResult;
 use crate::agent::control::{LoggedDecision, TickReport};
-use crate::e2b::{E2bApi, ListQuery};
+use crate::e2b::{E2bApi, ListQuery, SandboxState};
+use crate::emulator::Core;
 use crate::emulator::core::StatsReport;
 use crate::engine::{Action, AlertNotice, AlertStatus};
 use crate::rules::{POOL_KEY, RuleSet};
@@ -85,14 +86,18 @@ impl Accounts {
         }
         self.read_decisions(world);
         let t_s = (world.now() - self.start).as_seconds_f64();
+        let (stats, unmanaged) = {
+            let core = lock(&world.core);
+            (core.stats(), unmanaged(&core, &self.rules))
+        };
         let mut frame = Frame {
             t_s,
             demand: BTreeMap::new(),
             capacity: BTreeMap::new(),
             pool_size: BTreeMap::new(),
-            alerts_firing: self.firing.len() as u32,
+            unmanaged,
+            alerts_firing: self.firing_names(),
         };
-        let stats = lock(&world.core).stats();
         for (name, t) in &stats.templates {
             if t.demand_cores > 0.0 || t.running > 0 {
                 frame.demand.insert(name.clone(), t.demand_cores);
@@ -110,6 +115,12 @@ impl Accounts {
             }
         }
         self.report.frames.push(frame);
+    }
+
+    /// The names of the alert rules firing now, each once (a rule may fire for many subjects).
+    fn firing_names(&self) -> Vec<String> {
+        let names: BTreeSet<&String> = self.firing.iter().map(|(alert, _)| alert).collect();
+        names.into_iter().cloned().collect()
     }
 
     /// Remembers the pool of every sandbox that exists now.
@@ -310,6 +321,33 @@ impl Accounts {
         r.total.demand_core_seconds = total.demand_core_seconds;
         r.total.unmet_core_seconds = total.unmet_core_seconds;
         set_ratios(&mut r.total);
+    }
+}
+
+/// The running sandboxes in `core` that no pool of `rules` owns, read from the core itself
+/// (not through the modeled API, whose faults and clock are the agent's).
+fn unmanaged(core: &Core, rules: &RuleSet) -> u32 {
+    let mut query = ListQuery {
+        states: vec![SandboxState::Running],
+        ..ListQuery::default()
+    };
+    let mut count = 0;
+    loop {
+        let Ok(page) = core.list(&query) else {
+            return count;
+        };
+        count += page
+            .items
+            .iter()
+            .filter(|s| {
+                let pool = s.metadata.as_ref().and_then(|m| m.get(POOL_KEY));
+                pool.is_none_or(|p| rules.pool(p).is_none())
+            })
+            .count() as u32;
+        match page.next_token {
+            Some(t) if Some(&t) != query.next_token.as_ref() => query.next_token = Some(t),
+            _ => return count,
+        }
     }
 }
 

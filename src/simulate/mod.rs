@@ -93,8 +93,11 @@ pub struct Frame {
     pub capacity: BTreeMap<String, f64>,
     /// Running members per pool.
     pub pool_size: BTreeMap<String, u32>,
-    /// Alerts firing (any subject).
-    pub alerts_firing: u32,
+    /// Running sandboxes that belong to no pool of the rules: no `pool` metadata, or a pool
+    /// the rules do not have (a scenario's `initial` sandboxes, say).
+    pub unmanaged: u32,
+    /// The names of the alert rules firing now (any subject), each once, sorted.
+    pub alerts_firing: Vec<String>,
 }
 
 /// A scale action, for the chart.
