@@ -12,6 +12,7 @@
 //! - [`status`]: what the agent shows about itself, and the one publisher that writes it after
 //!   every tick, reaction and reload;
 //! - [`run`]: the long-running process around it: wiring, timers, reload, shutdown;
+//! - [`histogram`]: the duration histograms of `/metrics` (loop turns, API requests);
 //! - [`health`]: whether the agent can see E2B, the rule behind readiness and `poolpilot_up`;
 //! - [`http`]: the accept loop and its limits, the read API, `/metrics`, and the signed E2B
 //!   webhook receiver;
@@ -30,6 +31,7 @@ pub mod control;
 pub(crate) mod creates;
 pub mod dedup;
 pub(crate) mod health;
+pub(crate) mod histogram;
 pub mod http;
 pub mod register;
 pub mod run;

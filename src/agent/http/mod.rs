@@ -3,7 +3,9 @@
 //!   clients, the open files limit. It never reads a request or knows a route;
 //! - [`api`]: `/healthz`, `/readyz` and the read API (`/api/v1/decisions`, `/pools`,
 //!   `/pools/{pool}`, `/alerts`);
-//! - [`metrics`]: `/metrics` in Prometheus text format, and the E2B client's request counts;
+//! - [`metrics`]: `/metrics` in Prometheus text format; [`http_metrics`] the request
+//!   durations of both APIs (the E2B client's calls, and every route here through the
+//!   [`timed`] layer), [`process_metrics`] the standard `process_*` families;
 //! - [`webhooks`]: the signed E2B webhook receiver, `POST /webhooks/e2b`;
 //! - [`claims`]: the claims API (hand-out, renew, release, shared pick), guarded by a token,
 //!   and [`claim_metrics`] its families in `/metrics`.
@@ -16,7 +18,9 @@ pub(crate) mod accept;
 mod api;
 mod claim_metrics;
 pub(crate) mod claims;
+mod http_metrics;
 pub(crate) mod metrics;
+mod process_metrics;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -26,6 +30,7 @@ use axum::routing::get;
 
 use super::status::Status;
 use crate::notify::Dispatcher;
+pub(crate) use http_metrics::timed;
 use metrics::ApiMetrics;
 use webhooks::WebhookStats;
 
