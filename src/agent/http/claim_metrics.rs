@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use super::metrics::{esc, family};
+use super::metrics::{esc, family, pool_gauge};
 use crate::agent::claims::ledger::Counts;
 use crate::agent::claims::{CLAIM_BUCKETS, ClaimResult, Claims};
 use crate::agent::histogram::{Buckets, write_histogram};
@@ -79,29 +79,31 @@ fn render_latency(out: &mut String, c: &Claims) {
 
 /// The gauges of each pool's members as claims see them.
 fn render_members(out: &mut String, counts: &std::collections::BTreeMap<String, Counts>) {
-    type Gauge = fn(&Counts) -> usize;
-    let gauges: [(&str, &str, Gauge); 3] = [
+    let per_pool = |get: fn(&Counts) -> usize| -> Vec<(&str, u64)> {
+        counts
+            .iter()
+            .map(|(p, t)| (p.as_str(), get(t) as u64))
+            .collect()
+    };
+    let families = [
         (
             "poolpilot_pool_claimed_sandboxes",
             "Members held by a claim.",
-            |t| t.claimed,
+            per_pool(|t| t.claimed),
         ),
         (
             "poolpilot_pool_idle_sandboxes",
             "Running members no claim holds, ready to hand out.",
-            |t| t.idle,
+            per_pool(|t| t.idle),
         ),
         (
             "poolpilot_pool_idle_paused_sandboxes",
             "Paused members no claim holds, to be resumed by a claim.",
-            |t| t.paused,
+            per_pool(|t| t.paused),
         ),
     ];
-    for (name, help, get) in gauges {
-        family(out, name, "gauge", help);
-        for (pool, t) in counts {
-            let _ = writeln!(out, "{name}{{pool=\"{}\"}} {}", esc(pool), get(t));
-        }
+    for (name, help, values) in families {
+        pool_gauge(out, name, help, values);
     }
 }
 

@@ -110,50 +110,58 @@ fn render_build_and_up(out: &mut String, st: &Status) {
 fn render_pool_sizes(out: &mut String, st: &Status, engine: &EngineState) {
     let actual = lock(&st.actual).clone();
     let pending = lock(&st.pending).clone();
-    type Decided = fn(&crate::engine::PoolStatus) -> u32;
-    let decided: [(&str, &str, Decided); 3] = [
+    let decided = |get: fn(&crate::engine::PoolStatus) -> u32| -> Vec<(&str, u64)> {
+        let pools = engine.pools.iter();
+        pools
+            .filter_map(|(pool, p)| Some((pool.as_str(), u64::from(get(p.status.as_ref()?)))))
+            .collect()
+    };
+    let observed = |sizes: &BTreeMap<String, u32>| -> Vec<(&str, u64)> {
+        let size = |pool: &String| u64::from(sizes.get(pool).copied().unwrap_or(0));
+        engine.pools.keys().map(|p| (p.as_str(), size(p))).collect()
+    };
+    let families = [
         (
             "poolpilot_pool_desired_sandboxes",
             "Members the pool's last decision wants.",
-            |s| s.desired,
+            decided(|s| s.desired),
         ),
         (
             "poolpilot_pool_min_sandboxes",
             "The pool's lower bound, as the last decision applied it.",
-            |s| s.min,
+            decided(|s| s.min),
         ),
         (
             "poolpilot_pool_max_sandboxes",
             "The pool's upper bound, as the last decision applied it.",
-            |s| s.max,
+            decided(|s| s.max),
         ),
-    ];
-    for (name, help, get) in decided {
-        family(out, name, "gauge", help);
-        for (pool, p) in &engine.pools {
-            if let Some(status) = &p.status {
-                let _ = writeln!(out, "{name}{{pool=\"{}\"}} {}", esc(pool), get(status));
-            }
-        }
-    }
-    let observed = [
         (
             "poolpilot_pool_actual_sandboxes",
             "Running members of the pool, as last observed.",
-            &actual,
+            observed(&actual),
         ),
         (
             "poolpilot_pool_pending_sandboxes",
             "Creates for the pool in flight, not yet observed.",
-            &pending,
+            observed(&pending),
         ),
     ];
-    for (name, help, sizes) in observed {
-        family(out, name, "gauge", help);
-        for pool in engine.pools.keys() {
-            let v = sizes.get(pool).copied().unwrap_or(0);
-            let _ = writeln!(out, "{name}{{pool=\"{}\"}} {v}", esc(pool));
-        }
+    for (name, help, values) in families {
+        pool_gauge(out, name, help, values);
+    }
+}
+
+/// A gauge family `name` with one series per pool.
+pub(super) fn pool_gauge<'a>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    values: impl IntoIterator<Item = (&'a str, u64)>,
+) {
+    family(out, name, "gauge", help);
+    for (pool, v) in values {
+        let _ = writeln!(out, "{name}{{pool=\"{}\"}} {v}", esc(pool));
     }
 }
 
