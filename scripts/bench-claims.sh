@@ -58,7 +58,7 @@ pids+=($!)
 # Ready: every member idle, as the agent's own gauge says (creates take a while for big pools).
 idle=""
 for _ in $(seq 1 1200); do
-  idle=$(curl -s http://127.0.0.1:$port/metrics | sed -n 's/^poolpilot_pool_idle{pool="bench"} //p' || true)
+  idle=$(curl -s http://127.0.0.1:$port/metrics | sed -n 's/^poolpilot_pool_idle_sandboxes{pool="bench"} //p' || true)
   [ "$idle" = "$pool_size" ] && break
   sleep 0.25
 done
@@ -67,7 +67,7 @@ done
 status=0
 POOLPILOT_API_TOKEN=bench-token "$load" "http://127.0.0.1:$port" bench "$rate" "$seconds" "$hold_ms" || status=$?
 echo "agent's view:"
-curl -s http://127.0.0.1:$port/metrics | grep -E '^poolpilot_claims_total\{pool="bench",result="(ok|timed_out)"\}|^poolpilot_claim_seconds_(bucket\{pool="bench",le="(0.001|0.005)"\}|count)' || true
+curl -s http://127.0.0.1:$port/metrics | grep -E '^poolpilot_claims_total\{pool="bench",result="(ok|timed_out)"\}|^poolpilot_claim_duration_seconds_(bucket\{pool="bench",le="(0.001|0.005)"\}|count)' || true
 if grep -qE '"level":"ERROR"|panicked' "$work/agent.log"; then
   echo "agent errors:"; grep -E '"level":"ERROR"|panicked' "$work/agent.log" | tail -5
 fi

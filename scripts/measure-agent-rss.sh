@@ -41,6 +41,6 @@ E2B_API_KEY=e2b_measure POOLPILOT_LOG=warn ./target/release/poolpilot run --conf
 agent=$!
 for _ in $(seq 1 $((polls * 5))); do sleep 1; done
 ticks=$(curl -s http://127.0.0.1:9478/metrics | awk '/^poolpilot_ticks_total\{result="ok"\}/ {print $2}')
-actual=$(curl -s http://127.0.0.1:9478/metrics | awk -F' ' '/kind="actual"/ {print $2}')
-echo "sandboxes tracked: $actual, polls done: $ticks, last poll took $(curl -s http://127.0.0.1:9478/metrics | awk '/^poolpilot_rule_evaluation_seconds/ {print $2}') s"
+actual=$(curl -s http://127.0.0.1:9478/metrics | awk '/^poolpilot_pool_actual_sandboxes/ {print $2}')
+echo "sandboxes tracked: $actual, polls done: $ticks, mean poll $(curl -s http://127.0.0.1:9478/metrics | awk '/^poolpilot_loop_turn_duration_seconds_sum/ {s=$2} /^poolpilot_loop_turn_duration_seconds_count/ {n=$2} END {if (n) print s / n}') s"
 grep -E "VmRSS|VmHWM" /proc/$agent/status

@@ -8,7 +8,7 @@
 //! The agent runs as a child process (so SIGTERM and a restart on the same state dir are
 //! real); the emulator runs in the test process, as in the other end-to-end tests, and is
 //! asked over its HTTP API what it still runs. Waits are bounded polls of what the agent
-//! reports (`/readyz`, the `poolpilot_pool_idle` gauge); nothing asserts on timing.
+//! reports (`/readyz`, the `poolpilot_pool_idle_sandboxes` gauge); nothing asserts on timing.
 
 mod common;
 
@@ -77,7 +77,7 @@ impl Agent {
             common::get(&format!("{base}/readyz")).await.0 == 200
                 && gauge(
                     &common::get(&format!("{base}/metrics")).await.1,
-                    "poolpilot_pool_idle",
+                    "poolpilot_pool_idle_sandboxes",
                 ) == Some(idle)
         })
         .await;
@@ -325,11 +325,15 @@ async fn a_thousand_concurrent_claims_get_fifty_distinct_members() {
     }
     let metrics = common::get(&format!("{}/metrics", agent.base)).await.1;
     assert_eq!(
-        gauge(&metrics, "poolpilot_pool_claimed"),
+        gauge(&metrics, "poolpilot_pool_claimed_sandboxes"),
         Some(50),
         "{metrics}"
     );
-    assert_eq!(gauge(&metrics, "poolpilot_pool_idle"), Some(0), "{metrics}");
+    assert_eq!(
+        gauge(&metrics, "poolpilot_pool_idle_sandboxes"),
+        Some(0),
+        "{metrics}"
+    );
     assert!(
         metrics.contains("poolpilot_claims_total{pool=\"w\",result=\"ok\"} 50"),
         "{metrics}"
@@ -394,7 +398,7 @@ async fn an_idempotency_key_gives_one_member_however_it_is_sent() {
     );
     let metrics = common::get(&format!("{base}/metrics")).await.1;
     assert_eq!(
-        gauge(&metrics, "poolpilot_pool_claimed"),
+        gauge(&metrics, "poolpilot_pool_claimed_sandboxes"),
         Some(2),
         "{metrics}"
     );

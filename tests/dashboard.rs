@@ -5,7 +5,7 @@
 //! exports must be on the dashboard. Counters with labels known up front are exported at 0
 //! from the start, so that `increase()` sees their first rise. The shipped alerting rules pass
 //! `promtool check rules` and their unit tests (`promtool test rules`). Waits are bounded
-//! polls of observable conditions.
+//! polls of observable conditions. The exposition itself passes `promtool check metrics`.
 
 mod common;
 
@@ -46,18 +46,47 @@ fn grafana(expr: &str) -> String {
         .replace("$pool", ".*")
 }
 
+/// The metrics an expression names: poolpilot's own and the standard `process_` families.
 fn metric_names(expr: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    let mut rest = expr;
-    while let Some(i) = rest.find("poolpilot_") {
-        let tail = &rest[i..];
-        let end = tail
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(tail.len());
-        out.insert(tail[..end].to_string());
-        rest = &tail[end..];
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    for prefix in ["poolpilot_", "process_"] {
+        for (i, _) in expr.match_indices(prefix) {
+            if expr[..i].ends_with(word) {
+                continue;
+            }
+            let tail = &expr[i..];
+            let end = tail.find(|c: char| !word(c)).unwrap_or(tail.len());
+            out.insert(tail[..end].to_string());
+        }
     }
     out
+}
+
+/// `promtool check metrics` on an exposition: the text format is valid (histograms
+/// included) and the names pass its lint (units, `_total` on counters).
+fn promtool_check_metrics(exposition: &str) {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus) is installed");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,6 +145,10 @@ async fn every_dashboard_query_works_on_a_real_prometheus_scraping_the_agent() {
     })
     .await;
 
+    // A route with a parameter and a path no route has, so that both route labels exist.
+    for path in ["/api/v1/pools/w", "/no/such/page"] {
+        reqwest::get(format!("{agent_url}{path}")).await.unwrap();
+    }
     // What the agent exports: metric families, with a histogram's series names.
     let exposition = reqwest::get(format!("{agent_url}/metrics"))
         .await
@@ -139,6 +172,41 @@ async fn every_dashboard_query_works_on_a_real_prometheus_scraping_the_agent() {
         }
     }
     assert!(families.len() >= 10, "{exposition}");
+    promtool_check_metrics(&exposition);
+    // The agent's own API is labelled with route templates, never raw paths.
+    for series in [
+        "poolpilot_http_request_duration_seconds_count{method=\"GET\",route=\"/api/v1/pools/{pool}\",code=\"200\"} ",
+        "poolpilot_http_request_duration_seconds_count{method=\"GET\",route=\"unmatched\",code=\"404\"} ",
+        "poolpilot_http_request_duration_seconds_bucket{method=\"GET\",route=\"/readyz\",code=\"200\",le=\"+Inf\"} ",
+        "poolpilot_loop_turn_duration_seconds_bucket{le=\"+Inf\"} ",
+        "poolpilot_pool_desired_sandboxes{pool=\"w\"} ",
+        "poolpilot_pool_min_sandboxes{pool=\"w\"} 2",
+        "poolpilot_pool_max_sandboxes{pool=\"w\"} 4",
+        "poolpilot_pool_pending_sandboxes{pool=\"w\"} ",
+        "poolpilot_team_sandboxes{state=\"running\"} ",
+    ] {
+        assert!(
+            exposition.contains(series),
+            "{series} missing:\n{exposition}"
+        );
+    }
+    assert!(
+        !exposition.contains("/pools/w\"") && !exposition.contains("/no/such"),
+        "a raw path became a label:\n{exposition}"
+    );
+    for family in [
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+        "poolpilot_e2b_request_duration_seconds",
+    ] {
+        assert!(
+            exposition.contains(&format!("\n# TYPE {family} ")),
+            "{family} missing:\n{exposition}"
+        );
+    }
     // Known label combinations are there before anything happened to them.
     for kind in ["create", "kill", "set_timeout", "pause", "notify"] {
         for result in ["ok", "failed", "refused", "dry_run"] {
@@ -222,7 +290,8 @@ async fn every_dashboard_query_works_on_a_real_prometheus_scraping_the_agent() {
     )
     .await;
     assert_eq!(up[0]["value"][1], "1");
-    let actual = "sum by (pool) (poolpilot_pool_size{instance=~\"$instance\",pool=~\"$pool\",kind=\"actual\"})";
+    let actual =
+        "sum by (pool) (poolpilot_pool_actual_sandboxes{instance=~\"$instance\",pool=~\"$pool\"})";
     assert!(
         dash.to_string().contains(&actual.replace('"', "\\\"")),
         "the dashboard plots actual pool size"

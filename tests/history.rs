@@ -108,6 +108,11 @@ async fn the_agent_keeps_history_and_the_api_and_report_read_it() {
         })
     })
     .await;
+    let (_, metrics) = common::get(&format!("{base}/metrics")).await;
+    assert!(
+        metrics.contains("poolpilot_history_records_total{result=\"dropped\"} 0"),
+        "{metrics}"
+    );
     let (_, firing) = json(&format!("{base}/api/v1/alerts?state=firing")).await;
     assert_eq!(firing, serde_json::json!([]), "nothing fires any more");
     pool_history(&base).await;

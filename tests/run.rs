@@ -66,19 +66,19 @@ async fn run_serves_reloads_and_shuts_down_cleanly() {
     .await;
     let (_, metrics) = get(&format!("{base}/metrics")).await;
     assert!(
-        metrics.contains("poolpilot_pool_size{pool=\"w\",kind=\"actual\"} 2"),
+        metrics.contains("poolpilot_pool_actual_sandboxes{pool=\"w\"} 2"),
         "{metrics}"
     );
     assert!(metrics.contains("poolpilot_up 1"));
     assert!(
         metrics.contains(
-            "poolpilot_api_requests_total{endpoint=\"GET /sandboxes/metrics\",status=\"200\"}"
+            "poolpilot_e2b_request_duration_seconds_count{method=\"GET\",route=\"/sandboxes/metrics\",code=\"200\"}"
         ),
         "{metrics}"
     );
     assert!(
         metrics.contains(
-            "poolpilot_api_request_seconds_bucket{endpoint=\"POST /v2/sandboxes\",le=\"+Inf\"} 2"
+            "poolpilot_e2b_request_duration_seconds_bucket{method=\"POST\",route=\"/v2/sandboxes\",code=\"201\",le=\"+Inf\"} 2"
         ),
         "{metrics}"
     );

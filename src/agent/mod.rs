@@ -14,6 +14,7 @@
 //! - `recorder`: what the loop tells the history store ([`crate::store`]): events, decisions,
 //!   alerts, pool sizes and members' samples (claims tell it theirs);
 //! - [`run`]: the long-running process around it: wiring, timers, reload, shutdown;
+//! - [`histogram`]: the duration histograms of `/metrics` (loop turns, API requests);
 //! - [`health`]: whether the agent can see E2B, the rule behind readiness and `poolpilot_up`;
 //! - [`http`]: the accept loop and its limits, the read API, `/metrics`, and the signed E2B
 //!   webhook receiver;
@@ -32,6 +33,7 @@ pub mod control;
 pub(crate) mod creates;
 pub mod dedup;
 pub(crate) mod health;
+pub(crate) mod histogram;
 pub mod http;
 pub(crate) mod recorder;
 pub mod register;

@@ -95,7 +95,7 @@ pub async fn run(
     publisher.dry_run_pools(&rules);
     let mut app = http::router(ServerState {
         status,
-        api: e2b.metrics,
+        api: e2b.metrics.clone(),
         webhooks: webhook_stats,
         notify: Some(dispatcher),
         claims: Some(agent.claims()),
@@ -106,6 +106,7 @@ pub async fn run(
         app = app.merge(receiver);
     }
     app = app.merge(claims_api(&cfg, &agent)?);
+    let app = http::timed(app, &e2b.metrics);
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;

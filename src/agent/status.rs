@@ -46,7 +46,8 @@ pub(crate) struct Status {
     pub(crate) pending: Mutex<BTreeMap<String, u32>>,
     /// Actions by kind and outcome.
     pub(crate) actions: Mutex<BTreeMap<(String, String), u64>>,
-    pub(crate) last_tick_seconds: Mutex<f64>,
+    /// How long each tick took: `poolpilot_loop_turn_duration_seconds`.
+    pub(crate) turn_durations: Mutex<crate::agent::histogram::Histogram>,
     /// The agent's newest decisions: the same buffer as its [`Agent::recent`].
     pub(crate) recent: Arc<Mutex<VecDeque<LoggedDecision>>>,
 }
@@ -72,7 +73,7 @@ impl Status {
             actual: Mutex::default(),
             pending: Mutex::default(),
             actions: Mutex::default(),
-            last_tick_seconds: Mutex::new(0.0),
+            turn_durations: Mutex::default(),
             recent,
         }
     }
@@ -105,7 +106,7 @@ impl Publisher {
         took: Duration,
         at: DateTime<Utc>,
     ) {
-        *lock(&self.status.last_tick_seconds) = took.as_secs_f64();
+        lock(&self.status.turn_durations).observe(took);
         self.observation(report.error.as_deref(), at);
         if report.error.is_none() {
             if !self.announced {

@@ -147,7 +147,7 @@ pub(crate) struct ClaimMetrics {
     pub(crate) lost: Mutex<BTreeMap<String, u64>>,
 }
 
-/// Latency buckets of `poolpilot_claim_seconds`: from a ready member (sub-millisecond) to a
+/// Latency buckets of `poolpilot_claim_duration_seconds`: from a ready member (sub-millisecond) to a
 /// resume or a wait for a create (seconds).
 pub(crate) const CLAIM_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 2.5, 10.0,

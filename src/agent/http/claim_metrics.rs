@@ -1,13 +1,14 @@
-//! The claims families of `/metrics`: claims by pool and result, claim latency, the claimed,
-//! idle and paused idle members of each pool, leases expired and claims lost. Every pool the
+//! The claims families of `/metrics`: claims by pool and result, claim durations, the
+//! claimed, idle and paused idle members of each pool, leases expired and claims lost. Every pool the
 //! claims ledger knows is written with every result at 0 from the start, so a rate over it
 //! exists before the first claim. It only reads the claims service's counters.
 
 use std::fmt::Write as _;
 
-use super::metrics::{esc, family};
+use super::metrics::{esc, family, pool_gauge};
 use crate::agent::claims::ledger::Counts;
-use crate::agent::claims::{CLAIM_BUCKETS, ClaimResult, Claims, LatencyHistogram};
+use crate::agent::claims::{CLAIM_BUCKETS, ClaimResult, Claims};
+use crate::agent::histogram::{Buckets, write_histogram};
 use crate::sync::lock;
 
 /// Every claims family, in order.
@@ -56,60 +57,53 @@ fn render_results(
     }
 }
 
-/// `poolpilot_claim_seconds`: the time to serve each granted claim, by pool.
+/// `poolpilot_claim_duration_seconds`: the time to serve each granted claim, by pool.
 fn render_latency(out: &mut String, c: &Claims) {
+    let name = "poolpilot_claim_duration_seconds";
     family(
         out,
-        "poolpilot_claim_seconds",
+        name,
         "histogram",
         "Time to serve a granted claim, by pool.",
     );
     for (pool, h) in lock(&c.metrics.latency).iter() {
-        histogram(out, &esc(pool), h);
+        let buckets = Buckets {
+            bounds: &CLAIM_BUCKETS,
+            counts: &h.counts,
+            sum: h.sum,
+            count: h.count,
+        };
+        write_histogram(out, name, &format!("pool=\"{}\"", esc(pool)), &buckets);
     }
-}
-
-fn histogram(out: &mut String, pool: &str, h: &LatencyHistogram) {
-    let name = "poolpilot_claim_seconds";
-    for (i, b) in CLAIM_BUCKETS.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{pool=\"{pool}\",le=\"{b}\"}} {}",
-            h.counts[i]
-        );
-    }
-    let _ = writeln!(
-        out,
-        "{name}_bucket{{pool=\"{pool}\",le=\"+Inf\"}} {}",
-        h.count
-    );
-    let _ = writeln!(out, "{name}_sum{{pool=\"{pool}\"}} {}", h.sum);
-    let _ = writeln!(out, "{name}_count{{pool=\"{pool}\"}} {}", h.count);
 }
 
 /// The gauges of each pool's members as claims see them.
 fn render_members(out: &mut String, counts: &std::collections::BTreeMap<String, Counts>) {
-    type Gauge = fn(&Counts) -> usize;
-    let gauges: [(&str, &str, Gauge); 3] = [
-        ("poolpilot_pool_claimed", "Members held by a claim.", |t| {
-            t.claimed
-        }),
+    let per_pool = |get: fn(&Counts) -> usize| -> Vec<(&str, u64)> {
+        counts
+            .iter()
+            .map(|(p, t)| (p.as_str(), get(t) as u64))
+            .collect()
+    };
+    let families = [
         (
-            "poolpilot_pool_idle",
-            "Running members no claim holds, ready to hand out.",
-            |t| t.idle,
+            "poolpilot_pool_claimed_sandboxes",
+            "Members held by a claim.",
+            per_pool(|t| t.claimed),
         ),
         (
-            "poolpilot_pool_idle_paused",
+            "poolpilot_pool_idle_sandboxes",
+            "Running members no claim holds, ready to hand out.",
+            per_pool(|t| t.idle),
+        ),
+        (
+            "poolpilot_pool_idle_paused_sandboxes",
             "Paused members no claim holds, to be resumed by a claim.",
-            |t| t.paused,
+            per_pool(|t| t.paused),
         ),
     ];
-    for (name, help, get) in gauges {
-        family(out, name, "gauge", help);
-        for (pool, t) in counts {
-            let _ = writeln!(out, "{name}{{pool=\"{}\"}} {}", esc(pool), get(t));
-        }
+    for (name, help, values) in families {
+        pool_gauge(out, name, help, values);
     }
 }
 

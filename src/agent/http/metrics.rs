@@ -1,6 +1,9 @@
 //! `/metrics`, in Prometheus text format: one named step per group of metric families, in
-//! the order they are written. Also [`ApiMetrics`], which the E2B client feeds with every
-//! request it makes.
+//! the order they are written. Names follow the Prometheus naming guidelines: base units
+//! (`_seconds`, `_bytes`), `_total` on counters, and one family per quantity, so that no
+//! label mixes values that must not be summed (docs/config.md lists every family, and the
+//! names they replaced). Request durations are in [`super::http_metrics`], the process
+//! families in [`super::process_metrics`].
 //!
 //! Counters whose labels are known up front (actions by kind and result, ticks, reloads,
 //! webhook outcomes, each notifier's results) are written from the start at 0, so that
@@ -10,7 +13,6 @@
 use crate::sync::lock;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 
 use axum::extract::State;
@@ -18,6 +20,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use super::ServerState;
+pub(crate) use super::http_metrics::ApiMetrics;
 use super::webhooks::WebhookReport;
 use crate::agent::budget::BudgetReport;
 use crate::agent::status::Status;
@@ -36,101 +39,6 @@ pub(crate) const ACTION_KINDS: [&str; 7] = [
 ];
 /// Action results of `poolpilot_actions_total`, written at 0 from the start.
 pub(crate) const ACTION_RESULTS: [&str; 4] = ["ok", "failed", "refused", "dry_run"];
-
-/// Latency buckets of `poolpilot_api_request_seconds`, in seconds.
-const BUCKETS: [f64; 11] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
-#[derive(Default, Clone)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    sum: f64,
-    count: u64,
-}
-
-/// E2B API requests by endpoint and status, with latency histograms per endpoint.
-#[derive(Default)]
-pub(crate) struct ApiMetrics {
-    requests: Mutex<BTreeMap<(String, String), u64>>,
-    latency: Mutex<BTreeMap<String, Histogram>>,
-}
-
-impl crate::e2b::RequestObserver for ApiMetrics {
-    fn observe(
-        &self,
-        method: &str,
-        route: &str,
-        status: Option<u16>,
-        elapsed: std::time::Duration,
-    ) {
-        let endpoint = format!("{method} {route}");
-        let status = status.map_or_else(|| "error".to_string(), |s| s.to_string());
-        *lock(&self.requests)
-            .entry((endpoint.clone(), status))
-            .or_default() += 1;
-        let mut l = lock(&self.latency);
-        let h = l.entry(endpoint).or_default();
-        let secs = elapsed.as_secs_f64();
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if secs <= *b {
-                h.counts[i] += 1;
-            }
-        }
-        h.sum += secs;
-        h.count += 1;
-    }
-}
-
-impl ApiMetrics {
-    /// `poolpilot_api_requests_total` and `poolpilot_api_request_seconds`.
-    fn render(&self, out: &mut String) {
-        family(
-            out,
-            "poolpilot_api_requests_total",
-            "counter",
-            "E2B API requests by endpoint and status (error: no answer).",
-        );
-        for ((endpoint, status), n) in lock(&self.requests).iter() {
-            let _ = writeln!(
-                out,
-                "poolpilot_api_requests_total{{endpoint=\"{}\",status=\"{status}\"}} {n}",
-                esc(endpoint)
-            );
-        }
-        family(
-            out,
-            "poolpilot_api_request_seconds",
-            "histogram",
-            "E2B API request latency by endpoint.",
-        );
-        for (endpoint, h) in lock(&self.latency).iter() {
-            let e = esc(endpoint);
-            for (i, b) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "poolpilot_api_request_seconds_bucket{{endpoint=\"{e}\",le=\"{b}\"}} {}",
-                    h.counts[i]
-                );
-            }
-            let _ = writeln!(
-                out,
-                "poolpilot_api_request_seconds_bucket{{endpoint=\"{e}\",le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "poolpilot_api_request_seconds_sum{{endpoint=\"{e}\"}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "poolpilot_api_request_seconds_count{{endpoint=\"{e}\"}} {}",
-                h.count
-            );
-        }
-    }
-}
 
 /// Writes a metric family's `# HELP` and `# TYPE` lines.
 pub(super) fn family(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -169,7 +77,44 @@ fn render(s: &ServerState) -> String {
     if let Some(c) = &s.claims {
         super::claim_metrics::render(&mut out, c);
     }
+    if let Some(h) = &s.history {
+        render_history(&mut out, h.history.stats());
+    }
+    super::process_metrics::render(&mut out);
     out
+}
+
+/// `poolpilot_history_records_total` by result, and the rows retention removed.
+fn render_history(out: &mut String, stats: &crate::store::Stats) {
+    use std::sync::atomic::Ordering::Relaxed;
+    family(
+        out,
+        "poolpilot_history_records_total",
+        "counter",
+        "Records for the history store: written, dropped (its queue was full) or failed (the database refused their batch).",
+    );
+    for (result, n) in [
+        ("written", &stats.written),
+        ("dropped", &stats.dropped),
+        ("failed", &stats.failed),
+    ] {
+        let _ = writeln!(
+            out,
+            "poolpilot_history_records_total{{result=\"{result}\"}} {}",
+            n.load(Relaxed)
+        );
+    }
+    family(
+        out,
+        "poolpilot_history_rows_expired_total",
+        "counter",
+        "Rows the history store's retention removed.",
+    );
+    let _ = writeln!(
+        out,
+        "poolpilot_history_rows_expired_total {}",
+        stats.expired.load(Relaxed)
+    );
 }
 
 /// `poolpilot_build_info` and `poolpilot_up` (what `/readyz` says, now).
@@ -195,38 +140,64 @@ fn render_build_and_up(out: &mut String, st: &Status) {
     let _ = writeln!(out, "poolpilot_up {}", u8::from(ready));
 }
 
-/// `poolpilot_pool_size` by pool and kind: desired, min and max from the last decision (once
-/// there is one), actual and pending always.
+/// The size gauges of each pool, one family per quantity since desired, actual and the
+/// bounds must not be summed: desired, min and max from the last decision (once there is
+/// one), actual and pending always.
 fn render_pool_sizes(out: &mut String, st: &Status, engine: &EngineState) {
     let actual = lock(&st.actual).clone();
     let pending = lock(&st.pending).clone();
-    family(
-        out,
-        "poolpilot_pool_size",
-        "gauge",
-        "Pool sizes: desired (last decision), actual (running members), pending (creates in flight).",
-    );
-    for (name, p) in &engine.pools {
-        let n = esc(name);
-        if let Some(status) = &p.status {
-            for (kind, v) in [
-                ("desired", status.desired),
-                ("min", status.min),
-                ("max", status.max),
-            ] {
-                let _ = writeln!(
-                    out,
-                    "poolpilot_pool_size{{pool=\"{n}\",kind=\"{kind}\"}} {v}"
-                );
-            }
-        }
-        for (kind, sizes) in [("actual", &actual), ("pending", &pending)] {
-            let v = sizes.get(name).copied().unwrap_or(0);
-            let _ = writeln!(
-                out,
-                "poolpilot_pool_size{{pool=\"{n}\",kind=\"{kind}\"}} {v}"
-            );
-        }
+    let decided = |get: fn(&crate::engine::PoolStatus) -> u32| -> Vec<(&str, u64)> {
+        let pools = engine.pools.iter();
+        pools
+            .filter_map(|(pool, p)| Some((pool.as_str(), u64::from(get(p.status.as_ref()?)))))
+            .collect()
+    };
+    let observed = |sizes: &BTreeMap<String, u32>| -> Vec<(&str, u64)> {
+        let size = |pool: &String| u64::from(sizes.get(pool).copied().unwrap_or(0));
+        engine.pools.keys().map(|p| (p.as_str(), size(p))).collect()
+    };
+    let families = [
+        (
+            "poolpilot_pool_desired_sandboxes",
+            "Members the pool's last decision wants.",
+            decided(|s| s.desired),
+        ),
+        (
+            "poolpilot_pool_min_sandboxes",
+            "The pool's lower bound, as the last decision applied it.",
+            decided(|s| s.min),
+        ),
+        (
+            "poolpilot_pool_max_sandboxes",
+            "The pool's upper bound, as the last decision applied it.",
+            decided(|s| s.max),
+        ),
+        (
+            "poolpilot_pool_actual_sandboxes",
+            "Running members of the pool, as last observed.",
+            observed(&actual),
+        ),
+        (
+            "poolpilot_pool_pending_sandboxes",
+            "Creates for the pool in flight, not yet observed.",
+            observed(&pending),
+        ),
+    ];
+    for (name, help, values) in families {
+        pool_gauge(out, name, help, values);
+    }
+}
+
+/// A gauge family `name` with one series per pool.
+pub(super) fn pool_gauge<'a>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    values: impl IntoIterator<Item = (&'a str, u64)>,
+) {
+    family(out, name, "gauge", help);
+    for (pool, v) in values {
+        let _ = writeln!(out, "{name}{{pool=\"{}\"}} {v}", esc(pool));
     }
 }
 
@@ -280,7 +251,7 @@ fn render_actions(out: &mut String, actions: &BTreeMap<(String, String), u64>) {
     }
 }
 
-/// `poolpilot_team_sandboxes` (the cap and what counts against it), and per pool
+/// `poolpilot_team_sandboxes` by state and `poolpilot_team_max_sandboxes` (the cap), and per pool
 /// `poolpilot_pool_circuit_open` and `poolpilot_create_failures_total`, from the start at 0
 /// for every pool.
 fn render_budget(out: &mut String, b: &BudgetReport, engine: &EngineState) {
@@ -288,17 +259,23 @@ fn render_budget(out: &mut String, b: &BudgetReport, engine: &EngineState) {
         out,
         "poolpilot_team_sandboxes",
         "gauge",
-        "The team's sandboxes against its cap: running (observed), creating and resuming (in flight), cap (absent without one).",
+        "The team's sandboxes that count against its cap, by state: running (observed), creating and resuming (in flight).",
     );
-    for (kind, v) in [
-        ("running", Some(b.running)),
-        ("creating", Some(b.creating)),
-        ("resuming", Some(b.resuming)),
-        ("cap", b.cap),
+    for (state, v) in [
+        ("running", b.running),
+        ("creating", b.creating),
+        ("resuming", b.resuming),
     ] {
-        if let Some(v) = v {
-            let _ = writeln!(out, "poolpilot_team_sandboxes{{kind=\"{kind}\"}} {v}");
-        }
+        let _ = writeln!(out, "poolpilot_team_sandboxes{{state=\"{state}\"}} {v}");
+    }
+    family(
+        out,
+        "poolpilot_team_max_sandboxes",
+        "gauge",
+        "The team's cap on concurrent sandboxes (absent without one).",
+    );
+    if let Some(cap) = b.cap {
+        let _ = writeln!(out, "poolpilot_team_max_sandboxes {cap}");
     }
     let pools: BTreeSet<&String> = engine.pools.keys().chain(b.pools.keys()).collect();
     let state = |p: &String| b.pools.get(p).copied().unwrap_or_default();
@@ -353,7 +330,7 @@ fn render_alerts_firing(out: &mut String, engine: &EngineState) {
     }
 }
 
-/// The loop itself: `poolpilot_ticks_total`, `poolpilot_rule_evaluation_seconds` and
+/// The loop itself: `poolpilot_ticks_total`, `poolpilot_loop_turn_duration_seconds` and
 /// `poolpilot_rule_reloads_total`.
 fn render_loop(out: &mut String, st: &Status) {
     family(
@@ -368,15 +345,11 @@ fn render_loop(out: &mut String, st: &Status) {
     }
     family(
         out,
-        "poolpilot_rule_evaluation_seconds",
-        "gauge",
-        "Duration of the last control loop turn.",
+        "poolpilot_loop_turn_duration_seconds",
+        "histogram",
+        "Duration of each control loop tick (observe, evaluate, act), E2B calls included.",
     );
-    let _ = writeln!(
-        out,
-        "poolpilot_rule_evaluation_seconds {}",
-        *lock(&st.last_tick_seconds)
-    );
+    lock(&st.turn_durations).write(out, "poolpilot_loop_turn_duration_seconds", "");
     family(
         out,
         "poolpilot_rule_reloads_total",
@@ -450,8 +423,8 @@ mod tests {
         let mut out = String::new();
         render_budget(&mut out, &report, &engine);
         for line in [
-            "poolpilot_team_sandboxes{kind=\"running\"} 7",
-            "poolpilot_team_sandboxes{kind=\"cap\"} 20",
+            "poolpilot_team_sandboxes{state=\"running\"} 7",
+            "poolpilot_team_max_sandboxes 20",
             "poolpilot_pool_circuit_open{pool=\"busy\"} 1",
             "poolpilot_pool_circuit_open{pool=\"quiet\"} 0",
             "poolpilot_create_failures_total{pool=\"busy\"} 5",

@@ -5,7 +5,9 @@
 //!   `/pools/{pool}`, `/alerts`);
 //! - [`history`]: the read API's history, from the history store (`/api/v1/events`,
 //!   `/sandboxes/{id}/timeline`, `/alerts?state=`, a pool's sizes over time);
-//! - [`metrics`]: `/metrics` in Prometheus text format, and the E2B client's request counts;
+//! - [`metrics`]: `/metrics` in Prometheus text format; [`http_metrics`] the request
+//!   durations of both APIs (the E2B client's calls, and every route here through the
+//!   [`timed`] layer), [`process_metrics`] the standard `process_*` families;
 //! - [`webhooks`]: the signed E2B webhook receiver, `POST /webhooks/e2b`;
 //! - [`claims`]: the claims API (hand-out, renew, release, shared pick), guarded by a token,
 //!   and [`claim_metrics`] its families in `/metrics`.
@@ -19,7 +21,9 @@ mod api;
 mod claim_metrics;
 pub(crate) mod claims;
 pub(crate) mod history;
+mod http_metrics;
 pub(crate) mod metrics;
+mod process_metrics;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -29,6 +33,7 @@ use axum::routing::get;
 
 use super::status::Status;
 use crate::notify::Dispatcher;
+pub(crate) use http_metrics::timed;
 use metrics::ApiMetrics;
 use webhooks::WebhookStats;
 
