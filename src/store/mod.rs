@@ -15,7 +15,9 @@
 //!
 //! This module never decides anything and never calls E2B; it keeps what it is given.
 
+pub mod lease;
 pub mod read;
+pub mod shared;
 mod write;
 
 use std::path::Path;
@@ -190,6 +192,7 @@ pub struct History {
     tx: mpsc::Sender<Record>,
     pool: AnyPool,
     run_id: Arc<str>,
+    postgres: bool,
     stats: Arc<Stats>,
     last_drop_warning: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
@@ -218,6 +221,7 @@ impl History {
             tx,
             pool,
             run_id: run_id.into(),
+            postgres: is_postgres(url),
             stats,
             last_drop_warning: Arc::default(),
         })
@@ -270,6 +274,11 @@ impl History {
         &self.stats
     }
 
+    /// Whether the store is PostgreSQL (shared by replicas) rather than SQLite.
+    pub fn is_postgres(&self) -> bool {
+        self.postgres
+    }
+
     /// Counts a dropped record and warns at most once a minute.
     fn dropped(&self) {
         self.stats.dropped.fetch_add(1, Ordering::Relaxed);
@@ -299,6 +308,11 @@ pub async fn open_reader(dir: &Path) -> anyhow::Result<AnyPool> {
         .connect(&format!("sqlite://{}?mode=ro", file.display()))
         .await
         .with_context(|| format!("open the history store at {}", file.display()))
+}
+
+/// Whether `url` names a PostgreSQL database.
+pub fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 /// The SQLite URL of `dir/history.db`, created when missing.

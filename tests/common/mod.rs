@@ -181,3 +181,4 @@ pub async fn advance(url: &str, by: &str) -> chrono::DateTime<chrono::Utc> {
         .expect("a JSON answer");
     v["now"].as_str().unwrap().parse().unwrap()
 }
+pub mod pg;

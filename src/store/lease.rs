@@ -1,0 +1,135 @@
+//! The leader's lease (issue 14): one row in `leases`, taken by one replica at a time, with a
+//! generation that grows at every change of holder. The generation is the fencing token: the
+//! leader's writes ([`super::shared`]) succeed only while the row still names it with that
+//! generation, and its creates carry it in their Idempotency-Key and metadata.
+//!
+//! Time is the database's clock, so replicas' clocks may disagree. A holder renews well
+//! before the lease ends; [`Lease::hold`] answers whether it holds it now. How long the
+//! holder may act after a renewal is the caller's to bound with its own monotonic clock, from
+//! *before* the renewal was sent ([`crate::agent::leader`]): a holder paused past its lease
+//! (GC, a stalled VM, SIGSTOP) finds its time up when it wakes, whatever the database says.
+
+use std::time::Duration;
+
+use sqlx::{AnyPool, Row as _};
+
+/// The one lease the agents contend for.
+pub const LEADER: &str = "leader";
+
+/// A replica's side of a lease.
+#[derive(Clone)]
+pub struct Lease {
+    pool: AnyPool,
+    postgres: bool,
+    name: String,
+    holder: String,
+    ttl: Duration,
+}
+
+/// Who holds the lease, as the database says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub holder: String,
+    pub generation: u64,
+    /// Whether it is still within its time, by the database's clock.
+    pub live: bool,
+}
+
+impl Lease {
+    /// `holder` is this replica's name, unique to this process; `ttl` how long a renewal
+    /// holds.
+    pub async fn new(
+        history: &super::History,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Lease, sqlx::Error> {
+        let lease = Lease {
+            pool: history.pool().clone(),
+            postgres: history.is_postgres(),
+            name: name.to_string(),
+            holder: holder.to_string(),
+            ttl,
+        };
+        sqlx::query(
+            "INSERT INTO leases (name, holder, generation, expires_ms) VALUES ($1, '', 0, 0) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(lease.name.clone())
+        .execute(&lease.pool)
+        .await?;
+        Ok(lease)
+    }
+
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Takes the lease if it is free or ours, renewing it for `ttl`: the generation when this
+    /// replica holds it now, None when another does.
+    pub async fn hold(&self) -> Result<Option<u64>, sqlx::Error> {
+        let now = self.db_now_ms().await?;
+        let row = sqlx::query(
+            "UPDATE leases SET \
+               generation = CASE WHEN holder = $2 THEN generation ELSE generation + 1 END, \
+               holder = $2, expires_ms = $3 \
+             WHERE name = $1 AND (holder = $2 OR expires_ms < $4) RETURNING generation",
+        )
+        .bind(self.name.clone())
+        .bind(self.holder.clone())
+        .bind(now + self.ttl.as_millis() as i64)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(r) => Ok(Some(r.try_get::<i64, _>("generation")?.max(0) as u64)),
+            None => Ok(None),
+        }
+    }
+
+    /// Gives the lease up (at shutdown), so a standby takes over at once.
+    pub async fn release(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE leases SET expires_ms = 0 WHERE name = $1 AND holder = $2")
+            .bind(self.name.clone())
+            .bind(self.holder.clone())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Who holds the lease now.
+    pub async fn current(&self) -> Result<Option<Holder>, sqlx::Error> {
+        let now = self.db_now_ms().await?;
+        let row = sqlx::query("SELECT holder, generation, expires_ms FROM leases WHERE name = $1")
+            .bind(self.name.clone())
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(r) = row else { return Ok(None) };
+        let holder: String = r.try_get("holder")?;
+        if holder.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Holder {
+            holder,
+            generation: r.try_get::<i64, _>("generation")?.max(0) as u64,
+            live: r.try_get::<i64, _>("expires_ms")? >= now,
+        }))
+    }
+
+    /// The database's now, in ms since the epoch: one clock for every replica.
+    async fn db_now_ms(&self) -> Result<i64, sqlx::Error> {
+        let sql = if self.postgres {
+            "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) AS now_ms"
+        } else {
+            "SELECT CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) AS now_ms"
+        };
+        sqlx::query(sql)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get::<i64, _>("now_ms")
+    }
+}

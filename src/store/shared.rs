@@ -1,0 +1,152 @@
+//! What replicas sharing a store hand over at a failover (issue 14): the leader's saved state
+//! (`agent_state`: engine state, events cursor, creates in flight, as the JSON `state.json`
+//! holds) and the ids of the events it acted on (`seen_events`).
+//!
+//! Every write is fenced: it runs in a transaction that first reads the lease row (locking it
+//! against a takeover on PostgreSQL, `FOR SHARE`) and writes only when the row still names
+//! this replica with its generation. A deposed leader's write changes nothing and is told so
+//! ([`Fenced`]), whatever its own clock believes.
+
+use sqlx::{Any, AnyPool, Row as _, Transaction};
+
+use super::lease::LEADER;
+
+/// The one saved state the leader writes.
+const STATE: &str = "main";
+
+/// The write was refused: this replica no longer holds the lease with that generation.
+#[derive(Debug, thiserror::Error)]
+pub enum SharedError {
+    #[error("not written: this replica no longer leads (generation {0} was superseded)")]
+    Fenced(u64),
+    #[error("the store: {0}")]
+    Store(#[from] sqlx::Error),
+}
+
+pub use SharedError::Fenced;
+
+/// A replica's handle on the shared state.
+#[derive(Clone)]
+pub struct Shared {
+    pool: AnyPool,
+    postgres: bool,
+    holder: String,
+}
+
+impl Shared {
+    pub fn new(history: &super::History, holder: &str) -> Shared {
+        Shared {
+            pool: history.pool().clone(),
+            postgres: history.is_postgres(),
+            holder: holder.to_string(),
+        }
+    }
+
+    /// The saved state's JSON and the generation that wrote it; None before any leader saved.
+    pub async fn load(&self) -> Result<Option<(String, u64)>, sqlx::Error> {
+        let row = sqlx::query("SELECT body, generation FROM agent_state WHERE name = $1")
+            .bind(STATE)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(r) => Ok(Some((
+                r.try_get("body")?,
+                r.try_get::<i64, _>("generation")?.max(0) as u64,
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    /// The ids of events acted on at or after `since_ms`, newest first, at most `limit`.
+    pub async fn seen_since(
+        &self,
+        since_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(String, i64)>, sqlx::Error> {
+        let rows = sqlx::query(&format!(
+            "SELECT id, at_ms FROM seen_events WHERE at_ms >= $1 ORDER BY at_ms DESC LIMIT {}",
+            limit.max(1)
+        ))
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("at_ms")?)))
+            .collect()
+    }
+
+    /// Saves the state's JSON as generation `generation`'s, if this replica still leads with it.
+    pub async fn save(&self, generation: u64, body: &str, now_ms: i64) -> Result<(), SharedError> {
+        let mut tx = self.fenced(generation).await?;
+        sqlx::query(
+            "INSERT INTO agent_state (name, generation, body, saved_ms) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (name) DO UPDATE SET generation = excluded.generation, \
+             body = excluded.body, saved_ms = excluded.saved_ms",
+        )
+        .bind(STATE)
+        .bind(generation as i64)
+        .bind(body.to_string())
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records the ids of events about to be acted on, if this replica still leads; ids
+    /// already there are left as they are.
+    pub async fn record_seen(
+        &self,
+        generation: u64,
+        ids: &[(String, i64)],
+    ) -> Result<(), SharedError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.fenced(generation).await?;
+        for (id, at) in ids {
+            sqlx::query(
+                "INSERT INTO seen_events (id, at_ms) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(id.clone())
+            .bind(*at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Forgets the ids of events older than `before_ms` (no poll can return them again).
+    pub async fn forget_seen(&self, before_ms: i64) -> Result<u64, sqlx::Error> {
+        let r = sqlx::query("DELETE FROM seen_events WHERE at_ms < $1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
+    }
+
+    /// A transaction in which this replica holds the lease with `generation`: the lease row
+    /// is locked against a takeover until it commits (PostgreSQL; SQLite has one writer).
+    async fn fenced(&self, generation: u64) -> Result<Transaction<'static, Any>, SharedError> {
+        let mut tx = self.pool.begin().await?;
+        let lock = if self.postgres { " FOR SHARE" } else { "" };
+        let row = sqlx::query(&format!(
+            "SELECT holder, generation FROM leases WHERE name = $1{lock}"
+        ))
+        .bind(LEADER)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let holds = row.is_some_and(|r| {
+            r.try_get::<String, _>("holder")
+                .is_ok_and(|h| h == self.holder)
+                && r.try_get::<i64, _>("generation")
+                    .is_ok_and(|g| g == generation as i64)
+        });
+        if !holds {
+            let _ = tx.rollback().await;
+            return Err(Fenced(generation));
+        }
+        Ok(tx)
+    }
+}
