@@ -841,7 +841,7 @@ impl Sim {
         if self.rng.bool() {
             self.release_creates().await;
             p.agent.settle().await;
-            p.agent.persist();
+            p.agent.persist().await;
             self.trail.push("restart (graceful)".into());
         } else {
             self.trail.push("restart (abrupt)".into());

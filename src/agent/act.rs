@@ -26,9 +26,11 @@ use tokio::sync::mpsc;
 use super::budget::{BREAKER_ALERT, Budget, Change};
 use super::claims::Claims;
 use super::creates::{CREATE_KEY, Creates, Returned};
+use super::leader::Fence;
 use crate::e2b::{E2bApi, Error, NewSandbox};
 use crate::engine::{Action, AlertNotice, AlertStatus, Decision, ObservedSandbox};
 use crate::notify::Dispatcher;
+use tokio::sync::watch;
 
 /// What came of an action, in one word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -136,7 +138,15 @@ pub(crate) struct Actor<'a> {
     /// Where alerts go; None refuses them.
     pub(crate) dispatcher: Option<&'a Dispatcher>,
     pub(crate) now: chrono::DateTime<chrono::Utc>,
+    /// Whether this replica may act, and its generation (always, 0, for a single agent).
+    pub(crate) fence: &'a Fence,
+    /// With a shared store: creates wait until the turn's state, naming them, is saved
+    /// (write-ahead), and are not sent if it could not be.
+    pub(crate) gate: Option<&'a watch::Receiver<Option<bool>>>,
 }
+
+/// The metadata key naming the leader's generation that created a sandbox (shared store).
+pub(crate) const GENERATION_KEY: &str = "poolpilot_generation";
 
 impl Actor<'_> {
     fn owned(&self, pool: &str, id: &str) -> bool {
@@ -147,6 +157,12 @@ impl Actor<'_> {
 
     /// Carries out decision number `seq`: queues an alert, or (unless in dry run) calls E2B.
     pub(crate) async fn act(&mut self, seq: u64, d: &Decision) -> Outcome {
+        if self.fence.acting().is_none() {
+            return Outcome::one(
+                ActionResult::Refused,
+                "refused: this replica no longer leads",
+            );
+        }
         match &d.action {
             Action::Alert(n) => self.notify(n),
             Action::Note { .. } => Outcome::one(ActionResult::Ok, "noted"),
@@ -257,8 +273,12 @@ impl Actor<'_> {
             };
         }
         self.in_flight.retain(|h| !h.is_finished());
+        let generation = self.gate.and(self.fence.acting());
         for i in 0..admitted.count {
-            let key = uuid::Uuid::new_v4().to_string();
+            let key = match generation {
+                Some(g) => format!("g{g}-{}", uuid::Uuid::new_v4()),
+                None => uuid::Uuid::new_v4().to_string(),
+            };
             if admitted.probe && i == 0 {
                 // Named before it is sent: it may fail before this function goes on.
                 self.budget.probing(pool, &key);
@@ -290,9 +310,13 @@ impl Actor<'_> {
         key: String,
         mut req: NewSandbox,
     ) {
-        req.metadata
-            .get_or_insert_with(Default::default)
-            .insert(CREATE_KEY.into(), key.clone());
+        let metadata = req.metadata.get_or_insert_with(Default::default);
+        metadata.insert(CREATE_KEY.into(), key.clone());
+        if self.gate.is_some()
+            && let Some(g) = self.fence.acting()
+        {
+            metadata.insert(GENERATION_KEY.into(), g.to_string());
+        }
         self.creates.sent(pool, &key);
         self.claims.create_sent(pool, &key);
         let (api, creates, budget, tx, claims) = (
@@ -305,8 +329,12 @@ impl Actor<'_> {
         // E2B's default lifetime when the create asks for none (its answer carries no end).
         let life = std::time::Duration::from_secs(req.timeout.unwrap_or(300));
         let (decision, pool) = (d.clone(), pool.to_string());
+        let (fence, gate) = (self.fence.clone(), self.gate.cloned());
         self.in_flight.push(tokio::spawn(async move {
-            let result = api.create_sandbox(&req, &key).await;
+            let result = match may_send(&fence, gate).await {
+                Ok(()) => api.create_sandbox(&req, &key).await,
+                Err(why) => Err(crate::e2b::Error::NotSent(why)),
+            };
             let how = match &result {
                 Ok(s) => {
                     budget.create_succeeded(&pool, &key);
@@ -392,6 +420,24 @@ impl Actor<'_> {
             },
             Err(e) => Outcome::one(ActionResult::Failed, format!("failed: {e}")),
         }
+    }
+}
+
+/// Whether a create may be sent now: once the turn's state naming it is saved (a shared
+/// store's write-ahead gate), and while this replica still leads.
+async fn may_send(
+    fence: &Fence,
+    gate: Option<watch::Receiver<Option<bool>>>,
+) -> Result<(), String> {
+    if let Some(mut gate) = gate {
+        match gate.wait_for(Option::is_some).await.map(|v| *v) {
+            Ok(Some(true)) => {}
+            _ => return Err("the state naming it could not be saved to the store".into()),
+        }
+    }
+    match fence.acting() {
+        Some(_) => Ok(()),
+        None => Err("this replica no longer leads".into()),
     }
 }
 

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::act::{self, ActionResult, CreateReturned};
@@ -31,7 +31,9 @@ use super::claims::{Claims, Clock};
 use super::creates::Creates;
 use super::dedup::Dedup;
 use super::http::webhooks::Delivered;
+use super::leader::Fence;
 use super::recorder::{PoolsNow, Recorder};
+use super::state::PersistedState;
 use super::state::StateStore;
 use crate::e2b::{E2bApi, EventQuery, LifecycleEvent};
 use crate::engine::time::before;
@@ -39,7 +41,11 @@ use crate::engine::{Action, Decision, Engine, Observations, ObservedSandbox};
 use crate::notify::Dispatcher;
 use crate::observe::observe;
 use crate::rules::RuleSet;
+use crate::store::shared::{Shared, SharedError};
 use crate::store::{History, Source};
+
+/// How far before the events cursor a new leader takes the ids of events acted on.
+const SEEN_LOOKBACK: std::time::Duration = std::time::Duration::from_secs(600);
 
 const MINUTE: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -121,6 +127,21 @@ pub struct Agent {
     claims: Arc<Claims>,
     /// The history store, when kept ([`Agent::keep_history`]).
     recorder: Option<Recorder>,
+    /// Whether this replica may act (always, for a single agent).
+    fence: Fence,
+    /// With a shared store: where the state is saved and read back at a failover, and the
+    /// generation this agent leads with (None while it stands by).
+    shared: Option<SharedState>,
+}
+
+/// An agent's side of a shared (PostgreSQL) store.
+struct SharedState {
+    shared: Shared,
+    generation: Option<u64>,
+    /// The JSON last saved, to skip saving an unchanged state.
+    last_saved: Option<String>,
+    /// When ids older than the dedup horizon were last forgotten.
+    last_forget: Option<DateTime<Utc>>,
 }
 
 /// How an [`Agent`] is built.
@@ -198,7 +219,75 @@ impl Agent {
             last_observed: Vec::new(),
             claims,
             recorder: None,
+            fence: Fence::single(),
+            shared: None,
         })
+    }
+
+    /// Shares state through `shared` (a PostgreSQL store) and acts only while `fence`
+    /// allows; stands by until [`Agent::lead`].
+    pub fn share(&mut self, shared: Shared, fence: Fence) {
+        self.fence = fence;
+        self.shared = Some(SharedState {
+            shared,
+            generation: None,
+            last_saved: None,
+            last_forget: None,
+        });
+    }
+
+    /// The generation this agent leads with, if it leads (a single agent: always, 0).
+    pub fn leading(&self) -> Option<u64> {
+        match &self.shared {
+            Some(s) => s.generation,
+            None => Some(0),
+        }
+    }
+
+    /// Takes over as the leader of `generation`: resumes from the state the last leader saved
+    /// (engine state, events cursor, creates in flight) and the ids it acted on.
+    pub async fn lead(&mut self, generation: u64, now: DateTime<Utc>) -> anyhow::Result<()> {
+        let Some(s) = &self.shared else {
+            return Ok(());
+        };
+        let shared = s.shared.clone();
+        let saved = shared.load().await?;
+        let mut cursor = None;
+        if let Some((body, from)) = saved {
+            let state: PersistedState = serde_json::from_str(&body)?;
+            self.engine = Engine::with_state(self.engine.rules().clone(), state.engine);
+            self.creates.restore(state.creates);
+            cursor = state.event_cursor.map(|c| c.min(now));
+            tracing::info!(generation, from, "resumed the state the last leader saved");
+        }
+        self.event_cursor = cursor;
+        let since = before(cursor.unwrap_or(now), SEEN_LOOKBACK);
+        let limits = lock(&self.dedup).limits();
+        let seen = shared
+            .seen_since(since.timestamp_millis(), limits.ids)
+            .await?;
+        let mut dedup = Dedup::with_limits(limits);
+        dedup.advance_horizon(since);
+        for (id, at) in &seen {
+            dedup.remember(id, crate::store::at(*at));
+        }
+        *lock(&self.dedup) = dedup;
+        self.ready = false;
+        self.last_observed.clear();
+        self.last_events_poll = None;
+        if let Some(s) = &mut self.shared {
+            s.generation = Some(generation);
+            s.last_saved = None;
+        }
+        Ok(())
+    }
+
+    /// Stops leading (the lease was lost): nothing is acted on until [`Agent::lead`] again.
+    pub fn stand_by(&mut self) {
+        if let Some(s) = &mut self.shared {
+            s.generation = None;
+        }
+        self.take_deliveries();
     }
 
     /// Keeps history from now on: events, decisions, alerts, claims, pool sizes, samples.
@@ -333,7 +422,7 @@ impl Agent {
     pub async fn react(&mut self, now: DateTime<Utc>) -> TickReport {
         let mut report = TickReport::default();
         self.take_returned_creates(&mut report);
-        if !self.ready {
+        if !self.ready || self.leading().is_none() {
             return report;
         }
         let events = self.take_deliveries();
@@ -361,6 +450,10 @@ impl Agent {
     pub async fn tick(&mut self, now: DateTime<Utc>) -> TickReport {
         let mut report = TickReport::default();
         self.take_returned_creates(&mut report);
+        if self.leading().is_none() {
+            report.error = Some("standing by: another replica leads".into());
+            return report;
+        }
         let epoch = self.creates.observation_started();
         let claims_epoch = self.claims.observation_started();
         let observed = match observe(self.api.as_ref()).await {
@@ -429,6 +522,11 @@ impl Agent {
             s.record(events.iter().map(|e| (e.id.as_str(), e.timestamp)))
                 .await;
         }
+        if let Err(e) = self.record_shared(&events).await {
+            tracing::error!(error = %e, "cannot record the events to act on in the store; no decision this turn");
+            report.error = Some(e.to_string());
+            return report;
+        }
         let pending = self.pending();
         let claims = self.claims.for_engine(now);
         let decisions = self.engine.step(
@@ -448,11 +546,32 @@ impl Agent {
             self.dispatcher.as_ref(),
             now,
         );
-        self.carry_out(decisions, &observed, now, &mut report).await;
+        // With a shared store, the creates wait until the state naming them is saved.
+        let (gate_tx, gate_rx) = watch::channel(None);
+        let gate = self.shared.is_some().then_some(&gate_rx);
+        self.carry_out(decisions, &observed, now, &mut report, gate)
+            .await;
         self.last_observed = observed;
         // With the creates this turn sent: counted after a restart until seen.
-        self.persist();
+        let saved = self.persist().await;
+        let _ = gate_tx.send(Some(saved));
         report
+    }
+
+    /// With a shared store, records the ids of the events about to be acted on, fenced by
+    /// this agent's generation: a deposed leader acts on nothing.
+    async fn record_shared(&mut self, events: &[LifecycleEvent]) -> Result<(), SharedError> {
+        let Some(s) = &self.shared else {
+            return Ok(());
+        };
+        let Some(generation) = s.generation else {
+            return Err(SharedError::Fenced(0));
+        };
+        let ids: Vec<(String, i64)> = events
+            .iter()
+            .map(|e| (e.id.clone(), e.timestamp.timestamp_millis()))
+            .collect();
+        s.shared.record_seen(generation, &ids).await
     }
 
     /// The webhook deliveries waiting in the receiver's queue. Until the engine has them they
@@ -502,6 +621,7 @@ impl Agent {
         observed: &[ObservedSandbox],
         now: DateTime<Utc>,
         report: &mut TickReport,
+        gate: Option<&watch::Receiver<Option<bool>>>,
     ) {
         for mut d in decisions {
             self.seq += 1;
@@ -520,6 +640,8 @@ impl Agent {
                 rules: self.engine.rules(),
                 dispatcher: self.dispatcher.as_ref(),
                 now,
+                fence: &self.fence,
+                gate,
             }
             .act(seq, &d)
             .await;
@@ -655,8 +777,9 @@ impl Agent {
     }
 
     /// Saves state durably when it changed (see [`super::state`]), with the creates in flight;
-    /// claims are journaled as they change, and synced here.
-    pub fn persist(&mut self) {
+    /// claims are journaled as they change, and synced here. With a shared store, saves it
+    /// there, fenced: false when it could not be saved (the turn's creates are then not sent).
+    pub async fn persist(&mut self) -> bool {
         self.claims.sync_if_due();
         let horizon = lock(&self.dedup).horizon();
         if let Some(s) = &mut self.store {
@@ -667,5 +790,48 @@ impl Agent {
                 horizon,
             );
         }
+        self.save_shared(horizon).await
+    }
+
+    /// Saves the state to the shared store when it changed, and forgets ids acted on that
+    /// are behind the dedup horizon once a minute.
+    async fn save_shared(&mut self, horizon: Option<DateTime<Utc>>) -> bool {
+        let state = PersistedState::new(
+            self.engine.state().clone(),
+            self.event_cursor,
+            self.creates.snapshot(),
+        );
+        let Some(s) = &mut self.shared else {
+            return true;
+        };
+        let Some(generation) = s.generation else {
+            return false;
+        };
+        let body = match serde_json::to_string(&state) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot serialize state");
+                return false;
+            }
+        };
+        if s.last_saved.as_deref() != Some(body.as_str()) {
+            let now = Utc::now().timestamp_millis();
+            match s.shared.save(generation, &body, now).await {
+                Ok(()) => s.last_saved = Some(body),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot save state to the store");
+                    return false;
+                }
+            }
+        }
+        if let Some(h) = horizon
+            && s.last_forget.is_none_or(|t| h - t >= TimeDelta::minutes(1))
+        {
+            s.last_forget = Some(h);
+            if let Err(e) = s.shared.forget_seen(h.timestamp_millis()).await {
+                tracing::warn!(error = %e, "cannot forget old event ids in the store; will retry");
+            }
+        }
+        true
     }
 }

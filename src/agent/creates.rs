@@ -86,6 +86,9 @@ pub(crate) enum Returned {
 impl Returned {
     /// Classifies a failed create: only an answer that says no for certain is a refusal.
     pub(crate) fn from_error(e: &Error) -> Returned {
+        if matches!(e, Error::NotSent(_)) {
+            return Returned::Refused;
+        }
         match e.status() {
             Some(408) | Some(500..=599) | None => Returned::Unknown,
             Some(_) => Returned::Refused,

@@ -15,6 +15,8 @@
 //!   alerts, pool sizes and members' samples (claims tell it theirs);
 //! - [`run`]: the long-running process around it: wiring, timers, reload, shutdown;
 //! - [`histogram`]: the duration histograms of `/metrics` (loop turns, API requests);
+//! - [`leader`]: leadership among replicas sharing a PostgreSQL store: the lease's renewal,
+//!   this replica's role, and the fence every action asks first;
 //! - [`health`]: whether the agent can see E2B, the rule behind readiness and `poolpilot_up`;
 //! - [`http`]: the accept loop and its limits, the read API, `/metrics`, and the signed E2B
 //!   webhook receiver;
@@ -35,6 +37,7 @@ pub mod dedup;
 pub(crate) mod health;
 pub(crate) mod histogram;
 pub mod http;
+pub mod leader;
 pub(crate) mod recorder;
 pub mod register;
 pub mod run;

@@ -35,7 +35,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::config::settings::{API_KEY, API_TOKEN, WEBHOOK_SECRET};
+use super::config::settings::{API_KEY, API_TOKEN, STORE_PASSWORD, WEBHOOK_SECRET};
 use super::config::{Config, optional_secret, secret};
 use super::control::{Agent, AgentOptions, TickReport};
 use super::dedup::{Dedup, Limits};
@@ -44,11 +44,14 @@ use super::http::accept::{self, ServeLimits};
 use super::http::metrics::ApiMetrics;
 use super::http::webhooks::{self, Delivered, WebhookConfig, WebhookStats};
 use super::http::{self, ServerState};
+use super::leader::Leadership;
 use super::status::{Publisher, Status};
 use super::systemd::Watchdog;
 use crate::e2b::{ClientConfig, E2bApi, HttpClient};
 use crate::notify::{Dispatcher, NotifyConfig};
 use crate::rules::{self, RuleSet};
+use crate::store::lease::{LEADER, Lease};
+use crate::store::shared::Shared;
 
 /// How long in-flight work may take after a shutdown request.
 pub(crate) const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
@@ -88,6 +91,7 @@ pub async fn run(
     )?;
     let history = open_history(&cfg, clock).await?;
     agent.keep_history(history.history.clone());
+    let leadership = share(&cfg, &mut agent, &history.history).await?;
 
     let health = Health::new(clock.wall_span(cfg.poll.metrics.0), TURN_DEADLINE);
     let status = Arc::new(Status::new(health, cfg.dry_run, agent.recent.clone()));
@@ -105,7 +109,11 @@ pub async fn run(
     if let Some(receiver) = receiver {
         app = app.merge(receiver);
     }
-    app = app.merge(claims_api(&cfg, &agent)?);
+    app = app.merge(if leadership.is_some() {
+        http::claims::not_shared()
+    } else {
+        claims_api(&cfg, &agent)?
+    });
     let app = http::timed(app, &e2b.metrics);
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
@@ -121,6 +129,7 @@ pub async fn run(
         watchdog: Watchdog::from_env(),
         rule_files: RuleFiles::look(&cfg.rules),
         last_starved: None,
+        leadership,
     };
     process.turns(shutdown, reload, &wake).await;
     process.shut_down().await;
@@ -225,7 +234,8 @@ fn claims_api(cfg: &Config, agent: &Agent) -> anyhow::Result<axum::Router> {
     }))
 }
 
-/// The history store in the state dir (`history.db`), migrated, with its writer running.
+/// The store: `store` (PostgreSQL, shared by replicas) or `history.db` in the state dir;
+/// migrated, with its writer running.
 async fn open_history(
     cfg: &Config,
     clock: AgentClock,
@@ -235,8 +245,60 @@ async fn open_history(
         samples: cfg.history.samples.0,
     };
     let clock: crate::store::Clock = Arc::new(move || clock.now());
-    let history = crate::store::History::open_in(&cfg.state_dir, retention, clock.clone()).await?;
+    let history = match &cfg.store {
+        Some(url) => {
+            let url = store_url(url, cfg)?;
+            crate::store::History::open(&url, retention, clock.clone()).await?
+        }
+        None => crate::store::History::open_in(&cfg.state_dir, retention, clock.clone()).await?,
+    };
     Ok(http::history::HistoryApi { history, clock })
+}
+
+/// The store's URL with its password, read from `store_password_file`, the credential or
+/// the variable (never from the config or a command line).
+fn store_url(url: &str, cfg: &Config) -> anyhow::Result<String> {
+    let password = optional_secret(
+        cfg.store_password_file.as_deref(),
+        STORE_PASSWORD.credential,
+        STORE_PASSWORD.env,
+    )?;
+    let mut u = url::Url::parse(url).context("the store's URL")?;
+    if let Some(p) = password {
+        u.set_password(Some(p.trim()))
+            .map_err(|()| anyhow::anyhow!("the store's URL cannot take a password"))?;
+    }
+    Ok(u.to_string())
+}
+
+/// With a PostgreSQL store: this replica shares its state there and contends for the
+/// leader's lease; None for a single agent on SQLite, which always leads.
+async fn share(
+    cfg: &Config,
+    agent: &mut Agent,
+    history: &crate::store::History,
+) -> anyhow::Result<Option<Leadership>> {
+    if !history.is_postgres() {
+        return Ok(None);
+    }
+    let replica = replica_name();
+    let lease = Lease::new(history, LEADER, &replica, cfg.lease.0)
+        .await
+        .context("set up the leader's lease in the store")?;
+    let leadership = Leadership::start(lease);
+    agent.share(Shared::new(history, &replica), leadership.fence.clone());
+    tracing::info!(replica = %replica, lease = ?cfg.lease.0, "sharing the store with other replicas; one leads");
+    Ok(Some(leadership))
+}
+
+/// This process's name among replicas: the host, the process id and a random suffix, so a
+/// restarted process is never taken for the one before it.
+fn replica_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "host".into());
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    format!("{host}-{}-{suffix}", std::process::id())
 }
 
 /// The control loop, resumed from the state dir.
@@ -321,6 +383,8 @@ struct Process<'a> {
     rule_files: RuleFiles,
     /// When a starved claim last brought a tick forward.
     last_starved: Option<std::time::Instant>,
+    /// With a PostgreSQL store: this replica's part in the election.
+    leadership: Option<Leadership>,
 }
 
 impl Process<'_> {
@@ -363,6 +427,9 @@ impl Process<'_> {
     /// One tick under [`TURN_DEADLINE`], published. The agent ticks at the agent's time; health
     /// is judged by the wall clock, as `/readyz` reads it.
     async fn tick(&mut self) {
+        if !self.follow_role().await {
+            return;
+        }
         let (wall, started) = (Utc::now(), std::time::Instant::now());
         let report = bounded(self.agent.tick(self.clock.at(wall)), &mut self.watchdog)
             .await
@@ -383,6 +450,32 @@ impl Process<'_> {
         }
         self.last_starved = Some(std::time::Instant::now());
         self.tick().await;
+    }
+
+    /// With a PostgreSQL store, brings the agent in step with this replica's role and
+    /// publishes it: takes over (resuming the shared state) when it became the leader, stands
+    /// by when it stopped being one. True when the agent may turn.
+    async fn follow_role(&mut self) -> bool {
+        let Some(l) = &self.leadership else {
+            return true;
+        };
+        let role = l.roles.borrow().clone();
+        self.publisher.role(&role);
+        match (l.fence.acting(), self.agent.leading()) {
+            (Some(g), Some(current)) if g == current => true,
+            (Some(g), _) => match self.agent.lead(g, self.clock.now()).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot resume the shared state; not acting");
+                    self.agent.stand_by();
+                    false
+                }
+            },
+            (None, _) => {
+                self.agent.stand_by();
+                false
+            }
+        }
     }
 
     /// Reacts to the webhook deliveries waiting, under [`TURN_DEADLINE`], published.
@@ -438,10 +531,13 @@ impl Process<'_> {
                 SHUTDOWN_DEADLINE.as_secs()
             );
         }
-        self.agent.persist();
+        self.agent.persist().await;
         self.agent.claims().sync();
         if let Some(h) = self.agent.history() {
             h.flush().await;
+        }
+        if let Some(l) = self.leadership.take() {
+            l.stop().await;
         }
     }
 }

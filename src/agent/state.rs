@@ -87,6 +87,22 @@ pub(crate) struct PersistedState {
     dedup: Option<LegacyDedup>,
 }
 
+impl PersistedState {
+    /// The state to save: engine state, events cursor, creates in flight.
+    pub(crate) fn new(
+        engine: EngineState,
+        event_cursor: Option<DateTime<Utc>>,
+        creates: Vec<InFlight>,
+    ) -> PersistedState {
+        PersistedState {
+            engine,
+            event_cursor,
+            creates,
+            dedup: None,
+        }
+    }
+}
+
 /// `{"capacity": N, "order": [ids, oldest first]}`, as saved before the journal.
 #[derive(Debug, Clone, Deserialize)]
 struct LegacyDedup {

@@ -23,6 +23,7 @@ use chrono::{DateTime, Utc};
 
 use super::control::{Agent, LoggedDecision, TickReport};
 use super::health::Health;
+use super::leader::Role;
 use crate::engine::EngineState;
 use crate::rules::RuleSet;
 
@@ -50,6 +51,8 @@ pub(crate) struct Status {
     pub(crate) turn_durations: Mutex<crate::agent::histogram::Histogram>,
     /// The agent's newest decisions: the same buffer as its [`Agent::recent`].
     pub(crate) recent: Arc<Mutex<VecDeque<LoggedDecision>>>,
+    /// With a PostgreSQL store: this replica's role (None for a single agent).
+    pub(crate) role: Mutex<Option<Role>>,
 }
 
 impl Status {
@@ -75,6 +78,7 @@ impl Status {
             actions: Mutex::default(),
             turn_durations: Mutex::default(),
             recent,
+            role: Mutex::new(None),
         }
     }
 }
@@ -168,6 +172,11 @@ impl Publisher {
             }
             super::systemd::status(&readiness.reason);
         }
+    }
+
+    /// Publishes this replica's role among replicas sharing a store.
+    pub(crate) fn role(&self, role: &Role) {
+        *lock(&self.status.role) = Some(role.clone());
     }
 
     /// Tells the metrics which pools have their own `dry_run: true`.

@@ -38,6 +38,9 @@ pub enum Error {
     /// The request did not complete: connection refused, reset, or timed out.
     #[error("transport error: {0}")]
     Transport(String),
+    /// The call was never sent: the caller stopped it (a replica that no longer leads).
+    #[error("not sent: {0}")]
+    NotSent(String),
     /// E2B answered, but the body is not what the API documents.
     #[error("cannot decode response: {0}")]
     Decode(String),
@@ -77,7 +80,7 @@ impl Error {
             Error::Conflict { .. } => Some(409),
             Error::RateLimited { .. } => Some(429),
             Error::Server { status, .. } | Error::Status { status, .. } => Some(*status),
-            Error::Transport(_) | Error::Decode(_) => None,
+            Error::Transport(_) | Error::Decode(_) | Error::NotSent(_) => None,
         }
     }
 
@@ -95,9 +98,10 @@ impl Error {
     }
 
     /// True when the request certainly reached no handler: a 429 is answered before any
-    /// work is done, so even a non-idempotent call may be repeated after it.
+    /// work is done, so even a non-idempotent call may be repeated after it; a call not sent
+    /// never left.
     pub fn is_not_processed(&self) -> bool {
-        matches!(self, Error::RateLimited { .. })
+        matches!(self, Error::RateLimited { .. } | Error::NotSent(_))
     }
 
     /// The server's requested wait, for 429s that carried Retry-After.

@@ -47,6 +47,16 @@ pub struct Config {
     /// How long the history store (`state_dir/history.db`) keeps what it holds.
     #[serde(default)]
     pub history: HistoryConfig,
+    /// A PostgreSQL store shared by replicas (`postgres://user@host/db`), one of which leads;
+    /// absent, the single agent's SQLite store in the state dir.
+    #[serde(default)]
+    pub store: Option<String>,
+    /// File holding the PostgreSQL store's password (see `STORE_PASSWORD`).
+    #[serde(default)]
+    pub store_password_file: Option<PathBuf>,
+    /// How long the leader's lease holds, with a PostgreSQL store.
+    #[serde(default = "ten_s")]
+    pub lease: HumanDuration,
     /// Also append each decision to `state_dir/decisions.jsonl`, for log shippers.
     #[serde(default = "yes")]
     pub decision_log: bool,
@@ -283,6 +293,9 @@ impl Config {
             token_file: None,
             poll: PollConfig::default(),
             history: HistoryConfig::default(),
+            store: None,
+            store_password_file: None,
+            lease: ten_s(),
             decision_log: yes(),
             webhook: None,
             limits: LimitsConfig::default(),
@@ -677,6 +690,28 @@ pub(crate) fn check_webhook_name(name: &str) -> Result<(), String> {
 
 /// Checks a URL: http or https with a host. The value is not repeated, since a URL may carry
 /// credentials.
+/// A store URL: `postgres://` or `postgresql://` with a host and a database, and no password
+/// (which belongs in `store_password_file`, never in a config or on a command line).
+pub(crate) fn check_store(u: &str) -> Result<(), String> {
+    let example = "such as \"postgres://poolpilot@db.internal:5432/poolpilot\"";
+    let url = url::Url::parse(u).map_err(|e| format!("must be a PostgreSQL URL {example}: {e}"))?;
+    if !crate::store::is_postgres(u) {
+        return Err(format!(
+            "must be a PostgreSQL URL {example} (leave it out for SQLite in the state dir); the scheme given is {:?}",
+            url.scheme()
+        ));
+    }
+    if url.password().is_some() {
+        return Err(
+            "must not hold a password: put it in store_password_file, the systemd credential store-password, or POOLPILOT_STORE_PASSWORD".into(),
+        );
+    }
+    if url.host().is_none() || url.path().trim_start_matches('/').is_empty() {
+        return Err(format!("must name a host and a database, {example}"));
+    }
+    Ok(())
+}
+
 pub(crate) fn check_url(u: &str) -> Result<(), String> {
     match url::Url::parse(u) {
         Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Ok(()),

@@ -92,6 +92,16 @@ pub(crate) const API_TOKEN: Secret = Secret {
     without: Some("claims are served on loopback only, without a token"),
 };
 
+/// The password of a PostgreSQL store: `store_password_file`, else the credential
+/// `store-password`, else `POOLPILOT_STORE_PASSWORD`; none of them is no password (trust or
+/// peer authentication).
+pub(crate) const STORE_PASSWORD: Secret = Secret {
+    what: "the store's password",
+    credential: "store-password",
+    env: "POOLPILOT_STORE_PASSWORD",
+    without: Some("the store is reached without a password"),
+};
+
 /// A setting's type, with how to read and write it in a [`Config`] and what it must be.
 pub(crate) enum Value {
     /// Text: a URL, an address, a name; `check` says what a valid one is.
@@ -336,6 +346,50 @@ pub(crate) static SETTINGS: &[Setting] = &[
             get: |c| c.history.samples,
             set: |c, v| c.history.samples = v,
             range: (secs(600), secs(30 * 86_400)),
+        },
+    },
+    Setting {
+        name: "store",
+        flag: Some(Flag {
+            long: "--store",
+            env: "POOLPILOT_STORE",
+            value_name: "URL",
+            help: "postgres://user@host/db shared by replicas, one leading (HA); absent, SQLite in the state dir [file: store]",
+        }),
+        value: Value::Text {
+            get: |c| c.store.as_deref(),
+            set: |c, v| c.store = Some(v),
+            check: super::check_store,
+        },
+    },
+    Setting {
+        name: "store_password_file",
+        flag: Some(Flag {
+            long: "--store-password-file",
+            env: "POOLPILOT_STORE_PASSWORD_FILE",
+            value_name: "FILE",
+            help: "File holding the PostgreSQL store's password [file: store_password_file]",
+        }),
+        value: Value::Path {
+            get: |c| c.store_password_file.as_deref(),
+            set: |c, v| c.store_password_file = Some(v),
+            required: None,
+            secret: Some(STORE_PASSWORD),
+        },
+    },
+    Setting {
+        name: "lease",
+        flag: Some(Flag {
+            long: "--lease",
+            env: "POOLPILOT_LEASE",
+            value_name: "DURATION",
+            help: "With a PostgreSQL store: how long the leader's lease holds; a standby takes over within about 1.4 times it [file: lease; default 10s]",
+        }),
+        // From 2 s (a renewal every ~0.7 s) to 5 minutes.
+        value: Value::Duration {
+            get: |c| c.lease,
+            set: |c, v| c.lease = v,
+            range: (secs(2), secs(300)),
         },
     },
     Setting {

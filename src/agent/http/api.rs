@@ -19,16 +19,41 @@ use serde::Serialize;
 
 use super::ServerState;
 use crate::agent::control::LoggedDecision;
+use crate::agent::leader::Role;
 
-/// `GET /readyz`: 200 when the agent can see E2B, 503 when not; the readiness as JSON.
+/// `GET /readyz`: 200 when the agent can see E2B, 503 when not; the readiness as JSON. A
+/// replica sharing a PostgreSQL store says its role too: a standby is ready (it serves the
+/// read API), and one that cannot reach the store is not.
 pub(super) async fn readyz(State(s): State<ServerState>) -> Response {
-    let r = lock(&s.status.health).readiness(chrono::Utc::now());
+    let mut r = lock(&s.status.health).readiness(chrono::Utc::now());
+    let role = lock(&s.status.role).clone();
+    match &role {
+        Some(Role::Standby { leader }) => {
+            r.ready = true;
+            r.reason = format!(
+                "standing by; {} leads",
+                leader.as_deref().unwrap_or("no replica yet")
+            );
+        }
+        Some(Role::Unavailable { why }) => {
+            r.ready = false;
+            r.reason = why.clone();
+        }
+        Some(Role::Leader { .. }) | None => {}
+    }
     let code = if r.ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (code, Json(r)).into_response()
+    let mut body = serde_json::to_value(&r).unwrap_or_default();
+    if let (Some(role), Some(map)) = (role, body.as_object_mut()) {
+        map.insert(
+            "replica".into(),
+            serde_json::to_value(role).unwrap_or_default(),
+        );
+    }
+    (code, Json(body)).into_response()
 }
 
 /// `GET /api/v1/decisions`: the newest decisions, oldest first, with what came of each.

@@ -140,6 +140,22 @@ pub(crate) fn router(state: ClaimsState) -> Router {
         .with_state(state)
 }
 
+/// The claims routes of replicas sharing a PostgreSQL store: each answers 503, since claims
+/// are not yet shared between replicas (a claim held by a leader that dies would be lost).
+pub(crate) fn not_shared() -> Router {
+    async fn refuse() -> axum::response::Response {
+        super::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "claims are not served by replicas sharing a PostgreSQL store yet; serve claims from a single agent with the SQLite store",
+        )
+    }
+    Router::new()
+        .route("/api/v1/pools/{pool}/claims", post(refuse).get(refuse))
+        .route("/api/v1/pools/{pool}/pick", get(refuse))
+        .route("/api/v1/claims/{id}", get(refuse).delete(refuse))
+        .route("/api/v1/claims/{id}/renew", post(refuse))
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct ClaimBody {

@@ -138,6 +138,31 @@ fn render_build_and_up(out: &mut String, st: &Status) {
     );
     let ready = lock(&st.health).readiness(chrono::Utc::now()).ready;
     let _ = writeln!(out, "poolpilot_up {}", u8::from(ready));
+    render_role(out, st);
+}
+
+/// `poolpilot_leader` and `poolpilot_leader_generation`: with a PostgreSQL store, whether
+/// this replica leads and with which generation (a single agent always leads, generation 0).
+fn render_role(out: &mut String, st: &Status) {
+    let (leading, generation) = match &*lock(&st.role) {
+        Some(crate::agent::leader::Role::Leader { generation }) => (1, *generation),
+        Some(_) => (0, 0),
+        None => (1, 0),
+    };
+    family(
+        out,
+        "poolpilot_leader",
+        "gauge",
+        "1 while this replica leads (evaluates and acts), 0 while it stands by or cannot reach the store.",
+    );
+    let _ = writeln!(out, "poolpilot_leader {leading}");
+    family(
+        out,
+        "poolpilot_leader_generation",
+        "gauge",
+        "The lease generation this replica leads with (the fencing token); 0 for a single agent or a standby.",
+    );
+    let _ = writeln!(out, "poolpilot_leader_generation {generation}");
 }
 
 /// The size gauges of each pool, one family per quantity since desired, actual and the

@@ -1,0 +1,264 @@
+//! High availability on a real PostgreSQL (issue 14): `poolpilot run` replicas (the real
+//! binary, as separate processes) sharing one store against the emulator. One leads at a
+//! time; kill -9 of the leader in the middle of a scale-up leaves the standby to finish it
+//! with no double creates (counted from E2B's created events and their Idempotency-Keys); a
+//! leader paused past its lease (SIGSTOP) does not act once it wakes (SIGCONT). Waits are
+//! bounded polls of what the replicas and the emulator answer.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use poolpilot::e2b::{E2bApi, EventQuery, LifecycleEvent};
+use serde_json::Value;
+
+/// One replica: its folder, port and process.
+struct Replica {
+    port: u16,
+    child: Child,
+}
+
+impl Replica {
+    /// Starts `poolpilot run` with a config naming the shared store, `rules`, and its own
+    /// state dir and port.
+    fn start(name: &str, emu: &str, store: &str, rules: &str) -> Replica {
+        let dir = common::fresh_dir(&format!("ha-{name}"));
+        std::fs::write(dir.join("rules.yaml"), rules).expect("write the rules");
+        std::fs::write(dir.join("key"), common::KEY).expect("write the key");
+        let port = common::free_port();
+        std::fs::write(
+            dir.join("poolpilot.yaml"),
+            format!(
+                "api: {{ url: \"{emu}\", key_file: key, create_rate: 2 }}\n\
+                 rules: [rules.yaml]\nstate_dir: state\nlisten: 127.0.0.1:{port}\n\
+                 poll: {{ metrics: 200ms, events: 1s }}\nstore: \"{store}\"\nlease: 2s\n"
+            ),
+        )
+        .expect("write the config");
+        let child = Command::new(env!("CARGO_BIN_EXE_poolpilot"))
+            .args(["run", "--config"])
+            .arg(dir.join("poolpilot.yaml"))
+            .env("POOLPILOT_LOG", "poolpilot=info")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("log")).expect("the log file"))
+            .spawn()
+            .expect("start poolpilot run");
+        Replica { port, child }
+    }
+
+    /// Its role from `/readyz`: `leader`, `standby`, `unavailable`, or "" while it does not
+    /// answer.
+    async fn role(&self) -> String {
+        let (_, body) = common::get(&format!("http://127.0.0.1:{}/readyz", self.port)).await;
+        let v: Value = serde_json::from_str(&body).unwrap_or_default();
+        v["replica"]["role"].as_str().unwrap_or("").to_string()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(ok.success(), "kill {sig}");
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every `created` event of pool `pool`, from the emulator's events API.
+async fn created(emu: &str, pool: &str) -> Vec<LifecycleEvent> {
+    let api = common::client(emu);
+    let mut q = EventQuery {
+        limit: 100,
+        ..EventQuery::default()
+    };
+    let mut all = Vec::new();
+    loop {
+        let page = api.events_page(None, &q).await.expect("events");
+        if page.is_empty() {
+            break;
+        }
+        q.offset += page.len() as u64;
+        all.extend(page);
+    }
+    all.into_iter()
+        .filter(|e| e.event_type.as_str() == "sandbox.lifecycle.created")
+        .filter(|e| {
+            e.metadata()
+                .and_then(|m| m.get("poolpilot_pool"))
+                .map(String::as_str)
+                == Some(pool)
+        })
+        .collect()
+}
+
+/// The metadata value `key` of each event, counted.
+fn by_meta(events: &[LifecycleEvent], key: &str) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for e in events {
+        let v = e
+            .metadata()
+            .and_then(|m| m.get(key))
+            .cloned()
+            .unwrap_or_default();
+        *out.entry(v).or_default() += 1;
+    }
+    out
+}
+
+/// Waits until exactly one of `replicas` leads; its index.
+async fn one_leader(replicas: &[&Replica]) -> usize {
+    let mut leader = 0;
+    common::until(
+        "one replica leading, the others standing by",
+        30,
+        async || {
+            let mut roles = Vec::new();
+            for r in replicas {
+                roles.push(r.role().await);
+            }
+            let leaders: Vec<usize> = (0..roles.len()).filter(|&i| roles[i] == "leader").collect();
+            if leaders.len() == 1
+                && roles.iter().filter(|r| *r == "standby").count() == roles.len() - 1
+            {
+                leader = leaders[0];
+                true
+            } else {
+                false
+            }
+        },
+    )
+    .await;
+    leader
+}
+
+const TEN: &str = "pools:\n  - { name: w, min: 10, max: 10 }\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_finishes_the_scale_up_of_a_killed_leader_without_double_creates() {
+    let pg = common::pg::Postgres::start("ha-kill");
+    let store = pg.database("ha").await;
+    let emu = common::emulator(common::options()).await;
+    let url = emu.url();
+    let a = Replica::start("kill-a", &url, &store, TEN);
+    let b = Replica::start("kill-b", &url, &store, TEN);
+    let c = Replica::start("kill-c", &url, &store, TEN);
+    let mut replicas = vec![a, b, c];
+    let first = one_leader(&[&replicas[0], &replicas[1], &replicas[2]]).await;
+
+    // Creates are paced at 2 a second: kill -9 the leader once 3 of the 10 are made.
+    common::until("the leader part way through its scale-up", 30, async || {
+        created(&url, "w").await.len() >= 3
+    })
+    .await;
+    let mut dead = replicas.remove(first);
+    dead.child.kill().expect("kill -9 the leader");
+    let _ = dead.child.wait();
+    let killed_at = Instant::now();
+    let next = one_leader(&[&replicas[0], &replicas[1]]).await;
+    let took = killed_at.elapsed();
+    assert!(took < Duration::from_secs(15), "failover took {took:?}");
+
+    common::until("the pool at 10, made by the new leader", 60, async || {
+        let (_, body) = common::get(&format!(
+            "http://127.0.0.1:{}/api/v1/pools/w",
+            replicas[next].port
+        ))
+        .await;
+        let v: Value = serde_json::from_str(&body).unwrap_or_default();
+        v["actual"] == 10 && v["pending_creates"] == 0
+    })
+    .await;
+    let made = created(&url, "w").await;
+    let keys = by_meta(&made, "poolpilot_create");
+    assert_eq!(
+        made.len(),
+        10,
+        "exactly 10 sandboxes were ever made: {keys:?}"
+    );
+    assert!(
+        keys.values().all(|&n| n == 1),
+        "each Idempotency-Key once: {keys:?}"
+    );
+    let generations = by_meta(&made, "poolpilot_generation");
+    assert_eq!(
+        generations.len(),
+        2,
+        "made by two generations: {generations:?}"
+    );
+    eprintln!(
+        "failover (kill -9 to the standby leading): {took:?}; creates by generation: {generations:?}"
+    );
+}
+
+const THREE: &str = "pools:\n  - { name: w, min: 3, max: 3 }\n";
+const TWO: &str = "pools:\n  - { name: w, min: 2, max: 2 }\n";
+
+/// The pool as replica `r` sees it: (actual, pending creates).
+async fn pool_at(r: &Replica) -> (Value, Value) {
+    let (_, body) = common::get(&format!("http://127.0.0.1:{}/api/v1/pools/w", r.port)).await;
+    let v: Value = serde_json::from_str(&body).unwrap_or_default();
+    (v["actual"].clone(), v["pending_creates"].clone())
+}
+
+/// The old leader is given rules that want 3 members and the standby rules that want 2 (a
+/// test device: replicas should share rules), so the old leader, once woken, would create a
+/// member if it acted at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_paused_past_its_lease_does_not_act_when_it_wakes() {
+    let pg = common::pg::Postgres::start("ha-stop");
+    let store = pg.database("ha").await;
+    let emu = common::emulator(common::options()).await;
+    let url = emu.url();
+    let old = Replica::start("stop-a", &url, &store, THREE);
+    common::until("the first replica leading", 30, async || {
+        old.role().await == "leader"
+    })
+    .await;
+    common::until("its pool at 3", 30, async || {
+        created(&url, "w").await.len() == 3
+    })
+    .await;
+    let new = Replica::start("stop-b", &url, &store, TWO);
+    one_leader(&[&old, &new]).await;
+
+    old.signal("-STOP");
+    common::until(
+        "the standby taking over from the paused leader",
+        30,
+        async || new.role().await == "leader",
+    )
+    .await;
+    common::until("the new leader's pool at 2", 30, async || {
+        pool_at(&new).await == (2.into(), 0.into())
+    })
+    .await;
+
+    old.signal("-CONT");
+    common::until("the woken replica standing by", 30, async || {
+        old.role().await == "standby"
+    })
+    .await;
+    // Let the new leader turn after the wake: its pool is still 2, and nothing was made.
+    common::until("the new leader's pool still at 2", 30, async || {
+        pool_at(&new).await == (2.into(), 0.into())
+    })
+    .await;
+    let made = created(&url, "w").await;
+    assert_eq!(
+        made.len(),
+        3,
+        "the woken leader made nothing: {:?}",
+        by_meta(&made, "poolpilot_generation")
+    );
+    let (_, metrics) = common::get(&format!("http://127.0.0.1:{}/metrics", old.port)).await;
+    assert!(metrics.contains("poolpilot_leader 0"), "{metrics}");
+}
