@@ -13,7 +13,8 @@
 //!   memory and disk are the most common shape of its members' samples (memory rounded up to
 //!   a multiple of 128 MiB: a guest reports a little less than it was given); boot is the
 //!   10th percentile of the delays from a create decision to its first created event (E2B
-//!   answers a create with a booted sandbox), or 1 s, said so, without any.
+//!   answers a create with a booted sandbox), or 1 s, said so, without any or when the
+//!   events are stamped at the call (the shortest delay under 100 ms, as the emulator's are).
 //! - **Initial** sandboxes: each pool's running members at its first sample.
 //! - **Faults**: killed events that are crashes by the events report's rule, at their times.
 //! - **Jobs**: claims per pool as arrivals per second per step, with the mean hold.
@@ -45,6 +46,9 @@ const SATURATED: f64 = 0.95;
 /// The boot time when no create could be timed (the emulator's default).
 const DEFAULT_BOOT: Duration = Duration::from_secs(1);
 const MIB: u64 = 1024 * 1024;
+/// A created event this soon after its create decision was stamped at the call (no sandbox
+/// boots in under 100 ms).
+const AT_CALL_MS: i64 = 100;
 
 /// The rows `record` reads from the history store.
 #[derive(Debug, Clone, Default)]
@@ -88,6 +92,9 @@ pub struct TemplateNotes {
     pub shape_samples: u64,
     /// Creates its boot time was measured over (0: the default).
     pub boots_timed: usize,
+    /// Some create's created event came within [`AT_CALL_MS`] of its decision: the events
+    /// are stamped at the call, the boot cannot be measured, and it is the default.
+    pub stamped_at_call: bool,
 }
 
 /// Why a recording cannot be made.
@@ -255,9 +262,14 @@ fn template_specs(
             .collect();
         delays.sort_unstable();
         n.boots_timed = delays.len();
+        // A created event stamped at the call, not when the sandbox was up (as the emulator
+        // stamps it), says nothing of the boot: the default then, said so.
+        n.stamped_at_call = delays.first().is_some_and(|d| *d < AT_CALL_MS);
         spec.boot = HumanDuration(match delays.get(delays.len() / 10) {
-            Some(ms) => Duration::from_millis(u64::try_from(*ms).unwrap_or(0)),
-            None => DEFAULT_BOOT,
+            Some(ms) if !n.stamped_at_call => {
+                Duration::from_millis(u64::try_from(*ms).unwrap_or(0))
+            }
+            _ => DEFAULT_BOOT,
         });
         out.insert(template.clone(), spec);
     }

@@ -71,6 +71,8 @@ fn template_note(n: &TemplateNotes) -> String {
     });
     parts.push(if n.boots_timed == 0 {
         "no create timed: boot is the default".into()
+    } else if n.stamped_at_call {
+        "created events stamped at the call: boot not measurable, the default; set yours".into()
     } else {
         format!(
             "boot: 10th percentile of {} creates' delays to their created event",
