@@ -558,21 +558,31 @@ fn u64_of(v: i64) -> u64 {
 /// The most rows one of `record`'s queries reads: a day of 10 s samples of a few dozen pools.
 pub const RECORD_LIMIT: u32 = 500_000;
 
+/// The rows of `sql`, whose `$1` and `$2` are the span's start and end.
+async fn rows_in_span(
+    pool: &AnyPool,
+    sql: &str,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<Vec<AnyRow>, sqlx::Error> {
+    sqlx::query(sql)
+        .bind(ms(since))
+        .bind(ms(until))
+        .fetch_all(pool)
+        .await
+}
+
 /// Every pool's samples in `[since, until]`, oldest first.
 pub async fn record_pool_samples(
     pool: &AnyPool,
     since: DateTime<Utc>,
     until: DateTime<Utc>,
 ) -> Result<Vec<PoolSample>, sqlx::Error> {
-    let rows = sqlx::query(&format!(
+    let rows = rows_in_span(pool, &format!(
         "SELECT pool, at_ms, desired, actual, pending, min_size, max_size, claimed, idle, paused, \
          waiting, busy_cores FROM pool_samples WHERE at_ms >= $1 AND at_ms <= $2 \
          ORDER BY at_ms, pool LIMIT {RECORD_LIMIT}"
-    ))
-    .bind(ms(since))
-    .bind(ms(until))
-    .fetch_all(pool)
-    .await?;
+    ), since, until).await?;
     rows.iter().map(pool_sample).collect()
 }
 
@@ -629,14 +639,14 @@ pub async fn record_member_shapes(
     since: DateTime<Utc>,
     until: DateTime<Utc>,
 ) -> Result<Vec<Shape>, sqlx::Error> {
-    let rows = sqlx::query(
+    let rows = rows_in_span(
+        pool,
         "SELECT pool, cpu_count, mem_total, disk_total, COUNT(*) AS n FROM sandbox_samples \
          WHERE pool IS NOT NULL AND at_ms >= $1 AND at_ms <= $2 \
          GROUP BY pool, cpu_count, mem_total, disk_total",
+        since,
+        until,
     )
-    .bind(ms(since))
-    .bind(ms(until))
-    .fetch_all(pool)
     .await?;
     rows.iter()
         .map(|r| {
@@ -666,17 +676,19 @@ pub async fn record_boot_delays(
     since: DateTime<Utc>,
     until: DateTime<Utc>,
 ) -> Result<Vec<BootDelay>, sqlx::Error> {
-    let rows = sqlx::query(&format!(
-        "SELECT e.pool AS pool, MIN(e.at_ms - d.at_ms) AS delay FROM decisions d \
+    let rows = rows_in_span(
+        pool,
+        &format!(
+            "SELECT e.pool AS pool, MIN(e.at_ms - d.at_ms) AS delay FROM decisions d \
          JOIN decision_sandboxes s ON s.run_id = d.run_id AND s.seq = d.seq \
          JOIN events e ON e.sandbox_id = s.sandbox_id \
          WHERE d.kind = 'create' AND e.type = 'sandbox.lifecycle.created' \
          AND e.pool IS NOT NULL AND e.at_ms >= d.at_ms AND d.at_ms >= $1 AND d.at_ms <= $2 \
          GROUP BY d.run_id, d.seq, e.pool LIMIT {RECORD_LIMIT}"
-    ))
-    .bind(ms(since))
-    .bind(ms(until))
-    .fetch_all(pool)
+        ),
+        since,
+        until,
+    )
     .await?;
     rows.iter()
         .map(|r| {
@@ -694,14 +706,16 @@ pub async fn record_kills(
     since: DateTime<Utc>,
     until: DateTime<Utc>,
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    let rows = sqlx::query(&format!(
-        "SELECT id, at_ms, pool, source, body FROM events \
+    let rows = rows_in_span(
+        pool,
+        &format!(
+            "SELECT id, at_ms, pool, source, body FROM events \
          WHERE type = 'sandbox.lifecycle.killed' AND pool IS NOT NULL \
          AND at_ms >= $1 AND at_ms <= $2 ORDER BY at_ms, id LIMIT {RECORD_LIMIT}"
-    ))
-    .bind(ms(since))
-    .bind(ms(until))
-    .fetch_all(pool)
+        ),
+        since,
+        until,
+    )
     .await?;
     let mut out = Vec::with_capacity(rows.len());
     for row in &rows {
@@ -726,13 +740,15 @@ pub async fn record_claims(
     since: DateTime<Utc>,
     until: DateTime<Utc>,
 ) -> Result<Vec<ClaimSpan>, sqlx::Error> {
-    let rows = sqlx::query(&format!(
-        "SELECT pool, claimed_ms, ended_ms FROM claims WHERE claimed_ms >= $1 \
+    let rows = rows_in_span(
+        pool,
+        &format!(
+            "SELECT pool, claimed_ms, ended_ms FROM claims WHERE claimed_ms >= $1 \
          AND claimed_ms <= $2 ORDER BY claimed_ms LIMIT {RECORD_LIMIT}"
-    ))
-    .bind(ms(since))
-    .bind(ms(until))
-    .fetch_all(pool)
+        ),
+        since,
+        until,
+    )
     .await?;
     rows.iter()
         .map(|r| {
