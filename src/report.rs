@@ -221,6 +221,12 @@ impl Tally {
     }
 }
 
+/// Whether a killed event is a crash by the report's rule: a reason other than a request or
+/// the timeout (an event without a reason is not counted as one).
+pub(crate) fn crashed(e: &LifecycleEvent) -> bool {
+    is_crash(e.kill_reason().unwrap_or(NO_REASON))
+}
+
 /// A kill the sandbox's owner did not ask for and that is not its timeout.
 fn is_crash(reason: &str) -> bool {
     ![kill_reason::REQUEST, kill_reason::TIMEOUT, NO_REASON].contains(&reason)

@@ -343,6 +343,7 @@ fn every_command_and_flag_has_help_and_help_exits_0() {
         "test",
         "simulate",
         "tune",
+        "record",
         "completions",
         "man",
     ];

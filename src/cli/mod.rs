@@ -12,6 +12,7 @@
 //! - `test`: `poolpilot test`, rule unit tests;
 //! - `simulate`: `poolpilot simulate`, rules against a scenario in virtual time;
 //! - `tune`: `poolpilot tune`, a search of rule parameters over scenarios;
+//! - `record`: `poolpilot record`, an agent's history turned into a scenario;
 //! - `completions`: `poolpilot completions SHELL`, a shell's completion script;
 //! - `man`: `poolpilot man`, the manual pages;
 //! - `values`: value parsers that several commands' flags share.
@@ -50,6 +51,7 @@ mod emulator;
 mod events;
 mod health;
 mod man;
+mod record;
 mod run;
 mod sim_flags;
 mod simulate;
@@ -142,6 +144,8 @@ pub(crate) enum Command {
     Simulate(simulate::SimulateArgs),
     /// Search rule parameters over scenarios: the Pareto front of cost against unmet demand.
     Tune(tune::TuneArgs),
+    /// Turn what a running agent observed (its history store) into a scenario to replay.
+    Record(record::RecordArgs),
     /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell).
     Completions(completions::CompletionsArgs),
     /// Print the manual page, or write one page per command into a folder.
@@ -186,6 +190,7 @@ pub fn main() -> ExitCode {
             Command::Test(args) => test::run(&args),
             Command::Simulate(args) => simulate::run(args).await.map(|()| true),
             Command::Tune(args) => tune::run(&args),
+            Command::Record(args) => record::run(&args).await.map(|()| true),
             Command::Completions(args) => {
                 completions::run(&args);
                 Ok(true)

@@ -19,6 +19,7 @@ pub mod account;
 pub mod api;
 pub mod floor;
 pub mod jobs;
+pub mod record;
 pub mod svg;
 pub mod world;
 

@@ -494,24 +494,24 @@ pub async fn pool_history(
     .bind(ms(since))
     .fetch_all(pool)
     .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(PoolSample {
-                pool: row.try_get("pool")?,
-                at: at(row.try_get("at_ms")?),
-                desired: row.try_get::<Option<i64>, _>("desired")?.map(u32_of),
-                actual: u32_of(row.try_get("actual")?),
-                pending: u32_of(row.try_get("pending")?),
-                min: row.try_get::<Option<i64>, _>("min_size")?.map(u32_of),
-                max: row.try_get::<Option<i64>, _>("max_size")?.map(u32_of),
-                claimed: u32_of(row.try_get("claimed")?),
-                idle: u32_of(row.try_get("idle")?),
-                paused: u32_of(row.try_get("paused")?),
-                waiting: u32_of(row.try_get("waiting")?),
-                busy_cores: row.try_get("busy_cores")?,
-            })
-        })
-        .collect()
+    rows.iter().map(pool_sample).collect()
+}
+
+fn pool_sample(row: &AnyRow) -> Result<PoolSample, sqlx::Error> {
+    Ok(PoolSample {
+        pool: row.try_get("pool")?,
+        at: at(row.try_get("at_ms")?),
+        desired: row.try_get::<Option<i64>, _>("desired")?.map(u32_of),
+        actual: u32_of(row.try_get("actual")?),
+        pending: u32_of(row.try_get("pending")?),
+        min: row.try_get::<Option<i64>, _>("min_size")?.map(u32_of),
+        max: row.try_get::<Option<i64>, _>("max_size")?.map(u32_of),
+        claimed: u32_of(row.try_get("claimed")?),
+        idle: u32_of(row.try_get("idle")?),
+        paused: u32_of(row.try_get("paused")?),
+        waiting: u32_of(row.try_get("waiting")?),
+        busy_cores: row.try_get("busy_cores")?,
+    })
 }
 
 /// The newest decisions (of `rule`, when given) at or after `since`, newest first, as the
@@ -547,4 +547,216 @@ fn u32_of(v: i64) -> u32 {
 
 fn u64_of(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------------
+// What `poolpilot record` reads (src/simulate/record.rs turns it into a scenario): pools'
+// sizes and demand, their members' shapes, templates, boot delays, kills and claims, each
+// over a span of time. Plain SQL with bound parameters, the same on SQLite and PostgreSQL.
+// ---------------------------------------------------------------------------------------------
+
+/// The most rows one of `record`'s queries reads: a day of 10 s samples of a few dozen pools.
+pub const RECORD_LIMIT: u32 = 500_000;
+
+/// The rows of `sql`, whose `$1` and `$2` are the span's start and end.
+async fn rows_in_span(
+    pool: &AnyPool,
+    sql: &str,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<Vec<AnyRow>, sqlx::Error> {
+    sqlx::query(sql)
+        .bind(ms(since))
+        .bind(ms(until))
+        .fetch_all(pool)
+        .await
+}
+
+/// Every pool's samples in `[since, until]`, oldest first.
+pub async fn record_pool_samples(
+    pool: &AnyPool,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<Vec<PoolSample>, sqlx::Error> {
+    let rows = rows_in_span(pool, &format!(
+        "SELECT pool, at_ms, desired, actual, pending, min_size, max_size, claimed, idle, paused, \
+         waiting, busy_cores FROM pool_samples WHERE at_ms >= $1 AND at_ms <= $2 \
+         ORDER BY at_ms, pool LIMIT {RECORD_LIMIT}"
+    ), since, until).await?;
+    rows.iter().map(pool_sample).collect()
+}
+
+/// The time of the newest pool sample, if any: where a recording ends by default.
+pub async fn newest_pool_sample(pool: &AnyPool) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    let row = sqlx::query("SELECT MAX(at_ms) AS newest FROM pool_samples")
+        .fetch_one(pool)
+        .await?;
+    Ok(row.try_get::<Option<i64>, _>("newest")?.map(at))
+}
+
+/// How often each (pool, template) pair was seen created, from the created events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seen {
+    pub pool: String,
+    pub value: String,
+    pub count: u64,
+}
+
+/// The templates each pool's members were created from, with how many were, over all time
+/// (a pool's members may all predate the span recorded).
+pub async fn record_pool_templates(pool: &AnyPool) -> Result<Vec<Seen>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT pool, template_id, COUNT(*) AS n FROM events \
+         WHERE type = 'sandbox.lifecycle.created' AND pool IS NOT NULL \
+         AND template_id IS NOT NULL GROUP BY pool, template_id",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Seen {
+                pool: r.try_get("pool")?,
+                value: r.try_get("template_id")?,
+                count: u64_of(r.try_get("n")?),
+            })
+        })
+        .collect()
+}
+
+/// A member shape of a pool: its vCPUs, memory and disk, and how many samples showed it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shape {
+    pub pool: String,
+    pub cpu_count: u32,
+    pub mem_total: u64,
+    pub disk_total: u64,
+    pub count: u64,
+}
+
+/// The shapes of each pool's members in `[since, until]`, from their metric samples.
+pub async fn record_member_shapes(
+    pool: &AnyPool,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<Vec<Shape>, sqlx::Error> {
+    let rows = rows_in_span(
+        pool,
+        "SELECT pool, cpu_count, mem_total, disk_total, COUNT(*) AS n FROM sandbox_samples \
+         WHERE pool IS NOT NULL AND at_ms >= $1 AND at_ms <= $2 \
+         GROUP BY pool, cpu_count, mem_total, disk_total",
+        since,
+        until,
+    )
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Shape {
+                pool: r.try_get("pool")?,
+                cpu_count: u32_of(r.try_get("cpu_count")?),
+                mem_total: u64_of(r.try_get("mem_total")?),
+                disk_total: u64_of(r.try_get("disk_total")?),
+                count: u64_of(r.try_get("n")?),
+            })
+        })
+        .collect()
+}
+
+/// How long one create decision waited for its first member's created event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BootDelay {
+    pub pool: String,
+    pub millis: i64,
+}
+
+/// For each create decision in `[since, until]` with a created event of one of its
+/// sandboxes, the delay from the decision to the first such event: E2B answers a create
+/// with a booted sandbox, so the shortest of these delays is the boot time.
+pub async fn record_boot_delays(
+    pool: &AnyPool,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<Vec<BootDelay>, sqlx::Error> {
+    let rows = rows_in_span(
+        pool,
+        &format!(
+            "SELECT e.pool AS pool, MIN(e.at_ms - d.at_ms) AS delay FROM decisions d \
+         JOIN decision_sandboxes s ON s.run_id = d.run_id AND s.seq = d.seq \
+         JOIN events e ON e.sandbox_id = s.sandbox_id \
+         WHERE d.kind = 'create' AND e.type = 'sandbox.lifecycle.created' \
+         AND e.pool IS NOT NULL AND e.at_ms >= d.at_ms AND d.at_ms >= $1 AND d.at_ms <= $2 \
+         GROUP BY d.run_id, d.seq, e.pool LIMIT {RECORD_LIMIT}"
+        ),
+        since,
+        until,
+    )
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(BootDelay {
+                pool: r.try_get("pool")?,
+                millis: r.try_get("delay")?,
+            })
+        })
+        .collect()
+}
+
+/// The killed events of pool members in `[since, until]`, oldest first.
+pub async fn record_kills(
+    pool: &AnyPool,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let rows = rows_in_span(
+        pool,
+        &format!(
+            "SELECT id, at_ms, pool, source, body FROM events \
+         WHERE type = 'sandbox.lifecycle.killed' AND pool IS NOT NULL \
+         AND at_ms >= $1 AND at_ms <= $2 ORDER BY at_ms, id LIMIT {RECORD_LIMIT}"
+        ),
+        since,
+        until,
+    )
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if let Some(e) = stored_event(row)? {
+            out.push(e);
+        }
+    }
+    Ok(out)
+}
+
+/// One claim as a job: its pool, when it was granted and when it ended (if it has).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimSpan {
+    pub pool: String,
+    pub claimed_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+/// The claims granted in `[since, until]`, oldest first.
+pub async fn record_claims(
+    pool: &AnyPool,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<Vec<ClaimSpan>, sqlx::Error> {
+    let rows = rows_in_span(
+        pool,
+        &format!(
+            "SELECT pool, claimed_ms, ended_ms FROM claims WHERE claimed_ms >= $1 \
+         AND claimed_ms <= $2 ORDER BY claimed_ms LIMIT {RECORD_LIMIT}"
+        ),
+        since,
+        until,
+    )
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(ClaimSpan {
+                pool: r.try_get("pool")?,
+                claimed_at: at(r.try_get("claimed_ms")?),
+                ended_at: r.try_get::<Option<i64>, _>("ended_ms")?.map(at),
+            })
+        })
+        .collect()
 }
