@@ -185,3 +185,81 @@ async fn a_store_that_goes_away_is_an_error_and_then_works_again() {
     .await;
     assert_eq!(again, Some(g), "still ours: nobody else took it");
 }
+
+/// Runs the binary with `args` and `env`; (exit code, stdout and stderr).
+fn poolpilot(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_poolpilot"));
+    cmd.args(args).env_remove("CREDENTIALS_DIRECTORY");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let o = cmd.output().expect("run poolpilot");
+    (
+        o.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_migrate_and_check_on_postgresql_never_print_the_password() {
+    let pg = common::pg::Postgres::start("cli");
+    let url = pg.database("cli").await;
+    let dir = common::fresh_dir("store-cli");
+    std::fs::write(
+        dir.join("rules.yaml"),
+        "pools: [{ name: w, min: 1, max: 2 }]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("poolpilot.yaml"),
+        format!("rules: [rules.yaml]\nstate_dir: state\nstore: \"{url}\"\n"),
+    )
+    .unwrap();
+    let config = dir.join("poolpilot.yaml");
+    let config = config.to_str().unwrap();
+    let secret = [("POOLPILOT_STORE_PASSWORD", "s3cret-pw")];
+
+    let (code, out) = poolpilot(&["store", "check", "--config", config], &secret);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("pending 1, 2"), "{out}");
+    let (code, out) = poolpilot(&["store", "migrate", "--config", config], &secret);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("applied 1, 2"), "{out}");
+    let (code, out) = poolpilot(&["store", "check", "--config", config], &secret);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("leader: none") && out.contains("rows: events 0"),
+        "{out}"
+    );
+    assert!(
+        out.contains("poolpilot:***@127.0.0.1"),
+        "the password, redacted: {out}"
+    );
+    let (_, out) = poolpilot(&["config", "print", "--config", config], &secret);
+    assert!(!out.contains("s3cret-pw"), "{out}");
+    assert!(
+        !poolpilot(&["store", "check", "--config", config], &secret)
+            .1
+            .contains("s3cret-pw")
+    );
+
+    // A password in the URL itself is refused, saying where it belongs.
+    let (code, out) = poolpilot(
+        &[
+            "config",
+            "print",
+            "--config",
+            config,
+            "--store",
+            "postgres://pp:pw@127.0.0.1/db",
+        ],
+        &[],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("store_password_file"), "{out}");
+    assert!(!out.contains(":pw@"), "{out}");
+}

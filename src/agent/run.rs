@@ -257,7 +257,7 @@ async fn open_history(
 
 /// The store's URL with its password, read from `store_password_file`, the credential or
 /// the variable (never from the config or a command line).
-fn store_url(url: &str, cfg: &Config) -> anyhow::Result<String> {
+pub(crate) fn store_url(url: &str, cfg: &Config) -> anyhow::Result<String> {
     let password = optional_secret(
         cfg.store_password_file.as_deref(),
         STORE_PASSWORD.credential,

@@ -56,6 +56,7 @@ mod run;
 mod sim_flags;
 mod simulate;
 mod status;
+mod store;
 mod test;
 mod tune;
 mod values;
@@ -146,6 +147,9 @@ pub(crate) enum Command {
     Tune(tune::TuneArgs),
     /// Turn what a running agent observed (its history store) into a scenario to replay.
     Record(record::RecordArgs),
+    /// The store: apply its schema (`migrate`) or read its state (`check`).
+    #[command(subcommand)]
+    Store(store::StoreCommand),
     /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell).
     Completions(completions::CompletionsArgs),
     /// Print the manual page, or write one page per command into a folder.
@@ -191,6 +195,7 @@ pub fn main() -> ExitCode {
             Command::Simulate(args) => simulate::run(args).await.map(|()| true),
             Command::Tune(args) => tune::run(&args),
             Command::Record(args) => record::run(&args).await.map(|()| true),
+            Command::Store(command) => store::run(&command).await,
             Command::Completions(args) => {
                 completions::run(&args);
                 Ok(true)

@@ -27,7 +27,7 @@ pub struct Lease {
 }
 
 /// Who holds the lease, as the database says.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Holder {
     pub holder: String,
     pub generation: u64,
@@ -103,33 +103,54 @@ impl Lease {
 
     /// Who holds the lease now.
     pub async fn current(&self) -> Result<Option<Holder>, sqlx::Error> {
-        let now = self.db_now_ms().await?;
-        let row = sqlx::query("SELECT holder, generation, expires_ms FROM leases WHERE name = $1")
-            .bind(self.name.clone())
-            .fetch_optional(&self.pool)
-            .await?;
-        let Some(r) = row else { return Ok(None) };
-        let holder: String = r.try_get("holder")?;
-        if holder.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(Holder {
-            holder,
-            generation: r.try_get::<i64, _>("generation")?.max(0) as u64,
-            live: r.try_get::<i64, _>("expires_ms")? >= now,
-        }))
+        holder_of(&self.pool, self.postgres, &self.name).await
     }
 
     /// The database's now, in ms since the epoch: one clock for every replica.
     async fn db_now_ms(&self) -> Result<i64, sqlx::Error> {
-        let sql = if self.postgres {
-            "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) AS now_ms"
-        } else {
-            "SELECT CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) AS now_ms"
-        };
-        sqlx::query(sql)
-            .fetch_one(&self.pool)
-            .await?
-            .try_get::<i64, _>("now_ms")
+        db_now_ms(&self.pool, self.postgres).await
     }
+}
+
+/// Who holds the leader's lease now, read without contending (`poolpilot store check`).
+pub(crate) async fn current_holder(
+    pool: &AnyPool,
+    postgres: bool,
+) -> Result<Option<Holder>, sqlx::Error> {
+    holder_of(pool, postgres, LEADER).await
+}
+
+async fn holder_of(
+    pool: &AnyPool,
+    postgres: bool,
+    name: &str,
+) -> Result<Option<Holder>, sqlx::Error> {
+    let now = db_now_ms(pool, postgres).await?;
+    let row = sqlx::query("SELECT holder, generation, expires_ms FROM leases WHERE name = $1")
+        .bind(name.to_string())
+        .fetch_optional(pool)
+        .await?;
+    let Some(r) = row else { return Ok(None) };
+    let holder: String = r.try_get("holder")?;
+    if holder.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Holder {
+        holder,
+        generation: r.try_get::<i64, _>("generation")?.max(0) as u64,
+        live: r.try_get::<i64, _>("expires_ms")? >= now,
+    }))
+}
+
+/// The database's now, in ms since the epoch: one clock for every replica.
+async fn db_now_ms(pool: &AnyPool, postgres: bool) -> Result<i64, sqlx::Error> {
+    let sql = if postgres {
+        "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) AS now_ms"
+    } else {
+        "SELECT CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER) AS now_ms"
+    };
+    sqlx::query(sql)
+        .fetch_one(pool)
+        .await?
+        .try_get::<i64, _>("now_ms")
 }

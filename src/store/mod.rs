@@ -310,6 +310,86 @@ pub async fn open_reader(dir: &Path) -> anyhow::Result<AnyPool> {
         .with_context(|| format!("open the history store at {}", file.display()))
 }
 
+/// What `poolpilot store check` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    /// The schema versions applied, oldest first.
+    pub applied: Vec<i64>,
+    /// The versions this build has that the store has not applied yet.
+    pub pending: Vec<i64>,
+    /// Who holds the leader's lease, when a replica does.
+    pub leader: Option<lease::Holder>,
+    /// Rows per table.
+    pub rows: Vec<(String, i64)>,
+}
+
+/// Runs the migrations this build has on the store at `url`; the versions it applied now.
+pub async fn migrate(url: &str) -> anyhow::Result<Vec<i64>> {
+    let pool = connect(url).await?;
+    let before = applied(&pool).await.unwrap_or_default();
+    MIGRATOR
+        .run(&pool)
+        .await
+        .with_context(|| format!("migrate the store at {}", redact(url)))?;
+    let after = applied(&pool).await?;
+    pool.close().await;
+    Ok(after.into_iter().filter(|v| !before.contains(v)).collect())
+}
+
+/// Reads the store at `url` without changing it: its schema versions, the leader, row counts.
+pub async fn check(url: &str) -> anyhow::Result<Health> {
+    let pool = connect(url).await?;
+    let applied = applied(&pool).await.unwrap_or_default();
+    let pending = MIGRATOR
+        .iter()
+        .map(|m| m.version)
+        .filter(|v| !applied.contains(v))
+        .collect();
+    let mut rows = Vec::new();
+    for table in [
+        "events",
+        "decisions",
+        "alerts",
+        "claims",
+        "pool_samples",
+        "sandbox_samples",
+        "seen_events",
+    ] {
+        let n: Option<i64> = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(&pool)
+            .await
+            .ok();
+        if let Some(n) = n {
+            rows.push((table.to_string(), n));
+        }
+    }
+    let leader =
+        match sqlx::query_scalar::<_, String>("SELECT holder FROM leases WHERE name = 'leader'")
+            .fetch_optional(&pool)
+            .await
+        {
+            Ok(Some(_)) => lease::current_holder(&pool, is_postgres(url))
+                .await
+                .ok()
+                .flatten(),
+            _ => None,
+        };
+    pool.close().await;
+    Ok(Health {
+        applied,
+        pending,
+        leader,
+        rows,
+    })
+}
+
+/// The schema versions applied to the store, from sqlx's own table.
+async fn applied(pool: &AnyPool) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = TRUE ORDER BY version")
+        .fetch_all(pool)
+        .await
+}
+
 /// Whether `url` names a PostgreSQL database.
 pub fn is_postgres(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
