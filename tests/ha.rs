@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 use poolpilot::e2b::{E2bApi, EventQuery, LifecycleEvent};
 use serde_json::Value;
 
+/// The webhook signature secret every replica has.
+const SECRET: &str = "ha-webhook-secret";
+
 /// One replica: its folder, port and process.
 struct Replica {
     port: u16,
@@ -27,13 +30,15 @@ impl Replica {
         let dir = common::fresh_dir(&format!("ha-{name}"));
         std::fs::write(dir.join("rules.yaml"), rules).expect("write the rules");
         std::fs::write(dir.join("key"), common::KEY).expect("write the key");
+        std::fs::write(dir.join("secret"), SECRET).expect("write the webhook secret");
         let port = common::free_port();
         std::fs::write(
             dir.join("poolpilot.yaml"),
             format!(
                 "api: {{ url: \"{emu}\", key_file: key, create_rate: 2 }}\n\
                  rules: [rules.yaml]\nstate_dir: state\nlisten: 127.0.0.1:{port}\n\
-                 poll: {{ metrics: 200ms, events: 1s }}\nstore: \"{store}\"\nlease: 2s\n"
+                 poll: {{ metrics: 200ms, events: 1s }}\nstore: \"{store}\"\nlease: 2s\n\
+                 webhook: {{ secret_file: secret }}\n"
             ),
         )
         .expect("write the config");
@@ -261,4 +266,81 @@ async fn a_leader_paused_past_its_lease_does_not_act_when_it_wakes() {
     );
     let (_, metrics) = common::get(&format!("http://127.0.0.1:{}/metrics", old.port)).await;
     assert!(metrics.contains("poolpilot_leader 0"), "{metrics}");
+}
+
+/// POSTs one signed delivery of `event` to replica `r`; the status.
+async fn deliver(r: &Replica, event: &Value) -> u16 {
+    let body = event.to_string();
+    common::raw()
+        .post(format!("http://127.0.0.1:{}/webhooks/e2b", r.port))
+        .header("content-type", "application/json")
+        .header("e2b-signature-version", "v1")
+        .header(
+            "e2b-signature",
+            poolpilot::e2b::signature::sign(SECRET, body.as_bytes()),
+        )
+        .body(body)
+        .send()
+        .await
+        .expect("the replica answers")
+        .status()
+        .as_u16()
+}
+
+/// A delivery that reaches a standby is left for the leader, which handles it once, even
+/// when the same event reaches the leader too. The event is made up (no such sandbox in the
+/// emulator), so no events poll can bring it: only the webhook path can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_delivered_to_a_standby_is_handled_once_by_the_leader() {
+    let pg = common::pg::Postgres::start("ha-hook");
+    let store = pg.database("ha").await;
+    let emu = common::emulator(common::options()).await;
+    let url = emu.url();
+    let replicas = [
+        Replica::start("hook-a", &url, &store, TWO),
+        Replica::start("hook-b", &url, &store, TWO),
+    ];
+    let leader = one_leader(&[&replicas[0], &replicas[1]]).await;
+    let standby = &replicas[1 - leader];
+    let event = serde_json::json!({
+        "id": "evt-ha-standby-1",
+        "type": "sandbox.lifecycle.killed",
+        "timestamp": chrono::Utc::now(),
+        "sandboxId": "sb-not-in-e2b",
+        "eventData": { "kill_reason": "oom", "sandbox_metadata": { "poolpilot_pool": "w" } },
+    });
+    assert!(
+        (200..300).contains(&deliver(standby, &event).await),
+        "the standby takes it"
+    );
+    assert!(
+        (200..300).contains(&deliver(standby, &event).await),
+        "and again (a retry)"
+    );
+    let base = format!("http://127.0.0.1:{}", replicas[leader].port);
+    common::until(
+        "the leader handling the standby's delivery",
+        30,
+        async || {
+            let (_, body) =
+                common::get(&format!("{base}/api/v1/events?sandbox=sb-not-in-e2b")).await;
+            let v: Value = serde_json::from_str(&body).unwrap_or_default();
+            v["events"].as_array().is_some_and(|e| !e.is_empty())
+        },
+    )
+    .await;
+    let code = deliver(&replicas[leader], &event).await;
+    assert!((200..300).contains(&code), "the leader gets it too: {code}");
+    // The leader's next turns: the pool is steady, and the event is still there once.
+    common::until(
+        "the leader turning after the second delivery",
+        30,
+        async || pool_at(&replicas[leader]).await == (2.into(), 0.into()),
+    )
+    .await;
+    let (_, body) = common::get(&format!("{base}/api/v1/events?sandbox=sb-not-in-e2b")).await;
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let events = v["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1, "{v:#}");
+    assert_eq!(events[0]["source"], "webhook");
 }

@@ -282,12 +282,50 @@ impl Agent {
         Ok(())
     }
 
-    /// Stops leading (the lease was lost): nothing is acted on until [`Agent::lead`] again.
-    pub fn stand_by(&mut self) {
+    /// Stands by (another replica leads, or the lease was lost): nothing is acted on until
+    /// [`Agent::lead`]; the webhook deliveries this replica received are left in the store's
+    /// inbox for the leader.
+    pub async fn stand_by(&mut self) {
         if let Some(s) = &mut self.shared {
             s.generation = None;
         }
-        self.take_deliveries();
+        let mut events = Vec::new();
+        if let Some(rx) = &mut self.webhooks {
+            while let Ok(d) = rx.try_recv() {
+                events.push(d.event);
+            }
+        }
+        if let Some(s) = &self.shared
+            && let Err(e) = s.shared.push_inbox(&events).await
+        {
+            tracing::warn!(error = %e, events = events.len(), "cannot leave webhook deliveries for the leader; its events poll will find them");
+        }
+    }
+
+    /// The leader's share of the deliveries standbys received, new to it (deduplicated as
+    /// polled events are).
+    async fn take_inbox(&mut self, now: DateTime<Utc>) -> Vec<LifecycleEvent> {
+        let Some(s) = &self.shared else {
+            return Vec::new();
+        };
+        let Some(generation) = s.generation else {
+            return Vec::new();
+        };
+        let taken = match s.shared.take_inbox(generation, 1000).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot take the standbys' webhook deliveries; will retry");
+                return Vec::new();
+            }
+        };
+        let mut d = lock(&self.dedup);
+        let new: Vec<LifecycleEvent> = taken
+            .into_iter()
+            .filter(|e| d.record_polled(&e.id, e.timestamp, now))
+            .collect();
+        drop(d);
+        self.record_events(&new, Source::Webhook);
+        new
     }
 
     /// Keeps history from now on: events, decisions, alerts, claims, pool sizes, samples.
@@ -476,8 +514,10 @@ impl Agent {
                 *report.actual.entry(p.to_string()).or_default() += 1;
             }
         }
-        // Events: webhook deliveries first (already verified and deduplicated), then the API.
+        // Events: webhook deliveries first (already verified and deduplicated), those the
+        // standbys received, then the API.
         let mut events = self.take_deliveries();
+        events.append(&mut self.take_inbox(now).await);
         if self
             .last_events_poll
             .is_none_or(|t| now - t >= self.events_every)

@@ -467,12 +467,12 @@ impl Process<'_> {
                 Ok(()) => true,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot resume the shared state; not acting");
-                    self.agent.stand_by();
+                    self.agent.stand_by().await;
                     false
                 }
             },
             (None, _) => {
-                self.agent.stand_by();
+                self.agent.stand_by().await;
                 false
             }
         }
@@ -480,6 +480,9 @@ impl Process<'_> {
 
     /// Reacts to the webhook deliveries waiting, under [`TURN_DEADLINE`], published.
     async fn react(&mut self) {
+        if !self.follow_role().await {
+            return;
+        }
         let report = bounded(self.agent.react(self.clock.now()), &mut self.watchdog).await;
         if report.is_none() {
             tracing::error!(

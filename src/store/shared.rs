@@ -1,6 +1,7 @@
 //! What replicas sharing a store hand over at a failover (issue 14): the leader's saved state
 //! (`agent_state`: engine state, events cursor, creates in flight, as the JSON `state.json`
-//! holds) and the ids of the events it acted on (`seen_events`).
+//! holds), the ids of the events it acted on (`seen_events`), and the webhook deliveries
+//! standbys received for it (`webhook_inbox`).
 //!
 //! Every write is fenced: it runs in a transaction that first reads the lease row (locking it
 //! against a takeover on PostgreSQL, `FOR SHARE`) and writes only when the row still names
@@ -10,6 +11,7 @@
 use sqlx::{Any, AnyPool, Row as _, Transaction};
 
 use super::lease::LEADER;
+use crate::e2b::LifecycleEvent;
 
 /// The one saved state the leader writes.
 const STATE: &str = "main";
@@ -115,6 +117,56 @@ impl Shared {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Leaves verified webhook deliveries for the leader (any replica may): each event once.
+    pub async fn push_inbox(&self, events: &[LifecycleEvent]) -> Result<(), sqlx::Error> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for e in events {
+            sqlx::query(
+                "INSERT INTO webhook_inbox (id, at_ms, body) VALUES ($1, $2, $3) \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(e.id.clone())
+            .bind(e.timestamp.timestamp_millis())
+            .bind(serde_json::to_string(e).unwrap_or_default())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// Takes up to `limit` deliveries from the inbox, oldest first, if this replica still
+    /// leads with `generation`; a deposed leader takes nothing.
+    pub async fn take_inbox(
+        &self,
+        generation: u64,
+        limit: usize,
+    ) -> Result<Vec<LifecycleEvent>, SharedError> {
+        let mut tx = self.fenced(generation).await?;
+        let rows = sqlx::query(&format!(
+            "SELECT id, body FROM webhook_inbox ORDER BY at_ms, id LIMIT {}",
+            limit.max(1)
+        ))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut events = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let id: String = r.try_get("id")?;
+            sqlx::query("DELETE FROM webhook_inbox WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            let body: String = r.try_get("body")?;
+            if let Ok(e) = serde_json::from_str(&body) {
+                events.push(e);
+            }
+        }
+        tx.commit().await?;
+        Ok(events)
     }
 
     /// Forgets the ids of events older than `before_ms` (no poll can return them again).
