@@ -344,3 +344,55 @@ async fn a_webhook_delivered_to_a_standby_is_handled_once_by_the_leader() {
     assert_eq!(events.len(), 1, "{v:#}");
     assert_eq!(events[0]["source"], "webhook");
 }
+
+/// PostgreSQL stopped under a running pair: no replica acts (a member killed meanwhile is not
+/// replaced) and each says why; started again, a leader is elected with no manual step and
+/// replaces the member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_postgresql_down_no_replica_acts_and_they_resume_when_it_is_back() {
+    let pg = common::pg::Postgres::start("ha-down");
+    let store = pg.database("ha").await;
+    let emu = common::emulator(common::options()).await;
+    let url = emu.url();
+    let replicas = [
+        Replica::start("down-a", &url, &store, TWO),
+        Replica::start("down-b", &url, &store, TWO),
+    ];
+    one_leader(&[&replicas[0], &replicas[1]]).await;
+    common::until("the pool at 2", 30, async || {
+        created(&url, "w").await.len() == 2
+    })
+    .await;
+
+    pg.stop();
+    common::until("both replicas saying the store is gone", 30, async || {
+        replicas[0].role().await == "unavailable" && replicas[1].role().await == "unavailable"
+    })
+    .await;
+    let (code, body) = common::get(&format!("http://127.0.0.1:{}/readyz", replicas[0].port)).await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("the store cannot be reached"), "{body}");
+    let victim = created(&url, "w").await[0].sandbox_id.clone();
+    common::client(&url)
+        .kill_sandbox(&victim)
+        .await
+        .expect("kill a member");
+    // Neither replaces it: with the fence closed, neither turns at all.
+    for r in &replicas {
+        assert_eq!(r.role().await, "unavailable");
+    }
+    assert_eq!(
+        created(&url, "w").await.len(),
+        2,
+        "nothing made without the store"
+    );
+
+    pg.start_again();
+    one_leader(&[&replicas[0], &replicas[1]]).await;
+    common::until(
+        "the member replaced once the store is back",
+        60,
+        async || created(&url, "w").await.len() == 3,
+    )
+    .await;
+}
