@@ -29,6 +29,9 @@
 //!    `report`: the events report (the guide's Pattern 3), a pure function over lifecycle
 //!    events: creates, lifetimes, kill reasons, crash rate per template and pool.
 //!    [`notify`]: notifiers (Slack, webhook, Alertmanager, log), one worker and queue each.
+//!    [`store`]: the history store and what replicas share (the leader's lease, its saved
+//!    state, the ids of events acted on, the webhook inbox), one schema on SQLite or
+//!    PostgreSQL through sqlx's Any driver; writes never block the control loop.
 //! 5. [`agent`]: `poolpilot run`: config (every setting declared once), the control loop
 //!    (`control`), carrying out decisions (`act`), the ledger of creates in flight, the
 //!    team's budget and circuit breaker (`budget`), claims ([`agent::claims`]: the ledger of
