@@ -45,7 +45,7 @@ impl Lease {
         ttl: Duration,
     ) -> Result<Lease, sqlx::Error> {
         let lease = Lease {
-            pool: history.pool().clone(),
+            pool: history.control_pool().clone(),
             postgres: history.is_postgres(),
             name: name.to_string(),
             holder: holder.to_string(),

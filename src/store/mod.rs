@@ -191,6 +191,9 @@ pub struct Stats {
 pub struct History {
     tx: mpsc::Sender<Record>,
     pool: AnyPool,
+    /// The connections of the lease and the shared state, apart from the history's writer
+    /// and readers so that a busy status page or a big batch never delays a renewal.
+    control: AnyPool,
     run_id: Arc<str>,
     postgres: bool,
     stats: Arc<Stats>,
@@ -217,9 +220,15 @@ impl History {
             run_id.clone(),
         );
         tokio::spawn(writer.run(rx));
+        let control = if url.contains(":memory:") {
+            pool.clone()
+        } else {
+            connect_sized(url, 2).await?
+        };
         Ok(History {
             tx,
             pool,
+            control,
             run_id: run_id.into(),
             postgres: is_postgres(url),
             stats,
@@ -263,6 +272,11 @@ impl History {
     /// The pool readers query.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// The pool of the lease and the shared state (see the field).
+    pub fn control_pool(&self) -> &AnyPool {
+        &self.control
     }
 
     /// This run of the agent, which numbers its decisions from 1.
@@ -415,10 +429,15 @@ pub fn redact(url: &str) -> String {
 /// loses at most the last transactions, never the file), one connection for `:memory:`
 /// (each connection would have its own database).
 async fn connect(url: &str) -> anyhow::Result<AnyPool> {
+    connect_sized(url, 4).await
+}
+
+/// [`connect`] with at most `size` connections (one for `:memory:`).
+async fn connect_sized(url: &str, size: u32) -> anyhow::Result<AnyPool> {
     install_default_drivers();
     let memory = url.contains(":memory:");
     let options = AnyPoolOptions::new()
-        .max_connections(if memory { 1 } else { 4 })
+        .max_connections(if memory { 1 } else { size })
         .min_connections(if memory { 1 } else { 0 })
         .idle_timeout((!memory).then_some(Duration::from_secs(600)))
         .max_lifetime((!memory).then_some(Duration::from_secs(1800)))

@@ -38,7 +38,7 @@ pub struct Shared {
 impl Shared {
     pub fn new(history: &super::History, holder: &str) -> Shared {
         Shared {
-            pool: history.pool().clone(),
+            pool: history.control_pool().clone(),
             postgres: history.is_postgres(),
             holder: holder.to_string(),
         }
