@@ -123,6 +123,7 @@ pub async fn run(
         last_starved: None,
     };
     process.turns(shutdown, reload, &wake).await;
+    process.publisher.closing();
     process.shut_down().await;
     server.stop().await;
     Ok(())
