@@ -334,6 +334,7 @@ async fn pool_card(page: &mut Page, base: &str) {
         "[...document.querySelectorAll('#members tr.member')].some(r => r.textContent.includes('w'))",
     )
     .await;
+    holder(page, base).await;
     page.wait(
         "a decision with its cause",
         "document.querySelectorAll('#decisions tr.decision').length > 0",
@@ -346,6 +347,39 @@ async fn pool_card(page: &mut Page, base: &str) {
         font.as_str().unwrap_or_default().contains("system-ui"),
         "{font}"
     );
+}
+
+/// A claim's holder on its member's row (as text: it is the application's string), and the
+/// pool's claimed count.
+async fn holder(page: &mut Page, base: &str) {
+    let answer = common::raw()
+        .post(format!("{base}/api/v1/pools/w/claims?wait=10s"))
+        .json(&json!({ "holder": "<i>job-7</i>", "lease": "10m" }))
+        .send()
+        .await
+        .expect("claim");
+    assert_eq!(answer.status(), 201);
+    let claim: Value = answer.json().await.expect("a claim");
+    let row = format!(
+        "#members tr.member[data-sandbox={}] td:last-child",
+        json!(claim["sandbox_id"])
+    );
+    page.wait(
+        "the holder on the member's row",
+        &format!(
+            "(document.querySelector({}) || {{}}).textContent === '<i>job-7</i>'",
+            json!(row)
+        ),
+    )
+    .await;
+    page.wait(
+        "one claimed member of w",
+        &format!(
+            "document.querySelector({}).textContent === '1'",
+            json!(count("claimed"))
+        ),
+    )
+    .await;
 }
 
 /// The alert fires once the pool holds 2 and resolves once it is back at 1; the page follows
@@ -416,7 +450,8 @@ async fn sandbox_page(page: &mut Page, base: &str) {
     page.wait(
         "the create decision and the created event on the timeline",
         "[...document.querySelectorAll('tr.entry')].some(r => r.dataset.kind === 'decision') && \
-         [...document.querySelectorAll('tr.entry')].some(r => r.textContent.includes('sandbox.lifecycle.created'))",
+         [...document.querySelectorAll('tr.entry')].some(r => r.textContent.includes('sandbox.lifecycle.created')) && \
+         [...document.querySelectorAll('tr.entry')].some(r => r.textContent.includes('claimed by <i>job-7</i>'))",
     )
     .await;
     page.screenshot("sandbox").await;

@@ -22,7 +22,8 @@ struct Series<'a> {
     points: Vec<(DateTime<Utc>, f64)>,
 }
 
-/// A pool's actual and desired size against its demand over the hour before `now`: the
+/// A pool's actual and desired size against its demand over the hour before `now` (or
+/// since its first sample, when younger; see [`window`]): the
 /// demand is claimed plus waiting when the pool had claims in that hour, otherwise busy
 /// cores. Steps, because sizes change at once.
 pub(crate) fn pool_chart(name: &str, samples: &[PoolSample], now: DateTime<Utc>) -> String {
@@ -66,7 +67,7 @@ pub(crate) fn pool_chart(name: &str, samples: &[PoolSample], now: DateTime<Utc>)
         .fold(1.0_f64, f64::max)
         .ceil();
     let label = format!(
-        "{}: size against {} over the last hour",
+        "{}: size against {} over the last hour at most",
         esc(name),
         demand_name
     );
@@ -74,8 +75,8 @@ pub(crate) fn pool_chart(name: &str, samples: &[PoolSample], now: DateTime<Utc>)
         "<svg class=\"chart\" viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"{label}\">\
          <title>{label}</title>"
     );
-    svg.push_str(&axes(top));
-    let from = now - TimeDelta::hours(1);
+    let from = window(samples, now);
+    svg.push_str(&axes(top, now - from));
     for s in &series {
         svg.push_str(&step_line(s, from, now, top));
     }
@@ -84,19 +85,30 @@ pub(crate) fn pool_chart(name: &str, samples: &[PoolSample], now: DateTime<Utc>)
     svg
 }
 
-/// The frame, the top and zero labels, and the time labels.
-fn axes(top: f64) -> String {
+/// The frame, the top and zero labels, and the time labels (the window's start and now).
+fn axes(top: f64, window: TimeDelta) -> String {
     let (x0, y0) = (LEFT, H - BOTTOM);
+    let back = if window >= TimeDelta::minutes(2) {
+        format!("-{}m", window.num_minutes())
+    } else {
+        format!("-{}s", window.num_seconds())
+    };
     format!(
         "<g class=\"axis\"><line x1=\"{x0}\" y1=\"2\" x2=\"{x0}\" y2=\"{y0}\"/>\
          <line x1=\"{x0}\" y1=\"{y0}\" x2=\"{W}\" y2=\"{y0}\"/>\
          <text x=\"{tx}\" y=\"10\">{top}</text><text x=\"{tx}\" y=\"{y0}\">0</text>\
-         <text x=\"{x0}\" y=\"{H}\">-60m</text><text x=\"{mid}\" y=\"{H}\">-30m</text>\
-         <text x=\"{end}\" y=\"{H}\">now</text></g>",
+         <text class=\"start\" x=\"{x0}\" y=\"{H}\">{back}</text>\
+         <text x=\"{W}\" y=\"{H}\">now</text></g>",
         tx = x0 - 4.0,
-        mid = (x0 + W) / 2.0 - 10.0,
-        end = W - 20.0,
     )
+}
+
+/// The chart's window: the last hour, or since the first sample when the history is
+/// shorter (at least a minute), so that a young agent's chart is not a sliver.
+fn window(samples: &[PoolSample], now: DateTime<Utc>) -> DateTime<Utc> {
+    let hour_ago = now - TimeDelta::hours(1);
+    let first = samples.first().map_or(hour_ago, |s| s.at);
+    first.max(hour_ago).min(now - TimeDelta::minutes(1))
 }
 
 /// One series as a step line between `from` and `to`, held to the right edge.
@@ -149,16 +161,18 @@ pub(crate) fn sparkline(what: &str, values: &[f64]) -> String {
         return "<span class=\"muted\">–</span>".to_string();
     };
     let (w, h) = (72.0, 18.0);
-    let n = values.len().max(2) - 1;
+    // One value is drawn as a level line.
+    let values: Vec<f64> = if values.len() == 1 {
+        vec![*last, *last]
+    } else {
+        values.to_vec()
+    };
+    let n = values.len() - 1;
     let points: Vec<String> = values
         .iter()
         .enumerate()
         .map(|(i, v)| {
-            let x = if values.len() == 1 {
-                w
-            } else {
-                i as f64 * w / n as f64
-            };
+            let x = i as f64 * w / n as f64;
             let y = 1.0 + (1.0 - (v / 100.0).clamp(0.0, 1.0)) * (h - 2.0);
             format!("{x:.1},{y:.1}")
         })

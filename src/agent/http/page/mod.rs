@@ -255,15 +255,32 @@ fn members(s: &ServerState) -> Vec<MemberRow> {
             let pool = m.pool()?.to_string();
             Some(MemberRow {
                 holder: holders.get(&m.id).cloned(),
+                samples: current_sample(&m, &pool).into_iter().collect(),
                 pool,
                 sandbox: m,
-                samples: Vec::new(),
             })
         })
         .collect();
     rows.sort_by(|a, b| (&a.pool, a.sandbox.started_at).cmp(&(&b.pool, b.sandbox.started_at)));
     rows.truncate(MEMBERS);
     rows
+}
+
+/// A member's latest metric as observed, as a sample: the sparkline's newest point, before
+/// the store has kept any.
+fn current_sample(m: &ObservedSandbox, pool: &str) -> Option<SandboxSample> {
+    let metric = m.metric.as_ref()?;
+    Some(SandboxSample {
+        sandbox_id: m.id.clone(),
+        at: metric.timestamp,
+        pool: Some(pool.to_string()),
+        cpu_pct: metric.cpu_used_pct,
+        cpu_count: metric.cpu_count,
+        mem_used: metric.mem_used,
+        mem_total: metric.mem_total,
+        disk_used: metric.disk_used,
+        disk_total: metric.disk_total,
+    })
 }
 
 /// The newest [`DECISIONS`] decisions, newest first.
@@ -292,7 +309,14 @@ async fn read_history(db: &sqlx::AnyPool, snap: &mut Snapshot) {
         }
     }
     for m in &mut snap.members {
-        m.samples = samples.remove(&m.sandbox.id).unwrap_or_default();
+        let mut kept = samples.remove(&m.sandbox.id).unwrap_or_default();
+        let newest = kept.last().map(|s| s.at);
+        kept.extend(
+            m.samples
+                .drain(..)
+                .filter(|c| newest.is_none_or(|t| c.at > t)),
+        );
+        m.samples = kept;
     }
     let day_ago = snap.now - TimeDelta::hours(24);
     let episodes = logged(read::alerts(db, read::AlertFilter::All, day_ago).await);

@@ -286,7 +286,7 @@ fn decisions(list: &[LoggedDecision], now: DateTime<Utc>) -> String {
         let dry = if d.decision.dry_run { " (dry run)" } else { "" };
         let _ = write!(
             out,
-            "<tr class=\"decision\"><td>{ago}</td><td>{rule}</td><td>{cause}</td>\
+            "<tr class=\"decision\"><td class=\"when\">{ago}</td><td class=\"rule\">{rule}</td><td>{cause}</td>\
              <td><span class=\"kind\">{kind}</span> {outcome}{dry}</td></tr>",
             ago = ago(d.decision.at, now),
             rule = esc(&d.decision.rule),
