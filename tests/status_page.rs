@@ -491,6 +491,37 @@ async fn without_javascript(page: &mut Page, base: &str) {
             >= 2
     );
     page.screenshot("no-js").await;
+    page.eval("document.getElementById('members').scrollIntoView()")
+        .await;
+    page.screenshot("members-and-events").await;
+    accessible(page).await;
+}
+
+/// Landmarks, a label on every form field, a scope on every table header, and the dark
+/// scheme when the system asks for it.
+async fn accessible(page: &mut Page) {
+    let checks = page
+        .eval(
+            "({ main: !!document.querySelector('main'), header: !!document.querySelector('header'), \
+               unlabelled: [...document.querySelectorAll('input, select')].filter(e => e.labels.length === 0).length, \
+               unscoped: [...document.querySelectorAll('th')].filter(t => !t.getAttribute('scope')).length })",
+        )
+        .await;
+    assert_eq!(
+        checks,
+        json!({ "main": true, "header": true, "unlabelled": 0, "unscoped": 0 }),
+        "{checks}"
+    );
+    page.call(
+        "Emulation.setEmulatedMedia",
+        json!({ "features": [{ "name": "prefers-color-scheme", "value": "dark" }] }),
+    )
+    .await;
+    let bg = page
+        .eval("getComputedStyle(document.body).backgroundColor")
+        .await;
+    assert_eq!(bg, json!("rgb(13, 17, 23)"), "the dark scheme");
+    page.screenshot("dark").await;
 }
 
 /// `GET /api/v1/stream` is an event stream that ends when the agent shuts down.
