@@ -20,32 +20,14 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-/// A pool at 1 and an alert that fires while it has 2 or more, whose message carries markup
-/// that the page must show as text.
-const CALM: &str = "\
-pools:
-  - { name: w, min: 1, max: 1 }
-alerts:
-  - name: w-full
-    scope: pool
-    pool: w
-    when: size >= 2
-    severity: warning
-    message: \"{pool} has <b>{size}</b> & more\"
-";
-
-/// The same pool held at 2: the alert fires.
-const FULL: &str = "\
-pools:
-  - { name: w, min: 2, max: 2 }
-alerts:
-  - name: w-full
-    scope: pool
-    pool: w
-    when: size >= 2
-    severity: warning
-    message: \"{pool} has <b>{size}</b> & more\"
-";
+/// Pool `w` held at `n`, and an alert that fires while it has 2 or more, whose message
+/// carries markup that the page must show as text.
+fn rules(n: u32) -> String {
+    format!(
+        "pools:\n  - {{ name: w, min: {n}, max: {n} }}\nalerts:\n  - name: w-full\n    scope: pool\n    \
+         pool: w\n    when: size >= 2\n    severity: warning\n    message: \"{{pool}} has <b>{{size}}</b> & more\"\n"
+    )
+}
 
 /// A headless Chromium started for this test, killed (by its own id) when dropped.
 struct Chromium {
@@ -247,7 +229,7 @@ async fn the_status_page_shows_the_agent_live_and_without_javascript() {
     let dir = common::AgentDir::new(
         "status-page",
         &emu.url(),
-        CALM,
+        &rules(1),
         common::KeyIn::File,
         "poll: { metrics: 200ms, events: 1s }\n",
     );
@@ -391,7 +373,7 @@ async fn alert_comes_and_goes_live(
 ) {
     assert_eq!(page.text("#no-firing").await, "Nothing is firing.");
     page.eval("window.notReloaded = true").await;
-    std::fs::write(dir.dir.join("rules/pool.yaml"), FULL).expect("rewrite the rules");
+    std::fs::write(dir.dir.join("rules/pool.yaml"), rules(2)).expect("rewrite the rules");
     agent.reload.send(()).await.expect("reload");
     page.wait(
         "the alert firing on the page",
@@ -404,7 +386,7 @@ async fn alert_comes_and_goes_live(
         "shown as text: {firing}"
     );
     page.screenshot("firing").await;
-    std::fs::write(dir.dir.join("rules/pool.yaml"), CALM).expect("rewrite the rules");
+    std::fs::write(dir.dir.join("rules/pool.yaml"), rules(1)).expect("rewrite the rules");
     agent.reload.send(()).await.expect("reload");
     page.wait(
         "the alert resolved on the page",

@@ -34,6 +34,23 @@ pub(crate) fn esc(s: &str) -> String {
     out
 }
 
+/// A table's opening up to its body, with a column header (`scope="col"`) per name.
+fn table_head(columns: &[&str]) -> String {
+    let mut out = String::from("<table><thead><tr>");
+    for c in columns {
+        let _ = write!(out, "<th scope=\"col\">{c}</th>");
+    }
+    out.push_str("</tr></thead><tbody>");
+    out
+}
+
+/// A live section's opening: its landmark, labelled by its heading.
+fn live_section(id: &str, title: &str) -> String {
+    format!(
+        "<section id=\"{id}\" aria-labelledby=\"{id}-h\" data-live><h2 id=\"{id}-h\">{title}</h2>"
+    )
+}
+
 /// `s` as one path segment or query value.
 fn url(s: &str) -> String {
     utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
@@ -245,11 +262,7 @@ fn firing_item(f: &Firing, now: DateTime<Utc>) -> String {
 }
 
 fn episodes(list: &[AlertEpisode], now: DateTime<Utc>) -> String {
-    let mut out = String::from(
-        "<table><caption class=\"sr-only\">Alert episodes of the last 24 hours</caption><thead><tr>\
-         <th scope=\"col\">alert</th><th scope=\"col\">subject</th><th scope=\"col\">state</th>\
-         <th scope=\"col\">from</th><th scope=\"col\">lasted</th><th scope=\"col\">message</th></tr></thead><tbody>",
-    );
+    let mut out = table_head(&["alert", "subject", "state", "from", "lasted", "message"]);
     for e in list.iter().take(50) {
         let lasted = span(e.resolved_at.unwrap_or(now) - e.started_at);
         let _ = write!(
@@ -270,18 +283,12 @@ fn episodes(list: &[AlertEpisode], now: DateTime<Utc>) -> String {
 
 /// The newest decisions, each with its cause and outcome.
 fn decisions(list: &[LoggedDecision], now: DateTime<Utc>) -> String {
-    let mut out = String::from(
-        "<section id=\"decisions\" aria-labelledby=\"decisions-h\" data-live>\
-         <h2 id=\"decisions-h\">Recent decisions</h2>",
-    );
+    let mut out = live_section("decisions", "Recent decisions");
     if list.is_empty() {
         out.push_str("<p class=\"muted\">No decision yet.</p></section>");
         return out;
     }
-    out.push_str(
-        "<table><thead><tr><th scope=\"col\">when</th><th scope=\"col\">rule</th>\
-         <th scope=\"col\">cause</th><th scope=\"col\">outcome</th></tr></thead><tbody>",
-    );
+    out.push_str(&table_head(&["when", "rule", "cause", "outcome"]));
     for d in list {
         let dry = if d.decision.dry_run { " (dry run)" } else { "" };
         let _ = write!(
@@ -301,19 +308,21 @@ fn decisions(list: &[LoggedDecision], now: DateTime<Utc>) -> String {
 
 /// The members table: CPU and memory sparklines, age, time left, holder.
 fn members(rows: &[MemberRow], now: DateTime<Utc>) -> String {
-    let mut out = String::from(
-        "<section id=\"members\" aria-labelledby=\"members-h\" data-live>\
-         <h2 id=\"members-h\">Members</h2>",
-    );
+    let mut out = live_section("members", "Members");
     if rows.is_empty() {
         out.push_str("<p class=\"muted\">No member observed.</p></section>");
         return out;
     }
-    out.push_str(
-        "<table><thead><tr><th scope=\"col\">sandbox</th><th scope=\"col\">pool</th>\
-         <th scope=\"col\">state</th><th scope=\"col\">CPU (1 h)</th><th scope=\"col\">memory (1 h)</th>\
-         <th scope=\"col\">age</th><th scope=\"col\">time left</th><th scope=\"col\">holder</th></tr></thead><tbody>",
-    );
+    out.push_str(&table_head(&[
+        "sandbox",
+        "pool",
+        "state",
+        "CPU (1 h)",
+        "memory (1 h)",
+        "age",
+        "time left",
+        "holder",
+    ]));
     for m in rows {
         let cpu: Vec<f64> = m.samples.iter().map(|s| s.cpu_pct).collect();
         let mem: Vec<f64> = m
@@ -379,10 +388,7 @@ fn events(s: &Snapshot) -> String {
 }
 
 fn event_table(list: &[StoredEvent], now: DateTime<Utc>) -> String {
-    let mut out = String::from(
-        "<table><thead><tr><th scope=\"col\">when</th><th scope=\"col\">event</th>\
-         <th scope=\"col\">sandbox</th><th scope=\"col\">pool</th><th scope=\"col\">from</th></tr></thead><tbody>",
-    );
+    let mut out = table_head(&["when", "event", "sandbox", "pool", "from"]);
     for e in list {
         let ev = &e.event;
         let reason = ev
@@ -432,10 +438,9 @@ pub(crate) fn timeline(nonce: &str, t: &Timeline, now: DateTime<Utc>) -> String 
         .unwrap_or_default();
     let mut main = format!(
         "<h1>Sandbox <code>{id}</code></h1><p>{pool}</p>\
-         <section id=\"timeline\" aria-labelledby=\"timeline-h\" data-live>\
-         <p class=\"metrics\">CPU {cpu} · memory {mem} · {n} samples</p>\
-         <h2 id=\"timeline-h\">Timeline</h2><table><thead><tr><th scope=\"col\">when</th>\
-         <th scope=\"col\">kind</th><th scope=\"col\">what</th></tr></thead><tbody>",
+         {section}<p class=\"metrics\">CPU {cpu} · memory {mem} · {n} samples</p>{head}",
+        section = live_section("timeline", "Timeline"),
+        head = table_head(&["when", "kind", "what"]),
         id = esc(&t.sandbox_id),
         cpu = sparkline("CPU", &cpu),
         mem = sparkline("memory", &mem),
