@@ -9,6 +9,7 @@
     state.textContent = word;
     document.body.dataset.live = word;
   };
+  const stream = new EventSource("/api/v1/stream");
   let busy = false;
   let again = false;
   const refresh = async () => {
@@ -26,6 +27,7 @@
           if (next && next.innerHTML !== el.innerHTML) el.innerHTML = next.innerHTML;
         }
         document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
+        if (stream.readyState === EventSource.OPEN) say("live");
       }
     } catch (e) {
       say("update failed; retrying");
@@ -36,7 +38,6 @@
       refresh();
     }
   };
-  const stream = new EventSource("/api/v1/stream");
   stream.addEventListener("open", () => say("live"));
   stream.addEventListener("turn", refresh);
   stream.addEventListener("error", () => say(stream.readyState === EventSource.CLOSED ? "disconnected" : "reconnecting"));
