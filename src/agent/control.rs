@@ -359,6 +359,11 @@ impl Agent {
         !pools.is_empty()
     }
 
+    /// The sandboxes the last observation saw (what the status page lists as members).
+    pub(crate) fn last_observed(&self) -> &[ObservedSandbox] {
+        &self.last_observed
+    }
+
     pub(crate) fn engine(&self) -> &Engine {
         &self.engine
     }

@@ -132,6 +132,7 @@ pub async fn run(
         leadership,
     };
     process.turns(shutdown, reload, &wake).await;
+    process.publisher.closing();
     process.shut_down().await;
     server.stop().await;
     Ok(())
