@@ -272,6 +272,7 @@ impl Agent {
             dedup.remember(id, crate::store::at(*at));
         }
         *lock(&self.dedup) = dedup;
+        self.claims.lead(generation).await?;
         self.ready = false;
         self.last_observed.clear();
         self.last_events_poll = None;
@@ -289,6 +290,7 @@ impl Agent {
         if let Some(s) = &mut self.shared {
             s.generation = None;
         }
+        self.claims.stand_by();
         let mut events = Vec::new();
         if let Some(rx) = &mut self.webhooks {
             while let Ok(d) = rx.try_recv() {

@@ -8,6 +8,9 @@
 //! holder may act after a renewal is the caller's to bound with its own monotonic clock, from
 //! *before* the renewal was sent ([`crate::agent::leader`]): a holder paused past its lease
 //! (GC, a stalled VM, SIGSTOP) finds its time up when it wakes, whatever the database says.
+//!
+//! The holder also writes where it serves its API (`address`), so a standby can forward the
+//! claims API to it.
 
 use std::time::Duration;
 
@@ -24,6 +27,8 @@ pub struct Lease {
     name: String,
     holder: String,
     ttl: Duration,
+    /// Where this replica serves its API (`http://host:port`), written with every renewal.
+    address: Option<String>,
 }
 
 /// Who holds the lease, as the database says.
@@ -33,6 +38,9 @@ pub struct Holder {
     pub generation: u64,
     /// Whether it is still within its time, by the database's clock.
     pub live: bool,
+    /// Where it serves its API, when it said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
 }
 
 impl Lease {
@@ -50,6 +58,7 @@ impl Lease {
             name: name.to_string(),
             holder: holder.to_string(),
             ttl,
+            address: None,
         };
         sqlx::query(
             "INSERT INTO leases (name, holder, generation, expires_ms) VALUES ($1, '', 0, 0) \
@@ -59,6 +68,13 @@ impl Lease {
         .execute(&lease.pool)
         .await?;
         Ok(lease)
+    }
+
+    /// This replica serves its API at `address`: written with each renewal while it holds
+    /// the lease.
+    pub fn with_address(mut self, address: &str) -> Lease {
+        self.address = Some(address.to_string());
+        self
     }
 
     pub fn holder(&self) -> &str {
@@ -76,13 +92,14 @@ impl Lease {
         let row = sqlx::query(
             "UPDATE leases SET \
                generation = CASE WHEN holder = $2 THEN generation ELSE generation + 1 END, \
-               holder = $2, expires_ms = $3 \
+               holder = $2, expires_ms = $3, address = $5 \
              WHERE name = $1 AND (holder = $2 OR expires_ms < $4) RETURNING generation",
         )
         .bind(self.name.clone())
         .bind(self.holder.clone())
         .bind(now + self.ttl.as_millis() as i64)
         .bind(now)
+        .bind(self.address.clone())
         .fetch_optional(&self.pool)
         .await?;
         match row {
@@ -126,10 +143,11 @@ async fn holder_of(
     name: &str,
 ) -> Result<Option<Holder>, sqlx::Error> {
     let now = db_now_ms(pool, postgres).await?;
-    let row = sqlx::query("SELECT holder, generation, expires_ms FROM leases WHERE name = $1")
-        .bind(name.to_string())
-        .fetch_optional(pool)
-        .await?;
+    let row =
+        sqlx::query("SELECT holder, generation, expires_ms, address FROM leases WHERE name = $1")
+            .bind(name.to_string())
+            .fetch_optional(pool)
+            .await?;
     let Some(r) = row else { return Ok(None) };
     let holder: String = r.try_get("holder")?;
     if holder.is_empty() {
@@ -139,6 +157,7 @@ async fn holder_of(
         holder,
         generation: r.try_get::<i64, _>("generation")?.max(0) as u64,
         live: r.try_get::<i64, _>("expires_ms")? >= now,
+        address: r.try_get::<Option<String>, _>("address")?,
     }))
 }
 

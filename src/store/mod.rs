@@ -15,6 +15,7 @@
 //!
 //! This module never decides anything and never calls E2B; it keeps what it is given.
 
+pub mod claims;
 pub mod lease;
 pub mod read;
 pub mod shared;

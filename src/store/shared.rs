@@ -180,7 +180,10 @@ impl Shared {
 
     /// A transaction in which this replica holds the lease with `generation`: the lease row
     /// is locked against a takeover until it commits (PostgreSQL; SQLite has one writer).
-    async fn fenced(&self, generation: u64) -> Result<Transaction<'static, Any>, SharedError> {
+    pub(super) async fn fenced(
+        &self,
+        generation: u64,
+    ) -> Result<Transaction<'static, Any>, SharedError> {
         let mut tx = self.pool.begin().await?;
         let lock = if self.postgres { " FOR SHARE" } else { "" };
         let row = sqlx::query(&format!(
