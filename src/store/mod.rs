@@ -369,6 +369,9 @@ pub async fn check(url: &str) -> anyhow::Result<Health> {
         "pool_samples",
         "sandbox_samples",
         "seen_events",
+        "webhook_inbox",
+        "live_claims",
+        "dirty_members",
     ] {
         let n: Option<i64> = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
             .fetch_one(&pool)
