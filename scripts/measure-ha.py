@@ -136,7 +136,7 @@ def replica(procs, binary, work, name, emu, store, rules, members_rate="2"):
     with open(f"{d}/rules.yaml", "w") as f:
         f.write(rules)
     with open(f"{d}/poolpilot.yaml", "w") as f:
-        f.write(f'api: {{ url: "{emu}", create_rate: {members_rate} }}\nrules: [rules.yaml]\n'
+        f.write(f'api: {{ url: "{emu}", create_rate: {members_rate}, max_concurrent: 5000 }}\nrules: [rules.yaml]\n'
                 f"state_dir: state\nlisten: 127.0.0.1:{port}\npoll: {{ metrics: 1s, events: 2s }}\n"
                 f'store: "{store}"\nlease: 10s\n')
     p = procs.start([binary, "run", "--config", f"{d}/poolpilot.yaml"], f"{d}/log")
