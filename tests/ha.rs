@@ -343,6 +343,27 @@ async fn a_webhook_delivered_to_a_standby_is_handled_once_by_the_leader() {
     let events = v["events"].as_array().unwrap();
     assert_eq!(events.len(), 1, "{v:#}");
     assert_eq!(events[0]["source"], "webhook");
+
+    // The standby shows the pool now and the leader's decisions, from the store.
+    common::until("the standby showing the leader's pool", 30, async || {
+        let (_, body) =
+            common::get(&format!("http://127.0.0.1:{}/api/v1/pools/w", standby.port)).await;
+        let v: Value = serde_json::from_str(&body).unwrap_or_default();
+        v["actual"] == 2 && v["desired"] == 2 && v["min"] == 2
+    })
+    .await;
+    let (_, body) = common::get(&format!(
+        "http://127.0.0.1:{}/api/v1/decisions",
+        standby.port
+    ))
+    .await;
+    let decisions: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        decisions.as_array().is_some_and(|d| d
+            .iter()
+            .any(|d| d["outcome"].as_str().unwrap_or("").starts_with("created"))),
+        "{decisions:#}"
+    );
 }
 
 /// PostgreSQL stopped under a running pair: no replica acts (a member killed meanwhile is not

@@ -236,6 +236,11 @@ impl Agent {
         });
     }
 
+    /// The shared store, when this agent shares one with other replicas.
+    pub(crate) fn shared_store(&self) -> Option<&Shared> {
+        self.shared.as_ref().map(|s| &s.shared)
+    }
+
     /// The generation this agent leads with, if it leads (a single agent: always, 0).
     pub fn leading(&self) -> Option<u64> {
         match &self.shared {

@@ -13,6 +13,7 @@
 //!   every tick, reaction and reload;
 //! - `recorder`: what the loop tells the history store ([`crate::store`]): events, decisions,
 //!   alerts, pool sizes and members' samples (claims tell it theirs);
+//! - `standby`: what a standby shows of the pools now, read from the shared store;
 //! - [`run`]: the long-running process around it: wiring, timers, reload, shutdown;
 //! - [`histogram`]: the duration histograms of `/metrics` (loop turns, API requests);
 //! - [`leader`]: leadership among replicas sharing a PostgreSQL store: the lease's renewal,
@@ -41,6 +42,7 @@ pub mod leader;
 pub(crate) mod recorder;
 pub mod register;
 pub mod run;
+pub(crate) mod standby;
 pub(crate) mod state;
 pub(crate) mod status;
 pub(crate) mod systemd;

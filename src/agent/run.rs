@@ -437,6 +437,7 @@ impl Process<'_> {
     /// is judged by the wall clock, as `/readyz` reads it.
     async fn tick(&mut self) {
         if !self.follow_role().await {
+            self.show_as_standby().await;
             return;
         }
         let (wall, started) = (Utc::now(), std::time::Instant::now());
@@ -484,6 +485,13 @@ impl Process<'_> {
                 self.agent.stand_by().await;
                 false
             }
+        }
+    }
+
+    /// A standby's status, from the store: what the leader saved and the history.
+    async fn show_as_standby(&mut self) {
+        if let (Some(shared), Some(history)) = (self.agent.shared_store(), self.agent.history()) {
+            super::standby::refresh(shared, history, &self.publisher, self.clock.now()).await;
         }
     }
 

@@ -160,6 +160,28 @@ impl Publisher {
         self.status.turns.send_modify(|t| t.count += 1);
     }
 
+    /// Publishes what a standby shows of the pools now, read from the store
+    /// ([`super::standby`]): the leader's engine state, each pool's newest sizes, the newest
+    /// decisions. A part the store could not give is left as it was.
+    pub(crate) fn standby(
+        &self,
+        engine: Option<EngineState>,
+        actual: BTreeMap<String, u32>,
+        pending: BTreeMap<String, u32>,
+        recent: Option<Vec<LoggedDecision>>,
+    ) {
+        if let Some(e) = engine {
+            *lock(&self.status.engine) = e;
+        }
+        *lock(&self.status.actual) = actual;
+        *lock(&self.status.pending) = pending;
+        lock(&self.status.members).clear();
+        if let Some(r) = recent {
+            *lock(&self.status.recent) = r.into();
+        }
+        self.status.turns.send_modify(|t| t.count += 1);
+    }
+
     /// Tells live views the agent is shutting down, so that they end.
     pub(crate) fn closing(&self) {
         self.status.turns.send_modify(|t| t.closing = true);

@@ -760,3 +760,16 @@ pub async fn record_claims(
         })
         .collect()
 }
+
+/// Each pool's newest sample (what a standby shows as the pool now).
+pub async fn latest_pool_samples(pool: &AnyPool) -> Result<Vec<PoolSample>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT pool, at_ms, desired, actual, pending, min_size, max_size, claimed, idle, paused, \
+         waiting, busy_cores FROM pool_samples p \
+         WHERE at_ms = (SELECT MAX(at_ms) FROM pool_samples q WHERE q.pool = p.pool) \
+         ORDER BY pool",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.iter().map(pool_sample).collect()
+}
