@@ -136,7 +136,13 @@ pub(crate) struct ClaimsState {
 pub(crate) struct Forward {
     lease: Lease,
     client: reqwest::Client,
+    /// The leader's address as last read, and when: read again after [`LEADER_FRESH`], or
+    /// at once when the leader did not answer.
+    cached: std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, String)>>>,
 }
+
+/// How long a standby forwards to the leader's address before it reads the lease row again.
+const LEADER_FRESH: Duration = Duration::from_secs(1);
 
 /// Marks a forwarded request, so it is never forwarded twice (two replicas each believing
 /// the other leads).
@@ -150,11 +156,27 @@ impl Forward {
             .no_proxy()
             .connect_timeout(Duration::from_secs(2))
             .build()?;
-        Ok(Forward { lease, client })
+        Ok(Forward {
+            lease,
+            client,
+            cached: std::sync::Arc::default(),
+        })
     }
 
-    /// The address of the leader when another replica leads now.
+    /// The leader's address: cached for [`LEADER_FRESH`], else read from the lease row.
     async fn leader(&self) -> Result<String, String> {
+        if let Some((at, base)) = &*crate::sync::lock(&self.cached)
+            && at.elapsed() < LEADER_FRESH
+        {
+            return Ok(base.clone());
+        }
+        let base = self.read_leader().await?;
+        *crate::sync::lock(&self.cached) = Some((std::time::Instant::now(), base.clone()));
+        Ok(base)
+    }
+
+    /// The address of the leader when another replica leads now, from the lease row.
+    async fn read_leader(&self) -> Result<String, String> {
         match self.lease.current().await {
             Ok(Some(h)) if h.live && h.holder != self.lease.holder() => h
                 .address
@@ -193,10 +215,13 @@ impl Forward {
         }
         match out.send().await {
             Ok(answer) => relayed(answer).await,
-            Err(e) => retry_later(
-                &format!("the leader at {base} did not answer ({e}); retry in a second"),
-                Duration::from_secs(1),
-            ),
+            Err(e) => {
+                *crate::sync::lock(&self.cached) = None;
+                retry_later(
+                    &format!("the leader at {base} did not answer ({e}); retry in a second"),
+                    Duration::from_secs(1),
+                )
+            }
         }
     }
 }
