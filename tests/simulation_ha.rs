@@ -933,3 +933,50 @@ fn two_agents_and_a_failing_store_keep_every_promise() {
     }
     println!("{} seeds of {steps} steps: every promise held", seeds.len());
 }
+
+#[test]
+fn seed_6_a_new_leader_handles_the_webhooks_it_queued_before_once() {
+    // Seed 6 found that a replica taking over handed a webhook its receiver had queued as a
+    // standby to its engine twice, from the queue and again from its first events poll.
+    run_seed(6, 300);
+}
+
+#[test]
+fn the_harness_catches_a_replica_acting_without_the_lease() {
+    let (_tx, step) = watch::channel(0);
+    let scenario = Scenario::parse("sim.yaml", SCENARIO).unwrap();
+    let start: DateTime<Utc> = "2026-11-27T00:00:00Z".parse().unwrap();
+    let core = Arc::new(Mutex::new(Core::new(
+        CoreConfig::default(),
+        &scenario,
+        start,
+    )));
+    let rules = load(RULES_A).unwrap();
+    let chaos = Arc::new(Chaos::new(core, 1, &rules, step));
+    let now = start.timestamp_millis();
+    let row = Arc::new(Mutex::new(Row {
+        holder: "replica-0.1".into(),
+        generation: 4,
+        expires_ms: now + 9_000,
+    }));
+    let seat = |name: &str| Seat {
+        chaos: chaos.clone(),
+        name: name.into(),
+        row: row.clone(),
+    };
+    let g = |g: &str| g.to_string();
+    seat("replica-0.1").check_acting("create", "k1", Some(Some(&g("4"))));
+    seat("replica-0.1").check_acting("kill", "s1", None);
+    assert!(chaos.st().violations.is_empty());
+    seat("replica-1.1").check_acting("kill", "s1", None);
+    seat("replica-0.1").check_acting("create", "k2", Some(Some(&g("3"))));
+    seat("replica-0.1").check_acting("create", "k3", Some(None));
+    lock(&row).expires_ms = now - 1;
+    seat("replica-0.1").check_acting("pause", "s1", None);
+    let v = std::mem::take(&mut chaos.st().violations);
+    assert_eq!(v.len(), 4, "{v:?}");
+    assert!(v[0].contains("the lease names \"replica-0.1\""), "{v:?}");
+    assert!(v[1].contains("generation Some(\"3\")"), "{v:?}");
+    assert!(v[2].contains("generation None"), "{v:?}");
+    assert!(v[3].contains("ran out 1 ms ago"), "{v:?}");
+}

@@ -142,7 +142,7 @@ impl Leadership {
         }
         // The deliveries its receiver queued before it led passed a dedup window that `lead`
         // replaces with the store's: they go to the store's inbox first and come back through
-        // the new window, so none is handled twice (seed 3 of tests/simulation_ha.rs took one
+        // the new window, so none is handled twice (seed 6 of tests/simulation_ha.rs took one
         // from the queue and again from its events poll).
         agent.stand_by().await;
         match agent.lead(g, now).await {
