@@ -3,8 +3,9 @@
 //! sustained, and whether any sandbox was held by two claims at once. Used by
 //! scripts/bench-claims.sh; it only sends requests and never touches E2B.
 //!
-//! `claims_load BASE POOL [RATE=500] [SECONDS=20] [HOLD_MS=0]`, token from
-//! `POOLPILOT_API_TOKEN`. Each claim asks `?wait=0s`, so what is timed is the hand-out of a
+//! `claims_load BASE[,BASE...] POOL [RATE=500] [SECONDS=20] [HOLD_MS=0]`, token from
+//! `POOLPILOT_API_TOKEN`. With several BASEs (replicas sharing a store) requests go to each in
+//! turn. Each claim asks `?wait=0s`, so what is timed is the hand-out of a
 //! ready member, not a wait for a create; a 503 is counted, not retried.
 //!
 //! The double hand-out check is sound with client-side times: a claim counts as held from the
@@ -33,7 +34,9 @@ struct Tally {
 
 struct Run {
     http: reqwest::Client,
-    base: String,
+    bases: Vec<String>,
+    /// Which base the next request goes to.
+    turn: std::sync::atomic::AtomicUsize,
     pool: String,
     token: Option<String>,
     hold: Duration,
@@ -42,7 +45,9 @@ struct Run {
 
 impl Run {
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let r = self.http.request(method, format!("{}{path}", self.base));
+        let i = self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let base = &self.bases[i % self.bases.len()];
+        let r = self.http.request(method, format!("{base}{path}"));
         match &self.token {
             Some(t) => r.bearer_auth(t),
             None => r,
@@ -144,7 +149,7 @@ fn arg<T: std::str::FromStr>(args: &[String], i: usize, default: T) -> T {
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let (Some(base), Some(pool)) = (args.get(1), args.get(2)) else {
-        anyhow::bail!("usage: claims_load BASE POOL [RATE=500] [SECONDS=20] [HOLD_MS=0]");
+        anyhow::bail!("usage: claims_load BASE[,BASE...] POOL [RATE=500] [SECONDS=20] [HOLD_MS=0]");
     };
     let rate: f64 = arg(&args, 3, 500.0);
     let seconds: f64 = arg(&args, 4, 20.0);
@@ -161,7 +166,11 @@ async fn main() -> anyhow::Result<()> {
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()?,
-        base: base.trim_end_matches('/').to_string(),
+        bases: base
+            .split(',')
+            .map(|b| b.trim_end_matches('/').to_string())
+            .collect(),
+        turn: Default::default(),
         pool: pool.clone(),
         token: std::env::var("POOLPILOT_API_TOKEN").ok(),
         hold,

@@ -26,12 +26,14 @@ target/sdk-venv/bin/pip install --quiet --disable-pip-version-check -r tests/sdk
 echo "== installing E2B's JS SDK into tests/sdk/node_modules"
 (cd tests/sdk && npm ci --no-audit --no-fund --loglevel=error)
 
-echo "== installing Alertmanager, Prometheus and systemd-analyze (Debian packages)"
+echo "== installing Alertmanager, Prometheus, systemd-analyze and Chromium (Debian packages)"
 missing=""
 command -v prometheus-alertmanager >/dev/null 2>&1 || missing="$missing prometheus-alertmanager"
 command -v prometheus >/dev/null 2>&1 || missing="$missing prometheus"
 command -v systemd-analyze >/dev/null 2>&1 || missing="$missing systemd"
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$missing postgresql"
+# The status page test (tests/status_page.rs) drives a real headless Chromium.
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 if [ -n "$missing" ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"

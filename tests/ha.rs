@@ -396,3 +396,215 @@ async fn with_postgresql_down_no_replica_acts_and_they_resume_when_it_is_back() 
     )
     .await;
 }
+
+const TWENTY: &str = "pools:\n  - { name: w, min: 20, max: 20 }\n";
+
+/// The answer to a claims request: (status, body as JSON, `Idempotent-Replayed`).
+async fn call(
+    method: reqwest::Method,
+    url: String,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value, bool) {
+    let mut req = common::raw().request(method, url);
+    if let Some(k) = key {
+        req = req.header("idempotency-key", k);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.expect("the replica answers");
+    let status = r.status().as_u16();
+    let replayed = r.headers().contains_key("idempotent-replayed");
+    let v = r.json().await.unwrap_or_default();
+    (status, v, replayed)
+}
+
+/// Claims a member of pool `w` on replica `r`, waiting at most `wait`.
+async fn claim(r: &Replica, key: Option<&str>, wait: &str) -> (u16, Value, bool) {
+    let url = format!(
+        "http://127.0.0.1:{}/api/v1/pools/w/claims?wait={wait}",
+        r.port
+    );
+    let body = serde_json::json!({ "holder": "ha-test", "lease": "10m" });
+    call(reqwest::Method::POST, url, key, Some(body)).await
+}
+
+/// Waits until `r` (leading) has observed pool `w` with `n` running members, none pending.
+async fn pool_of(r: &Replica, n: u32) {
+    common::until(&format!("the pool at {n}"), 60, async || {
+        pool_at(r).await == (n.into(), 0.into())
+    })
+    .await;
+}
+
+/// 40 concurrent claims, half to the leader and half to the standby (which forwards them),
+/// on a pool of 20: each member goes to one holder only, and every member is handed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_on_two_replicas_at_once_never_hand_one_sandbox_to_two_holders() {
+    let pg = common::pg::Postgres::start("ha-claims");
+    let store = pg.database("ha").await;
+    let emu = common::emulator(common::options()).await;
+    let url = emu.url();
+    let replicas = [
+        Replica::start("claims-a", &url, &store, TWENTY),
+        Replica::start("claims-b", &url, &store, TWENTY),
+    ];
+    let leader = one_leader(&[&replicas[0], &replicas[1]]).await;
+    pool_of(&replicas[leader], 20).await;
+
+    let mut asks = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let port = replicas[i % 2].port;
+        asks.spawn(async move {
+            let url = format!("http://127.0.0.1:{port}/api/v1/pools/w/claims?wait=2s");
+            let body = serde_json::json!({ "holder": "ha-test" });
+            let answer = call(reqwest::Method::POST, url, None, Some(body)).await;
+            (i, answer)
+        });
+    }
+    let answers: Vec<(usize, (u16, Value, bool))> = asks.join_all().await;
+    let mut granted: BTreeMap<String, usize> = BTreeMap::new();
+    let mut by_replica = [0, 0];
+    for (i, (status, v, _)) in &answers {
+        match status {
+            201 => {
+                *granted
+                    .entry(v["sandbox_id"].as_str().unwrap_or("").to_string())
+                    .or_default() += 1;
+                by_replica[i % 2] += 1;
+            }
+            503 => {}
+            other => panic!("a claim answered {other}: {v}"),
+        }
+    }
+    assert!(
+        granted.values().all(|&n| n == 1),
+        "a sandbox handed out twice: {granted:?}"
+    );
+    assert_eq!(granted.len(), 20, "every member handed out: {granted:?}");
+    assert!(
+        by_replica.iter().all(|&n| n > 0),
+        "both replicas granted claims: {by_replica:?}"
+    );
+    for r in &replicas {
+        let (_, body) = common::get(&format!(
+            "http://127.0.0.1:{}/api/v1/pools/w/claims",
+            r.port
+        ))
+        .await;
+        let v: Value = serde_json::from_str(&body).unwrap_or_default();
+        assert_eq!(v.as_array().map(Vec::len), Some(20), "{body}");
+    }
+}
+
+/// A claim granted through the standby outlives the leader's kill -9: the new leader has it,
+/// does not hand its member out again, replays its Idempotency-Key, renews and releases it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_survives_the_kill_of_the_leader() {
+    let pg = common::pg::Postgres::start("ha-claim-kill");
+    let store = pg.database("ha").await;
+    let emu = common::emulator(common::options()).await;
+    let url = emu.url();
+    let mut replicas = vec![
+        Replica::start("claim-kill-a", &url, &store, THREE),
+        Replica::start("claim-kill-b", &url, &store, THREE),
+    ];
+    let leader = one_leader(&[&replicas[0], &replicas[1]]).await;
+    pool_of(&replicas[leader], 3).await;
+    let (status, first, _) = claim(&replicas[1 - leader], Some("job-1"), "5s").await;
+    assert_eq!(status, 201, "{first}");
+    let (id, sandbox) = (first["claim_id"].clone(), first["sandbox_id"].clone());
+
+    let mut dead = replicas.remove(leader);
+    dead.child.kill().expect("kill -9 the leader");
+    let _ = dead.child.wait();
+    let next = &replicas[0];
+    let show = format!(
+        "http://127.0.0.1:{}/api/v1/claims/{}",
+        next.port,
+        id.as_str().unwrap()
+    );
+    common::until("the new leader holding the claim", 60, async || {
+        let (status, body) = common::get(&show).await;
+        status == 200 && serde_json::from_str::<Value>(&body).unwrap_or_default() == first
+    })
+    .await;
+
+    let (status, again, replayed) = claim(next, Some("job-1"), "5s").await;
+    assert_eq!((status, replayed), (201, true), "{again}");
+    assert_eq!(again, first, "the same claim for the same key");
+    for _ in 0..2 {
+        let (status, other, _) = claim(next, None, "10s").await;
+        assert_eq!(status, 201, "{other}");
+        assert_ne!(other["sandbox_id"], sandbox, "the claimed member again");
+    }
+    let (status, _, _) = claim(next, None, "0s").await;
+    assert_eq!(status, 503, "all three members are claimed");
+
+    let renew = format!("{show}/renew");
+    let body = serde_json::json!({ "lease": "20m" });
+    let (status, renewed, _) = call(reqwest::Method::POST, renew, None, Some(body)).await;
+    assert_eq!(status, 200, "{renewed}");
+    assert_ne!(renewed["expires_at"], first["expires_at"]);
+    let (status, released, _) = call(reqwest::Method::DELETE, show.clone(), None, None).await;
+    assert_eq!((status, &released["claim_id"]), (200, &id), "{released}");
+    assert_eq!(common::get(&show).await.0, 404, "released");
+}
+
+/// The store's claims on a real PostgreSQL: a second claim of a sandbox is refused, and a
+/// replica that does not lead changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_in_postgresql_are_one_per_sandbox_and_fenced() {
+    use poolpilot::store::claims::{ClaimOp, ClaimStore, LiveClaim};
+    use poolpilot::store::lease::{LEADER, Lease};
+    let pg = common::pg::Postgres::start("ha-claim-store");
+    let url = pg.database("ha").await;
+    let h = poolpilot::store::History::open(
+        &url,
+        poolpilot::store::Retention::default(),
+        std::sync::Arc::new(chrono::Utc::now),
+    )
+    .await
+    .expect("open the store");
+    let lease = Lease::new(&h, LEADER, "a", Duration::from_secs(30))
+        .await
+        .unwrap()
+        .with_address("http://127.0.0.1:1");
+    let g = lease.hold().await.unwrap().expect("the free lease");
+    assert_eq!(
+        lease.current().await.unwrap().unwrap().address.as_deref(),
+        Some("http://127.0.0.1:1")
+    );
+    let live = |id: &str, sb: &str| LiveClaim {
+        claim_id: id.into(),
+        sandbox_id: sb.into(),
+        pool: "w".into(),
+        expires_ms: 1,
+        body: format!("{{\"claim_id\":\"{id}\"}}"),
+    };
+    let a = ClaimStore::new(&h, "a");
+    let done = a
+        .apply(
+            g,
+            &[
+                ClaimOp::Granted(live("c1", "sb1")),
+                ClaimOp::Granted(live("c2", "sb1")),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(done, [true, false]);
+    let b = ClaimStore::new(&h, "b");
+    assert!(
+        b.apply(
+            g,
+            &[ClaimOp::Ended {
+                claim_id: "c1".into()
+            }]
+        )
+        .await
+        .is_err()
+    );
+    assert_eq!(b.load().await.unwrap().claims, [live("c1", "sb1").body]);
+}

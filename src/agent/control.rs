@@ -272,6 +272,7 @@ impl Agent {
             dedup.remember(id, crate::store::at(*at));
         }
         *lock(&self.dedup) = dedup;
+        self.claims.lead(generation).await?;
         self.ready = false;
         self.last_observed.clear();
         self.last_events_poll = None;
@@ -287,6 +288,7 @@ impl Agent {
     /// inbox for the leader.
     pub async fn stand_by(&mut self) {
         self.stop_leading();
+        self.claims.stand_by();
         let mut events = Vec::new();
         if let Some(rx) = &mut self.webhooks {
             while let Ok(d) = rx.try_recv() {
@@ -363,6 +365,11 @@ impl Agent {
             self.engine.expedite(p);
         }
         !pools.is_empty()
+    }
+
+    /// The sandboxes the last observation saw (what the status page lists as members).
+    pub(crate) fn last_observed(&self) -> &[ObservedSandbox] {
+        &self.last_observed
     }
 
     pub(crate) fn engine(&self) -> &Engine {

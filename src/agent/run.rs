@@ -50,6 +50,7 @@ use super::systemd::Watchdog;
 use crate::e2b::{ClientConfig, E2bApi, HttpClient};
 use crate::notify::{Dispatcher, NotifyConfig};
 use crate::rules::{self, RuleSet};
+use crate::store::claims::ClaimStore;
 use crate::store::lease::{LEADER, Lease};
 use crate::store::shared::Shared;
 
@@ -91,7 +92,7 @@ pub async fn run(
     )?;
     let history = open_history(&cfg, clock).await?;
     agent.keep_history(history.history.clone());
-    let leadership = share(&cfg, &mut agent, &history.history).await?;
+    let (leadership, forward) = share(&cfg, &mut agent, &history.history).await?.unzip();
 
     let health = Health::new(clock.wall_span(cfg.poll.metrics.0), TURN_DEADLINE);
     let status = Arc::new(Status::new(health, cfg.dry_run, agent.recent.clone()));
@@ -109,11 +110,7 @@ pub async fn run(
     if let Some(receiver) = receiver {
         app = app.merge(receiver);
     }
-    app = app.merge(if leadership.is_some() {
-        http::claims::not_shared()
-    } else {
-        claims_api(&cfg, &agent)?
-    });
+    app = app.merge(claims_api(&cfg, &agent, forward)?);
     let app = http::timed(app, &e2b.metrics);
     let listener = tokio::net::TcpListener::bind(&cfg.listen)
         .await
@@ -132,6 +129,7 @@ pub async fn run(
         leadership,
     };
     process.turns(shutdown, reload, &wake).await;
+    process.publisher.closing();
     process.shut_down().await;
     server.stop().await;
     Ok(())
@@ -217,8 +215,13 @@ async fn open_webhooks(
 }
 
 /// The claims API, guarded by the API token when there is one; without one it is served on
-/// loopback only (and refused, with a warning, elsewhere).
-fn claims_api(cfg: &Config, agent: &Agent) -> anyhow::Result<axum::Router> {
+/// loopback only (and refused, with a warning, elsewhere). With `forward` (replicas sharing
+/// a store), a standby forwards it to the leader.
+fn claims_api(
+    cfg: &Config,
+    agent: &Agent,
+    forward: Option<http::claims::Forward>,
+) -> anyhow::Result<axum::Router> {
     let token = optional_secret(
         cfg.token_file.as_deref(),
         API_TOKEN.credential,
@@ -231,6 +234,7 @@ fn claims_api(cfg: &Config, agent: &Agent) -> anyhow::Result<axum::Router> {
     Ok(http::claims::router(http::claims::ClaimsState {
         claims: agent.claims(),
         access,
+        forward,
     }))
 }
 
@@ -271,24 +275,29 @@ pub(crate) fn store_url(url: &str, cfg: &Config) -> anyhow::Result<String> {
     Ok(u.to_string())
 }
 
-/// With a PostgreSQL store: this replica shares its state there and contends for the
-/// leader's lease; None for a single agent on SQLite, which always leads.
+/// With a PostgreSQL store: this replica shares its state and claims there and contends for
+/// the leader's lease (saying where it serves, for standbys to forward claims to); None for
+/// a single agent on SQLite, which always leads.
 async fn share(
     cfg: &Config,
     agent: &mut Agent,
     history: &crate::store::History,
-) -> anyhow::Result<Option<Leadership>> {
+) -> anyhow::Result<Option<(Leadership, http::claims::Forward)>> {
     if !history.is_postgres() {
         return Ok(None);
     }
     let replica = replica_name();
     let lease = Lease::new(history, LEADER, &replica, cfg.lease.0)
         .await
-        .context("set up the leader's lease in the store")?;
+        .context("set up the leader's lease in the store")?
+        .with_address(&cfg.advertised());
+    let forward = http::claims::Forward::new(lease.clone())
+        .context("the HTTP client that forwards claims to the leader")?;
     let leadership = Leadership::start(lease);
     agent.share(Shared::new(history, &replica), leadership.fence.clone());
-    tracing::info!(replica = %replica, lease = ?cfg.lease.0, "sharing the store with other replicas; one leads");
-    Ok(Some(leadership))
+    agent.claims().share(ClaimStore::new(history, &replica));
+    tracing::info!(replica = %replica, lease = ?cfg.lease.0, advertise = %cfg.advertised(), "sharing the store with other replicas; one leads");
+    Ok(Some((leadership, forward)))
 }
 
 /// This process's name among replicas: the host, the process id and a random suffix, so a

@@ -11,11 +11,16 @@
 //! its creates return), and [`Status::recent`] is that same buffer, shared, so
 //! `GET /api/v1/decisions` reads what the decision log says.
 //!
+//! Every published turn also bumps [`Status::turns`], the change signal the status page's
+//! stream (`GET /api/v1/stream`) waits on, and a tick publishes the members it observed
+//! ([`Status::members`]) for the page's members table. At shutdown [`Publisher::closing`]
+//! says so on the same signal, so open streams end.
+//!
 //! Nothing but [`Publisher`] writes a [`Status`]; readers take each lock only to copy out.
 
 use crate::sync::lock;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,7 +29,7 @@ use chrono::{DateTime, Utc};
 use super::control::{Agent, LoggedDecision, TickReport};
 use super::health::Health;
 use super::leader::Role;
-use crate::engine::EngineState;
+use crate::engine::{EngineState, ObservedSandbox};
 use crate::rules::RuleSet;
 
 /// What the server shows, published by the loop after each turn.
@@ -53,6 +58,21 @@ pub(crate) struct Status {
     pub(crate) recent: Arc<Mutex<VecDeque<LoggedDecision>>>,
     /// With a PostgreSQL store: this replica's role (None for a single agent).
     pub(crate) role: Mutex<Option<Role>>,
+    /// The sandboxes the last good tick observed, for the status page's members table.
+    pub(crate) members: Mutex<Vec<ObservedSandbox>>,
+    /// Bumped on every published turn, closed at shutdown: what live views wait on.
+    pub(crate) turns: tokio::sync::watch::Sender<Turns>,
+    /// Live views (`GET /api/v1/stream`) open now, to bound them.
+    pub(crate) streams: AtomicUsize,
+}
+
+/// The change signal of [`Status::turns`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Turns {
+    /// How many turns were published.
+    pub(crate) count: u64,
+    /// The agent is shutting down: live views should end.
+    pub(crate) closing: bool,
 }
 
 impl Status {
@@ -79,6 +99,9 @@ impl Status {
             turn_durations: Mutex::default(),
             recent,
             role: Mutex::new(None),
+            members: Mutex::default(),
+            turns: tokio::sync::watch::Sender::new(Turns::default()),
+            streams: AtomicUsize::new(0),
         }
     }
 }
@@ -121,6 +144,7 @@ impl Publisher {
                 ));
             }
             *lock(&self.status.actual) = report.actual.clone();
+            *lock(&self.status.members) = agent.last_observed().to_vec();
         }
         self.turn(agent, Some(report));
     }
@@ -133,6 +157,12 @@ impl Publisher {
         if let Some(report) = report {
             self.count_actions(report);
         }
+        self.status.turns.send_modify(|t| t.count += 1);
+    }
+
+    /// Tells live views the agent is shutting down, so that they end.
+    pub(crate) fn closing(&self) {
+        self.status.turns.send_modify(|t| t.closing = true);
     }
 
     /// Counts the actions whose outcome a turn learnt, by kind and result.

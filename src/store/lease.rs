@@ -9,6 +9,9 @@
 //! *before* the renewal was sent ([`crate::agent::leader`]): a holder paused past its lease
 //! (GC, a stalled VM, SIGSTOP) finds its time up when it wakes, whatever the database says.
 //!
+//! The holder also writes where it serves its API (`address`), so a standby can forward the
+//! claims API to it.
+//!
 //! The seeded simulation gives a lease its virtual clock ([`Lease::with_clock`]) and fails its
 //! calls with the store's [`super::Faults`]; production never does either.
 
@@ -34,6 +37,8 @@ pub struct Lease {
     /// None in production: the database's clock, one for every replica.
     clock: Option<ClockMs>,
     faults: super::Faults,
+    /// Where this replica serves its API (`http://host:port`), written with every renewal.
+    address: Option<String>,
 }
 
 /// Who holds the lease, as the database says.
@@ -43,6 +48,9 @@ pub struct Holder {
     pub generation: u64,
     /// Whether it is still within its time, by the database's clock.
     pub live: bool,
+    /// Where it serves its API, when it said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
 }
 
 impl Lease {
@@ -55,13 +63,14 @@ impl Lease {
         ttl: Duration,
     ) -> Result<Lease, sqlx::Error> {
         let lease = Lease {
-            pool: history.pool().clone(),
+            pool: history.control_pool().clone(),
             postgres: history.is_postgres(),
             name: name.to_string(),
             holder: holder.to_string(),
             ttl,
             clock: None,
             faults: history.faults().clone(),
+            address: None,
         };
         sqlx::query(
             "INSERT INTO leases (name, holder, generation, expires_ms) VALUES ($1, '', 0, 0) \
@@ -76,6 +85,13 @@ impl Lease {
     /// Reads `clock` instead of the database's clock (a simulation on virtual time).
     pub fn with_clock(mut self, clock: ClockMs) -> Lease {
         self.clock = Some(clock);
+        self
+    }
+
+    /// This replica serves its API at `address`: written with each renewal while it holds
+    /// the lease.
+    pub fn with_address(mut self, address: &str) -> Lease {
+        self.address = Some(address.to_string());
         self
     }
 
@@ -95,13 +111,14 @@ impl Lease {
         let row = sqlx::query(
             "UPDATE leases SET \
                generation = CASE WHEN holder = $2 THEN generation ELSE generation + 1 END, \
-               holder = $2, expires_ms = $3 \
+               holder = $2, expires_ms = $3, address = $5 \
              WHERE name = $1 AND (holder = $2 OR expires_ms < $4) RETURNING generation",
         )
         .bind(self.name.clone())
         .bind(self.holder.clone())
         .bind(now + self.ttl.as_millis() as i64)
         .bind(now)
+        .bind(self.address.clone())
         .fetch_optional(&self.pool)
         .await?;
         match row {
@@ -149,10 +166,11 @@ pub(crate) async fn current_holder(
 
 /// Who holds the lease `name`, and whether it is live at `now_ms`.
 async fn holder_of(pool: &AnyPool, name: &str, now: i64) -> Result<Option<Holder>, sqlx::Error> {
-    let row = sqlx::query("SELECT holder, generation, expires_ms FROM leases WHERE name = $1")
-        .bind(name.to_string())
-        .fetch_optional(pool)
-        .await?;
+    let row =
+        sqlx::query("SELECT holder, generation, expires_ms, address FROM leases WHERE name = $1")
+            .bind(name.to_string())
+            .fetch_optional(pool)
+            .await?;
     let Some(r) = row else { return Ok(None) };
     let holder: String = r.try_get("holder")?;
     if holder.is_empty() {
@@ -162,6 +180,7 @@ async fn holder_of(pool: &AnyPool, name: &str, now: i64) -> Result<Option<Holder
         holder,
         generation: r.try_get::<i64, _>("generation")?.max(0) as u64,
         live: r.try_get::<i64, _>("expires_ms")? >= now,
+        address: r.try_get::<Option<String>, _>("address")?,
     }))
 }
 

@@ -18,6 +18,7 @@
 //! [`Faults`] lets the seeded simulation (tests/simulation_ha.rs) make the lease's and the
 //! shared state's calls fail, as a store that is down does; nothing in production sets it.
 
+pub mod claims;
 pub mod lease;
 pub mod read;
 pub mod shared;
@@ -223,6 +224,9 @@ impl Faults {
 pub struct History {
     tx: mpsc::Sender<Record>,
     pool: AnyPool,
+    /// The connections of the lease and the shared state, apart from the history's writer
+    /// and readers so that a busy status page or a big batch never delays a renewal.
+    control: AnyPool,
     faults: Faults,
     run_id: Arc<str>,
     postgres: bool,
@@ -250,9 +254,15 @@ impl History {
             run_id.clone(),
         );
         tokio::spawn(writer.run(rx));
+        let control = if url.contains(":memory:") {
+            pool.clone()
+        } else {
+            connect_sized(url, 2).await?
+        };
         Ok(History {
             tx,
             pool,
+            control,
             run_id: run_id.into(),
             postgres: is_postgres(url),
             stats,
@@ -297,6 +307,11 @@ impl History {
     /// The pool readers query.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// The pool of the lease and the shared state (see the field).
+    pub fn control_pool(&self) -> &AnyPool {
+        &self.control
     }
 
     /// This run of the agent, which numbers its decisions from 1.
@@ -393,6 +408,9 @@ pub async fn check(url: &str) -> anyhow::Result<Health> {
         "pool_samples",
         "sandbox_samples",
         "seen_events",
+        "webhook_inbox",
+        "live_claims",
+        "dirty_members",
     ] {
         let n: Option<i64> = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
             .fetch_one(&pool)
@@ -454,10 +472,15 @@ pub fn redact(url: &str) -> String {
 /// loses at most the last transactions, never the file), one connection for `:memory:`
 /// (each connection would have its own database).
 async fn connect(url: &str) -> anyhow::Result<AnyPool> {
+    connect_sized(url, 4).await
+}
+
+/// [`connect`] with at most `size` connections (one for `:memory:`).
+async fn connect_sized(url: &str, size: u32) -> anyhow::Result<AnyPool> {
     install_default_drivers();
     let memory = url.contains(":memory:");
     let options = AnyPoolOptions::new()
-        .max_connections(if memory { 1 } else { 4 })
+        .max_connections(if memory { 1 } else { size })
         .min_connections(if memory { 1 } else { 0 })
         .idle_timeout((!memory).then_some(Duration::from_secs(600)))
         .max_lifetime((!memory).then_some(Duration::from_secs(1800)))

@@ -42,7 +42,7 @@ pub struct Shared {
 impl Shared {
     pub fn new(history: &super::History, holder: &str) -> Shared {
         Shared {
-            pool: history.pool().clone(),
+            pool: history.control_pool().clone(),
             postgres: history.is_postgres(),
             holder: holder.to_string(),
             faults: history.faults().clone(),
@@ -189,7 +189,10 @@ impl Shared {
 
     /// A transaction in which this replica holds the lease with `generation`: the lease row
     /// is locked against a takeover until it commits (PostgreSQL; SQLite has one writer).
-    async fn fenced(&self, generation: u64) -> Result<Transaction<'static, Any>, SharedError> {
+    pub(super) async fn fenced(
+        &self,
+        generation: u64,
+    ) -> Result<Transaction<'static, Any>, SharedError> {
         self.faults.check()?;
         let mut tx = self.pool.begin().await?;
         let lock = if self.postgres { " FOR SHARE" } else { "" };

@@ -5,6 +5,9 @@
 //! - [`ledger`]: who holds what, under one lock; the promise that no member is handed to two
 //!   holders lives there;
 //! - [`journal`]: what survives a restart;
+//! - [`durable`]: what survives a failover, with a store shared by replicas: only the leader
+//!   serves claims ([`Claims::local`]), and a holder hears of a claim, renewal or release only
+//!   once it is written there;
 //! - this file: the [`Claims`] service the HTTP handlers and the control loop share. It waits
 //!   for a member when none is free, resumes a paused one, sets a claimed member's timeout to
 //!   its lease's end (never shorter than it was), kills or returns released members, and ends
@@ -14,6 +17,7 @@
 //!
 //! Time comes from the agent's clock (injected), so leases follow `--speed` and tests.
 
+mod durable;
 pub mod journal;
 pub mod ledger;
 
@@ -29,8 +33,10 @@ use super::budget::Budget;
 use crate::e2b::{E2bApi, Error};
 use crate::engine::{ObservedSandbox, PoolClaims};
 use crate::rules::{OnRelease, RuleSet};
+use crate::store::claims::{ClaimOp, ClaimStore};
 use crate::store::{ClaimEnd, History, Record};
 use crate::sync::lock;
+use durable::{Saved, Writer, live, written};
 use journal::Journal;
 pub use ledger::Claim;
 use ledger::{EndReason, Ended, Ledger, Refusal, Take};
@@ -110,6 +116,8 @@ pub enum ClaimError {
     Exhausted {
         retry_after: Duration,
     },
+    /// The change could not be written to the shared store, so it was not made.
+    Unsaved,
 }
 
 impl std::fmt::Display for ClaimError {
@@ -134,6 +142,9 @@ impl std::fmt::Display for ClaimError {
             ClaimError::Exhausted { .. } => {
                 f.write_str("no member free within the wait; the pool is growing, retry shortly")
             }
+            ClaimError::Unsaved => f.write_str(
+                "the change could not be saved to the shared store (this replica may no longer lead, or the store is unreachable); nothing changed, retry in a second",
+            ),
         }
     }
 }
@@ -180,18 +191,46 @@ impl ClaimMetrics {
 }
 
 /// The ledger and its journal, changed together under one lock so the journal's order is the
-/// ledger's; the history store is told of the same changes.
+/// ledger's; the history store, and a shared store, are told of the same changes.
 struct Book {
     ledger: Ledger,
     journal: Option<Journal>,
     history: Option<History>,
+    /// With a store shared by replicas: its writer.
+    writer: Option<Writer>,
+    /// With a shared store, the generation this replica leads with; claims are served here
+    /// only then.
+    generation: Option<u64>,
+    /// Grants whose holders wait for them to be written, by claim id.
+    pending: HashMap<String, Saved>,
 }
 
 impl Book {
-    /// Writes a granted claim down.
+    /// Queues `ops` for the shared store while this replica leads (after the whole ledger
+    /// when a write was refused); with `wait`, the answer to wait for.
+    fn share(&mut self, ops: Vec<ClaimOp>, wait: bool) -> Option<Saved> {
+        let (Some(w), Some(generation)) = (&self.writer, self.generation) else {
+            return None;
+        };
+        if w.take_resync() {
+            let saved = self.ledger.saved();
+            let claims = saved.claims.iter().map(live).collect();
+            let all = ClaimOp::Replace {
+                claims,
+                dirty: saved.dirty,
+            };
+            w.push(generation, vec![all], false);
+        }
+        w.push(generation, ops, wait)
+    }
+
+    /// Writes a granted claim down; with a shared store, its holder waits for it there.
     fn granted(&mut self, c: &Claim) {
         if let Some(j) = &mut self.journal {
             j.granted(c);
+        }
+        if let Some(saved) = self.share(vec![ClaimOp::Granted(live(c))], true) {
+            self.pending.insert(c.claim_id.clone(), saved);
         }
         if let Some(h) = &self.history {
             h.record(Record::ClaimGranted {
@@ -205,15 +244,48 @@ impl Book {
         }
     }
 
-    fn renewed(&mut self, id: &str, until: DateTime<Utc>) {
+    fn renewed(&mut self, c: &Claim) {
         if let Some(j) = &mut self.journal {
-            j.renewed(id, until);
+            j.renewed(&c.claim_id, c.expires_at);
         }
         if let Some(h) = &self.history {
             h.record(Record::ClaimRenewed {
-                claim_id: id.to_string(),
-                expires_at: until,
+                claim_id: c.claim_id.clone(),
+                expires_at: c.expires_at,
             });
+        }
+        self.share(vec![ClaimOp::Renewed(live(c))], false);
+    }
+
+    /// Writes down a released member to be killed.
+    fn dirty(&mut self, pool: &str, sandbox_id: &str) {
+        if let Some(j) = &mut self.journal {
+            j.dirty(pool, sandbox_id);
+        }
+        self.share(
+            vec![ClaimOp::Dirty {
+                pool: pool.to_string(),
+                sandbox_id: sandbox_id.to_string(),
+            }],
+            false,
+        );
+    }
+
+    /// Writes down dirty members seen gone.
+    fn killed(&mut self, ids: &[String]) {
+        if let Some(j) = &mut self.journal {
+            for id in ids {
+                j.killed(id);
+            }
+        }
+        if !ids.is_empty() {
+            let ops = ids
+                .iter()
+                .map(|id| ClaimOp::Killed {
+                    sandbox_id: id.clone(),
+                })
+                .collect();
+            self.share(ops, false);
         }
     }
 
@@ -234,6 +306,10 @@ impl Book {
                 how,
             });
         }
+        let ended = ClaimOp::Ended {
+            claim_id: id.to_string(),
+        };
+        self.share(vec![ended], false);
     }
 }
 
@@ -328,6 +404,9 @@ impl Claims {
                 ledger,
                 journal,
                 history: None,
+                writer: None,
+                generation: None,
+                pending: HashMap::new(),
             }),
             freed: Notify::new(),
             starved: Arc::new(Notify::new()),
@@ -401,7 +480,10 @@ impl Claims {
             }
             book.ledger.begin_key(pool, key).map_err(refusal)?;
         }
-        let out = self.take_or_wait(pool, req, lease).await;
+        let out = match self.take_or_wait(pool, req, lease).await {
+            Ok(g) => self.saved_grant(g).await,
+            Err(e) => Err(e),
+        };
         if let Some(key) = &req.idempotency_key {
             lock(&self.book).ledger.end_key(pool, key);
         }
@@ -561,6 +643,38 @@ impl Claims {
 
     /// Renews a claim: its lease ends `lease` from now (the pool's default lease when none).
     pub fn renew(&self, id: &str, lease: Option<Duration>) -> Result<Claim, ClaimError> {
+        let until = self.renewal_end(id, lease)?;
+        self.renew_until(id, until)
+    }
+
+    /// [`Claims::renew`], answered once the renewal is written to the shared store, if there
+    /// is one (written first: a renewal that cannot be saved is not made).
+    pub async fn renew_durably(
+        &self,
+        id: &str,
+        lease: Option<Duration>,
+    ) -> Result<Claim, ClaimError> {
+        let until = self.renewal_end(id, lease)?;
+        let ahead = {
+            let mut book = lock(&self.book);
+            let mut c = book
+                .ledger
+                .get(id)
+                .cloned()
+                .ok_or_else(|| ClaimError::NotFound(id.to_string()))?;
+            c.expires_at = until;
+            book.share(vec![ClaimOp::Renewed(live(&c))], true)
+        };
+        if let Some(saved) = ahead
+            && !written(saved).await
+        {
+            return Err(ClaimError::Unsaved);
+        }
+        self.renew_until(id, until)
+    }
+
+    /// When a renewal of claim `id` for `lease` would end its lease.
+    fn renewal_end(&self, id: &str, lease: Option<Duration>) -> Result<DateTime<Utc>, ClaimError> {
         let pool = lock(&self.book)
             .ledger
             .get(id)
@@ -569,14 +683,17 @@ impl Claims {
         let settings = self.pool_settings(&pool)?;
         let lease = lease.unwrap_or(settings.lease);
         check_lease(lease, settings.max_lease)?;
-        let until = (self.clock)() + TimeDelta::from_std(lease).unwrap_or(TimeDelta::MAX);
+        Ok((self.clock)() + TimeDelta::from_std(lease).unwrap_or(TimeDelta::MAX))
+    }
+
+    fn renew_until(&self, id: &str, until: DateTime<Utc>) -> Result<Claim, ClaimError> {
         let c = {
             let mut book = lock(&self.book);
             let c = book
                 .ledger
                 .renew(id, until)
                 .ok_or_else(|| ClaimError::NotFound(id.to_string()))?;
-            book.renewed(id, until);
+            book.renewed(&c);
             c
         };
         self.lengthen_to_lease(&c);
@@ -591,23 +708,61 @@ impl Claims {
             .ok_or_else(|| ClaimError::NotFound(id.to_string()))
     }
 
+    /// [`Claims::release`], answered once the release is written to the shared store, if
+    /// there is one (written first: a release that cannot be saved is not made, and its
+    /// member is neither killed nor handed out).
+    pub async fn release_durably(&self, id: &str) -> Result<Claim, ClaimError> {
+        let pool = lock(&self.book)
+            .ledger
+            .get(id)
+            .map(|c| c.pool.clone())
+            .ok_or_else(|| ClaimError::NotFound(id.to_string()))?;
+        let kill = self.on_release(&pool) == OnRelease::Kill;
+        let ahead = {
+            let mut book = lock(&self.book);
+            let c = book
+                .ledger
+                .get(id)
+                .cloned()
+                .ok_or_else(|| ClaimError::NotFound(id.to_string()))?;
+            let mut ops = vec![ClaimOp::Ended {
+                claim_id: c.claim_id,
+            }];
+            if kill {
+                ops.push(ClaimOp::Dirty {
+                    pool: c.pool,
+                    sandbox_id: c.sandbox_id,
+                });
+            }
+            book.share(ops, true)
+        };
+        if let Some(saved) = ahead
+            && !written(saved).await
+        {
+            return Err(ClaimError::Unsaved);
+        }
+        self.release(id)
+    }
+
+    /// What `pool` does with a released member (a pool gone from the rules after a reload:
+    /// its members are killed all the same).
+    fn on_release(&self, pool: &str) -> OnRelease {
+        lock(&self.rules)
+            .pool(pool)
+            .map_or(OnRelease::Kill, |p| p.claims.on_release)
+    }
+
     /// Ends one claim and carries out its pool's `on_release`.
     fn end(&self, id: &str, why: EndReason, now: DateTime<Utc>) -> Option<Ended> {
         let pool = lock(&self.book).ledger.get(id)?.pool.clone();
-        // A pool gone from the rules after a reload: its members are dirty all the same.
-        let on_release = lock(&self.rules)
-            .pool(&pool)
-            .map_or(OnRelease::Kill, |p| p.claims.on_release);
+        let on_release = self.on_release(&pool);
         let kill = on_release == OnRelease::Kill || why == EndReason::Lost;
         let ended = {
             let mut book = lock(&self.book);
             let e = book.ledger.end(id, why, kill, now)?;
             book.ended(id, why, now);
-            if kill
-                && why != EndReason::Lost
-                && let Some(j) = &mut book.journal
-            {
-                j.dirty(&e.claim.pool, &e.claim.sandbox_id);
+            if kill && why != EndReason::Lost {
+                book.dirty(&e.claim.pool, &e.claim.sandbox_id);
             }
             e
         };
@@ -723,13 +878,11 @@ impl Claims {
             for e in &lost {
                 book.ended(&e.claim.claim_id, EndReason::Lost, now);
             }
+            book.killed(&killed);
             let Book {
                 ledger, journal, ..
             } = &mut *book;
             if let Some(j) = journal {
-                for id in &killed {
-                    j.killed(id);
-                }
                 j.sync_if_due();
                 j.maybe_compact(|| ledger.saved());
             }
@@ -804,6 +957,97 @@ impl Claims {
     /// Tells the history store of every claim granted, renewed and ended from now on.
     pub(crate) fn keep_history(&self, history: History) {
         lock(&self.book).history = Some(history);
+    }
+
+    /// Shares claims with other replicas through `store`: from now on they are served only
+    /// while this replica leads ([`Claims::lead`]), and written there. The local journal is
+    /// left behind (a standby's claims are the leader's).
+    pub(crate) fn share(&self, store: ClaimStore) {
+        let mut book = lock(&self.book);
+        book.writer = Some(Writer::start(store));
+        book.journal = None;
+        book.ledger = Ledger::default();
+        book.generation = None;
+    }
+
+    /// Whether claims are served here: always for a single agent, and only while leading
+    /// with a shared store (a standby forwards them to the leader).
+    pub(crate) fn local(&self) -> bool {
+        let book = lock(&self.book);
+        book.writer.is_none() || book.generation.is_some()
+    }
+
+    /// Takes over the claims of the shared store as the leader of `generation`: the ledger
+    /// becomes exactly the claims and dirty members there (members are known again from the
+    /// next observation); dirty members are killed again.
+    pub(crate) async fn lead(&self, generation: u64) -> Result<(), sqlx::Error> {
+        let Some(writer) = lock(&self.book).writer.clone() else {
+            return Ok(());
+        };
+        let saved = writer.store().load().await?;
+        let mut ledger = Ledger::default();
+        for body in &saved.claims {
+            match serde_json::from_str::<Claim>(body) {
+                Ok(c) => ledger.insert(c),
+                Err(e) => {
+                    tracing::error!(error = %e, "a claim in the shared store is not a claim; skipped")
+                }
+            }
+        }
+        for (pool, id) in &saved.dirty {
+            ledger.mark_dirty(pool, id);
+        }
+        {
+            let mut book = lock(&self.book);
+            book.ledger = ledger;
+            book.generation = Some(generation);
+            book.pending.clear();
+        }
+        tracing::info!(
+            generation,
+            claims = saved.claims.len(),
+            dirty = saved.dirty.len(),
+            "took over the claims of the shared store"
+        );
+        for (pool, id) in &saved.dirty {
+            self.kill_released(pool, id);
+        }
+        self.freed.notify_waiters();
+        Ok(())
+    }
+
+    /// Stops serving claims (another replica leads, or this one lost the lease): the ledger
+    /// is emptied, since the leader owns the claims now.
+    pub(crate) fn stand_by(&self) {
+        let mut book = lock(&self.book);
+        if book.generation.take().is_some() {
+            book.ledger = Ledger::default();
+            book.pending.clear();
+            drop(book);
+            self.freed.notify_waiters();
+        }
+    }
+
+    /// A grant, once written to the shared store when there is one; a grant that could not
+    /// be written is undone (its member free again) and refused.
+    async fn saved_grant(&self, g: Granted) -> Result<Granted, ClaimError> {
+        let pending = lock(&self.book).pending.remove(&g.claim.claim_id);
+        let Some(saved) = pending else {
+            return Ok(g);
+        };
+        if written(saved).await {
+            return Ok(g);
+        }
+        let c = &g.claim;
+        let mut book = lock(&self.book);
+        if book.ledger.get(&c.claim_id).is_some() {
+            book.ledger.undo(c, false);
+            book.ended(&c.claim_id, EndReason::Lost, (self.clock)());
+        }
+        drop(book);
+        tracing::warn!(pool = %c.pool, sandbox = %c.sandbox_id, claim = %c.claim_id, "a claim could not be saved to the shared store; undone");
+        self.freed.notify_waiters();
+        Err(ClaimError::Unsaved)
     }
 
     /// What the engine reads at each step.

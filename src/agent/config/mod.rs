@@ -57,6 +57,10 @@ pub struct Config {
     /// How long the leader's lease holds, with a PostgreSQL store.
     #[serde(default = "ten_s")]
     pub lease: HumanDuration,
+    /// With a PostgreSQL store: the URL other replicas reach this one's API at, to forward
+    /// claims to it while it leads; absent, `http://` and `listen`.
+    #[serde(default)]
+    pub advertise: Option<String>,
     /// Also append each decision to `state_dir/decisions.jsonl`, for log shippers.
     #[serde(default = "yes")]
     pub decision_log: bool,
@@ -296,6 +300,7 @@ impl Config {
             store: None,
             store_password_file: None,
             lease: ten_s(),
+            advertise: None,
             decision_log: yes(),
             webhook: None,
             limits: LimitsConfig::default(),
@@ -710,6 +715,34 @@ pub(crate) fn check_store(u: &str) -> Result<(), String> {
         return Err(format!("must name a host and a database, {example}"));
     }
     Ok(())
+}
+
+/// `advertise`: an http or https URL with a host, and no path.
+pub(crate) fn check_advertise(u: &str) -> Result<(), String> {
+    match url::Url::parse(u) {
+        Ok(url)
+            if matches!(url.scheme(), "http" | "https")
+                && url.host().is_some()
+                && url.path() == "/"
+                && url.query().is_none() =>
+        {
+            Ok(())
+        }
+        _ => Err(format!(
+            "must be the URL other replicas reach this one at, such as \"http://10.0.0.5:9477\" (http or https, a host, no path); got {u:?}"
+        )),
+    }
+}
+
+impl Config {
+    /// The URL other replicas reach this one's API at: `advertise`, else `http://` and
+    /// `listen`.
+    pub fn advertised(&self) -> String {
+        match &self.advertise {
+            Some(a) => a.trim_end_matches('/').to_string(),
+            None => format!("http://{}", self.listen),
+        }
+    }
 }
 
 pub(crate) fn check_url(u: &str) -> Result<(), String> {

@@ -393,6 +393,20 @@ pub(crate) static SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        name: "advertise",
+        flag: Some(Flag {
+            long: "--advertise",
+            env: "POOLPILOT_ADVERTISE",
+            value_name: "URL",
+            help: "With a PostgreSQL store: the URL other replicas reach this one at, to forward claims to the leader [file: advertise; default http://<listen>]",
+        }),
+        value: Value::Text {
+            get: |c| c.advertise.as_deref(),
+            set: |c, v| c.advertise = Some(v),
+            check: super::check_advertise,
+        },
+    },
+    Setting {
         name: "decision_log",
         flag: Some(Flag {
             long: "--decision-log",

@@ -16,6 +16,13 @@
 //! wrong token, 403 refused, 404 unknown pool or claim, 409 an Idempotency-Key conflict, 503
 //! with `Retry-After` when no member is free (or none is known yet).
 //!
+//! With a store shared by replicas only the leader serves claims; a standby forwards each
+//! claims request to the leader named in the lease row (its `advertise` URL): method, path,
+//! query, `Authorization`, `Idempotency-Key`, `Content-Type` and body, relaying status,
+//! `Retry-After`, `WWW-Authenticate` and body. The standby checks access as the leader does
+//! (the token is the same on every replica), and the leader checks again. With no leader
+//! known, or one that does not answer, the answer is 503 with `Retry-After: 1`.
+//!
 //! The handlers only translate: what a claim does is [`crate::agent::claims`].
 
 use std::sync::Arc;
@@ -24,8 +31,9 @@ use std::time::Duration;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
@@ -34,6 +42,7 @@ use subtle::ConstantTimeEq as _;
 use super::error;
 use crate::agent::claims::{ClaimError, ClaimRequest, Claims};
 use crate::duration::HumanDuration;
+use crate::store::lease::Lease;
 
 /// Who may use the claims API.
 #[derive(Clone)]
@@ -118,6 +127,128 @@ pub(crate) fn is_loopback(listen: &str) -> bool {
 pub(crate) struct ClaimsState {
     pub(crate) claims: Arc<Claims>,
     pub(crate) access: Access,
+    /// With a store shared by replicas: how a standby reaches the leader.
+    pub(crate) forward: Option<Forward>,
+}
+
+/// A standby's way to the leader: the lease row names it and its address.
+#[derive(Clone)]
+pub(crate) struct Forward {
+    lease: Lease,
+    client: reqwest::Client,
+}
+
+/// Marks a forwarded request, so it is never forwarded twice (two replicas each believing
+/// the other leads).
+const FORWARDED: &str = "x-poolpilot-forwarded";
+/// How much longer than the claim's wait a forwarded request may take.
+const FORWARD_SLACK: Duration = Duration::from_secs(5);
+
+impl Forward {
+    pub(crate) fn new(lease: Lease) -> Result<Forward, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(2))
+            .build()?;
+        Ok(Forward { lease, client })
+    }
+
+    /// The address of the leader when another replica leads now.
+    async fn leader(&self) -> Result<String, String> {
+        match self.lease.current().await {
+            Ok(Some(h)) if h.live && h.holder != self.lease.holder() => h
+                .address
+                .ok_or_else(|| format!("the leader {} has not said where it serves", h.holder)),
+            Ok(_) => Err("no replica leads now".into()),
+            Err(e) => Err(format!("the store cannot be reached: {e}")),
+        }
+    }
+
+    /// Sends `req` to the leader at `base` and relays its answer.
+    async fn relay(&self, base: &str, req: Request) -> Response {
+        let (parts, body) = req.into_parts();
+        let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the body is larger than 64 KiB or did not arrive whole",
+            );
+        };
+        let wait = Query::<WaitQuery>::try_from_uri(&parts.uri)
+            .ok()
+            .and_then(|q| q.0.wait)
+            .and_then(|w| humantime::parse_duration(&w).ok())
+            .unwrap_or(DEFAULT_WAIT)
+            .min(MAX_WAIT);
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut out = self
+            .client
+            .request(parts.method.clone(), format!("{base}{target}"))
+            .timeout(wait + FORWARD_SLACK)
+            .header(FORWARDED, "1")
+            .body(body);
+        for h in [header::AUTHORIZATION, IDEMPOTENCY_KEY, header::CONTENT_TYPE] {
+            if let Some(v) = parts.headers.get(&h) {
+                out = out.header(h, v.clone());
+            }
+        }
+        match out.send().await {
+            Ok(answer) => relayed(answer).await,
+            Err(e) => retry_later(
+                &format!("the leader at {base} did not answer ({e}); retry in a second"),
+                Duration::from_secs(1),
+            ),
+        }
+    }
+}
+
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+const REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
+/// The leader's answer, as this replica's.
+async fn relayed(answer: reqwest::Response) -> Response {
+    let status = answer.status();
+    let mut headers = HeaderMap::new();
+    for h in [
+        header::RETRY_AFTER,
+        header::WWW_AUTHENTICATE,
+        header::CONTENT_TYPE,
+        REPLAYED,
+    ] {
+        if let Some(v) = answer.headers().get(&h) {
+            headers.insert(h, v.clone());
+        }
+    }
+    match answer.bytes().await {
+        Ok(body) => (status, headers, body).into_response(),
+        Err(e) => retry_later(
+            &format!("the leader's answer did not arrive whole ({e}); retry in a second"),
+            Duration::from_secs(1),
+        ),
+    }
+}
+
+/// Serves a claims request here when this replica serves claims (a single agent, or the
+/// leader), else forwards it to the leader.
+async fn to_leader(State(s): State<ClaimsState>, req: Request, next: Next) -> Response {
+    let Some(forward) = s.forward.as_ref().filter(|_| !s.claims.local()) else {
+        return next.run(req).await;
+    };
+    if let Err(d) = s.access.check(req.headers()) {
+        return d.into_response();
+    }
+    if req.headers().contains_key(FORWARDED) {
+        return retry_later(
+            "this replica does not lead now, and the request was already forwarded to it; retry in a second",
+            Duration::from_secs(1),
+        );
+    }
+    match forward.leader().await {
+        Ok(base) => forward.relay(&base, req).await,
+        Err(why) => retry_later(
+            &format!("claims are served by the leader, and {why}; retry in a second"),
+            Duration::from_secs(1),
+        ),
+    }
 }
 
 /// A claim or renewal body is small; anything larger is refused before it is read whole.
@@ -137,23 +268,11 @@ pub(crate) fn router(state: ClaimsState) -> Router {
         .route("/api/v1/claims/{id}", get(show).delete(release))
         .route("/api/v1/claims/{id}/renew", post(renew))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            to_leader,
+        ))
         .with_state(state)
-}
-
-/// The claims routes of replicas sharing a PostgreSQL store: each answers 503, since claims
-/// are not yet shared between replicas (a claim held by a leader that dies would be lost).
-pub(crate) fn not_shared() -> Router {
-    async fn refuse() -> axum::response::Response {
-        super::error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "claims are not served by replicas sharing a PostgreSQL store yet; serve claims from a single agent with the SQLite store",
-        )
-    }
-    Router::new()
-        .route("/api/v1/pools/{pool}/claims", post(refuse).get(refuse))
-        .route("/api/v1/pools/{pool}/pick", get(refuse))
-        .route("/api/v1/claims/{id}", get(refuse).delete(refuse))
-        .route("/api/v1/claims/{id}/renew", post(refuse))
 }
 
 #[derive(Deserialize, Default)]
@@ -256,7 +375,12 @@ fn guarded<T: serde::Serialize>(
     if let Err(d) = s.access.check(headers) {
         return d.into_response();
     }
-    match work() {
+    answer(work())
+}
+
+/// A result as JSON, an error as [`claim_error`]'s.
+fn answer<T: serde::Serialize>(result: Result<T, ClaimError>) -> Response {
+    match result {
         Ok(v) => Json(v).into_response(),
         Err(e) => claim_error(&e),
     }
@@ -303,7 +427,7 @@ async fn renew(
             }
         }
     };
-    guarded(&s, &headers, || s.claims.renew(&id, b.lease.map(|l| l.0)))
+    answer(s.claims.renew_durably(&id, b.lease.map(|l| l.0)).await)
 }
 
 /// `DELETE /api/v1/claims/{id}`.
@@ -312,7 +436,10 @@ async fn release(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    guarded(&s, &headers, || s.claims.release(&id))
+    if let Err(d) = s.access.check(&headers) {
+        return d.into_response();
+    }
+    answer(s.claims.release_durably(&id).await)
 }
 
 /// `GET /api/v1/pools/{pool}/pick`: shared, not exclusive.
@@ -343,6 +470,7 @@ fn claim_error(e: &ClaimError) -> Response {
         ClaimError::KeyInProgress | ClaimError::KeyEnded(_) => error(StatusCode::CONFLICT, &m),
         ClaimError::NotReady => retry_later(&m, Duration::from_secs(1)),
         ClaimError::Exhausted { retry_after } => retry_later(&m, *retry_after),
+        ClaimError::Unsaved => retry_later(&m, Duration::from_secs(1)),
     }
 }
 

@@ -9,6 +9,8 @@
 //!   durations of both APIs (the E2B client's calls, and every route here through the
 //!   [`timed`] layer), [`process_metrics`] the standard `process_*` families;
 //! - [`webhooks`]: the signed E2B webhook receiver, `POST /webhooks/e2b`;
+//! - [`page`]: the status page for people, `GET /` and `GET /sandboxes/{id}`, live through
+//!   `GET /api/v1/stream` (Server-Sent Events);
 //! - [`claims`]: the claims API (hand-out, renew, release, shared pick), guarded by a token,
 //!   and [`claim_metrics`] its families in `/metrics`.
 //!
@@ -23,6 +25,7 @@ pub(crate) mod claims;
 pub(crate) mod history;
 mod http_metrics;
 pub(crate) mod metrics;
+mod page;
 mod process_metrics;
 pub mod webhooks;
 
@@ -74,5 +77,8 @@ pub(crate) fn router(state: ServerState) -> Router {
         .route("/api/v1/alerts", get(api::alerts))
         .route("/api/v1/events", get(history::events))
         .route("/api/v1/sandboxes/{id}/timeline", get(history::timeline))
+        .route("/", get(page::index))
+        .route("/sandboxes/{id}", get(page::sandbox))
+        .route("/api/v1/stream", get(page::sse::stream))
         .with_state(state)
 }
