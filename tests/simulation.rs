@@ -33,9 +33,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use poolpilot::agent::claims::{ClaimError, ClaimRequest, Granted};
 use poolpilot::agent::control::{Agent, TickReport};
-use poolpilot::e2b::{E2bApi, EventType, LifecycleEvent, ListQuery, NewWebhook, SandboxState};
+use poolpilot::e2b::{E2bApi, LifecycleEvent, SandboxState};
+use poolpilot::emulator::Core;
 use poolpilot::emulator::core::Delivery;
-use poolpilot::emulator::{Core, CoreConfig, Scenario};
 use poolpilot::engine::{Action, Decision};
 use poolpilot::rules::{POOL_KEY, RuleSet};
 use poolpilot::simulate::world::{AgentWiring, InProcessAgent};
@@ -43,12 +43,6 @@ use tokio::sync::watch;
 
 mod sim;
 use sim::*;
-
-thread_local! {
-    /// Set by the panic hook: a panic on the simulation's thread (the agent's own tasks
-    /// included, since everything runs on it) fails the seed.
-    static PANICKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
 
 // ---------------------------------------------------------------------------------------
 // The agent's side: one process, with its webhook receiver, that can restart.
@@ -104,27 +98,13 @@ struct Sim {
 
 impl Sim {
     fn new(seed: u64) -> Sim {
-        let start: DateTime<Utc> = "2026-11-27T00:00:00Z".parse().unwrap();
-        let scenario = Scenario::parse("sim.yaml", SCENARIO).unwrap();
-        let mut core = Core::new(CoreConfig::default(), &scenario, start);
-        core.create_webhook(&NewWebhook {
-            name: "agent".into(),
-            url: "http://127.0.0.1:9/webhooks/e2b".into(),
-            enabled: true,
-            events: EventType::KNOWN.to_vec(),
-            signature_secret: SECRET.into(),
-        })
-        .unwrap();
-        let core = Arc::new(Mutex::new(core));
-        let (step_tx, step_rx) = watch::channel(0);
-        let rules = Arc::new(load(RULES_A).unwrap());
-        let api = Arc::new(Chaos::new(core.clone(), seed, &rules, step_rx));
-        let dir = std::env::temp_dir().join(format!(
-            "poolpilot-sim-{}-{seed}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
+        let World {
+            core,
+            chaos: api,
+            step_tx,
+            rules,
+            dir,
+        } = World::new(seed, "sim");
         let proc = Some(start_agent(&api, &rules, &dir));
         Sim {
             seed,
@@ -303,30 +283,13 @@ impl Sim {
             core.take_outbox()
         };
         self.trail.push(format!("advance {by:?}"));
-        let mut now_batch = Vec::new();
-        for d in fresh {
-            let event = serde_json::from_slice::<LifecycleEvent>(&d.body)
-                .map(|e| e.id)
-                .unwrap_or_default();
-            match self.rng.u8(0..10) {
-                0 => self.trail.push(format!("drop delivery of {event}")),
-                1 | 2 => {
-                    let at = self.step + self.rng.u64(1..20);
-                    self.held.push((at, d));
-                }
-                3 => {
-                    now_batch.push(d.clone());
-                    let at = self.step + self.rng.u64(1..10);
-                    self.held.push((at, d));
-                }
-                _ => now_batch.push(d),
-            }
-        }
-        let step = self.step;
-        let (due, later): (Vec<_>, Vec<_>) = self.held.drain(..).partition(|(at, _)| *at <= step);
-        self.held = later;
-        now_batch.extend(due.into_iter().map(|(_, d)| d));
-        self.rng.shuffle(&mut now_batch);
+        let now_batch = route_deliveries(
+            &mut self.rng,
+            self.step,
+            fresh,
+            &mut self.held,
+            &mut self.trail,
+        );
         for d in now_batch {
             self.deliver(d).await;
         }
@@ -401,26 +364,7 @@ impl Sim {
 
     /// A pool member dies for a reason nobody asked for.
     fn crash(&mut self) {
-        let mut core = lock(&self.core);
-        let q = ListQuery {
-            limit: Some(100),
-            ..Default::default()
-        };
-        let members: Vec<String> = core
-            .list(&q)
-            .map(|p| p.items)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|s| {
-                s.state == SandboxState::Running
-                    && s.metadata
-                        .as_ref()
-                        .is_some_and(|m| m.get(POOL_KEY).is_some_and(|p| p == "w" || p == "t"))
-            })
-            .map(|s| s.sandbox_id)
-            .collect();
-        if let Some(id) = self.rng.choice(members.iter()) {
-            let _ = core.kill_with_reason(id, "oom");
+        if let Some(id) = crash_member(&self.core, &mut self.rng) {
             self.trail.push(format!("crash {id}"));
         }
     }
@@ -474,30 +418,12 @@ impl Sim {
 
     /// Changes the faults: an outage, an error rate, corrupt metrics.
     fn weather(&mut self) {
-        let mut st = self.api.st();
-        match self.rng.u8(0..4) {
-            0 => st.outage = !st.outage,
-            1 => st.error_rate = [0.0, 0.05, 0.2, 0.5][self.rng.usize(0..4)],
-            2 => st.corrupt_rate = [0.0, 0.1, 0.5, 1.0][self.rng.usize(0..4)],
-            _ => {
-                st.outage = false;
-                st.error_rate = 0.0;
-                st.corrupt_rate = 0.0;
-            }
-        }
-        let w = format!(
-            "weather: outage {} errors {} corrupt {}",
-            st.outage, st.error_rate, st.corrupt_rate
-        );
-        drop(st);
+        let w = self.api.change_weather(&mut self.rng);
         self.trail.push(w);
     }
 
     fn clear_weather(&mut self) {
-        let mut st = self.api.st();
-        st.outage = false;
-        st.error_rate = 0.0;
-        st.corrupt_rate = 0.0;
+        self.api.calm_weather();
     }
 
     fn fail(&self, msg: String) -> ! {
@@ -516,7 +442,7 @@ impl Sim {
 
     /// The invariants, after every step.
     fn check_step(&mut self) {
-        if PANICKED.with(|p| p.get()) {
+        if panicked() {
             self.fail("a panic (see above)".into());
         }
         let violations = std::mem::take(&mut self.api.st().violations);
@@ -659,22 +585,7 @@ impl Sim {
                 self.fail(msg);
             }
         }
-        let all = all_events(&self.core);
-        let missed: Vec<&LifecycleEvent> = all
-            .iter()
-            .filter(|e| !self.handled.contains_key(&e.id))
-            .collect();
-        if !missed.is_empty() {
-            let e = missed[0];
-            let msg = format!(
-                "{} of {} events were never handled, e.g. {} ({:?} of {} at {})",
-                missed.len(),
-                all.len(),
-                e.id,
-                e.event_type,
-                e.sandbox_id,
-                e.timestamp
-            );
+        if let Some(msg) = never_handled(&self.core, |id| self.handled.contains_key(id)) {
             self.fail(msg);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -735,23 +646,7 @@ fn run_seed(seed: u64, steps: u64) {
 
 #[test]
 fn seeded_interleavings_keep_every_promise() {
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        PANICKED.with(|p| p.set(true));
-        hook(info);
-    }));
-    let steps = env_u64("POOLPILOT_SIM_STEPS", 400);
-    let seeds: Vec<u64> = match std::env::var("POOLPILOT_SIM_SEED") {
-        Ok(s) => vec![s.parse().expect("POOLPILOT_SIM_SEED is a number")],
-        Err(_) => {
-            let first = env_u64("POOLPILOT_SIM_FIRST", 1);
-            (first..first + env_u64("POOLPILOT_SIM_SEEDS", 48)).collect()
-        }
-    };
-    for seed in &seeds {
-        run_seed(*seed, steps);
-    }
-    println!("{} seeds of {steps} steps: every promise held", seeds.len());
+    run_seeds("POOLPILOT_SIM", 48, 400, run_seed);
 }
 
 #[test]

@@ -44,8 +44,8 @@ use chrono::{DateTime, Utc};
 use poolpilot::agent::control::TickReport;
 use poolpilot::agent::leader::Leadership;
 use poolpilot::e2b::{
-    Connected, E2bApi, EventQuery, EventType, LifecycleEvent, ListQuery, NewSandbox, NewWebhook,
-    Page, Result, Sandbox, SandboxInfo, SandboxMetric, Webhook, WebhookPatch,
+    Connected, E2bApi, EventQuery, LifecycleEvent, ListQuery, NewSandbox, NewWebhook, Page, Result,
+    Sandbox, SandboxInfo, SandboxMetric, Webhook, WebhookPatch,
 };
 use poolpilot::emulator::core::Delivery;
 use poolpilot::emulator::{Core, CoreConfig, Scenario};
@@ -66,11 +66,6 @@ const TTL: Duration = Duration::from_secs(9);
 const GENERATION_KEY: &str = "poolpilot_generation";
 /// The replicas.
 const REPLICAS: usize = 2;
-
-thread_local! {
-    /// Set by the panic hook: a panic on the simulation's thread fails the seed.
-    static PANICKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
 
 // ---------------------------------------------------------------------------------------
 // Who may act: the lease row as the store holds it, and each replica's seat at the API.
@@ -310,26 +305,13 @@ struct Sim {
 
 impl Sim {
     async fn new(seed: u64) -> Sim {
-        let start: DateTime<Utc> = "2026-11-27T00:00:00Z".parse().unwrap();
-        let scenario = Scenario::parse("sim.yaml", SCENARIO).unwrap();
-        let mut core = Core::new(CoreConfig::default(), &scenario, start);
-        core.create_webhook(&NewWebhook {
-            name: "agents".into(),
-            url: "http://127.0.0.1:9/webhooks/e2b".into(),
-            enabled: true,
-            events: EventType::KNOWN.to_vec(),
-            signature_secret: SECRET.into(),
-        })
-        .unwrap();
-        let core = Arc::new(Mutex::new(core));
-        let (step_tx, step_rx) = watch::channel(0);
-        let rules = Arc::new(load(RULES_A).unwrap());
-        let chaos = Arc::new(Chaos::new(core.clone(), seed, &rules, step_rx));
-        let dir = std::env::temp_dir().join(format!(
-            "poolpilot-sim-ha-{}-{seed}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
+        let World {
+            core,
+            chaos,
+            step_tx,
+            rules,
+            dir,
+        } = World::new(seed, "sim-ha");
         let store_dir = dir.join("store");
         std::fs::create_dir_all(&store_dir).unwrap();
         let c = core.clone();
@@ -528,27 +510,7 @@ impl Sim {
 
     /// A pool member dies for a reason nobody asked for.
     fn crash(&mut self) {
-        let mut core = lock(&self.core);
-        let q = ListQuery {
-            limit: Some(100),
-            ..Default::default()
-        };
-        let members: Vec<String> = core
-            .list(&q)
-            .map(|p| p.items)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|s| {
-                s.state == poolpilot::e2b::SandboxState::Running
-                    && s.metadata.as_ref().is_some_and(|m| {
-                        m.get(poolpilot::rules::POOL_KEY)
-                            .is_some_and(|p| p == "w" || p == "t")
-                    })
-            })
-            .map(|s| s.sandbox_id)
-            .collect();
-        if let Some(id) = self.rng.choice(members.iter()) {
-            let _ = core.kill_with_reason(id, "oom");
+        if let Some(id) = crash_member(&self.core, &mut self.rng) {
             self.trail.push(format!("crash {id}"));
         }
     }
@@ -648,22 +610,7 @@ impl Sim {
 
     /// Changes the API's faults: an outage, an error rate, corrupt metrics.
     fn api_weather(&mut self) {
-        let mut st = self.chaos.st();
-        match self.rng.u8(0..4) {
-            0 => st.outage = !st.outage,
-            1 => st.error_rate = [0.0, 0.05, 0.2, 0.5][self.rng.usize(0..4)],
-            2 => st.corrupt_rate = [0.0, 0.1, 0.5][self.rng.usize(0..3)],
-            _ => {
-                st.outage = false;
-                st.error_rate = 0.0;
-                st.corrupt_rate = 0.0;
-            }
-        }
-        let w = format!(
-            "api weather: outage {} errors {} corrupt {}",
-            st.outage, st.error_rate, st.corrupt_rate
-        );
-        drop(st);
+        let w = self.chaos.change_weather(&mut self.rng);
         self.trail.push(w);
     }
 
@@ -679,27 +626,13 @@ impl Sim {
         let now = self.now().format("%H:%M:%S%.3f");
         self.trail.push(format!("advance {by:?} to {now}"));
         self.renew_due().await;
-        let mut now_batch = Vec::new();
-        for d in fresh {
-            match self.rng.u8(0..10) {
-                0 => self.trail.push("drop a delivery".into()),
-                1 | 2 => {
-                    let at = self.step + self.rng.u64(1..20);
-                    self.held.push((at, d));
-                }
-                3 => {
-                    now_batch.push(d.clone());
-                    let at = self.step + self.rng.u64(1..10);
-                    self.held.push((at, d));
-                }
-                _ => now_batch.push(d),
-            }
-        }
-        let step = self.step;
-        let (due, later): (Vec<_>, Vec<_>) = self.held.drain(..).partition(|(at, _)| *at <= step);
-        self.held = later;
-        now_batch.extend(due.into_iter().map(|(_, d)| d));
-        self.rng.shuffle(&mut now_batch);
+        let now_batch = route_deliveries(
+            &mut self.rng,
+            self.step,
+            fresh,
+            &mut self.held,
+            &mut self.trail,
+        );
         for d in now_batch {
             self.deliver(d).await;
         }
@@ -769,7 +702,7 @@ impl Sim {
 
     /// The promises, after every step: the seats' and the API's findings, and no panic.
     fn check_step(&mut self) {
-        if PANICKED.with(|p| p.get()) {
+        if panicked() {
             self.fail("a panic (see above)".into());
         }
         let violations = std::mem::take(&mut self.chaos.st().violations);
@@ -790,15 +723,30 @@ impl Sim {
             self.settle().await;
             self.check_step();
         }
-        // The last actions' events: delivered, and two event polls go by.
+        // The last actions' events: delivered, and event polls go by.
         let held: Vec<Delivery> = self.held.drain(..).map(|(_, d)| d).collect();
         for d in held {
             self.deliver(d).await;
         }
-        for _ in 0..2 {
+        // Until two rounds bring nothing new: members keep expiring at their E2B timeout and
+        // being replaced, and each replacement has its own events.
+        let mut quiet = 0;
+        for _ in 0..100 {
+            let handled = self.handled.len();
             self.advance(Duration::from_secs(6)).await;
             for i in 0..REPLICAS {
                 self.turn(i, false).await;
+            }
+            self.settle().await;
+            self.check_step();
+            let all = all_events(&self.core).len();
+            quiet = if self.handled.len() == handled && all <= handled {
+                quiet + 1
+            } else {
+                0
+            };
+            if quiet >= 2 {
+                break;
             }
         }
         self.check_every_event_once();
@@ -818,12 +766,7 @@ impl Sim {
 
     /// Clears every fault, wakes and starts every replica, delivers what is held.
     async fn calm(&mut self) {
-        {
-            let mut st = self.chaos.st();
-            st.outage = false;
-            st.error_rate = 0.0;
-            st.corrupt_rate = 0.0;
-        }
+        self.chaos.calm_weather();
         self.store_down_until = 0;
         for i in 0..REPLICAS {
             self.replicas[i].paused_until = 0;
@@ -841,21 +784,8 @@ impl Sim {
 
     /// Every event E2B recorded was handed to an engine (at most once is checked as they are).
     fn check_every_event_once(&self) {
-        let all = all_events(&self.core);
-        let missed: Vec<&LifecycleEvent> = all
-            .iter()
-            .filter(|e| !self.handled.contains_key(&e.id))
-            .collect();
-        if let Some(e) = missed.first() {
-            self.fail(format!(
-                "{} of {} events were never handled, e.g. {} ({:?} of {} at {})",
-                missed.len(),
-                all.len(),
-                e.id,
-                e.event_type,
-                e.sandbox_id,
-                e.timestamp
-            ));
+        if let Some(msg) = never_handled(&self.core, |id| self.handled.contains_key(id)) {
+            self.fail(msg);
         }
     }
 
@@ -915,23 +845,7 @@ fn run_seed(seed: u64, steps: u64) {
 
 #[test]
 fn two_agents_and_a_failing_store_keep_every_promise() {
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        PANICKED.with(|p| p.set(true));
-        hook(info);
-    }));
-    let steps = env_u64("POOLPILOT_SIM_HA_STEPS", 300);
-    let seeds: Vec<u64> = match std::env::var("POOLPILOT_SIM_HA_SEED") {
-        Ok(s) => vec![s.parse().expect("POOLPILOT_SIM_HA_SEED is a number")],
-        Err(_) => {
-            let first = env_u64("POOLPILOT_SIM_HA_FIRST", 1);
-            (first..first + env_u64("POOLPILOT_SIM_HA_SEEDS", 16)).collect()
-        }
-    };
-    for seed in &seeds {
-        run_seed(*seed, steps);
-    }
-    println!("{} seeds of {steps} steps: every promise held", seeds.len());
+    run_seeds("POOLPILOT_SIM_HA", 16, 300, run_seed);
 }
 
 #[test]

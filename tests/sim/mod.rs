@@ -9,12 +9,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use poolpilot::agent::claims::Claims;
+use poolpilot::e2b::EventType;
 use poolpilot::e2b::{
     Connected, E2bApi, Error, EventQuery, LifecycleEvent, ListQuery, NewSandbox, NewWebhook, Page,
     Result, Sandbox, SandboxInfo, SandboxMetric, SandboxState, Webhook, WebhookPatch,
 };
-use poolpilot::emulator::{Core, InProcess};
+use poolpilot::emulator::core::Delivery;
+use poolpilot::emulator::{Core, CoreConfig, InProcess, Scenario};
 use poolpilot::rules::{POOL_KEY, RuleSet, load_str};
 use tokio::sync::watch;
 
@@ -474,4 +477,185 @@ pub fn env_u64(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// What the network does with fresh webhook deliveries: most go now, some late, some twice,
+/// some never. The deliveries due now (fresh ones and held ones whose step has come),
+/// shuffled; the late ones wait in `held` as (the step to deliver at, the delivery).
+pub fn route_deliveries(
+    rng: &mut fastrand::Rng,
+    step: u64,
+    fresh: Vec<Delivery>,
+    held: &mut Vec<(u64, Delivery)>,
+    trail: &mut Vec<String>,
+) -> Vec<Delivery> {
+    let mut now_batch = Vec::new();
+    for d in fresh {
+        let event = serde_json::from_slice::<LifecycleEvent>(&d.body)
+            .map(|e| e.id)
+            .unwrap_or_default();
+        match rng.u8(0..10) {
+            0 => trail.push(format!("drop delivery of {event}")),
+            1 | 2 => held.push((step + rng.u64(1..20), d)),
+            3 => {
+                now_batch.push(d.clone());
+                held.push((step + rng.u64(1..10), d));
+            }
+            _ => now_batch.push(d),
+        }
+    }
+    let (due, later): (Vec<_>, Vec<_>) = held.drain(..).partition(|(at, _)| *at <= step);
+    *held = later;
+    now_batch.extend(due.into_iter().map(|(_, d)| d));
+    rng.shuffle(&mut now_batch);
+    now_batch
+}
+
+/// A running member of pool `w` or `t` dies for a reason nobody asked for: its id.
+pub fn crash_member(core: &Arc<Mutex<Core>>, rng: &mut fastrand::Rng) -> Option<String> {
+    let mut core = lock(core);
+    let q = ListQuery {
+        limit: Some(100),
+        ..Default::default()
+    };
+    let members: Vec<String> = core
+        .list(&q)
+        .map(|p| p.items)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|s| {
+            s.state == SandboxState::Running
+                && s.metadata
+                    .as_ref()
+                    .is_some_and(|m| m.get(POOL_KEY).is_some_and(|p| p == "w" || p == "t"))
+        })
+        .map(|s| s.sandbox_id)
+        .collect();
+    let id = rng.choice(members.iter())?.clone();
+    let _ = core.kill_with_reason(&id, "oom");
+    Some(id)
+}
+
+impl Chaos {
+    /// Changes the faults: an outage, an error rate, corrupt metrics, or calm; what they are.
+    pub fn change_weather(&self, rng: &mut fastrand::Rng) -> String {
+        let mut st = self.st();
+        match rng.u8(0..4) {
+            0 => st.outage = !st.outage,
+            1 => st.error_rate = [0.0, 0.05, 0.2, 0.5][rng.usize(0..4)],
+            2 => st.corrupt_rate = [0.0, 0.1, 0.5, 1.0][rng.usize(0..4)],
+            _ => {
+                drop(st);
+                self.calm_weather();
+                st = self.st();
+            }
+        }
+        format!(
+            "weather: outage {} errors {} corrupt {}",
+            st.outage, st.error_rate, st.corrupt_rate
+        )
+    }
+
+    /// No outage, no errors, no corrupt metrics.
+    pub fn calm_weather(&self) {
+        let mut st = self.st();
+        st.outage = false;
+        st.error_rate = 0.0;
+        st.corrupt_rate = 0.0;
+    }
+}
+
+/// What is wrong when some event E2B recorded was never handled (`handled` says which were).
+pub fn never_handled(core: &Arc<Mutex<Core>>, handled: impl Fn(&str) -> bool) -> Option<String> {
+    let all = all_events(core);
+    let missed: Vec<&LifecycleEvent> = all.iter().filter(|e| !handled(&e.id)).collect();
+    let e = missed.first()?;
+    Some(format!(
+        "{} of {} events were never handled, e.g. {} ({:?} of {} at {})",
+        missed.len(),
+        all.len(),
+        e.id,
+        e.event_type,
+        e.sandbox_id,
+        e.timestamp
+    ))
+}
+
+thread_local! {
+    /// Set by the panic hook of [`run_seeds`]: a panic on the simulation's thread (the agents'
+    /// own tasks included, since everything runs on it) fails the seed.
+    static PANICKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether anything on this thread panicked since [`run_seeds`] began.
+pub fn panicked() -> bool {
+    PANICKED.with(|p| p.get())
+}
+
+/// Runs `run(seed, steps)` for the seeds the environment names: `{env}_SEED` alone, or
+/// `{env}_SEEDS` (default `seeds`) from `{env}_FIRST` (default 1), `{env}_STEPS` steps each
+/// (default `steps`).
+pub fn run_seeds(env: &str, seeds: u64, steps: u64, run: impl Fn(u64, u64)) {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        PANICKED.with(|p| p.set(true));
+        hook(info);
+    }));
+    let steps = env_u64(&format!("{env}_STEPS"), steps);
+    let list: Vec<u64> = match std::env::var(format!("{env}_SEED")) {
+        Ok(s) => vec![s.parse().expect("the seed is a number")],
+        Err(_) => {
+            let first = env_u64(&format!("{env}_FIRST"), 1);
+            (first..first + env_u64(&format!("{env}_SEEDS"), seeds)).collect()
+        }
+    };
+    for seed in &list {
+        run(*seed, steps);
+    }
+    println!("{} seeds of {steps} steps: every promise held", list.len());
+}
+
+/// A seed's world before any agent starts: the scenario playing in the emulator with the
+/// agents' webhook, the faulty API over it in calm weather, rules A, and a fresh temp dir.
+pub struct World {
+    pub core: Arc<Mutex<Core>>,
+    pub chaos: Arc<Chaos>,
+    /// The harness's step counter, which slow creates wait for.
+    pub step_tx: watch::Sender<u64>,
+    pub rules: Arc<RuleSet>,
+    pub dir: std::path::PathBuf,
+}
+
+impl World {
+    /// The world of `seed`; `name` names its temp dir.
+    pub fn new(seed: u64, name: &str) -> World {
+        let start: DateTime<Utc> = "2026-11-27T00:00:00Z".parse().unwrap();
+        let scenario = Scenario::parse("sim.yaml", SCENARIO).unwrap();
+        let mut core = Core::new(CoreConfig::default(), &scenario, start);
+        core.create_webhook(&NewWebhook {
+            name: "agent".into(),
+            url: "http://127.0.0.1:9/webhooks/e2b".into(),
+            enabled: true,
+            events: EventType::KNOWN.to_vec(),
+            signature_secret: SECRET.into(),
+        })
+        .unwrap();
+        let core = Arc::new(Mutex::new(core));
+        let (step_tx, step_rx) = watch::channel(0);
+        let rules = Arc::new(load(RULES_A).unwrap());
+        let chaos = Arc::new(Chaos::new(core.clone(), seed, &rules, step_rx));
+        let dir = std::env::temp_dir().join(format!(
+            "poolpilot-{name}-{}-{seed}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        World {
+            core,
+            chaos,
+            step_tx,
+            rules,
+            dir,
+        }
+    }
 }
