@@ -27,7 +27,8 @@
 //!
 //! Everything runs on one thread on tokio's paused clock, which moves only when the harness
 //! moves the emulator's (auto-advance is held off while SQLite answers, so the wait for the
-//! store never moves time), and the lease reads the same virtual time, so a seed replays:
+//! store never moves time), and the lease reads the same virtual time, so a seed replays (up to
+//! the agents' random Idempotency-Keys and hash orders, which rarely change its path):
 //! - `cargo test --test simulation_ha` runs `POOLPILOT_SIM_HA_SEEDS` seeds (default 16) from
 //!   `POOLPILOT_SIM_HA_FIRST` (default 1), `POOLPILOT_SIM_HA_STEPS` steps each (default 300);
 //! - a failure prints its seed and its last steps; `POOLPILOT_SIM_HA_SEED=<seed>` replays that
