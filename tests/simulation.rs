@@ -26,412 +26,23 @@
 //!   one alone, and `POOLPILOT_SIM_TRACE=1` prints every step as it goes;
 //! - the soak: `POOLPILOT_SIM_SEEDS=5000 cargo test --release --test simulation`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use poolpilot::agent::claims::{ClaimError, ClaimRequest, Claims, Granted};
+use poolpilot::agent::claims::{ClaimError, ClaimRequest, Granted};
 use poolpilot::agent::control::{Agent, TickReport};
-use poolpilot::e2b::{
-    Connected, E2bApi, Error, EventQuery, EventType, LifecycleEvent, ListQuery, NewSandbox,
-    NewWebhook, Page, Result, Sandbox, SandboxInfo, SandboxMetric, SandboxState, Webhook,
-    WebhookPatch,
-};
+use poolpilot::e2b::{E2bApi, LifecycleEvent, SandboxState};
+use poolpilot::emulator::Core;
 use poolpilot::emulator::core::Delivery;
-use poolpilot::emulator::{Core, CoreConfig, InProcess, Scenario};
 use poolpilot::engine::{Action, Decision};
-use poolpilot::rules::{POOL_KEY, RuleSet, load_str};
+use poolpilot::rules::{POOL_KEY, RuleSet};
 use poolpilot::simulate::world::{AgentWiring, InProcessAgent};
 use tokio::sync::watch;
 
-const SECRET: &str = "sim-webhook-secret";
-
-/// A slow create answers within this many steps.
-const MAX_CREATE_DELAY: u64 = 4;
-
-/// Two rule sets the schedule reloads between, and one that never loads. Pool `w` scales on
-/// steps, pool `t` tracks a CPU target (saturation on by default); both replace crashed
-/// members. In the second set `t` tracks busy cores under rate policies both ways and a trend
-/// forecast that acts, so reloads and restarts land in the middle of their periods and history;
-/// and `w` serves claims from an idle band that follows the claim rate, returns released
-/// members, parks idle ones paused and rolls old ones.
-const RULES_A: &str = r#"
-pools:
-  - name: w
-    min: 2
-    max: 6
-    busy: cpu_used_pct > 60
-    scale:
-      interval: 2s
-      steps:
-        - { when: busy_ratio > 0.5, add: 2 }
-        - { when: busy_ratio < 0.2, remove: 1 }
-  - name: t
-    min: 1
-    max: 4
-    scale:
-      interval: 3s
-      target: { metric: avg_cpu_used_pct, value: 50, tolerance: 0.1 }
-triggers:
-  - { name: replace-w, on: killed, pool: w, when: 'kill_reason != "request"', action: replace }
-  - { name: replace-t, on: killed, pool: t, when: 'kill_reason != "request"', action: replace }
-"#;
-
-const RULES_B: &str = r#"
-pools:
-  - name: w
-    min: 1
-    max: 3
-    busy: cpu_used_pct > 60
-    idle: { min: 1, max: 2, lead: 5s }
-    claims: { on_release: return, lease: 30s }
-    warm: { paused: 2, after: 5s }
-    max_age: 10m
-    scale:
-      interval: 1s
-      steps:
-        - { when: busy_ratio > 0.3, add: 3 }
-        - { when: busy_ratio < 0.3, remove: 2 }
-  - name: t
-    min: 2
-    max: 5
-    scale:
-      interval: 1s
-      target: { metric: busy_cores / size, value: 0.6, tolerance: 0.05 }
-      policies:
-        up: { rules: [{ pods: 1, per: 2s }, { percent: 50, per: 2s }] }
-        down: { select: min, rules: [{ pods: 1, per: 3s }, { percent: 50, per: 3s }] }
-      predict: { method: trend, lookback: 2m, horizon: 10s, mode: forecast_and_scale }
-triggers:
-  - { name: replace-w, on: killed, pool: w, when: 'kill_reason != "request"', action: replace }
-"#;
-
-const BROKEN: &str = "pools:\n  - { name: w, min: 4, max: 2 }\n";
-
-const SCENARIO: &str = r#"
-templates:
-  base: { cpu_count: 2, memory_mb: 512, disk_mb: 2048, boot: 0s }
-initial:
-  - { template: base, count: 2, metadata: { owner: someone-else } }
-  - { template: base, count: 1, metadata: { poolpilot_pool: retired } }
-load:
-  - { template: base, points: [[0s, 1], [1m, 9], [3m, 9], [4m, 0.5], [6m, 12], [8m, 2]], noise: 0.2 }
-"#;
-
-thread_local! {
-    /// Set by the panic hook: a panic on the simulation's thread (the agent's own tasks
-    /// included, since everything runs on it) fails the seed.
-    static PANICKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn load(text: &str) -> std::result::Result<RuleSet, String> {
-    load_str(&[("sim.yaml", text)]).map_err(|e| format!("{e:?}"))
-}
-
-// ---------------------------------------------------------------------------------------
-// The world's side: the emulator behind a faulty network, which also watches the agent.
-// ---------------------------------------------------------------------------------------
-
-/// What the faulty API is doing now, and what it saw.
-struct ChaosState {
-    rng: fastrand::Rng,
-    /// Every call fails (503 or a transport error).
-    outage: bool,
-    /// Chance that any one call fails.
-    error_rate: f64,
-    /// Chance that a metrics sample comes back missing, NaN or infinite.
-    corrupt_rate: f64,
-    /// Creates E2B has been asked for and has not made yet, per pool.
-    unmade: BTreeMap<String, u32>,
-    /// Each pool's max under the rules in force.
-    max: BTreeMap<String, u32>,
-    /// Sandboxes no pool owns: they must never be touched.
-    foreign: HashSet<String>,
-    /// Idempotency-Key -> the sandbox it made.
-    keys: HashMap<String, String>,
-    /// Sandboxes (with their pool) that had no finite sample in the last metrics answer.
-    bad_metrics: BTreeMap<String, String>,
-    /// The running agent's claims: a claimed member must not be killed or paused.
-    claims: Option<Arc<Claims>>,
-    violations: Vec<String>,
-}
-
-/// [`E2bApi`] over the emulator core, with seeded faults and slow creates.
-struct Chaos {
-    inner: InProcess,
-    core: Arc<Mutex<Core>>,
-    st: Mutex<ChaosState>,
-    /// The harness's step counter; a slow create waits for it.
-    step: watch::Receiver<u64>,
-}
-
-impl Chaos {
-    fn st(&self) -> MutexGuard<'_, ChaosState> {
-        lock(&self.st)
-    }
-
-    /// A fault for this call, if the schedule says so.
-    fn fault(&self) -> Option<Error> {
-        let mut st = self.st();
-        let hit = st.outage || st.rng.f64() < st.error_rate;
-        if !hit {
-            return None;
-        }
-        Some(match st.rng.u8(0..4) {
-            0 => Error::Server {
-                status: 503,
-                message: "sim outage".into(),
-            },
-            1 => Error::Server {
-                status: 500,
-                message: "sim".into(),
-            },
-            2 => Error::RateLimited {
-                message: "sim".into(),
-                retry_after: Some(Duration::from_secs(1)),
-            },
-            _ => Error::Transport("sim: connection reset".into()),
-        })
-    }
-
-    /// Pool members that exist now, per the emulator itself.
-    fn members(&self, pool: &str) -> u32 {
-        let core = lock(&self.core);
-        let mut q = ListQuery::default();
-        q.metadata.insert(POOL_KEY.into(), pool.into());
-        q.limit = Some(100);
-        let mut n = 0;
-        let mut page = core.list(&q).ok();
-        while let Some(p) = page {
-            n += p
-                .items
-                .iter()
-                .filter(|s| s.state == SandboxState::Running)
-                .count() as u32;
-            page = p.next_token.and_then(|t| {
-                let mut q = q.clone();
-                q.next_token = Some(t);
-                core.list(&q).ok()
-            });
-        }
-        n
-    }
-
-    fn check_touch(&self, what: &str, id: &str) {
-        let mut st = self.st();
-        if st.foreign.contains(id) {
-            st.violations
-                .push(format!("{what} of {id}, which no pool owns"));
-        }
-        let claimed = st.claims.as_ref().is_some_and(|c| c.holds(id));
-        if claimed && (what == "kill" || what == "pause") {
-            st.violations
-                .push(format!("{what} of {id}, which a claim holds"));
-        }
-    }
-
-    fn check_create(&self, req: &NewSandbox) -> String {
-        let pool = req
-            .metadata
-            .as_ref()
-            .and_then(|m| m.get(POOL_KEY))
-            .cloned()
-            .unwrap_or_default();
-        let members = self.members(&pool);
-        let mut st = self.st();
-        let unmade = st.unmade.get(&pool).copied().unwrap_or(0);
-        let max = st.max.get(&pool).copied().unwrap_or(0);
-        if members + unmade + 1 > max {
-            st.violations.push(format!(
-                "create sent for pool {pool} with {members} members and {unmade} creates under way, max {max}"
-            ));
-        }
-        pool
-    }
-
-    fn make(&self, req: &NewSandbox, key: &str) -> Result<Sandbox> {
-        let made = self.inner_create(req, key)?;
-        let mut st = self.st();
-        if let Some(prev) = st.keys.insert(key.to_string(), made.sandbox_id.clone())
-            && prev != made.sandbox_id
-        {
-            st.violations.push(format!(
-                "Idempotency-Key {key} made two sandboxes: {prev} and {}",
-                made.sandbox_id
-            ));
-        }
-        Ok(made)
-    }
-
-    fn inner_create(&self, req: &NewSandbox, key: &str) -> Result<Sandbox> {
-        Ok(lock(&self.core).create(req, true, Some(key))?)
-    }
-
-    /// Waits until the harness's step reaches `step`.
-    async fn wait_for_step(&self, step: u64) {
-        let mut rx = self.step.clone();
-        let _ = rx.wait_for(|s| *s >= step).await;
-    }
-}
-
-#[async_trait]
-impl E2bApi for Chaos {
-    async fn create_sandbox(&self, req: &NewSandbox, key: &str) -> Result<Sandbox> {
-        let pool = self.check_create(req);
-        let now = *self.step.borrow();
-        let (delay, make_first, lose_answer) = {
-            let mut st = self.st();
-            (
-                st.rng.u64(0..MAX_CREATE_DELAY),
-                st.rng.bool(),
-                st.rng.f64() < 0.1,
-            )
-        };
-        if let Some(e) = self.fault() {
-            return Err(e);
-        }
-        if make_first {
-            // E2B makes it at once; the answer comes later, or never.
-            let made = self.make(req, key);
-            self.wait_for_step(now + delay).await;
-            return match made {
-                Ok(_) if lose_answer => Err(Error::Transport("sim: answer lost".into())),
-                other => other,
-            };
-        }
-        *self.st().unmade.entry(pool.clone()).or_default() += 1;
-        self.wait_for_step(now + delay).await;
-        let made = self.make(req, key);
-        if let Some(n) = self.st().unmade.get_mut(&pool) {
-            *n = n.saturating_sub(1);
-        }
-        made
-    }
-
-    async fn list_sandboxes_page(&self, query: &ListQuery) -> Result<Page<SandboxInfo>> {
-        if let Some(e) = self.fault() {
-            return Err(e);
-        }
-        self.inner.list_sandboxes_page(query).await
-    }
-
-    async fn get_sandbox(&self, id: &str) -> Result<SandboxInfo> {
-        self.inner.get_sandbox(id).await
-    }
-
-    async fn kill_sandbox(&self, id: &str) -> Result<()> {
-        self.check_touch("kill", id);
-        if let Some(e) = self.fault() {
-            return Err(e);
-        }
-        self.inner.kill_sandbox(id).await
-    }
-
-    async fn set_timeout(&self, id: &str, secs: u64) -> Result<()> {
-        self.check_touch("set_timeout", id);
-        self.inner.set_timeout(id, secs).await
-    }
-
-    async fn pause_sandbox(&self, id: &str) -> Result<()> {
-        self.check_touch("pause", id);
-        self.inner.pause_sandbox(id).await
-    }
-
-    async fn connect_sandbox(&self, id: &str, secs: u64) -> Result<Connected> {
-        self.check_touch("connect", id);
-        self.inner.connect_sandbox(id, secs).await
-    }
-
-    async fn sandbox_metrics(
-        &self,
-        id: &str,
-        start: Option<i64>,
-        end: Option<i64>,
-    ) -> Result<Vec<SandboxMetric>> {
-        self.inner.sandbox_metrics(id, start, end).await
-    }
-
-    async fn metrics_batch(&self, ids: &[String]) -> Result<BTreeMap<String, SandboxMetric>> {
-        if let Some(e) = self.fault() {
-            return Err(e);
-        }
-        let mut got = self.inner.metrics_batch(ids).await?;
-        let pools: BTreeMap<String, String> = {
-            let core = lock(&self.core);
-            ids.iter()
-                .filter_map(|id| {
-                    let info = core.get(id).ok()?;
-                    let pool = info.metadata?.get(POOL_KEY)?.clone();
-                    Some((id.clone(), pool))
-                })
-                .collect()
-        };
-        let mut st = self.st();
-        st.bad_metrics.clear();
-        for id in ids {
-            let roll = st.rng.f64();
-            if roll < st.corrupt_rate {
-                match st.rng.u8(0..3) {
-                    0 => {
-                        got.remove(id);
-                    }
-                    1 => {
-                        if let Some(m) = got.get_mut(id) {
-                            m.cpu_used_pct = f64::NAN;
-                        }
-                    }
-                    _ => {
-                        if let Some(m) = got.get_mut(id) {
-                            m.cpu_used_pct = f64::INFINITY;
-                        }
-                    }
-                }
-            }
-            let good = got.get(id).is_some_and(|m| m.cpu_used_pct.is_finite());
-            if !good && let Some(pool) = pools.get(id) {
-                st.bad_metrics.insert(id.clone(), pool.clone());
-            }
-        }
-        Ok(got)
-    }
-
-    async fn events_page(
-        &self,
-        sandbox_id: Option<&str>,
-        query: &EventQuery,
-    ) -> Result<Vec<LifecycleEvent>> {
-        if let Some(e) = self.fault() {
-            return Err(e);
-        }
-        self.inner.events_page(sandbox_id, query).await
-    }
-
-    async fn create_webhook(&self, req: &NewWebhook) -> Result<Webhook> {
-        self.inner.create_webhook(req).await
-    }
-
-    async fn list_webhooks(&self) -> Result<Vec<Webhook>> {
-        self.inner.list_webhooks().await
-    }
-
-    async fn get_webhook(&self, id: &str) -> Result<Webhook> {
-        self.inner.get_webhook(id).await
-    }
-
-    async fn update_webhook(&self, id: &str, patch: &WebhookPatch) -> Result<Webhook> {
-        self.inner.update_webhook(id, patch).await
-    }
-
-    async fn delete_webhook(&self, id: &str) -> Result<()> {
-        self.inner.delete_webhook(id).await
-    }
-}
+mod sim;
+use sim::*;
 
 // ---------------------------------------------------------------------------------------
 // The agent's side: one process, with its webhook receiver, that can restart.
@@ -487,51 +98,13 @@ struct Sim {
 
 impl Sim {
     fn new(seed: u64) -> Sim {
-        let start: DateTime<Utc> = "2026-11-27T00:00:00Z".parse().unwrap();
-        let scenario = Scenario::parse("sim.yaml", SCENARIO).unwrap();
-        let mut core = Core::new(CoreConfig::default(), &scenario, start);
-        core.create_webhook(&NewWebhook {
-            name: "agent".into(),
-            url: "http://127.0.0.1:9/webhooks/e2b".into(),
-            enabled: true,
-            events: EventType::KNOWN.to_vec(),
-            signature_secret: SECRET.into(),
-        })
-        .unwrap();
-        let foreign: HashSet<String> = core
-            .list(&ListQuery::default())
-            .unwrap()
-            .items
-            .into_iter()
-            .map(|s| s.sandbox_id)
-            .collect();
-        let core = Arc::new(Mutex::new(core));
-        let (step_tx, step_rx) = watch::channel(0);
-        let rules = Arc::new(load(RULES_A).unwrap());
-        let api = Arc::new(Chaos {
-            inner: InProcess::new(core.clone()),
-            core: core.clone(),
-            st: Mutex::new(ChaosState {
-                rng: fastrand::Rng::with_seed(seed ^ 0x9e37_79b9),
-                outage: false,
-                error_rate: 0.0,
-                corrupt_rate: 0.0,
-                unmade: BTreeMap::new(),
-                max: maxima(&rules),
-                foreign,
-                keys: HashMap::new(),
-                bad_metrics: BTreeMap::new(),
-                claims: None,
-                violations: Vec::new(),
-            }),
-            step: step_rx,
-        });
-        let dir = std::env::temp_dir().join(format!(
-            "poolpilot-sim-{}-{seed}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
+        let World {
+            core,
+            chaos: api,
+            step_tx,
+            rules,
+            dir,
+        } = World::new(seed, "sim");
         let proc = Some(start_agent(&api, &rules, &dir));
         Sim {
             seed,
@@ -710,30 +283,13 @@ impl Sim {
             core.take_outbox()
         };
         self.trail.push(format!("advance {by:?}"));
-        let mut now_batch = Vec::new();
-        for d in fresh {
-            let event = serde_json::from_slice::<LifecycleEvent>(&d.body)
-                .map(|e| e.id)
-                .unwrap_or_default();
-            match self.rng.u8(0..10) {
-                0 => self.trail.push(format!("drop delivery of {event}")),
-                1 | 2 => {
-                    let at = self.step + self.rng.u64(1..20);
-                    self.held.push((at, d));
-                }
-                3 => {
-                    now_batch.push(d.clone());
-                    let at = self.step + self.rng.u64(1..10);
-                    self.held.push((at, d));
-                }
-                _ => now_batch.push(d),
-            }
-        }
-        let step = self.step;
-        let (due, later): (Vec<_>, Vec<_>) = self.held.drain(..).partition(|(at, _)| *at <= step);
-        self.held = later;
-        now_batch.extend(due.into_iter().map(|(_, d)| d));
-        self.rng.shuffle(&mut now_batch);
+        let now_batch = route_deliveries(
+            &mut self.rng,
+            self.step,
+            fresh,
+            &mut self.held,
+            &mut self.trail,
+        );
         for d in now_batch {
             self.deliver(d).await;
         }
@@ -808,26 +364,7 @@ impl Sim {
 
     /// A pool member dies for a reason nobody asked for.
     fn crash(&mut self) {
-        let mut core = lock(&self.core);
-        let q = ListQuery {
-            limit: Some(100),
-            ..Default::default()
-        };
-        let members: Vec<String> = core
-            .list(&q)
-            .map(|p| p.items)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|s| {
-                s.state == SandboxState::Running
-                    && s.metadata
-                        .as_ref()
-                        .is_some_and(|m| m.get(POOL_KEY).is_some_and(|p| p == "w" || p == "t"))
-            })
-            .map(|s| s.sandbox_id)
-            .collect();
-        if let Some(id) = self.rng.choice(members.iter()) {
-            let _ = core.kill_with_reason(id, "oom");
+        if let Some(id) = crash_member(&self.core, &mut self.rng) {
             self.trail.push(format!("crash {id}"));
         }
     }
@@ -881,30 +418,12 @@ impl Sim {
 
     /// Changes the faults: an outage, an error rate, corrupt metrics.
     fn weather(&mut self) {
-        let mut st = self.api.st();
-        match self.rng.u8(0..4) {
-            0 => st.outage = !st.outage,
-            1 => st.error_rate = [0.0, 0.05, 0.2, 0.5][self.rng.usize(0..4)],
-            2 => st.corrupt_rate = [0.0, 0.1, 0.5, 1.0][self.rng.usize(0..4)],
-            _ => {
-                st.outage = false;
-                st.error_rate = 0.0;
-                st.corrupt_rate = 0.0;
-            }
-        }
-        let w = format!(
-            "weather: outage {} errors {} corrupt {}",
-            st.outage, st.error_rate, st.corrupt_rate
-        );
-        drop(st);
+        let w = self.api.change_weather(&mut self.rng);
         self.trail.push(w);
     }
 
     fn clear_weather(&mut self) {
-        let mut st = self.api.st();
-        st.outage = false;
-        st.error_rate = 0.0;
-        st.corrupt_rate = 0.0;
+        self.api.calm_weather();
     }
 
     fn fail(&self, msg: String) -> ! {
@@ -923,7 +442,7 @@ impl Sim {
 
     /// The invariants, after every step.
     fn check_step(&mut self) {
-        if PANICKED.with(|p| p.get()) {
+        if panicked() {
             self.fail("a panic (see above)".into());
         }
         let violations = std::mem::take(&mut self.api.st().violations);
@@ -1066,22 +585,7 @@ impl Sim {
                 self.fail(msg);
             }
         }
-        let all = all_events(&self.core);
-        let missed: Vec<&LifecycleEvent> = all
-            .iter()
-            .filter(|e| !self.handled.contains_key(&e.id))
-            .collect();
-        if !missed.is_empty() {
-            let e = missed[0];
-            let msg = format!(
-                "{} of {} events were never handled, e.g. {} ({:?} of {} at {})",
-                missed.len(),
-                all.len(),
-                e.id,
-                e.event_type,
-                e.sandbox_id,
-                e.timestamp
-            );
+        if let Some(msg) = never_handled(&self.core, |id| self.handled.contains_key(id)) {
             self.fail(msg);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -1120,42 +624,6 @@ impl<T> NowOrNever<T> for tokio::task::JoinHandle<T> {
     }
 }
 
-/// Lets every task that is ready run (one thread: they run when this one yields).
-async fn let_tasks_run() {
-    for _ in 0..8 {
-        tokio::task::yield_now().await;
-    }
-}
-
-fn maxima(rules: &RuleSet) -> BTreeMap<String, u32> {
-    rules
-        .pools
-        .iter()
-        .map(|p| (p.name.clone(), p.max))
-        .collect()
-}
-
-/// Every event the emulator has recorded.
-fn all_events(core: &Arc<Mutex<Core>>) -> Vec<LifecycleEvent> {
-    let core = lock(core);
-    let mut out = Vec::new();
-    let mut q = EventQuery {
-        offset: 0,
-        limit: 100,
-        order_asc: true,
-        types: Vec::new(),
-    };
-    loop {
-        let page = core.events(None, &q).unwrap_or_default();
-        let n = page.len();
-        out.extend(page);
-        if n < 100 {
-            return out;
-        }
-        q.offset += n as u64;
-    }
-}
-
 fn run_seed(seed: u64, steps: u64) {
     // Tokio's clock is paused: the receiver's timers never fire on their own, so nothing
     // depends on how fast this machine is.
@@ -1176,32 +644,9 @@ fn run_seed(seed: u64, steps: u64) {
     });
 }
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 #[test]
 fn seeded_interleavings_keep_every_promise() {
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        PANICKED.with(|p| p.set(true));
-        hook(info);
-    }));
-    let steps = env_u64("POOLPILOT_SIM_STEPS", 400);
-    let seeds: Vec<u64> = match std::env::var("POOLPILOT_SIM_SEED") {
-        Ok(s) => vec![s.parse().expect("POOLPILOT_SIM_SEED is a number")],
-        Err(_) => {
-            let first = env_u64("POOLPILOT_SIM_FIRST", 1);
-            (first..first + env_u64("POOLPILOT_SIM_SEEDS", 48)).collect()
-        }
-    };
-    for seed in &seeds {
-        run_seed(*seed, steps);
-    }
-    println!("{} seeds of {steps} steps: every promise held", seeds.len());
+    run_seeds("POOLPILOT_SIM", 48, 400, run_seed);
 }
 
 #[test]

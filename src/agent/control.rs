@@ -292,9 +292,7 @@ impl Agent {
     /// [`Agent::lead`]; the webhook deliveries this replica received are left in the store's
     /// inbox for the leader.
     pub async fn stand_by(&mut self) {
-        if let Some(s) = &mut self.shared {
-            s.generation = None;
-        }
+        self.stop_leading();
         self.claims.stand_by();
         let mut events = Vec::new();
         if let Some(rx) = &mut self.webhooks {
@@ -306,6 +304,14 @@ impl Agent {
             && let Err(e) = s.shared.push_inbox(&events).await
         {
             tracing::warn!(error = %e, events = events.len(), "cannot leave webhook deliveries for the leader; its events poll will find them");
+        }
+    }
+
+    /// Stops leading until [`Agent::lead`] again: what it took since its last save is
+    /// taken again from the store then.
+    fn stop_leading(&mut self) {
+        if let Some(s) = &mut self.shared {
+            s.generation = None;
         }
     }
 
@@ -563,7 +569,6 @@ impl Agent {
         mut report: TickReport,
     ) -> TickReport {
         report.events = events.len();
-        report.handled = events.iter().map(|e| e.id.clone()).collect();
         self.claims.killed_events(
             events
                 .iter()
@@ -576,9 +581,13 @@ impl Agent {
         }
         if let Err(e) = self.record_shared(&events).await {
             tracing::error!(error = %e, "cannot record the events to act on in the store; no decision this turn");
+            // Taken but not acted on: leading again resumes the store's window and saved
+            // cursor, so the events poll brings them back (tests/simulation_ha.rs).
+            self.stop_leading();
             report.error = Some(e.to_string());
             return report;
         }
+        report.handled = events.iter().map(|e| e.id.clone()).collect();
         let pending = self.pending();
         let claims = self.claims.for_engine(now);
         let decisions = self.engine.step(

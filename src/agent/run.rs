@@ -471,21 +471,7 @@ impl Process<'_> {
         };
         let role = l.roles.borrow().clone();
         self.publisher.role(&role);
-        match (l.fence.acting(), self.agent.leading()) {
-            (Some(g), Some(current)) if g == current => true,
-            (Some(g), _) => match self.agent.lead(g, self.clock.now()).await {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot resume the shared state; not acting");
-                    self.agent.stand_by().await;
-                    false
-                }
-            },
-            (None, _) => {
-                self.agent.stand_by().await;
-                false
-            }
-        }
+        l.follow(&mut self.agent, self.clock.now()).await
     }
 
     /// A standby's status, from the store: what the leader saved and the history.

@@ -11,13 +11,20 @@
 //!
 //! The holder also writes where it serves its API (`address`), so a standby can forward the
 //! claims API to it.
+//!
+//! The seeded simulation gives a lease its virtual clock ([`Lease::with_clock`]) and fails its
+//! calls with the store's [`super::Faults`]; production never does either.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::{AnyPool, Row as _};
 
 /// The one lease the agents contend for.
 pub const LEADER: &str = "leader";
+
+/// Now in ms since the epoch, when a simulation's virtual clock stands in for the database's.
+pub type ClockMs = Arc<dyn Fn() -> i64 + Send + Sync>;
 
 /// A replica's side of a lease.
 #[derive(Clone)]
@@ -27,6 +34,9 @@ pub struct Lease {
     name: String,
     holder: String,
     ttl: Duration,
+    /// None in production: the database's clock, one for every replica.
+    clock: Option<ClockMs>,
+    faults: super::Faults,
     /// Where this replica serves its API (`http://host:port`), written with every renewal.
     address: Option<String>,
 }
@@ -58,6 +68,8 @@ impl Lease {
             name: name.to_string(),
             holder: holder.to_string(),
             ttl,
+            clock: None,
+            faults: history.faults().clone(),
             address: None,
         };
         sqlx::query(
@@ -68,6 +80,12 @@ impl Lease {
         .execute(&lease.pool)
         .await?;
         Ok(lease)
+    }
+
+    /// Reads `clock` instead of the database's clock (a simulation on virtual time).
+    pub fn with_clock(mut self, clock: ClockMs) -> Lease {
+        self.clock = Some(clock);
+        self
     }
 
     /// This replica serves its API at `address`: written with each renewal while it holds
@@ -88,6 +106,7 @@ impl Lease {
     /// Takes the lease if it is free or ours, renewing it for `ttl`: the generation when this
     /// replica holds it now, None when another does.
     pub async fn hold(&self) -> Result<Option<u64>, sqlx::Error> {
+        self.faults.check()?;
         let now = self.db_now_ms().await?;
         let row = sqlx::query(
             "UPDATE leases SET \
@@ -110,6 +129,7 @@ impl Lease {
 
     /// Gives the lease up (at shutdown), so a standby takes over at once.
     pub async fn release(&self) -> Result<(), sqlx::Error> {
+        self.faults.check()?;
         sqlx::query("UPDATE leases SET expires_ms = 0 WHERE name = $1 AND holder = $2")
             .bind(self.name.clone())
             .bind(self.holder.clone())
@@ -120,12 +140,18 @@ impl Lease {
 
     /// Who holds the lease now.
     pub async fn current(&self) -> Result<Option<Holder>, sqlx::Error> {
-        holder_of(&self.pool, self.postgres, &self.name).await
+        self.faults.check()?;
+        let now = self.db_now_ms().await?;
+        holder_of(&self.pool, &self.name, now).await
     }
 
-    /// The database's now, in ms since the epoch: one clock for every replica.
+    /// The database's now (or the simulation's), in ms since the epoch: one clock for every
+    /// replica.
     async fn db_now_ms(&self) -> Result<i64, sqlx::Error> {
-        db_now_ms(&self.pool, self.postgres).await
+        match &self.clock {
+            Some(clock) => Ok(clock()),
+            None => db_now_ms(&self.pool, self.postgres).await,
+        }
     }
 }
 
@@ -134,15 +160,12 @@ pub(crate) async fn current_holder(
     pool: &AnyPool,
     postgres: bool,
 ) -> Result<Option<Holder>, sqlx::Error> {
-    holder_of(pool, postgres, LEADER).await
+    let now = db_now_ms(pool, postgres).await?;
+    holder_of(pool, LEADER, now).await
 }
 
-async fn holder_of(
-    pool: &AnyPool,
-    postgres: bool,
-    name: &str,
-) -> Result<Option<Holder>, sqlx::Error> {
-    let now = db_now_ms(pool, postgres).await?;
+/// Who holds the lease `name`, and whether it is live at `now_ms`.
+async fn holder_of(pool: &AnyPool, name: &str, now: i64) -> Result<Option<Holder>, sqlx::Error> {
     let row =
         sqlx::query("SELECT holder, generation, expires_ms, address FROM leases WHERE name = $1")
             .bind(name.to_string())

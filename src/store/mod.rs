@@ -14,6 +14,9 @@
 //! decision. Reads ([`read`]) go straight to the pool from the HTTP handlers and the CLI.
 //!
 //! This module never decides anything and never calls E2B; it keeps what it is given.
+//!
+//! [`Faults`] lets the seeded simulation (tests/simulation_ha.rs) make the lease's and the
+//! shared state's calls fail, as a store that is down does; nothing in production sets it.
 
 pub mod claims;
 pub mod lease;
@@ -187,6 +190,35 @@ pub struct Stats {
     pub expired: AtomicU64,
 }
 
+/// A switch that makes the replica's lease and shared-state calls fail while it is on, as a
+/// store that is down or partitioned away makes them fail: for the seeded simulation only,
+/// never turned on in production. Cheap to clone; clones share the switch.
+#[derive(Clone, Default)]
+pub struct Faults(Arc<std::sync::atomic::AtomicBool>);
+
+impl Faults {
+    /// Turns the store's failure on (every call errors) or off (calls go through again).
+    pub fn fail(&self, on: bool) {
+        self.0.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether the store fails now.
+    pub fn failing(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// The error a call gets while the store fails; Ok otherwise.
+    pub(crate) fn check(&self) -> Result<(), sqlx::Error> {
+        if self.failing() {
+            return Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "the store cannot be reached (a simulated fault)",
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// The open store: the writer's queue and the pool readers use. Cheap to clone.
 #[derive(Clone)]
 pub struct History {
@@ -195,6 +227,7 @@ pub struct History {
     /// The connections of the lease and the shared state, apart from the history's writer
     /// and readers so that a busy status page or a big batch never delays a renewal.
     control: AnyPool,
+    faults: Faults,
     run_id: Arc<str>,
     postgres: bool,
     stats: Arc<Stats>,
@@ -234,6 +267,7 @@ impl History {
             postgres: is_postgres(url),
             stats,
             last_drop_warning: Arc::default(),
+            faults: Faults::default(),
         })
     }
 
@@ -287,6 +321,11 @@ impl History {
 
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// The fault switch of this handle's lease and shared state (the seeded simulation's).
+    pub fn faults(&self) -> &Faults {
+        &self.faults
     }
 
     /// Whether the store is PostgreSQL (shared by replicas) rather than SQLite.

@@ -7,6 +7,9 @@
 //! against a takeover on PostgreSQL, `FOR SHARE`) and writes only when the row still names
 //! this replica with its generation. A deposed leader's write changes nothing and is told so
 //! ([`Fenced`]), whatever its own clock believes.
+//!
+//! While the store's [`super::Faults`] switch is on (the seeded simulation only), every call
+//! fails before it reaches the database.
 
 use sqlx::{Any, AnyPool, Row as _, Transaction};
 
@@ -33,6 +36,7 @@ pub struct Shared {
     pool: AnyPool,
     postgres: bool,
     holder: String,
+    faults: super::Faults,
 }
 
 impl Shared {
@@ -41,11 +45,13 @@ impl Shared {
             pool: history.control_pool().clone(),
             postgres: history.is_postgres(),
             holder: holder.to_string(),
+            faults: history.faults().clone(),
         }
     }
 
     /// The saved state's JSON and the generation that wrote it; None before any leader saved.
     pub async fn load(&self) -> Result<Option<(String, u64)>, sqlx::Error> {
+        self.faults.check()?;
         let row = sqlx::query("SELECT body, generation FROM agent_state WHERE name = $1")
             .bind(STATE)
             .fetch_optional(&self.pool)
@@ -65,6 +71,7 @@ impl Shared {
         since_ms: i64,
         limit: usize,
     ) -> Result<Vec<(String, i64)>, sqlx::Error> {
+        self.faults.check()?;
         let rows = sqlx::query(&format!(
             "SELECT id, at_ms FROM seen_events WHERE at_ms >= $1 ORDER BY at_ms DESC LIMIT {}",
             limit.max(1)
@@ -121,6 +128,7 @@ impl Shared {
 
     /// Leaves verified webhook deliveries for the leader (any replica may): each event once.
     pub async fn push_inbox(&self, events: &[LifecycleEvent]) -> Result<(), sqlx::Error> {
+        self.faults.check()?;
         if events.is_empty() {
             return Ok(());
         }
@@ -171,6 +179,7 @@ impl Shared {
 
     /// Forgets the ids of events older than `before_ms` (no poll can return them again).
     pub async fn forget_seen(&self, before_ms: i64) -> Result<u64, sqlx::Error> {
+        self.faults.check()?;
         let r = sqlx::query("DELETE FROM seen_events WHERE at_ms < $1")
             .bind(before_ms)
             .execute(&self.pool)
@@ -184,6 +193,7 @@ impl Shared {
         &self,
         generation: u64,
     ) -> Result<Transaction<'static, Any>, SharedError> {
+        self.faults.check()?;
         let mut tx = self.pool.begin().await?;
         let lock = if self.postgres { " FOR SHARE" } else { "" };
         let row = sqlx::query(&format!(
