@@ -277,6 +277,9 @@ impl Agent {
             dedup.remember(id, crate::store::at(*at));
         }
         *lock(&self.dedup) = dedup;
+        // Deliveries queued after the caller's hand-over passed the old window: they too go
+        // through the inbox, and so through the new one.
+        self.queue_to_inbox().await;
         self.claims.lead(generation).await?;
         self.ready = false;
         self.last_observed.clear();
@@ -294,6 +297,12 @@ impl Agent {
     pub async fn stand_by(&mut self) {
         self.stop_leading();
         self.claims.stand_by();
+        self.queue_to_inbox().await;
+    }
+
+    /// Moves the webhook deliveries waiting in the receiver's queue to the store's inbox, from
+    /// where the leader takes them through its dedup window.
+    async fn queue_to_inbox(&mut self) {
         let mut events = Vec::new();
         if let Some(rx) = &mut self.webhooks {
             while let Ok(d) = rx.try_recv() {
