@@ -39,8 +39,10 @@ use tokio::sync::{mpsc, oneshot};
 use crate::e2b::LifecycleEvent;
 use crate::engine::AlertNotice;
 
-/// How many records may wait for the writer before new ones are dropped.
-const QUEUE: usize = 65_536;
+/// How many records may wait for the writer before new ones are dropped. A turn queues a few
+/// dozen (members' samples are one record per turn), so this is hours of a stalled disk, in
+/// bounded memory.
+const QUEUE: usize = 16_384;
 
 /// The versioned schema, the same for SQLite and PostgreSQL.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
