@@ -33,7 +33,7 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::{AnyPool, Executor as _};
+use sqlx::{AnyPool, Connection as _, Executor as _};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::e2b::LifecycleEvent;
@@ -349,7 +349,8 @@ impl History {
 }
 
 /// Opens the SQLite store in `dir` read-only, for a report beside a running agent; an error
-/// names the file when there is none (the agent has not run there).
+/// names the file when there is none (the agent has not run there) or when it lacks a schema
+/// version this build reads (an agent of another version wrote it).
 pub async fn open_reader(dir: &Path) -> anyhow::Result<AnyPool> {
     let file = dir.join("history.db");
     if !file.is_file() {
@@ -359,11 +360,28 @@ pub async fn open_reader(dir: &Path) -> anyhow::Result<AnyPool> {
         );
     }
     install_default_drivers();
-    AnyPoolOptions::new()
+    let pool = AnyPoolOptions::new()
         .max_connections(1)
         .connect(&format!("sqlite://{}?mode=ro", file.display()))
         .await
-        .with_context(|| format!("open the history store at {}", file.display()))
+        .with_context(|| format!("open the history store at {}", file.display()))?;
+    let applied = applied(&pool).await.unwrap_or_default();
+    let missing: Vec<String> = MIGRATOR
+        .iter()
+        .filter(|m| !applied.contains(&m.version))
+        .map(|m| m.version.to_string())
+        .collect();
+    if !missing.is_empty() {
+        pool.close().await;
+        anyhow::bail!(
+            "the history store at {} lacks schema versions {} of this poolpilot (an agent of \
+             another version wrote it, or none has yet): run `poolpilot store migrate` on its \
+             state dir, or the agent of this version, first",
+            file.display(),
+            missing.join(", ")
+        );
+    }
+    Ok(pool)
 }
 
 /// What `poolpilot store check` reports.
@@ -477,10 +495,31 @@ async fn connect(url: &str) -> anyhow::Result<AnyPool> {
     connect_sized(url, 4).await
 }
 
+/// Opens one connection to the SQLite file at `url` and sets it up as the pool would: a file
+/// that is not a database fails here at once, naming the file, where the pool would retry
+/// it until its acquire timeout and then say only that it timed out.
+async fn probe_sqlite(url: &str) -> anyhow::Result<()> {
+    let opened = async {
+        let mut conn = sqlx::AnyConnection::connect(url).await?;
+        conn.execute("PRAGMA journal_mode = WAL").await?;
+        conn.close().await
+    };
+    opened.await.with_context(|| {
+        format!(
+            "open the history store at {}: is it a poolpilot history store? \
+             Move it aside and the agent starts a new one",
+            redact(url)
+        )
+    })
+}
+
 /// [`connect`] with at most `size` connections (one for `:memory:`).
 async fn connect_sized(url: &str, size: u32) -> anyhow::Result<AnyPool> {
     install_default_drivers();
     let memory = url.contains(":memory:");
+    if !memory && !is_postgres(url) {
+        probe_sqlite(url).await?;
+    }
     let options = AnyPoolOptions::new()
         .max_connections(if memory { 1 } else { size })
         .min_connections(if memory { 1 } else { 0 })

@@ -1,0 +1,83 @@
+//! The history store's commands given a history.db that is not what they expect: a file that
+//! is not SQLite at all (`store check`, `store migrate`) and an SQLite file without the
+//! schema, as an agent of another version or a half-made copy leaves it (`events report`,
+//! `record`). Each must fail with one line naming the file, what is wrong and what to do,
+//! never a bare driver error or a wait for a connection that cannot come.
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+
+fn poolpilot(args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_poolpilot"))
+        .args(args)
+        .env_remove("POOLPILOT_CONFIG")
+        .env_remove("POOLPILOT_STATE_DIR")
+        .output()
+        .expect("run poolpilot")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A state dir whose history.db holds `bytes`, and a rules file beside it.
+fn state_dir(tag: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let dir = common::fresh_dir(tag);
+    std::fs::write(dir.join("history.db"), bytes).expect("write history.db");
+    std::fs::write(
+        dir.join("rules.yaml"),
+        "pools:\n  - { name: p, min: 0, max: 1 }\n",
+    )
+    .expect("write rules");
+    dir
+}
+
+fn store(command: &str, dir: &Path) -> Output {
+    let d = dir.display().to_string();
+    let rules = dir.join("rules.yaml").display().to_string();
+    poolpilot(&["store", command, "--state-dir", &d, "--rules", &rules])
+}
+
+#[test]
+fn a_store_that_is_not_sqlite_is_named_as_such_at_once() {
+    let dir = state_dir("store-not-sqlite", b"this is not a database, it is a note");
+    for command in ["check", "migrate"] {
+        let out = store(command, &dir);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{command}: {err}");
+        assert!(
+            err.contains("file is not a database") && err.contains("history.db"),
+            "{command} says what is wrong with which file: {err}"
+        );
+        assert!(
+            !err.contains("timed out") && !err.contains("after_connect"),
+            "{command} neither waits for a connection nor logs the driver's retries: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_store_without_the_schema_is_named_as_such_by_its_readers() {
+    // A zero-length file is an empty SQLite database: no tables, no schema versions.
+    let dir = state_dir("store-no-schema", b"");
+    let d = dir.display().to_string();
+    let out_file = dir.join("scenario.yaml").display().to_string();
+    let runs = [
+        poolpilot(&["events", "report", "--state-dir", &d]),
+        poolpilot(&["record", "--from", &d, "--out", &out_file]),
+    ];
+    for out in runs {
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("history.db") && err.contains("poolpilot store migrate"),
+            "names the file and the way out: {err}"
+        );
+        assert!(
+            !err.contains("no such table"),
+            "no bare driver error: {err}"
+        );
+    }
+}
