@@ -12,12 +12,12 @@ use crate::sync::lock;
 use axum::Json;
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::ServerState;
+use super::{Segment, ServerState};
 use crate::agent::control::LoggedDecision;
 use crate::agent::leader::Role;
 
@@ -128,7 +128,7 @@ struct PoolDetail {
 /// no such pool.
 pub(super) async fn pool(
     State(s): State<ServerState>,
-    Path(name): Path<String>,
+    Segment(name): Segment,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let mut views = pool_views(&s);

@@ -31,7 +31,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Query, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -39,7 +39,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use subtle::ConstantTimeEq as _;
 
-use super::error;
+use super::{Segment, error};
 use crate::agent::claims::{ClaimError, ClaimRequest, Claims};
 use crate::duration::HumanDuration;
 use crate::store::lease::Lease;
@@ -327,7 +327,7 @@ struct WaitQuery {
 /// `POST /api/v1/pools/{pool}/claims`.
 async fn claim(
     State(s): State<ClaimsState>,
-    Path(pool): Path<String>,
+    Segment(pool): Segment,
     Query(q): Query<WaitQuery>,
     headers: HeaderMap,
     body: Bytes,
@@ -414,25 +414,21 @@ fn answer<T: serde::Serialize>(result: Result<T, ClaimError>) -> Response {
 /// `GET /api/v1/pools/{pool}/claims`.
 async fn list(
     State(s): State<ClaimsState>,
-    Path(pool): Path<String>,
+    Segment(pool): Segment,
     headers: HeaderMap,
 ) -> Response {
     guarded(&s, &headers, || s.claims.of_pool(&pool))
 }
 
 /// `GET /api/v1/claims/{id}`.
-async fn show(
-    State(s): State<ClaimsState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
+async fn show(State(s): State<ClaimsState>, Segment(id): Segment, headers: HeaderMap) -> Response {
     guarded(&s, &headers, || s.claims.get(&id))
 }
 
 /// `POST /api/v1/claims/{id}/renew`.
 async fn renew(
     State(s): State<ClaimsState>,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -458,7 +454,7 @@ async fn renew(
 /// `DELETE /api/v1/claims/{id}`.
 async fn release(
     State(s): State<ClaimsState>,
-    Path(id): Path<String>,
+    Segment(id): Segment,
     headers: HeaderMap,
 ) -> Response {
     if let Err(d) = s.access.check(&headers) {
@@ -470,7 +466,7 @@ async fn release(
 /// `GET /api/v1/pools/{pool}/pick`: shared, not exclusive.
 async fn pick(
     State(s): State<ClaimsState>,
-    Path(pool): Path<String>,
+    Segment(pool): Segment,
     headers: HeaderMap,
 ) -> Response {
     if let Err(d) = s.access.check(&headers) {

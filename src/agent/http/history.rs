@@ -13,12 +13,12 @@
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, TimeDelta, Utc};
 
-use super::{ServerState, error};
+use super::{Segment, ServerState, error};
 use crate::store::read::{self, AlertFilter, Cursor, EventFilter, MAX_LIMIT};
 use crate::store::{Clock, History};
 
@@ -114,7 +114,7 @@ fn full_type(t: &str) -> String {
 }
 
 /// `GET /api/v1/sandboxes/{id}/timeline`.
-pub(crate) async fn timeline(State(s): State<ServerState>, Path(id): Path<String>) -> Response {
+pub(crate) async fn timeline(State(s): State<ServerState>, Segment(id): Segment) -> Response {
     let Some(h) = &s.history else {
         return no_store();
     };

@@ -65,6 +65,27 @@ pub(crate) fn error(status: axum::http::StatusCode, message: &str) -> axum::resp
         .into_response()
 }
 
+/// One `{name}` segment of a route's path, as text. A segment that is not percent-encoded
+/// UTF-8 is a JSON 400 like any other bad input, where axum's own rejection is plain text.
+pub(crate) struct Segment(pub(crate) String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Segment {
+    type Rejection = axum::response::Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<String>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(s)) => Ok(Segment(s)),
+            Err(e) => Err(error(
+                axum::http::StatusCode::BAD_REQUEST,
+                &format!("{}; give it as percent-encoded UTF-8", e.body_text()),
+            )),
+        }
+    }
+}
+
 /// The read-only routes; merge the webhook router into it when webhooks are on.
 pub(crate) fn router(state: ServerState) -> Router {
     Router::new()
@@ -81,4 +102,40 @@ pub(crate) fn router(state: ServerState) -> Router {
         .route("/sandboxes/{id}", get(page::sandbox))
         .route("/api/v1/stream", get(page::sse::stream))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use tower::ServiceExt as _;
+
+    async fn answer(uri: &str) -> (u16, String, String) {
+        let app = Router::new().route("/x/{id}", get(|Segment(id): Segment| async move { id }));
+        let req = axum::http::Request::builder()
+            .uri(uri)
+            .body(Body::empty())
+            .unwrap();
+        let res = app.oneshot(req).await.unwrap();
+        let kind = res
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap_or_default().to_string())
+            .unwrap_or_default();
+        let status = res.status().as_u16();
+        let body = axum::body::to_bytes(res.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        (status, kind, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_segment_that_is_not_utf8_is_a_json_400() {
+        assert_eq!(answer("/x/a%20b").await.2, "a b");
+        let (status, kind, body) = answer("/x/%FF").await;
+        assert_eq!((status, kind.as_str()), (400, "application/json"), "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(v["code"], 400);
+        assert!(v["message"].as_str().unwrap().contains("UTF-8"), "{body}");
+    }
 }

@@ -21,6 +21,7 @@ pub(crate) mod sse;
 
 use std::collections::{BTreeMap, HashMap};
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -120,7 +121,17 @@ pub(crate) async fn index(
 
 /// `GET /sandboxes/{id}`: one sandbox's timeline; a 404 page when the history knows nothing
 /// of it.
-pub(crate) async fn sandbox(State(s): State<ServerState>, Path(id): Path<String>) -> Response {
+pub(crate) async fn sandbox(
+    State(s): State<ServerState>,
+    id: Result<Path<String>, PathRejection>,
+) -> Response {
+    let id = match id {
+        Ok(Path(id)) => id,
+        Err(e) => {
+            let message = format!("{}; give it as percent-encoded UTF-8", e.body_text());
+            return page(StatusCode::BAD_REQUEST, |n| render::problem(n, &message));
+        }
+    };
     let Some(h) = &s.history else {
         let message = "this agent keeps no history store, so it has no timelines";
         return page(StatusCode::SERVICE_UNAVAILABLE, |n| {
