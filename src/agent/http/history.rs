@@ -93,12 +93,23 @@ fn event_filter(q: &HashMap<String, String>, now: DateTime<Utc>) -> Result<Event
             ))
         })?),
     };
+    let since = time_param(q, "since", now)?;
+    let until = time_param(q, "until", now)?;
+    if let (Some(s), Some(u)) = (since, until)
+        && u < s
+    {
+        return Err(bad(&format!(
+            "until ({}) is before since ({}): nothing can match; give until after since",
+            u.to_rfc3339(),
+            s.to_rfc3339()
+        )));
+    }
     Ok(EventFilter {
         sandbox: q.get("sandbox").cloned(),
         pool: q.get("pool").cloned(),
         types,
-        since: time_param(q, "since", now)?,
-        until: time_param(q, "until", now)?,
+        since,
+        until,
         limit,
         cursor,
     })
@@ -236,4 +247,43 @@ fn store_failed(e: &sqlx::Error) -> Response {
         StatusCode::SERVICE_UNAVAILABLE,
         &format!("the history store cannot answer now: {e}"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter(pairs: &[(&str, &str)]) -> Result<EventFilter, String> {
+        let q = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        event_filter(&q, Utc::now()).map_err(|Bad(m)| m)
+    }
+
+    #[test]
+    fn until_before_since_is_refused_and_extreme_times_are_not_errors() {
+        let err = filter(&[("since", "1h"), ("until", "2h")])
+            .err()
+            .expect("a 400");
+        assert!(
+            err.contains("until") && err.contains("before since"),
+            "{err}"
+        );
+        let err = filter(&[
+            ("since", "2030-01-01T00:00:00Z"),
+            ("until", "2020-01-01T00:00:00Z"),
+        ])
+        .err()
+        .expect("a 400");
+        assert!(err.contains("give until after since"), "{err}");
+        for (since, until) in [
+            ("99999999d", "9999-12-31T23:59:59Z"),
+            ("0001-01-01T00:00:00Z", "1s"),
+            ("9223372036854775807s", "0s"),
+        ] {
+            let f = filter(&[("since", since), ("until", until)]);
+            assert!(f.is_ok(), "{since}..{until}: {:?}", f.err());
+        }
+    }
 }
