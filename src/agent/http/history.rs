@@ -263,9 +263,7 @@ mod tests {
 
     #[test]
     fn until_before_since_is_refused_and_extreme_times_are_not_errors() {
-        let err = filter(&[("since", "1h"), ("until", "2h")])
-            .err()
-            .expect("a 400");
+        let err = filter(&[("since", "1h"), ("until", "2h")]).expect_err("a 400");
         assert!(
             err.contains("until") && err.contains("before since"),
             "{err}"
@@ -274,8 +272,7 @@ mod tests {
             ("since", "2030-01-01T00:00:00Z"),
             ("until", "2020-01-01T00:00:00Z"),
         ])
-        .err()
-        .expect("a 400");
+        .expect_err("a 400");
         assert!(err.contains("give until after since"), "{err}");
         for (since, until) in [
             ("99999999d", "9999-12-31T23:59:59Z"),
