@@ -69,6 +69,7 @@ pub struct StoredEvent {
 pub struct EventPage {
     pub events: Vec<StoredEvent>,
     /// Pass as `cursor` for the next (older) page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
 }
 

@@ -283,4 +283,14 @@ mod tests {
             assert!(f.is_ok(), "{since}..{until}: {:?}", f.err());
         }
     }
+
+    #[test]
+    fn the_last_page_has_no_next_cursor_as_documented() {
+        let last = read::EventPage {
+            events: Vec::new(),
+            next_cursor: None,
+        };
+        let json = serde_json::to_value(&last).expect("JSON");
+        assert_eq!(json, serde_json::json!({ "events": [] }));
+    }
 }
