@@ -1,7 +1,8 @@
 //! The history store's commands given a history.db that is not what they expect: a file that
 //! is not SQLite at all (`store check`, `store migrate`) and an SQLite file without the
 //! schema, as an agent of another version or a half-made copy leaves it (`events report`,
-//! `record`). Each must fail with one line naming the file, what is wrong and what to do,
+//! `record`), and a store in a directory its reader cannot write, which a report must read.
+//! Each bad one must fail with one line naming the file, what is wrong and what to do,
 //! never a bare driver error or a wait for a connection that cannot come.
 
 mod common;
@@ -80,4 +81,43 @@ fn a_store_without_the_schema_is_named_as_such_by_its_readers() {
             "no bare driver error: {err}"
         );
     }
+}
+
+/// `poolpilot args` as a user who cannot write `dir`: nobody when the tests run as root
+/// (whom permissions do not stop), else the user itself.
+fn as_reader(args: &[&str]) -> Output {
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let mut cmd = if root {
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_poolpilot"));
+        c
+    } else {
+        std::process::Command::new(env!("CARGO_BIN_EXE_poolpilot"))
+    };
+    cmd.args(args)
+        .env_remove("POOLPILOT_CONFIG")
+        .env_remove("POOLPILOT_STATE_DIR")
+        .output()
+        .expect("run poolpilot (as nobody through setpriv, from util-linux, when root)")
+}
+
+#[test]
+fn a_store_in_a_read_only_directory_is_read() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = state_dir("store-read-only", b"");
+    std::fs::remove_file(dir.join("history.db")).expect("remove the empty file");
+    let out = store("migrate", &dir);
+    assert!(out.status.success(), "migrate: {}", stderr(&out));
+    let _ = std::fs::remove_file(dir.join("history.db-shm"));
+    let _ = std::fs::remove_file(dir.join("history.db-wal"));
+    for (path, mode) in [(dir.join("history.db"), 0o644), (dir.clone(), 0o755)] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    let d = dir.display().to_string();
+    let out = as_reader(&["events", "report", "--state-dir", &d, "--json"]);
+    assert!(out.status.success(), "report: {}", stderr(&out));
 }

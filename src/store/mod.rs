@@ -360,12 +360,16 @@ pub async fn open_reader(dir: &Path) -> anyhow::Result<AnyPool> {
         );
     }
     install_default_drivers();
-    let pool = AnyPoolOptions::new()
-        .max_connections(1)
-        .connect(&format!("sqlite://{}?mode=ro", file.display()))
-        .await
-        .with_context(|| format!("open the history store at {}", file.display()))?;
-    let applied = applied(&pool).await.unwrap_or_default();
+    let (pool, applied) = match open_read_only(&file, "mode=ro").await {
+        // SQLite reads a WAL database through `history.db-shm`, which it cannot create in a
+        // read-only directory. With no WAL left to read (the agent stopped cleanly), the file
+        // alone is the whole store: read it as immutable.
+        Err(e) if is_read_only_dir(&e) && !has_wal(&file) => {
+            open_read_only(&file, "mode=ro&immutable=true").await
+        }
+        opened => opened,
+    }
+    .map_err(|e| read_only_hint(e, &file))?;
     let missing: Vec<String> = MIGRATOR
         .iter()
         .filter(|m| !applied.contains(&m.version))
@@ -382,6 +386,55 @@ pub async fn open_reader(dir: &Path) -> anyhow::Result<AnyPool> {
         );
     }
     Ok(pool)
+}
+
+/// The SQLite file opened with `params`, and its schema versions (none without sqlx's table).
+async fn open_read_only(file: &Path, params: &str) -> anyhow::Result<(AnyPool, Vec<i64>)> {
+    let pool = AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(&format!("sqlite://{}?{params}", file.display()))
+        .await
+        .with_context(|| format!("open the history store at {}", file.display()))?;
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+    )
+    .fetch_one(&pool)
+    .await
+    .with_context(|| format!("read the history store at {}", file.display()))?;
+    let applied = if tables == 0 {
+        Vec::new()
+    } else {
+        applied(&pool)
+            .await
+            .with_context(|| format!("read the history store at {}", file.display()))?
+    };
+    Ok((pool, applied))
+}
+
+/// Whether SQLite refused because the file's directory is read-only.
+fn is_read_only_dir(e: &anyhow::Error) -> bool {
+    format!("{e:#}").contains("readonly")
+}
+
+/// Whether a non-empty `history.db-wal` sits beside `file`: writes not yet in the file.
+fn has_wal(file: &Path) -> bool {
+    let wal = file.with_extension("db-wal");
+    std::fs::metadata(wal).is_ok_and(|m| m.len() > 0)
+}
+
+/// `e`, with what to do when SQLite could not open what it needs beside the file.
+fn read_only_hint(e: anyhow::Error, file: &Path) -> anyhow::Error {
+    let text = format!("{e:#}");
+    if text.contains("readonly") || text.contains("unable to open database file") {
+        e.context(format!(
+            "cannot read {}: SQLite reads a store with writes in its WAL through \
+             history.db-shm beside it, which this user cannot create or open there; run as \
+             the agent's user, or copy the state dir somewhere writable",
+            file.display()
+        ))
+    } else {
+        e
+    }
 }
 
 /// What `poolpilot store check` reports.
