@@ -105,6 +105,24 @@ fn as_reader(args: &[&str]) -> Output {
         .expect("run poolpilot (as nobody through setpriv, from util-linux, when root)")
 }
 
+/// Moves everything in `file`'s WAL into the file and removes the WAL, as an agent that
+/// stops cleanly leaves its store.
+fn checkpoint(file: &Path) {
+    use sqlx::{Connection as _, Executor as _};
+    let url = format!("sqlite://{}", file.display());
+    let rt = tokio::runtime::Runtime::new().expect("a runtime");
+    rt.block_on(async {
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect(&url).await.expect("open");
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            .await
+            .expect("checkpoint");
+        conn.close().await.expect("close");
+    });
+    let _ = std::fs::remove_file(file.with_extension("db-wal"));
+    let _ = std::fs::remove_file(file.with_extension("db-shm"));
+}
+
 #[test]
 fn a_store_in_a_read_only_directory_is_read() {
     use std::os::unix::fs::PermissionsExt as _;
@@ -112,8 +130,7 @@ fn a_store_in_a_read_only_directory_is_read() {
     std::fs::remove_file(dir.join("history.db")).expect("remove the empty file");
     let out = store("migrate", &dir);
     assert!(out.status.success(), "migrate: {}", stderr(&out));
-    let _ = std::fs::remove_file(dir.join("history.db-shm"));
-    let _ = std::fs::remove_file(dir.join("history.db-wal"));
+    checkpoint(&dir.join("history.db"));
     for (path, mode) in [(dir.join("history.db"), 0o644), (dir.clone(), 0o755)] {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
     }
